@@ -1,0 +1,1 @@
+"""The common library every API area builds on. It never imports an area."""

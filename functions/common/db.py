@@ -1,0 +1,180 @@
+"""PostgreSQL through asyncpg: one writer pool and zero or more reader pools.
+
+Query functions take the connection or pool first (``Executor``) and use raw,
+parameterised SQL. Lag-tolerant reads go through ``Database.read``, which picks a healthy
+reader and falls back to the writer when a reader stops answering; that reader is then
+probed in the background and taken back once it answers again. Writes and reads that must
+see the caller's own writes use ``Database.writer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a dead or restarting server looks like from asyncpg's side.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+# A dedicated connection or one borrowed from a pool: both run queries and transactions.
+AnyConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class Executor(Protocol):
+    """What both an asyncpg Pool and a Connection offer: the query methods we use."""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+
+    async def executemany(
+        self, command: str, args: Any, *, timeout: float | None = None
+    ) -> None: ...
+
+    async def fetch(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> list[asyncpg.Record]: ...
+
+    async def fetchrow(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> asyncpg.Record | None: ...
+
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any: ...
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python objects, encoded with orjson.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        timeout=5,
+        # Pools may sit behind PgBouncer in transaction mode; prepared-statement caching
+        # stays on (it is per connection and asyncpg handles invalidation).
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass
+class Reader:
+    name: str
+    pool: asyncpg.Pool
+    healthy: bool = True
+    failures: int = 0
+
+
+@dataclass
+class Database:
+    writer: asyncpg.Pool
+    readers: list[Reader] = field(default_factory=list)
+    recheck_seconds: float = 2.0
+    _rotation: Any = None
+    _probe_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        write_dsn: str,
+        read_dsns: Sequence[str] = (),
+        *,
+        max_size: int = 10,
+        recheck_seconds: float = 2.0,
+    ) -> Database:
+        writer = await create_pool(write_dsn, min_size=1, max_size=max_size)
+        readers = [
+            # min_size=0: a replica that is down at start must not stop us starting.
+            Reader(f"read{i}", await create_pool(dsn, min_size=0, max_size=max_size))
+            for i, dsn in enumerate(read_dsns, start=1)
+        ]
+        db = cls(writer=writer, readers=readers, recheck_seconds=recheck_seconds)
+        db._rotation = itertools.cycle(range(len(readers))) if readers else None
+        if readers:
+            db._probe_task = asyncio.get_running_loop().create_task(db._probe_forever())
+        return db
+
+    def healthy_reader(self) -> Reader | None:
+        """The next healthy reader in round-robin order, or None."""
+        if not self.readers:
+            return None
+        for _ in range(len(self.readers)):
+            reader: Reader = self.readers[next(self._rotation)]
+            if reader.healthy:
+                return reader
+        return None
+
+    async def read(self, query: Callable[[Executor], Awaitable[T]]) -> T:
+        """Run a lag-tolerant read on a healthy reader, or on the writer if none answers."""
+        reader = self.healthy_reader()
+        if reader is not None:
+            try:
+                return await query(reader.pool)
+            except CONNECTION_ERRORS as exc:
+                self._take_out(reader, exc)
+        return await query(self.writer)
+
+    def _take_out(self, reader: Reader, exc: BaseException) -> None:
+        if reader.healthy:
+            log.warning(
+                "reader taken out of rotation",
+                extra={"reader": reader.name, "reason": type(exc).__name__},
+            )
+        reader.healthy = False
+        reader.failures += 1
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            for reader in self.readers:
+                await self._probe(reader)
+
+    async def _probe(self, reader: Reader) -> None:
+        try:
+            await reader.pool.fetchval("SELECT 1", timeout=2)
+        except CONNECTION_ERRORS as exc:
+            self._take_out(reader, exc)
+            # Drop connections to the dead server so the next try reconnects cleanly.
+            await reader.pool.expire_connections()
+            return
+        if not reader.healthy:
+            log.info("reader back in rotation", extra={"reader": reader.name})
+            reader.healthy = True
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
+        pools = [self.writer, *(r.pool for r in self.readers)]
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.UniqueViolationError)

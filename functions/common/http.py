@@ -1,0 +1,70 @@
+"""Small request/response helpers shared by the areas."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions.common.errors import InvalidRequest
+from functions.common.runtime import Runtime
+
+
+class JSON(Response):
+    """JSON response encoded with orjson (faster than the stdlib encoder)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def runtime_of(request: Request) -> Runtime:
+    return cast(Runtime, request.app.state.runtime)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong."""
+    raw = await request.body()
+    if not raw:
+        raise InvalidRequest("Request body is empty; expected a JSON object.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc.msg}.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object.")
+    return data
+
+
+def list_page(data: list[dict[str, Any]], *, has_more: bool, id_key: str = "id") -> dict[str, Any]:
+    """OpenAI's list envelope."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0][id_key] if data else None,
+        "last_id": data[-1][id_key] if data else None,
+        "has_more": has_more,
+    }
+
+
+def limit_param(request: Request, *, default: int = 20, maximum: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest("limit must be an integer.", param="limit") from None
+    if not 1 <= value <= maximum:
+        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit")
+    return value
+
+
+def order_param(request: Request, *, default: str = "desc") -> str:
+    value = request.query_params.get("order", default)
+    if value not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
+    return value

@@ -1,0 +1,74 @@
+"""Local mode: an embedded PostgreSQL (the `pgserver` package) and generated secrets.
+
+Used when ``DB_POSTGRESQL_WRITE_DSN`` is unset, so one command gives a working server with
+its state in ``JAN_DATA_DIR``. With an external database nothing here runs and the
+secrets are required instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+
+from functions.common.settings import SECRET_NAMES, ConfigError, Settings, require_secrets
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> Settings:
+    """Return settings with a database and secrets, starting PostgreSQL when embedded."""
+    if not settings.embedded_database:
+        require_secrets(settings)
+        return settings
+    data_dir = settings.jan_data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generated = load_or_generate_secrets(data_dir / "secrets.json")
+    update: dict[str, Any] = {
+        name: SecretStr(generated[name]) for name in SECRET_NAMES if getattr(settings, name) is None
+    }
+    update["db_postgresql_write_dsn"] = SecretStr(start_embedded_postgres(data_dir / "postgres"))
+    update["jan_data_dir"] = data_dir
+    return settings.model_copy(update=update)
+
+
+def load_or_generate_secrets(path: Path) -> dict[str, str]:
+    """Secrets generated once and kept (mode 0600) so restarts keep sessions and keys valid."""
+    if path.exists():
+        stored: dict[str, str] = orjson.loads(path.read_bytes())
+        if all(stored.get(n) for n in SECRET_NAMES):
+            return stored
+    values = {name: secrets.token_urlsafe(32) for name in SECRET_NAMES}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(orjson.dumps(values, option=orjson.OPT_INDENT_2))
+    os.chmod(path, 0o600)
+    log.info("generated secrets", extra={"path": str(path)})
+    return values
+
+
+def start_embedded_postgres(pgdata: Path) -> str:
+    """Start (or reuse) the embedded server and return its DSN (a Unix socket)."""
+    # pgserver picks a runtime directory at import; give it one under the data directory
+    # rather than warning about an unset XDG_RUNTIME_DIR.
+    runtime_dir = pgdata.parent / "run"
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    import pgserver  # type: ignore[attr-defined,unused-ignore]
+
+    try:
+        # cleanup_mode="stop": the server stops when the last process using it exits.
+        server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            pgdata, cleanup_mode="stop"
+        )
+    except Exception as exc:  # pgserver raises plain subprocess/OS errors
+        raise ConfigError(f"embedded PostgreSQL in {pgdata} failed to start: {exc}") from exc
+    uri: str = server.get_uri()
+    log.info("embedded postgresql running", extra={"pgdata": str(pgdata)})
+    return uri

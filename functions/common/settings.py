@@ -1,0 +1,169 @@
+"""Configuration: read once from the environment into a typed, validated object.
+
+Every secret (and DSN) may also be given as ``NAME_FILE`` pointing at a file that holds it,
+which is how Kubernetes secrets are usually mounted. Read replicas are numbered:
+``DB_POSTGRESQL_READ1_DSN``, ``DB_POSTGRESQL_READ2_DSN`` and so on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp")
+SECRET_NAMES = ("jwt_secret", "apikey_secret", "model_provider_secret")
+_READ_DSN = re.compile(r"^DB_POSTGRESQL_READ(\d+)_DSN(_FILE)?$")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    """All of Jan Server's settings. Field names are the environment names, lower-cased."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    jan_function: str = Field("all", description="API area this instance serves, or `all`.")
+    jan_data_dir: Path = Field(
+        Path("data"),
+        description="Where the embedded PostgreSQL and generated secrets live (local mode).",
+    )
+    jan_migrate_on_start: bool = Field(True, description="Apply pending migrations at start.")
+    jan_max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    jan_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    jan_commit: str = Field("unknown", description="Source commit, stamped by the image build.")
+    jan_public_url: str = Field(
+        "http://127.0.0.1:8080", description="Base URL clients use to reach the API."
+    )
+
+    db_postgresql_write_dsn: SecretStr | None = Field(
+        None, description="Primary PostgreSQL. Unset: an embedded server in JAN_DATA_DIR."
+    )
+    db_postgresql_read_dsns: tuple[SecretStr, ...] = Field(
+        (), description="Read replicas, from DB_POSTGRESQL_READ1_DSN, READ2 …"
+    )
+    db_pool_max_size: int = Field(10, gt=0)
+    db_reader_recheck_seconds: float = Field(
+        2.0, gt=0, description="How often a reader taken out of rotation is probed."
+    )
+
+    jwt_secret: SecretStr | None = None
+    apikey_secret: SecretStr | None = None
+    model_provider_secret: SecretStr | None = None
+
+    jan_inference_model_url: str | None = Field(
+        None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
+    )
+    serper_api_key: SecretStr | None = None
+    searxng_url: str | None = None
+    oauth2_google_client_id: str | None = None
+    oauth2_google_client_secret: SecretStr | None = None
+    oauth2_google_redirect_url: str | None = None
+    oauth2_google_issuer: str = "https://accounts.google.com"
+    organization_admin_emails: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_url: SecretStr | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator("jan_function")
+    @classmethod
+    def _known_area(cls, value: str) -> str:
+        if value != "all" and value not in AREAS:
+            raise ValueError(f"must be `all` or one of {', '.join(AREAS)}")
+        return value
+
+    @field_validator("organization_admin_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(e.strip().lower() for e in value.split(",") if e.strip())
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.db_postgresql_write_dsn is None
+
+    @property
+    def areas(self) -> tuple[str, ...]:
+        return AREAS if self.jan_function == "all" else (self.jan_function,)
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict fit for a log line: secrets shown only as set or unset."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "***" if value.get_secret_value() else ""
+            elif isinstance(value, tuple) and value and isinstance(value[0], SecretStr):
+                out[name] = ["***"] * len(value)
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _FileAndReplicaSource(settings_cls), env_settings)
+
+
+class _FileAndReplicaSource(PydanticBaseSettingsSource):
+    """Reads ``NAME_FILE`` variants and the numbered replica DSNs."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        environ = os.environ
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            path = environ.get(f"{name.upper()}_FILE")
+            if path:
+                values[name] = _read_secret_file(path, f"{name.upper()}_FILE")
+        replicas: dict[int, str] = {}
+        for key, raw in environ.items():
+            match = _READ_DSN.match(key)
+            if not match or not raw:
+                continue
+            replicas[int(match.group(1))] = _read_secret_file(raw, key) if match.group(2) else raw
+        if replicas:
+            values["db_postgresql_read_dsns"] = tuple(replicas[k] for k in sorted(replicas))
+        return values
+
+
+def _read_secret_file(path: str, variable: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Parse the environment once; raise ConfigError with a one-line reason."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"{where.upper()}: {first['msg']}") from None
+
+
+def require_secrets(settings: Settings) -> None:
+    """With an external database, secrets must be given, never generated."""
+    missing = [n.upper() for n in SECRET_NAMES if getattr(settings, n) is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set when DB_POSTGRESQL_WRITE_DSN is set")

@@ -1,0 +1,102 @@
+"""OpenAPI 3 document built from the handlers' docstrings, and Swagger UI served locally.
+
+Each handler's docstring is a YAML OpenAPI operation; the document is generated from the
+routes the app really has, so a route cannot silently go undocumented (a test checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from functions import __version__
+from functions.common.http import JSON
+
+_BASE: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "Jan Server API",
+        "version": __version__,
+        "description": "OpenAI-compatible API and administration API of Jan Server.",
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "API key or JWT"}
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {"type": "string"},
+                            "param": {"type": "string", "nullable": True},
+                            "code": {"type": "string", "nullable": True},
+                        },
+                    }
+                },
+            }
+        },
+    },
+    "security": [{"bearer": []}],
+}
+_generator = SchemaGenerator(_BASE)
+
+
+def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
+    return _generator.get_schema(routes)
+
+
+async def openapi_json(request: Request) -> Response:
+    """
+    summary: This OpenAPI document
+    tags: [ops]
+    security: []
+    responses:
+      200: {description: OpenAPI 3 document.}
+    """
+    cached = getattr(request.app.state, "openapi", None)
+    if cached is None:
+        cached = openapi_document(request.app.routes)
+        request.app.state.openapi = cached
+    return JSON(cached)
+
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Jan Server API</title>
+<link rel="stylesheet" href="swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="swagger-ui-bundle.js"></script>
+<script src="swagger-ui-standalone-preset.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout"});
+</script></body></html>
+"""
+
+
+async def swagger_index(request: Request) -> Response:
+    """
+    summary: Swagger UI
+    tags: [ops]
+    security: []
+    responses:
+      200: {description: HTML page.}
+    """
+    return HTMLResponse(_INDEX)
+
+
+def docs_routes() -> list[BaseRoute]:
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/api/swagger/index.html", swagger_index, methods=["GET"]),
+        Mount("/api/swagger", app=StaticFiles(directory=str(swagger_ui_path)), name="swagger"),
+    ]
