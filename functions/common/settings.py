@@ -64,7 +64,20 @@ class Settings(BaseSettings):
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )
     serper_api_key: SecretStr | None = None
+    serper_url: str = Field("https://google.serper.dev", description="Serper API base URL.")
     searxng_url: str | None = None
+    jan_fetch_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Hosts or CIDRs the fetch tool may reach although private (comma-separated).",
+    )
+    jan_tool_timeout_seconds: float = Field(20.0, gt=0, description="Time limit of one tool call.")
+    jan_fetch_max_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Largest page fetched.")
+    jan_tool_result_max_chars: int = Field(
+        40_000, gt=0, description="Tool output longer than this is cut before the model sees it."
+    )
+    jan_tool_calls_per_day: int = Field(
+        1000, ge=0, description="Default per-project daily tool-call quota (0: unlimited)."
+    )
     oauth2_google_client_id: str | None = None
     oauth2_google_client_secret: SecretStr | None = None
     oauth2_google_redirect_url: str | None = None
@@ -85,6 +98,13 @@ class Settings(BaseSettings):
     def _split_emails(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(e.strip().lower() for e in value.split(",") if e.strip())
+        return value
+
+    @field_validator("jan_fetch_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
 
     @property
