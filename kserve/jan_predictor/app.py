@@ -1,0 +1,78 @@
+"""The predictor's Starlette app: one route table, built by ``create_app``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from jan_predictor.engine import Pool
+from jan_predictor.errors import (
+    APIError,
+    handle_api_error,
+    handle_http_exception,
+    handle_unexpected,
+)
+from jan_predictor.health import Health
+from jan_predictor.metrics import Metrics
+from jan_predictor.openai_api import OpenAIService
+from jan_predictor.settings import Settings
+
+logger = logging.getLogger("jan_predictor")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the app; the model loads in the background once it starts (see ``/v2/health``)."""
+    metrics = Metrics(settings.model_name)
+    pool = Pool(settings, metrics)
+    openai = OpenAIService(settings, pool, metrics)
+    health = Health(pool, settings.model_name)
+
+    routes = [
+        Route("/openai/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/openai/v1/completions", openai.completions, methods=["POST"]),
+        Route("/openai/v1/models", openai.list_models, methods=["GET"]),
+        Route("/openai/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
+        Route("/v2/health/live", health.live, methods=["GET"]),
+        Route("/v2/health/ready", health.ready, methods=["GET"]),
+        Route("/v2/models/{model_name}/ready", health.model_ready, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Loading runs beside the server so that liveness answers meanwhile.
+        loading = asyncio.create_task(_load(pool))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            pool.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            APIError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+    )
+    app.state.pool = pool
+    app.state.metrics = metrics
+    return app
+
+
+async def _load(pool: Pool) -> None:
+    try:
+        await pool.load()
+    except Exception as exc:
+        pool.load_error = "the model failed to load"
+        logger.error("model load failed", exc_info=exc)

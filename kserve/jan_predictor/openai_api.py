@@ -1,0 +1,321 @@
+"""The OpenAI surface under ``/openai/v1``: chat completions, completions and models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any, TypeVar, cast
+
+import anyio
+import pydantic
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from jan_predictor.engine import Instance, Job, Pool
+from jan_predictor.errors import (
+    APIError,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    RequestTooLarge,
+    classify_engine_error,
+    from_validation_error,
+)
+from jan_predictor.metrics import Metrics
+from jan_predictor.schemas import ChatCompletionRequest, CompletionRequest
+from jan_predictor.settings import Settings
+
+logger = logging.getLogger("jan_predictor")
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+Chunk = dict[str, Any]
+
+
+class OpenAIService:
+    """Handlers for one served model; built by the app factory."""
+
+    def __init__(self, settings: Settings, pool: Pool, metrics: Metrics) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.created = int(time.time())
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _model_card(self) -> dict[str, Any]:
+        return {
+            "id": self.settings.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "jan",
+            "max_model_len": self.settings.context_size,
+        }
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def get_model(self, request: Request) -> Response:
+        self._check_model(request.path_params["model_id"])
+        return JSONResponse(self._model_card())
+
+    def _check_model(self, name: str | None) -> None:
+        if name is not None and name != self.settings.model_name:
+            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+
+    # -- generation endpoints ----------------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completions")
+
+    async def _generate(self, request: Request, endpoint: str) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await self._dispatch(request, endpoint, started)
+            status = response.status_code
+            return response
+        except APIError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            model = self.settings.model_name
+            self.metrics.requests.labels(model, endpoint, str(status)).inc()
+            self.metrics.request_duration.labels(model, endpoint).observe(
+                time.perf_counter() - started
+            )
+
+    async def _dispatch(self, request: Request, endpoint: str, started: float) -> Response:
+        job = Job(started=started)
+        if endpoint == "chat":
+            chat = await _parse(request, ChatCompletionRequest, self.settings.max_request_bytes)
+            self._check_model(chat.model)
+            self._check_ready()
+            job.logit_bias = chat.bias(self.pool.n_vocab)
+            kwargs = chat.to_llama(self.settings.default_system_prompt)
+            stream, include_usage, fn_name = chat.stream, chat.include_usage, "chat"
+        else:
+            completion = await _parse(request, CompletionRequest, self.settings.max_request_bytes)
+            self._check_model(completion.model)
+            self._check_ready()
+            job.logit_bias = completion.bias(self.pool.n_vocab)
+            kwargs = completion.to_llama()
+            prompt = kwargs["prompt"]
+            if isinstance(prompt, list) and any(t < 0 or t >= self.pool.n_vocab for t in prompt):
+                raise InvalidRequest("prompt holds an unknown token id.", param="prompt")
+            stream, include_usage, fn_name = completion.stream, completion.include_usage, "text"
+        kwargs["model"] = self.settings.model_name
+        if stream:
+            return await self._stream(request, fn_name, kwargs, job, include_usage)
+        return await self._complete(request, fn_name, kwargs, job)
+
+    def _check_ready(self) -> None:
+        if not self.pool.ready:
+            raise NotReady(
+                "The model is still loading.",
+                headers={"Retry-After": str(self.settings.retry_after_seconds)},
+            )
+
+    async def _complete(
+        self, request: Request, fn_name: str, kwargs: dict[str, Any], job: Job
+    ) -> Response:
+        # Nobody reads the request's receive channel once the body is in: watch it, so that a
+        # client that hangs up stops its generation at the next token.
+        watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
+        watcher.add_done_callback(partial(_cancel_on_disconnect, job))
+        try:
+            async with self.pool.lease() as instance:
+                fn = _llama_fn(instance, fn_name)
+                kwargs["logits_processor"] = job.processors(instance)
+                try:
+                    result: dict[str, Any] = await run_in_threadpool(instance.call, fn, **kwargs)
+                except Exception as exc:
+                    raise classify_engine_error(exc, prompt_param=_prompt_param(fn_name)) from exc
+        finally:
+            watcher.cancel()
+        job.finished_at = time.perf_counter()
+        usage = result.get("usage") or {}
+        self.metrics.observe_generation(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            ttft=job.ttft,
+            decode_seconds=job.decode_seconds,
+            cancelled=job.cancel.is_set(),
+        )
+        result["model"] = self.settings.model_name
+        return JSONResponse(result)
+
+    async def _stream(
+        self,
+        request: Request,
+        fn_name: str,
+        kwargs: dict[str, Any],
+        job: Job,
+        include_usage: bool,
+    ) -> Response:
+        stack = AsyncExitStack()
+        try:
+            instance = await stack.enter_async_context(self.pool.lease())
+            fn = _llama_fn(instance, fn_name)
+            kwargs["logits_processor"] = job.processors(instance)
+            kwargs["stream"] = True
+            try:
+                chunks: Iterator[Chunk] = await run_in_threadpool(instance.call, fn, **kwargs)
+                stack.push_async_callback(run_in_threadpool, instance.close_chunks, chunks)
+                # Pull the first chunk (the prompt's evaluation) before answering, so that a
+                # prompt beyond the context window is a 400, not a broken stream.
+                first = await run_in_threadpool(instance.next_chunk, chunks)
+            except Exception as exc:
+                raise classify_engine_error(exc, prompt_param=_prompt_param(fn_name)) from exc
+        except BaseException:
+            await stack.aclose()
+            raise
+        events = self._events(instance, chunks, first, job, include_usage, stack)
+        return EventStreamResponse(events, on_disconnect=job.cancel.set)
+
+    async def _events(
+        self,
+        instance: Instance,
+        chunks: Iterator[Chunk],
+        first: Chunk | None,
+        job: Job,
+        include_usage: bool,
+        stack: AsyncExitStack,
+    ) -> AsyncIterator[bytes]:
+        finish_reason: str | None = None
+        last: Chunk | None = None
+        try:
+            chunk = first
+            while chunk is not None:
+                chunk["model"] = self.settings.model_name
+                finish_reason = chunk["choices"][0].get("finish_reason") or finish_reason
+                last = chunk
+                yield _sse(chunk)
+                if job.cancel.is_set():
+                    break
+                chunk = await run_in_threadpool(instance.next_chunk, chunks)
+            job.finished_at = time.perf_counter()
+            if include_usage and last is not None:
+                yield _sse(
+                    {
+                        "id": last["id"],
+                        "object": last["object"],
+                        "created": last["created"],
+                        "model": self.settings.model_name,
+                        "choices": [],
+                        "usage": _stream_usage(job, finish_reason),
+                    }
+                )
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:
+            error = classify_engine_error(exc)
+            yield _sse(error.body())
+        finally:
+            # Shielded: this also runs when the response is cancelled by a disconnect.
+            with anyio.CancelScope(shield=True):
+                if job.finished_at is None:
+                    job.finished_at = time.perf_counter()
+                await stack.aclose()
+                usage = _stream_usage(job, finish_reason)
+                self.metrics.observe_generation(
+                    prompt_tokens=usage["prompt_tokens"],
+                    completion_tokens=usage["completion_tokens"],
+                    ttft=job.ttft,
+                    decode_seconds=job.decode_seconds,
+                    cancelled=job.cancel.is_set(),
+                )
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events whose iterator is always closed, and which flags a disconnect."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
+        super().__init__(
+            events,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._events = events
+        self._on_disconnect = on_disconnect
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)
+        self._on_disconnect()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException:
+            self._on_disconnect()
+            raise
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+
+def _stream_usage(job: Job, finish_reason: str | None) -> dict[str, int]:
+    prompt = job.prompt_tokens or 0
+    # The processor also ran for the end-of-sequence token, which is not part of the output.
+    completion = job.sampled - 1 if finish_reason == "stop" and job.sampled else job.sampled
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _cancel_on_disconnect(job: Job, watcher: asyncio.Future[None]) -> None:
+    if not watcher.cancelled():
+        job.cancel.set()
+
+
+def _prompt_param(fn_name: str) -> str:
+    return "messages" if fn_name == "chat" else "prompt"
+
+
+def _llama_fn(instance: Instance, fn_name: str) -> Callable[..., Any]:
+    llama = instance.llama
+    fn = llama.create_chat_completion if fn_name == "chat" else llama.create_completion
+    return cast("Callable[..., Any]", fn)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _parse(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
+    # Any Content-Type is read as JSON, as OpenAI-compatible servers commonly do.
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > max_bytes:
+            raise RequestTooLarge(f"The request body exceeds {max_bytes} bytes.")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise from_validation_error(exc) from exc
