@@ -1,0 +1,330 @@
+"""What must hold in the rendered manifests, whatever is changed in them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.manifests.support import (
+    AREAS,
+    HOT_PATH,
+    MANIFESTS,
+    OVERLAYS,
+    SCALE_TO_ZERO,
+    Obj,
+    config_data,
+    env_of,
+    functions,
+    kustomize,
+    of_kind,
+    one,
+    pod_specs,
+    render,
+)
+
+NAMESPACE = "jan"
+SECRET_LIKE = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|DSN|CREDENTIAL", re.IGNORECASE)
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+AUTOSCALING = "autoscaling.knative.dev/"
+
+
+def area_of(service: Obj) -> str:
+    area: str = service["metadata"]["labels"]["jan.ai/area"]
+    return area
+
+
+def container(service: Obj) -> Obj:
+    containers = service["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    first: Obj = containers[0]
+    return first
+
+
+def template_annotations(service: Obj) -> dict[str, str]:
+    found: dict[str, str] = service["spec"]["template"]["metadata"]["annotations"]
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_unique_objects_in_the_namespace(overlay: str) -> None:
+    objs = render(overlay)
+    ids = [
+        (o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+        for o in objs
+    ]
+    assert len(ids) == len(set(ids))
+    for o in objs:
+        if o["kind"] == "Namespace":
+            assert o["metadata"]["name"] == NAMESPACE
+        elif o["kind"] == "ReferenceGrant":
+            # It grants access to the Knative gateway's Service, so it lives beside it.
+            assert o["metadata"]["namespace"] == "istio-system"
+        else:
+            assert o["metadata"].get("namespace") == NAMESPACE, o["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "base",
+        "base/function",
+        "base/postgres",
+        "base/gateway",
+        "base/inference/cpu",
+        "base/inference/vllm",
+    ],
+)
+def test_each_building_block_renders_alone(path: str) -> None:
+    assert kustomize(MANIFESTS / path)
+
+
+def test_dev_runs_one_all_in_one_function() -> None:
+    (service,) = functions(render("dev"))
+    assert service["metadata"]["name"] == "jan-all"
+    assert env_of(container(service))["JAN_FUNCTION"]["value"] == "all"
+
+
+def test_prod_runs_one_function_per_area_from_one_image() -> None:
+    objs = render("prod")
+    services = {s["metadata"]["name"]: s for s in functions(objs)}
+    assert set(services) == {f"jan-{area}" for area in AREAS}
+    for name, service in services.items():
+        area = name.removeprefix("jan-")
+        assert area_of(service) == area
+        assert env_of(container(service))["JAN_FUNCTION"]["value"] == area
+        assert service["spec"]["template"]["metadata"]["labels"]["jan.ai/area"] == area
+    images = {container(s)["image"] for s in services.values()}
+    migrate = one(objs, "Job", "jan-migrate")["spec"]["template"]["spec"]["containers"][0]
+    assert images == {migrate["image"]}
+    assert ":" in migrate["image"] and not migrate["image"].endswith(":latest")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_functions_probe_health_and_readiness(overlay: str) -> None:
+    for service in functions(render(overlay)):
+        c = container(service)
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthcheck"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # Knative routes to the one declared port; probes must not name another.
+        assert "port" not in c["livenessProbe"]["httpGet"]
+        assert "port" not in c["readinessProbe"]["httpGet"]
+        assert c["ports"] == [{"name": "http1", "containerPort": 8080}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_requests_and_limits(overlay: str) -> None:
+    for obj in render(overlay):
+        for where, spec in pod_specs(obj):
+            for c in spec["containers"]:
+                resources = c.get("resources", {})
+                if obj["kind"] == "InferenceService" or where.startswith("ServingRuntime"):
+                    # KServe merges the model's resources into the runtime's container.
+                    assert resources.get("requests") or obj["kind"] == "ServingRuntime"
+                for kind in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(resources.get(kind, {})), (where, kind)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_our_containers_are_locked_down(overlay: str) -> None:
+    """Functions, the migration Job, the CPU predictor and Redis: non-root, read-only root."""
+    for obj in render(overlay):
+        for where, spec in pod_specs(obj):
+            if obj["kind"] == "InferenceService" or "vllm" in where:
+                continue  # the model spec inherits its runtime's securityContext
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["runAsNonRoot"] is True, where
+                assert sc.get("runAsUser", 1) != 0, where
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["capabilities"]["drop"] == ["ALL"], where
+                assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+                assert sc["readOnlyRootFilesystem"] is True, where
+                if obj["kind"] != "ServingRuntime":
+                    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+                    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+                    writable = mounts.get("/tmp") or mounts.get("/data")
+                    assert writable and "emptyDir" in volumes[writable], where
+
+
+def test_gpu_runtime_drops_privileges() -> None:
+    runtime = one(render("prod"), "ServingRuntime", "jan-vllm")
+    sc = runtime["spec"]["containers"][0]["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_are_never_inlined(overlay: str) -> None:
+    objs = render(overlay)
+    assert not of_kind(objs, "Secret"), "Secrets are created out of band (README)"
+    for cm in of_kind(objs, "ConfigMap"):
+        assert not [k for k in cm.get("data", {}) if SECRET_LIKE.search(k)], cm["metadata"]["name"]
+    for obj in objs:
+        for where, spec in pod_specs(obj):
+            for c in spec["containers"]:
+                env = env_of(c)
+                for name, entry in env.items():
+                    if not SECRET_LIKE.search(name):
+                        continue
+                    if "valueFrom" in entry:
+                        assert "secretKeyRef" in entry["valueFrom"], (where, name)
+                        continue
+                    # Only a composition of variables that themselves come from Secrets or
+                    # ConfigMaps, with no credential left once they are taken out.
+                    value = entry["value"]
+                    refs = VAR_REF.findall(value)
+                    assert refs, (where, name, "inline secret value")
+                    for ref in refs:
+                        assert "valueFrom" in env.get(ref, {}), (where, name, ref)
+                        if SECRET_LIKE.search(ref):
+                            assert "secretKeyRef" in env[ref]["valueFrom"], (where, name, ref)
+                    assert not re.search(r"//[^/@$]*[^/@:$]@", VAR_REF.sub("", value)), (
+                        where,
+                        name,
+                    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_database_dsns_point_at_the_cnpg_cluster(overlay: str) -> None:
+    objs = render(overlay)
+    (cluster,) = of_kind(objs, "Cluster", "postgresql.cnpg.io")
+    name = cluster["metadata"]["name"]
+    config = config_data(objs)
+    replicas = cluster["spec"]["instances"] > 1
+    # -ro only has endpoints when there are replicas; -r is every instance.
+    assert config["DB_READ_HOST"] == (f"{name}-ro" if replicas else f"{name}-r")
+    assert config["DB_NAME"] == cluster["spec"]["bootstrap"]["initdb"]["database"]
+    pods = [c for s in functions(objs) for c in [container(s)]]
+    pods.append(one(objs, "Job", "jan-migrate")["spec"]["template"]["spec"]["containers"][0])
+    for c in pods:
+        write = env_of(c)["DB_POSTGRESQL_WRITE_DSN"]["valueFrom"]["secretKeyRef"]
+        # CloudNativePG's generated app secret: its uri names <cluster>-rw.
+        assert write == {"name": f"{name}-app", "key": "uri"}
+    for service in functions(objs):
+        env = env_of(container(service))
+        assert "$(DB_READ_HOST)" in env["DB_POSTGRESQL_READ1_DSN"]["value"]
+        assert env["DB_READ_HOST"]["valueFrom"]["configMapKeyRef"]["name"] == "jan-config"
+
+
+def test_prod_database_has_a_primary_and_read_replicas() -> None:
+    (cluster,) = of_kind(render("prod"), "Cluster", "postgresql.cnpg.io")
+    assert cluster["spec"]["instances"] == 3
+    assert cluster["spec"]["affinity"]["enablePodAntiAffinity"] is True
+    (dev,) = of_kind(render("dev"), "Cluster", "postgresql.cnpg.io")
+    assert dev["spec"]["instances"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_job_runs_before_the_functions(overlay: str) -> None:
+    objs = render(overlay)
+    job = one(objs, "Job", "jan-migrate")
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][-2:] == ["migrate", "apply"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 3
+    assert config_data(objs)["JAN_MIGRATE_ON_START"] == "false"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaling_is_explicit_and_consistent(overlay: str) -> None:
+    for service in functions(render(overlay)):
+        a = template_annotations(service)
+        for key in ("min-scale", "max-scale", "target", "metric"):
+            assert AUTOSCALING + key in a, (service["metadata"]["name"], key)
+        low, high = int(a[AUTOSCALING + "min-scale"]), int(a[AUTOSCALING + "max-scale"])
+        assert 0 <= low <= high and high >= 1
+        concurrency = service["spec"]["template"]["spec"]["containerConcurrency"]
+        assert 0 < int(a[AUTOSCALING + "target"]) <= concurrency
+        assert a[AUTOSCALING + "metric"] == "concurrency"
+
+
+def test_prod_scales_cold_areas_to_zero_and_keeps_the_hot_path_warm() -> None:
+    for service in functions(render("prod")):
+        area = area_of(service)
+        low = int(template_annotations(service)[AUTOSCALING + "min-scale"])
+        if area in SCALE_TO_ZERO:
+            assert low == 0, area
+        else:
+            assert area in HOT_PATH and low >= 1, area
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_functions_are_reached_only_through_the_route(overlay: str) -> None:
+    for service in functions(render(overlay)):
+        labels = service["metadata"]["labels"]
+        assert labels["networking.knative.dev/visibility"] == "cluster-local"
+
+
+def routed_hosts(objs: list[Obj]) -> dict[str, set[str]]:
+    """Cluster-local host each path prefix is rewritten to, from the overlay's HTTPRoutes."""
+    grants = [
+        (g["metadata"]["namespace"], to["name"])
+        for g in of_kind(objs, "ReferenceGrant")
+        for to in g["spec"]["to"]
+    ]
+    hosts: dict[str, set[str]] = {}
+    for route in of_kind(objs, "HTTPRoute"):
+        assert route["spec"]["parentRefs"] == [{"name": "jan"}]
+        for rule in route["spec"]["rules"]:
+            (rewrite,) = [f["urlRewrite"] for f in rule["filters"] if f["type"] == "URLRewrite"]
+            for ref in rule["backendRefs"]:
+                assert (ref["namespace"], ref["name"]) in grants, ref
+            for match in rule["matches"]:
+                assert match["path"]["type"] == "PathPrefix"
+                hosts.setdefault(rewrite["hostname"], set()).add(match["path"]["value"])
+    return hosts
+
+
+def test_prod_routes_every_area_to_its_service() -> None:
+    objs = render("prod")
+    hosts = routed_hosts(objs)
+    names = {s["metadata"]["name"] for s in functions(objs)}
+    assert {h.split(".")[0] for h in hosts} == names
+    for area, paths in AREAS.items():
+        assert hosts[f"jan-{area}.{NAMESPACE}.svc.cluster.local"] == set(paths), area
+
+
+def test_dev_routes_everything_to_the_all_in_one_function() -> None:
+    assert routed_hosts(render("dev")) == {f"jan-all.{NAMESPACE}.svc.cluster.local": {"/"}}
+
+
+@pytest.mark.parametrize(("overlay", "isvc"), [("dev", "jan-cpu"), ("prod", "jan-llm")])
+def test_functions_call_the_overlays_inference_service(overlay: str, isvc: str) -> None:
+    objs = render(overlay)
+    service = one(objs, "InferenceService", isvc)
+    url = config_data(objs)["JAN_INFERENCE_MODEL_URL"]
+    assert url == f"http://{isvc}-predictor.{NAMESPACE}.svc.cluster.local/openai/v1"
+    runtime = service["spec"]["predictor"]["model"]["runtime"]
+    assert one(objs, "ServingRuntime", runtime)
+
+
+def test_prod_serves_a_gpu_model_with_vllm_tool_calling() -> None:
+    isvc = one(render("prod"), "InferenceService", "jan-llm")
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "huggingface"
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert model["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    args = " ".join(model["args"])
+    for flag in ("--enable-auto-tool-choice", "--tool-call-parser=", "--max-model-len="):
+        assert flag in args
+    assert model["storageUri"].startswith(("hf://", "pvc://", "s3://", "gs://"))
+
+
+def test_dev_serves_the_cpu_predictor_image() -> None:
+    objs = render("dev")
+    runtime = one(objs, "ServingRuntime", "jan-llamacpp")
+    (c,) = runtime["spec"]["containers"]
+    assert c["name"] == "kserve-container"
+    assert c["image"].startswith("ghcr.io/janhq/jan-predictor:")
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_prod_shares_limits_through_redis() -> None:
+    objs = render("prod")
+    assert config_data(objs)["REDIS_URL"] == "redis://jan-redis:6379/0"
+    assert one(objs, "Service", "jan-redis")
+    assert "REDIS_URL" not in config_data(render("dev"))
