@@ -1,0 +1,328 @@
+"""Principal resolution: ``Authorization: Bearer …`` → ``Principal``, and role checks.
+
+Areas call ``await authenticate(request)`` and then ``require_project(principal)`` (model
+APIs) or ``require_admin(principal, write=…)`` (Administration API). Credentials:
+
+- ``sk-proj-…`` / ``sk-svcacct-…``: a project key or service-account key, model APIs only;
+- ``sk-admin-…``: an organization admin key, Administration API only;
+- a JWT access token: a user, acting in the project named by ``OpenAI-Project`` (else their
+  default project) and in the organization named by ``OpenAI-Organization`` (else that
+  project's organization).
+
+The hot path is a dict lookup plus one HMAC (keys) or one HS256 verification (JWTs); the
+database is asked only when the in-process cache misses (see ``functions.common.keys`` for
+the staleness bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+from starlette.requests import Request
+
+from functions.common import keys, tokens
+from functions.common.db import AnyConnection, Executor
+from functions.common.errors import Forbidden, NotFound, Unauthorized
+from functions.common.http import runtime_of
+from functions.common.principal import Principal, ProjectRole
+from functions.common.revocations import EVERYTHING, RevocationBus
+from functions.common.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_UserCacheKey = tuple[str, str | None, str | None]
+
+
+class Identity:
+    """Per-process credential verification state: caches, revocations, last-used batches."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        assert settings.apikey_secret is not None and settings.jwt_secret is not None
+        self.runtime = runtime
+        self.apikey_secret = settings.apikey_secret.get_secret_value().encode()
+        self.jwt_secret = settings.jwt_secret.get_secret_value()
+        self.keys = keys.KeyCache()
+        self.users: dict[_UserCacheKey, tuple[Principal, float]] = {}
+        self.last_used = keys.LastUsed()
+        self.bus: RevocationBus | None = None
+        if settings.redis_url is not None:
+            self.bus = RevocationBus(settings.redis_url.get_secret_value(), self._on_revocation)
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start background work (called on first use, inside the running loop)."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+            if self.bus is not None:
+                self.bus.start()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(keys.LAST_USED_FLUSH_SECONDS)
+            try:
+                await self.last_used.flush(self.runtime.db.writer)
+            except Exception:
+                log.warning("last_used_at flush failed; will retry", exc_info=True)
+
+    async def drain(self, conn: AnyConnection) -> None:
+        await self.last_used.flush(conn)
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self.bus is not None:
+            await self.bus.close()
+
+    # --- revocation ----------------------------------------------------------------------
+    def _on_revocation(self, message: bytes) -> None:
+        if message == EVERYTHING:
+            self.keys.clear()
+            self.users.clear()
+            return
+        with contextlib.suppress(ValueError):
+            self.keys.evict(bytes.fromhex(h) for h in message.decode().split(",") if h)
+
+    async def revoke_keys(self, secret_hashes: Iterable[bytes]) -> None:
+        """Call after deleting keys: evict here at once, and everywhere with Redis."""
+        hashes = list(secret_hashes)
+        if not hashes:
+            return
+        self.keys.evict(hashes)
+        if self.bus is not None:
+            await self.bus.publish(",".join(h.hex() for h in hashes).encode())
+
+    async def revoke_all(self) -> None:
+        """Call after membership, role or project-status changes: drop every cached grant."""
+        self._on_revocation(EVERYTHING)
+        if self.bus is not None:
+            await self.bus.publish(EVERYTHING)
+
+    # --- verification --------------------------------------------------------------------
+    async def verify_key(self, plaintext: str) -> Principal:
+        secret_hash = keys.hash_key(self.apikey_secret, plaintext)
+        now = time.time()
+        cached = self.keys.get(secret_hash, now)
+        if cached is keys.MISSING:
+            cached = await load_key(self.runtime.db.writer, secret_hash=secret_hash)
+            self.keys.put(secret_hash, cached, now)
+        if not isinstance(cached, keys.CachedKey):
+            raise Unauthorized("Incorrect API key provided.")
+        if cached.expires_at is not None and cached.expires_at <= now:
+            raise Unauthorized("This API key has expired.", code="api_key_expired")
+        if cached.project_archived:
+            raise Forbidden("This API key's project is archived.", code="project_archived")
+        self.last_used.touch(cached.id, now)
+        if self._flusher is None:
+            self.start()
+        return cached.principal
+
+    async def verify_user_token(
+        self, token: str, *, project_id: str | None, organization_id: str | None
+    ) -> Principal:
+        user_id = tokens.verify_access_token(self.jwt_secret, token)
+        now = time.time()
+        cache_key = (user_id, project_id, organization_id)
+        hit = self.users.get(cache_key)
+        if hit is not None and now - hit[1] <= keys.KEY_CACHE_TTL_SECONDS:
+            return hit[0]
+        if self._flusher is None:
+            self.start()
+        principal = await resolve_user(
+            self.runtime.db.writer,
+            user_id=user_id,
+            project_id=project_id,
+            organization_id=organization_id,
+        )
+        if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
+            self.users.clear()
+        self.users[cache_key] = (principal, now)
+        return principal
+
+
+def identity_of(runtime: Runtime) -> Identity:
+    """The process's Identity, made on first use so every area (whichever are served) has
+    one; its drain and stop hooks are registered then."""
+    found = runtime.services.get(Identity)
+    if found is None:
+        found = Identity(runtime)
+        runtime.services[Identity] = found
+        runtime.on_drain(found.drain)
+        runtime.on_stop(found.stop)
+    assert isinstance(found, Identity)
+    return found
+
+
+async def authenticate(request: Request) -> Principal:
+    """Resolve the caller; 401 for missing, malformed, unknown, expired or revoked creds."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthorized("Expected 'Authorization: Bearer YOUR_KEY'.")
+    identity = identity_of(runtime_of(request))
+    if credential.startswith(keys.KEY_PREFIXES):
+        return await identity.verify_key(credential)
+    return await identity.verify_user_token(
+        credential,
+        project_id=request.headers.get("openai-project") or None,
+        organization_id=request.headers.get("openai-organization") or None,
+    )
+
+
+def require_project(principal: Principal) -> str:
+    """The project a model-API request acts in; admin keys and project-less callers are
+    refused."""
+    if principal.kind == "admin_key":
+        raise Forbidden(
+            "Admin API keys work only on the Administration API (/v1/organization/…); "
+            "use a project API key."
+        )
+    if principal.project_id is None:
+        raise Forbidden(
+            "No project selected: send an OpenAI-Project header naming a project you belong to."
+        )
+    return principal.project_id
+
+
+def require_admin(principal: Principal, *, write: bool) -> str:
+    """The organization an Administration API request acts on; owners write, readers read."""
+    if principal.kind in ("project_key", "service_account"):
+        raise Forbidden(
+            "Project API keys cannot be used on the Administration API; use an admin key "
+            "(sk-admin-…) or sign in as an organization owner."
+        )
+    if principal.kind == "admin_key" or principal.org_role == "owner":
+        return principal.organization_id
+    if principal.org_role == "reader" and not write:
+        return principal.organization_id
+    if principal.org_role == "reader":
+        raise Forbidden("Organization readers cannot change anything; ask an owner.")
+    raise Forbidden("You are not a member of this organization's administrators.")
+
+
+# --- lookups -------------------------------------------------------------------------------
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None:
+    row = await ex.fetchrow(
+        """
+        SELECT k.id, k.kind, k.organization_id, k.project_id, k.owner_user_id,
+               k.allowed_models, k.expires_at, p.status AS project_status,
+               sa.role AS service_account_role, pm.role AS owner_project_role
+        FROM api_keys k
+        LEFT JOIN projects p ON p.id = k.project_id AND p.organization_id = k.organization_id
+        LEFT JOIN service_accounts sa
+               ON sa.id = k.service_account_id AND sa.organization_id = k.organization_id
+        LEFT JOIN project_members pm
+               ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+        WHERE k.secret_hash = $1
+        """,
+        secret_hash,
+    )
+    if row is None:
+        return None
+    allowed = row["allowed_models"]
+    if row["kind"] == "admin":
+        principal = Principal(
+            kind="admin_key",
+            organization_id=row["organization_id"],
+            project_id=None,
+            user_id=row["owner_user_id"],
+            api_key_id=row["id"],
+            org_role="owner",
+        )
+    else:
+        role: ProjectRole = row["service_account_role"] or row["owner_project_role"] or "member"
+        principal = Principal(
+            kind="service_account" if row["kind"] == "service_account" else "project_key",
+            organization_id=row["organization_id"],
+            project_id=row["project_id"],
+            user_id=row["owner_user_id"],
+            api_key_id=row["id"],
+            project_role=role,
+            allowed_models=frozenset(allowed) if allowed is not None else None,
+        )
+    return keys.CachedKey(
+        id=row["id"],
+        principal=principal,
+        expires_at=_epoch(row["expires_at"]),
+        project_archived=row["project_status"] == "archived",
+    )
+
+
+async def resolve_user(
+    ex: Executor, *, user_id: str, project_id: str | None, organization_id: str | None
+) -> Principal:
+    """A signed-in user's principal for the requested project / organization."""
+    user = await ex.fetchrow(
+        "SELECT id, is_guest, default_project_id FROM users WHERE id = $1", user_id
+    )
+    if user is None:
+        raise Unauthorized("This account no longer exists.", code="invalid_token")
+    wanted_project = project_id or (user["default_project_id"] if not organization_id else None)
+    if organization_id and not project_id:
+        # The default project is used only if it belongs to the requested organization.
+        wanted_project = await ex.fetchval(
+            "SELECT id FROM projects WHERE id = $1 AND organization_id = $2",
+            user["default_project_id"],
+            organization_id,
+        )
+    project = None
+    if wanted_project is not None:
+        project = await ex.fetchrow(
+            """
+            SELECT p.id, p.organization_id, p.status, pm.role AS project_role
+            FROM projects p
+            LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $2
+            WHERE p.id = $1
+            """,
+            wanted_project,
+            user_id,
+        )
+    org_id = organization_id or (project["organization_id"] if project is not None else None)
+    if org_id is None:
+        raise Forbidden(
+            "No project or organization selected: send an OpenAI-Project or "
+            "OpenAI-Organization header."
+        )
+    org_role = await ex.fetchval(
+        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        org_id,
+        user_id,
+    )
+    project_role: ProjectRole | None = None
+    if project is not None and project["organization_id"] == org_id:
+        # Organization owners may act in every project of their organization.
+        project_role = project["project_role"] or ("owner" if org_role == "owner" else None)
+    if project_id is not None and project_role is None:
+        raise NotFound(f"No project found with id '{project_id}'.", param="OpenAI-Project")
+    if project_role is None and org_role is None:
+        raise NotFound(f"No organization found with id '{org_id}'.", param="OpenAI-Organization")
+    if project is not None and project_role is not None and project["status"] == "archived":
+        if project_id is not None:
+            raise Forbidden(f"Project '{project_id}' is archived.", code="project_archived")
+        project_role = None  # an archived default project: act at organization level only
+    return Principal(
+        kind="user",
+        organization_id=org_id,
+        project_id=project["id"] if project_role is not None and project is not None else None,
+        user_id=user_id,
+        org_role=org_role,
+        project_role=project_role,
+        is_guest=user["is_guest"],
+    )

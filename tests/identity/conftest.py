@@ -1,0 +1,39 @@
+"""Identity test helpers: a tiny app exposing the principal, over the real runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from functions.common import errors
+from functions.common.auth import authenticate
+from functions.common.http import JSON
+from functions.common.runtime import Runtime
+
+
+async def _whoami(request: Request) -> Response:
+    principal = await authenticate(request)
+    data = asdict(principal)
+    if principal.allowed_models is not None:
+        data["allowed_models"] = sorted(principal.allowed_models)
+    return JSON(data)
+
+
+@pytest.fixture
+async def whoami(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app whose only route answers the resolved Principal."""
+    app = Starlette(
+        routes=[Route("/whoami", _whoami)], exception_handlers={errors.APIError: errors.render}
+    )
+    app.state.runtime = runtime
+    await runtime.open()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c

@@ -1,0 +1,89 @@
+"""authenticate(): every credential kind resolves to the right Principal, or is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+
+from functions.common.runtime import Runtime
+from tests.factories import (
+    bearer,
+    create_member,
+    create_project,
+    create_project_key,
+    create_tenant,
+)
+
+
+async def test_project_admin_and_user_credentials(
+    whoami: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await create_tenant(runtime)
+    proj = (await whoami.get("/whoami", headers=t.project_headers)).json()
+    assert proj["kind"] == "project_key"
+    assert (proj["organization_id"], proj["project_id"]) == (t.organization_id, t.project_id)
+    assert proj["allowed_models"] is None and proj["api_key_id"].startswith("key_")
+    admin = (await whoami.get("/whoami", headers=t.admin_headers)).json()
+    assert admin["kind"] == "admin_key" and admin["project_id"] is None
+    assert admin["org_role"] == "owner"
+    user = (await whoami.get("/whoami", headers=t.user_headers)).json()
+    assert user["kind"] == "user" and user["user_id"] == t.owner_user_id
+    assert user["project_role"] == "owner" and user["org_role"] == "owner"
+    default = (await whoami.get("/whoami", headers=bearer(t.access_token))).json()
+    assert default["project_id"] == t.project_id
+
+
+async def test_key_with_allowed_models_and_expiry(
+    whoami: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await create_tenant(runtime)
+    limited = await create_project_key(runtime, t, allowed_models=["m1", "m2"])
+    r = await whoami.get("/whoami", headers=bearer(limited))
+    assert r.json()["allowed_models"] == ["m1", "m2"]
+    expired = await create_project_key(
+        runtime, t, expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    r = await whoami.get("/whoami", headers=bearer(expired))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_expired"
+
+
+async def test_bad_credentials_are_401(whoami: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await create_tenant(runtime)
+    assert runtime.settings.jwt_secret is not None
+    secret = runtime.settings.jwt_secret.get_secret_value()
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"sub": t.owner_user_id, "typ": "access", "iss": "jan-server", "iat": now}
+    claims["exp"] = now + 60
+    cases = {
+        "none": {},
+        "basic": {"Authorization": "Basic abc"},
+        "unknown key": bearer("sk-proj-" + "A" * 43),
+        "garbage": bearer("not-a-token"),
+        "alg none": bearer(jwt.encode(claims, "", algorithm="none")),
+        "other secret": bearer(jwt.encode(claims, "another-secret-0123456789abcdef0123")),
+        "wrong type": bearer(jwt.encode({**claims, "typ": "refresh"}, secret)),
+        "expired": bearer(jwt.encode({**claims, "exp": now - 10}, secret)),
+    }
+    for name, headers in cases.items():
+        r = await whoami.get("/whoami", headers=headers)
+        assert r.status_code == 401, name
+        assert r.json()["error"]["type"] == "invalid_request_error", name
+
+
+async def test_user_project_selection(whoami: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await create_tenant(runtime)
+    other = await create_tenant(runtime)
+    second = await create_project(runtime, t)
+    r = await whoami.get("/whoami", headers=bearer(t.access_token, **{"OpenAI-Project": second}))
+    assert r.json()["project_id"] == second
+    foreign = bearer(t.access_token, **{"OpenAI-Project": other.project_id})
+    assert (await whoami.get("/whoami", headers=foreign)).status_code == 404
+    foreign_org = bearer(t.access_token, **{"OpenAI-Organization": other.organization_id})
+    assert (await whoami.get("/whoami", headers=foreign_org)).status_code == 404
+    _, member = await create_member(runtime, t)
+    m = (await whoami.get("/whoami", headers=bearer(member))).json()
+    assert (m["project_role"], m["org_role"]) == ("member", None)
+    blocked = bearer(member, **{"OpenAI-Project": second})
+    assert (await whoami.get("/whoami", headers=blocked)).status_code == 404
