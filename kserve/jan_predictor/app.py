@@ -76,3 +76,5 @@ async def _load(pool: Pool) -> None:
     except Exception as exc:
         pool.load_error = "the model failed to load"
         logger.error("model load failed", exc_info=exc)
+    finally:
+        pool.settled.set()

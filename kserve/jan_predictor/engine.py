@@ -131,6 +131,7 @@ class Pool:
         self._waiters: deque[asyncio.Future[Instance]] = deque()
         self.ready = False
         self.load_error: str | None = None
+        self.settled = asyncio.Event()  # set once loading has succeeded or failed
 
     async def load(self) -> None:
         """Load every instance, one after another, off the event loop; ready only on success."""
@@ -164,6 +165,11 @@ class Pool:
     @property
     def n_vocab(self) -> int:
         return self.instances[0].n_vocab if self.instances else 0
+
+    @property
+    def busy(self) -> int:
+        """Instances leased to a request now."""
+        return len(self.instances) - len(self._idle)
 
     @property
     def queue_depth(self) -> int:

@@ -74,6 +74,17 @@ class Metrics:
             registry=r,
         )
 
+        # Show every per-model series from the start, zero until something happens.
+        for metric in (
+            self.rejected,
+            self.cancelled,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.time_to_first_token,
+            self.tokens_per_second,
+        ):
+            metric.labels(model_name)
+
     def observe_generation(
         self,
         *,
