@@ -1,0 +1,285 @@
+"""HTTP handlers of the Conversations API (OpenAI's shapes) plus Jan's conversation list."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions.common.db import Executor
+from functions.common.errors import InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
+from functions.common.ids import new_id
+from functions.conversations import store
+from functions.conversations.items import (
+    MAX_ITEMS_PER_ADD,
+    include_param,
+    normalize_items,
+    validate_metadata,
+)
+from functions.conversations.owner import Owner, owner_of
+
+
+def _not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")
+
+
+def query_include(request: Request) -> list[str]:
+    values = request.query_params.getlist("include") + request.query_params.getlist("include[]")
+    return include_param(values)
+
+
+async def create_conversation(request: Request) -> Response:
+    """
+    summary: Create a conversation
+    tags: [conversations]
+    description: Optionally with up to 20 initial items and metadata.
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              items: {type: array, items: {type: object}}
+              metadata: {type: object, additionalProperties: {type: string}}
+    responses:
+      200: {description: The conversation object.}
+      400: {description: Malformed items or metadata.}
+    """
+    owner = await owner_of(request)
+    body = await json_body(request)
+    items = normalize_items(body.get("items") or [], param="items", limit=MAX_ITEMS_PER_ADD)
+    metadata = validate_metadata(body.get("metadata"))
+    db = runtime_of(request).db
+    async with db.writer.acquire() as conn, conn.transaction():
+        row = await store.create_conversation(
+            conn, owner=owner, conversation_id=new_id("conv_"), metadata=metadata, items=items
+        )
+    return JSON(store.conversation_object(row))
+
+
+async def list_conversations(request: Request) -> Response:
+    """
+    summary: List the caller's conversations (Jan extension)
+    tags: [conversations]
+    description: Newest first by default, each with a title taken from its first user message.
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
+      - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
+    responses:
+      200: {description: A list of conversation objects.}
+    """
+    owner = await owner_of(request)
+    after = request.query_params.get("after")
+    limit, order = limit_param(request), order_param(request)
+    rows, has_more = await runtime_of(request).db.read(
+        lambda ex: store.list_conversations(ex, owner=owner, after=after, limit=limit, order=order)
+    )
+    data = [store.conversation_object(r, with_title=True) for r in rows]
+    return JSON(list_page(data, has_more=has_more))
+
+
+async def get_conversation(request: Request) -> Response:
+    """
+    summary: Retrieve a conversation
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: The conversation object.}
+      404: {description: No such conversation for this caller.}
+    """
+    owner = await owner_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    row = await store.get_conversation(
+        runtime_of(request).db.writer, owner=owner, conversation_id=conversation_id
+    )
+    if row is None:
+        raise _not_found(conversation_id)
+    return JSON(store.conversation_object(row))
+
+
+async def update_conversation(request: Request) -> Response:
+    """
+    summary: Update a conversation's metadata
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [metadata]
+            properties:
+              metadata: {type: object, additionalProperties: {type: string}}
+    responses:
+      200: {description: The updated conversation object.}
+      400: {description: Malformed metadata.}
+      404: {description: No such conversation for this caller.}
+    """
+    owner = await owner_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    body = await json_body(request)
+    if "metadata" not in body:
+        raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
+    metadata = validate_metadata(body["metadata"])
+    row = await store.update_metadata(
+        runtime_of(request).db.writer,
+        owner=owner,
+        conversation_id=conversation_id,
+        metadata=metadata,
+    )
+    if row is None:
+        raise _not_found(conversation_id)
+    return JSON(store.conversation_object(row))
+
+
+async def delete_conversation(request: Request) -> Response:
+    """
+    summary: Delete a conversation and its items
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: "`conversation.deleted`"}
+      404: {description: No such conversation for this caller.}
+    """
+    owner = await owner_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    deleted = await store.delete_conversation(
+        runtime_of(request).db.writer, owner=owner, conversation_id=conversation_id
+    )
+    if not deleted:
+        raise _not_found(conversation_id)
+    return JSON({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+async def _owned_conversation(request: Request, owner: Owner, conn: Executor, *, lock: bool) -> str:
+    conversation_id: str = request.path_params["conversation_id"]
+    row = await store.get_conversation(
+        conn, owner=owner, conversation_id=conversation_id, lock=lock
+    )
+    if row is None:
+        raise _not_found(conversation_id)
+    return conversation_id
+
+
+async def create_items(request: Request) -> Response:
+    """
+    summary: Add items to a conversation
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [items]
+            properties:
+              items: {type: array, maxItems: 20, items: {type: object}}
+    responses:
+      200: {description: A list of the added items.}
+      400: {description: Malformed items.}
+      404: {description: No such conversation for this caller.}
+    """
+    owner = await owner_of(request)
+    query_include(request)
+    body = await json_body(request)
+    if "items" not in body:
+        raise InvalidRequest("Missing required parameter: 'items'.", param="items")
+    items = normalize_items(body["items"], param="items", limit=MAX_ITEMS_PER_ADD)
+    async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
+        conversation_id = await _owned_conversation(request, owner, conn, lock=True)
+        await store.insert_items(conn, owner=owner, conversation_id=conversation_id, items=items)
+    return JSON(list_page(items, has_more=False))
+
+
+async def list_items(request: Request) -> Response:
+    """
+    summary: List a conversation's items
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
+      - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
+      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+    responses:
+      200: {description: A list of items.}
+      400: {description: Bad pagination parameters.}
+      404: {description: No such conversation for this caller.}
+    """
+    owner = await owner_of(request)
+    query_include(request)
+    limit, order = limit_param(request), order_param(request)
+    after = request.query_params.get("after")
+    async with runtime_of(request).db.writer.acquire() as conn:
+        conversation_id = await _owned_conversation(request, owner, conn, lock=False)
+        after_seq = None
+        if after is not None:
+            after_seq = await store.item_seq(
+                conn, owner=owner, conversation_id=conversation_id, item_id=after
+            )
+            if after_seq is None:
+                raise InvalidRequest(f"No item '{after}' in this conversation.", param="after")
+        items, has_more = await store.list_items(
+            conn,
+            owner=owner,
+            conversation_id=conversation_id,
+            after_seq=after_seq,
+            limit=limit,
+            order=order,
+        )
+    return JSON(list_page(items, has_more=has_more))
+
+
+async def get_item(request: Request) -> Response:
+    """
+    summary: Retrieve one item of a conversation
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+      - {name: item_id, in: path, required: true, schema: {type: string}}
+      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+    responses:
+      200: {description: The item.}
+      404: {description: No such conversation or item for this caller.}
+    """
+    owner = await owner_of(request)
+    query_include(request)
+    item_id = request.path_params["item_id"]
+    async with runtime_of(request).db.writer.acquire() as conn:
+        conversation_id = await _owned_conversation(request, owner, conn, lock=False)
+        item = await store.get_item(
+            conn, owner=owner, conversation_id=conversation_id, item_id=item_id
+        )
+    if item is None:
+        raise NotFound(f"Item with id '{item_id}' not found.", param="item_id")
+    return JSON(item)
+
+
+async def delete_item(request: Request) -> Response:
+    """
+    summary: Delete one item of a conversation
+    tags: [conversations]
+    parameters:
+      - {name: conversation_id, in: path, required: true, schema: {type: string}}
+      - {name: item_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: The conversation the item was removed from.}
+      404: {description: No such conversation or item for this caller.}
+    """
+    owner = await owner_of(request)
+    item_id = request.path_params["item_id"]
+    async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
+        conversation_id = await _owned_conversation(request, owner, conn, lock=True)
+        deleted = await store.delete_item(
+            conn, owner=owner, conversation_id=conversation_id, item_id=item_id
+        )
+        row = await store.get_conversation(conn, owner=owner, conversation_id=conversation_id)
+    if not deleted or row is None:
+        raise NotFound(f"Item with id '{item_id}' not found.", param="item_id")
+    return JSON(store.conversation_object(row))

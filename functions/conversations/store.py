@@ -1,0 +1,227 @@
+"""SQL for conversations and their items. Every query is scoped by the caller's Owner.
+
+Functions take the executor first and keyword-only arguments; the caller owns the
+transaction. Lists page in SQL by `seq` (keyset), fetching one row more than asked to
+know whether more follow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import Executor
+from functions.conversations.items import title_from
+from functions.conversations.owner import Owner
+
+# $1..$3 in every owner-scoped query.
+_OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
+
+
+# Item queries: the conversation was checked against the owner first; the tenant columns
+# are filtered again so no query can reach another tenant's rows.
+_IN_CONVERSATION = "organization_id = $1 AND project_id = $2 AND conversation_id = $3"
+
+
+def _tenant(owner: Owner, conversation_id: str) -> tuple[str, str, str]:
+    return owner.organization_id, owner.project_id, conversation_id
+
+
+def _scope(owner: Owner) -> tuple[str, str, str | None]:
+    return owner.organization_id, owner.project_id, owner.visible_user_id
+
+
+def conversation_object(row: asyncpg.Record, *, with_title: bool = False) -> dict[str, Any]:
+    out = {
+        "id": row["id"],
+        "object": "conversation",
+        "created_at": int(row["created_at"].timestamp()),
+        "metadata": row["metadata"],
+    }
+    if with_title:
+        out["title"] = row["title"]
+    return out
+
+
+async def create_conversation(
+    ex: Executor,
+    *,
+    owner: Owner,
+    conversation_id: str,
+    metadata: dict[str, str],
+    items: list[dict[str, Any]],
+) -> asyncpg.Record:
+    """Insert a conversation and its first items (call inside a transaction)."""
+    row = await ex.fetchrow(
+        """
+        INSERT INTO conversations (id, organization_id, project_id, user_id, title, metadata)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        RETURNING *
+        """,
+        conversation_id,
+        owner.organization_id,
+        owner.project_id,
+        owner.user_id,
+        title_from(items),
+        metadata,
+    )
+    assert row is not None
+    await insert_items(ex, owner=owner, conversation_id=conversation_id, items=items)
+    return row
+
+
+async def get_conversation(
+    ex: Executor, *, owner: Owner, conversation_id: str, lock: bool = False
+) -> asyncpg.Record | None:
+    # FOR UPDATE serialises writers appending to one conversation (responses, item adds).
+    suffix = " FOR UPDATE" if lock else ""
+    return await ex.fetchrow(
+        f"SELECT * FROM conversations WHERE {_OWNED} AND id = $4{suffix}",  # noqa: S608
+        *_scope(owner),
+        conversation_id,
+    )
+
+
+async def update_metadata(
+    ex: Executor, *, owner: Owner, conversation_id: str, metadata: dict[str, str]
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        f"UPDATE conversations SET metadata = $5 WHERE {_OWNED} AND id = $4 RETURNING *",  # noqa: S608
+        *_scope(owner),
+        conversation_id,
+        metadata,
+    )
+
+
+async def delete_conversation(ex: Executor, *, owner: Owner, conversation_id: str) -> bool:
+    """Delete a conversation; its items go with it (ON DELETE CASCADE)."""
+    status = await ex.execute(
+        f"DELETE FROM conversations WHERE {_OWNED} AND id = $4",  # noqa: S608
+        *_scope(owner),
+        conversation_id,
+    )
+    return status == "DELETE 1"
+
+
+async def list_conversations(
+    ex: Executor, *, owner: Owner, after: str | None, limit: int, order: str
+) -> tuple[list[asyncpg.Record], bool]:
+    """The caller's conversations by creation order; `after` is a conversation ID."""
+    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    after_seq = None
+    if after is not None:
+        after_seq = await ex.fetchval(
+            f"SELECT seq FROM conversations WHERE {_OWNED} AND id = $4",  # noqa: S608
+            *_scope(owner),
+            after,
+        )
+        if after_seq is None:
+            return [], False
+    rows = await ex.fetch(
+        f"""
+        SELECT * FROM conversations
+        WHERE {_OWNED} AND ($4::bigint IS NULL OR seq {compare} $4)
+        ORDER BY seq {direction}
+        LIMIT $5
+        """,  # noqa: S608
+        *_scope(owner),
+        after_seq,
+        limit + 1,
+    )
+    return rows[:limit], len(rows) > limit
+
+
+async def insert_items(
+    ex: Executor, *, owner: Owner, conversation_id: str, items: list[dict[str, Any]]
+) -> None:
+    """Append items in order, and give the conversation a title once a user speaks."""
+    if not items:
+        return
+    await ex.executemany(
+        """
+        INSERT INTO conversation_items (id, conversation_id, organization_id, project_id, item)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        [
+            (item["id"], conversation_id, owner.organization_id, owner.project_id, item)
+            for item in items
+        ],
+    )
+    title = title_from(items)
+    if title is not None:
+        await ex.execute(
+            "UPDATE conversations SET title = $2 WHERE id = $1 AND title IS NULL",
+            conversation_id,
+            title,
+        )
+
+
+async def item_seq(ex: Executor, *, owner: Owner, conversation_id: str, item_id: str) -> int | None:
+    seq: int | None = await ex.fetchval(
+        f"SELECT seq FROM conversation_items WHERE {_IN_CONVERSATION} AND id = $4",  # noqa: S608
+        *_tenant(owner, conversation_id),
+        item_id,
+    )
+    return seq
+
+
+async def list_items(
+    ex: Executor,
+    *,
+    owner: Owner,
+    conversation_id: str,
+    after_seq: int | None,
+    limit: int,
+    order: str,
+) -> tuple[list[dict[str, Any]], bool]:
+    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    rows = await ex.fetch(
+        f"""
+        SELECT item FROM conversation_items
+        WHERE {_IN_CONVERSATION} AND ($4::bigint IS NULL OR seq {compare} $4)
+        ORDER BY seq {direction}
+        LIMIT $5
+        """,  # noqa: S608
+        *_tenant(owner, conversation_id),
+        after_seq,
+        limit + 1,
+    )
+    return [r["item"] for r in rows[:limit]], len(rows) > limit
+
+
+async def recent_items(
+    ex: Executor, *, owner: Owner, conversation_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """The last `limit` items in conversation order: the history a model sees."""
+    rows = await ex.fetch(
+        f"""
+        SELECT item FROM (
+            SELECT seq, item FROM conversation_items
+            WHERE {_IN_CONVERSATION} ORDER BY seq DESC LIMIT $4
+        ) AS last ORDER BY seq
+        """,  # noqa: S608
+        *_tenant(owner, conversation_id),
+        limit,
+    )
+    return [r["item"] for r in rows]
+
+
+async def get_item(
+    ex: Executor, *, owner: Owner, conversation_id: str, item_id: str
+) -> dict[str, Any] | None:
+    item: dict[str, Any] | None = await ex.fetchval(
+        f"SELECT item FROM conversation_items WHERE {_IN_CONVERSATION} AND id = $4",  # noqa: S608
+        *_tenant(owner, conversation_id),
+        item_id,
+    )
+    return item
+
+
+async def delete_item(ex: Executor, *, owner: Owner, conversation_id: str, item_id: str) -> bool:
+    status = await ex.execute(
+        f"DELETE FROM conversation_items WHERE {_IN_CONVERSATION} AND id = $4",  # noqa: S608
+        *_tenant(owner, conversation_id),
+        item_id,
+    )
+    return status == "DELETE 1"
