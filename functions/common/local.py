@@ -34,6 +34,7 @@ def prepare(settings: Settings) -> Settings:
     }
     update["db_postgresql_write_dsn"] = SecretStr(start_embedded_postgres(data_dir / "postgres"))
     update["jan_data_dir"] = data_dir
+    update["jan_embedded"] = True  # the DSN is filled in now; bootstrap still needs to know
     return settings.model_copy(update=update)
 
 

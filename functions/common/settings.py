@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         description="Where the embedded PostgreSQL and generated secrets live (local mode).",
     )
     jan_migrate_on_start: bool = Field(True, description="Apply pending migrations at start.")
+    jan_embedded: bool = Field(
+        False, description="Set by local mode when it started the embedded PostgreSQL."
+    )
     jan_max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
     )
