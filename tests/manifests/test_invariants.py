@@ -328,3 +328,19 @@ def test_prod_shares_limits_through_redis() -> None:
     assert config_data(objs)["REDIS_URL"] == "redis://jan-redis:6379/0"
     assert one(objs, "Service", "jan-redis")
     assert "REDIS_URL" not in config_data(render("dev"))
+
+
+def test_prod_public_url_is_the_routes_hostname() -> None:
+    objs = render("prod")
+    (route,) = of_kind(objs, "HTTPRoute")
+    assert config_data(objs)["JAN_PUBLIC_URL"] == f"https://{route['spec']['hostnames'][0]}"
+
+
+def test_cpu_predictor_threads_fit_its_cpu_limit() -> None:
+    objs = render("dev")
+    env = env_of(one(objs, "ServingRuntime", "jan-llamacpp")["spec"]["containers"][0])
+    threads = int(env["PREDICTOR_INSTANCES"]["value"]) * int(
+        env["PREDICTOR_THREADS_PER_INSTANCE"]["value"]
+    )
+    model = one(objs, "InferenceService", "jan-cpu")["spec"]["predictor"]["model"]
+    assert threads == int(model["resources"]["limits"]["cpu"])
