@@ -267,15 +267,28 @@ def routed_hosts(objs: list[Obj]) -> dict[str, set[str]]:
     ]
     hosts: dict[str, set[str]] = {}
     for route in of_kind(objs, "HTTPRoute"):
-        assert route["spec"]["parentRefs"] == [{"name": "jan"}]
+        assert {ref["name"] for ref in route["spec"]["parentRefs"]} == {"jan"}
         for rule in route["spec"]["rules"]:
-            (rewrite,) = [f["urlRewrite"] for f in rule["filters"] if f["type"] == "URLRewrite"]
+            filters = {f["type"]: f for f in rule.get("filters", [])}
+            if "RequestRedirect" in filters:
+                assert "backendRefs" not in rule
+                continue
+            rewrite = filters["URLRewrite"]["urlRewrite"]
             for ref in rule["backendRefs"]:
                 assert (ref["namespace"], ref["name"]) in grants, ref
             for match in rule["matches"]:
                 assert match["path"]["type"] == "PathPrefix"
                 hosts.setdefault(rewrite["hostname"], set()).add(match["path"]["value"])
     return hosts
+
+
+def test_prod_serves_the_api_over_https_only() -> None:
+    routes = {r["metadata"]["name"]: r for r in of_kind(render("prod"), "HTTPRoute")}
+    assert routes["jan-api"]["spec"]["parentRefs"] == [{"name": "jan", "sectionName": "https"}]
+    redirect = routes["jan-https-redirect"]["spec"]
+    assert redirect["parentRefs"] == [{"name": "jan", "sectionName": "http"}]
+    (rule,) = redirect["rules"]
+    assert rule["filters"][0]["requestRedirect"]["scheme"] == "https"
 
 
 def test_prod_routes_every_area_to_its_service() -> None:
@@ -332,7 +345,7 @@ def test_prod_shares_limits_through_redis() -> None:
 
 def test_prod_public_url_is_the_routes_hostname() -> None:
     objs = render("prod")
-    (route,) = of_kind(objs, "HTTPRoute")
+    route = one(objs, "HTTPRoute", "jan-api")
     assert config_data(objs)["JAN_PUBLIC_URL"] == f"https://{route['spec']['hostnames'][0]}"
 
 
