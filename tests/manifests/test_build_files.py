@@ -99,3 +99,11 @@ def test_predictor_image_listens_where_the_serving_runtime_expects() -> None:
     port = runtime["spec"]["containers"][0]["ports"][0]["containerPort"]
     assert f"EXPOSE {port}" in final
     assert any(f"PORT={port}" in ln for ln in final if ln.startswith("ENV"))
+
+
+def test_function_shim_exports_the_entry_point() -> None:
+    # func's scaffolding runs `from function import new` (templates/python/scaffolding).
+    from function import new
+    from functions.entry import new as entry_new
+
+    assert new is entry_new
