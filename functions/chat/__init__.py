@@ -1,11 +1,28 @@
-"""The `chat` area. Its routes arrive with the issue that builds it."""
+"""The `chat` area: OpenAI's model APIs (chat completions, completions, embeddings,
+models) through the inference router, with the usage ledger.
+
+Other areas call models through ``functions.chat.api`` (see its docstring).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
+from functions.chat import handlers
+from functions.chat.service import inference
 from functions.common.runtime import Runtime
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    async def start(rt: Runtime) -> None:
+        # Opened with the runtime so the first request finds the catalog loaded.
+        await inference(rt)
+
+    runtime.on_start(start)
+    return [
+        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/v1/completions", handlers.completions, methods=["POST"]),
+        Route("/v1/embeddings", handlers.embeddings, methods=["POST"]),
+        Route("/v1/models", handlers.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", handlers.retrieve_model, methods=["GET"]),
+    ]

@@ -1,0 +1,333 @@
+"""The model catalog: which endpoints serve which model for whom, held in memory.
+
+Providers are stored per organization (``project_id`` NULL) or per project; the built-in
+provider comes from ``JAN_INFERENCE_MODEL_URL``. A model name resolves project first,
+then organization, then built-in, so a tenant can shadow a built-in model with its own.
+Each endpoint's ``/models`` is polled (discovery); the answers are stored in the database
+so any instance, a fresh one included, routes at once. The request path only reads the
+in-memory indexes built here; they are rebuilt from the database every few seconds and
+right away when a request names a model we do not know (rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from functions.chat import store
+from functions.chat.health import Endpoint, HealthBook
+from functions.common.crypto import DecryptError, SecretBox
+from functions.common.db import Database
+
+log = logging.getLogger(__name__)
+
+KINDS = ("kserve", "vllm", "llamacpp", "ollama", "sglang", "openai")
+BUILTIN_ID = "builtin"
+# The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
+_DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
+MISS_RELOAD_SECONDS = 2.0
+
+
+def normalize_base_url(kind: str, url: str) -> str:
+    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    if not parts.path:
+        url += _DEFAULT_PATH.get(kind, "/v1")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    id: str
+    organization_id: str | None
+    project_id: str | None
+    name: str
+    kind: str
+    base_urls: tuple[str, ...]
+    api_key: str | None
+    static_models: tuple[str, ...] = ()
+    created: int = 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """A model as one principal sees it: the provider and the endpoints that serve it."""
+
+    model: str
+    provider: Provider
+    endpoints: tuple[Endpoint, ...]
+    headers: dict[str, str]
+    owned_by: str
+    created: int
+
+    def card(self) -> dict[str, Any]:
+        return {
+            "id": self.model,
+            "object": "model",
+            "created": self.created,
+            "owned_by": self.owned_by,
+        }
+
+
+Scope = tuple[str, str | None]  # (organization_id, project_id or None)
+
+
+@dataclass
+class _Discovered:
+    models: list[tuple[str, str | None]]
+    at: float
+
+
+@dataclass
+class Catalog:
+    health: HealthBook
+    database: Callable[[], Database]
+    http: Callable[[], httpx.AsyncClient]
+    box: SecretBox | None
+    builtin_url: str | None = None
+    reload_seconds: float = 10.0
+    discover_seconds: float = 60.0
+    discovery_timeout: float = 5.0
+    _scopes: dict[Scope, dict[str, ModelRoute]] = field(default_factory=dict)
+    _builtin: dict[str, ModelRoute] = field(default_factory=dict)
+    _providers: list[Provider] = field(default_factory=list)
+    _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
+    _headers_by_url: dict[str, dict[str, str]] = field(default_factory=dict)
+    _last_reload: float = 0.0
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # --- the request path -------------------------------------------------------------
+    def resolve(
+        self, organization_id: str, project_id: str | None, model: str
+    ) -> ModelRoute | None:
+        if project_id is not None:
+            found = self._scopes.get((organization_id, project_id))
+            if found is not None and model in found:
+                return found[model]
+        found = self._scopes.get((organization_id, None))
+        if found is not None and model in found:
+            return found[model]
+        return self._builtin.get(model)
+
+    async def resolve_fresh(
+        self, organization_id: str, project_id: str | None, model: str
+    ) -> ModelRoute | None:
+        """Resolve; on a miss reload once (at most every couple of seconds) and retry."""
+        route = self.resolve(organization_id, project_id, model)
+        if route is None and time.monotonic() - self._last_reload > MISS_RELOAD_SECONDS:
+            await self.refresh()
+            route = self.resolve(organization_id, project_id, model)
+        return route
+
+    def visible(self, organization_id: str, project_id: str | None) -> dict[str, ModelRoute]:
+        merged = dict(self._builtin)
+        merged.update(self._scopes.get((organization_id, None), {}))
+        if project_id is not None:
+            merged.update(self._scopes.get((organization_id, project_id), {}))
+        return merged
+
+    # --- loading ----------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Reload providers, discovered models and shared health; rebuild the indexes."""
+        async with self._reload_lock:
+            self._last_reload = time.monotonic()
+            db = self.database()
+            rows = await db.read(store.active_providers)
+            found = await db.read(store.discovered_models)
+            self._providers = [p for p in map(self._provider, rows) if p is not None]
+            # Stored answers are authoritative for stored providers; the built-in
+            # provider's answer lives only in memory.
+            discovered = {k: v for k, v in self._discovered.items() if k[0] == BUILTIN_ID}
+            for d in found:
+                entry = discovered.get((d.provider_id, d.base_url))
+                if entry is None:
+                    entry = discovered[(d.provider_id, d.base_url)] = _Discovered(
+                        [], d.discovered_at.timestamp()
+                    )
+                entry.models.append((d.model, d.owned_by))
+            self._discovered = discovered
+            await self.health.pull()
+            self._rebuild()
+
+    def _provider(self, row: asyncpg.Record) -> Provider | None:
+        api_key = None
+        if row["api_key_ciphertext"] is not None:
+            if self.box is None:
+                return None
+            try:
+                api_key = self.box.decrypt(row["api_key_ciphertext"], associated=row["id"])
+            except DecryptError:
+                log.error("provider credentials do not decrypt", extra={"provider": row["id"]})
+                return None
+        return Provider(
+            id=row["id"],
+            organization_id=row["organization_id"],
+            project_id=row["project_id"],
+            name=row["name"],
+            kind=row["kind"],
+            base_urls=tuple(row["base_urls"]),
+            api_key=api_key,
+            static_models=tuple(row["static_models"]),
+            created=int(row["created_at"].timestamp()),
+        )
+
+    def builtin_provider(self) -> Provider | None:
+        if not self.builtin_url:
+            return None
+        return Provider(BUILTIN_ID, None, None, "built-in", "kserve", (self.builtin_url,), None)
+
+    def _routes_for(self, provider: Provider) -> dict[str, ModelRoute]:
+        serving: dict[str, list[Endpoint]] = {}
+        owners: dict[str, str] = {}
+        for url in provider.base_urls:
+            ep = self.health.endpoint(url)
+            found = self._discovered.get((provider.id, url))
+            names = [(m, o) for m, o in found.models] if found else []
+            names += [(m, None) for m in provider.static_models]
+            for model, owned_by in names:
+                eps = serving.setdefault(model, [])
+                if ep not in eps:
+                    eps.append(ep)
+                owners.setdefault(model, owned_by or provider.name)
+        headers = provider.headers
+        return {
+            model: ModelRoute(model, provider, tuple(eps), headers, owners[model], provider.created)
+            for model, eps in serving.items()
+        }
+
+    def _rebuild(self) -> None:
+        scopes: dict[Scope, dict[str, ModelRoute]] = {}
+        headers_by_url: dict[str, dict[str, str]] = {}
+        for provider in self._providers:
+            assert provider.organization_id is not None
+            scope = scopes.setdefault((provider.organization_id, provider.project_id), {})
+            for model, route in self._routes_for(provider).items():
+                scope.setdefault(model, route)  # the oldest provider wins a name clash
+            for url in provider.base_urls:
+                headers_by_url.setdefault(url, provider.headers)
+        builtin = self.builtin_provider()
+        if builtin is not None:
+            self._builtin = self._routes_for(builtin)
+            headers_by_url.setdefault(builtin.base_urls[0], builtin.headers)
+        self._scopes = scopes
+        self._headers_by_url = headers_by_url
+
+    # --- discovery --------------------------------------------------------------------
+    async def list_models(
+        self, base_url: str, headers: dict[str, str]
+    ) -> list[tuple[str, str | None]]:
+        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure."""
+        response = await self.http().get(
+            f"{base_url}/models", headers=headers, timeout=self.discovery_timeout
+        )
+        response.raise_for_status()
+        data = response.json().get("data")
+        if not isinstance(data, list):
+            raise ValueError("no data list in /models")
+        return [
+            (str(m["id"]), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
+            for m in data
+            if isinstance(m, dict) and isinstance(m.get("id"), str)
+        ]
+
+    async def discover_builtin(self) -> None:
+        builtin = self.builtin_provider()
+        if builtin is None:
+            return
+        url = builtin.base_urls[0]
+        try:
+            models = await self.list_models(url, builtin.headers)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
+            return
+        self._discovered[(BUILTIN_ID, url)] = _Discovered(models, time.time())
+        self._rebuild()
+
+    async def discover_provider(self, provider: Provider) -> dict[str, str | None]:
+        """Poll each endpoint of a stored provider and store the answers.
+
+        Returns each base URL's error (None when it answered)."""
+        assert provider.organization_id is not None
+        outcome: dict[str, str | None] = {}
+        for url in provider.base_urls:
+            try:
+                models = await self.list_models(url, provider.headers)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                outcome[url] = type(exc).__name__
+                continue
+            async with self.database().writer.acquire() as conn:
+                await store.replace_discovered_models(
+                    conn,
+                    provider_id=provider.id,
+                    organization_id=provider.organization_id,
+                    base_url=url,
+                    models=models,
+                )
+            self._discovered[(provider.id, url)] = _Discovered(models, time.time())
+            outcome[url] = None
+        return outcome
+
+    async def discover_stale(self) -> None:
+        now = time.time()
+        for provider in list(self._providers):
+            stale = any(
+                (d := self._discovered.get((provider.id, url))) is None
+                or now - d.at > self.discover_seconds
+                for url in provider.base_urls
+            )
+            if stale:
+                await self.discover_provider(provider)
+        builtin_key = (BUILTIN_ID, self.builtin_url or "")
+        found = self._discovered.get(builtin_key)
+        if self.builtin_url and (found is None or now - found.at > self.discover_seconds):
+            await self.discover_builtin()
+        self._rebuild()
+
+    async def probe(self, base_url: str) -> bool:
+        """Health probe before an ejected endpoint returns: its ``/models`` answers."""
+        headers = self._headers_by_url.get(base_url, {})
+        try:
+            await self.list_models(base_url, headers)
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return True
+
+    async def run(self, *, probe_seconds: float = 1.0) -> None:
+        """Background upkeep: probes every second, reloads and discovery on their clocks."""
+        next_reload = time.monotonic() + self.reload_seconds
+        next_discovery = time.monotonic()
+        while True:
+            await asyncio.sleep(probe_seconds)
+            try:
+                await self.health.probe_due(self.probe)
+                now = time.monotonic()
+                if now >= next_reload:
+                    next_reload = now + self.reload_seconds
+                    await self.refresh()
+                if now >= next_discovery:
+                    # Retry soon while the built-in upstream has not answered yet.
+                    empty = bool(self.builtin_url) and not self._builtin
+                    next_discovery = now + (2.0 if empty else self.discover_seconds / 2)
+                    await self.discover_stale()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("catalog upkeep failed")

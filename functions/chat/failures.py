@@ -1,0 +1,135 @@
+"""Upstream failures, classified in one place.
+
+Every way a call to a model server can fail ends up here as a ``Failure``: whose fault it
+is (the caller's, the upstream's, or ours), whether another endpoint is worth a try
+(only ever before the first byte reached the client), whether it counts against the
+endpoint's health, and the OpenAI-shaped error the client sees. The router's retry and
+ejection logic and the metrics read these fields and nothing else.
+
+    caller    the upstream rejected the request itself (400/404/409/413/422): passed on
+              with the upstream's message; no retry; the endpoint is healthy.
+    upstream  the model server is down, cut the connection, timed out, or answered 5xx/429:
+              retried elsewhere; connection errors, timeouts and 500/502/504 eject.
+              429 and 503 mean "busy", not "broken": retried, never ejected.
+    ours      our configuration or code is wrong (the provider refused our credentials,
+              a malformed base URL, a bug): no retry, a 502/500 that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from functions.common import errors
+
+
+class Fault(enum.StrEnum):
+    CALLER = "caller"
+    UPSTREAM = "upstream"
+    OURS = "ours"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    fault: Fault
+    reason: str  # short metric label: connect, timeout, status_503, cut, …
+    retry: bool
+    eject: bool
+    error: errors.APIError
+
+
+class StreamCut(Exception):
+    """The upstream ended a stream without its terminating event."""
+
+
+def _unreachable(reason: str) -> Failure:
+    return Failure(
+        Fault.UPSTREAM,
+        reason,
+        retry=True,
+        eject=True,
+        error=errors.UpstreamError("The model server could not be reached or failed."),
+    )
+
+
+def from_exception(exc: BaseException) -> Failure:
+    """Classify an exception raised while calling (or reading from) an upstream."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Failure(
+            Fault.UPSTREAM,
+            "timeout",
+            retry=True,
+            eject=True,
+            error=errors.UpstreamTimeout("The model server did not answer in time."),
+        )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Failure(
+            Fault.OURS,
+            "bad_url",
+            retry=False,
+            eject=False,
+            error=errors.UpstreamError("The model provider's base URL is invalid."),
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _unreachable("connect")
+    if isinstance(exc, StreamCut | aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return _unreachable("cut")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return _unreachable("io")
+    return Failure(Fault.OURS, "bug", retry=False, eject=False, error=errors.GENERIC_500)
+
+
+def upstream_message(body: bytes) -> str | None:
+    """The human message inside an upstream error body, in the shapes servers use."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    inner = data.get("error")
+    if isinstance(inner, dict):
+        data = inner
+    elif isinstance(inner, str):
+        return inner
+    for key in ("message", "detail"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def from_status(status: int, body: bytes, retry_after: str | None = None) -> Failure:
+    """Classify an upstream HTTP error response (status >= 400)."""
+    message = upstream_message(body)
+    if status in (401, 403):
+        return Failure(
+            Fault.OURS,
+            f"status_{status}",
+            retry=False,
+            eject=False,
+            error=errors.UpstreamError("The model provider rejected the configured credentials."),
+        )
+    if status == 429 or status == 503:
+        err = errors.for_status(status, message or "The model server is busy; retry shortly.")
+        err.headers = {"Retry-After": retry_after or "1"}
+        if status == 503:
+            err.code = "model_overloaded"
+        return Failure(Fault.UPSTREAM, f"status_{status}", retry=True, eject=False, error=err)
+    if status >= 500:
+        failure = _unreachable(f"status_{status}")
+        return failure
+    # Any other 4xx: the request itself was refused; tell the caller what the server said.
+    client_status = 400 if status in (405, 422) or status < 400 else status
+    err = errors.for_status(
+        client_status, message or f"The model server refused the request ({status})."
+    )
+    if client_status == 404:
+        err.code = "model_not_found"
+    elif client_status == 400:
+        err.code = "invalid_request"
+    return Failure(Fault.CALLER, f"status_{status}", retry=False, eject=False, error=err)

@@ -1,0 +1,225 @@
+"""Endpoint health: passive ejection, probing before return, shared between instances.
+
+Each upstream base URL has one ``Endpoint`` per process holding its outstanding requests
+(for least-outstanding balancing) and its health. After ``EJECT_AFTER`` consecutive
+failures (as classified by ``failures``) it is ejected for a while, doubling on each
+repeat up to a ceiling; once that time passes the prober calls its ``/models`` and only
+a success returns it to rotation. Ejections and returns (not every request) are written
+to a shared store, the database or Redis, and read back periodically, so a fresh
+instance, or one that scaled from zero, starts with what the others learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from functions.common.db import Executor
+
+log = logging.getLogger(__name__)
+
+EJECT_AFTER = 3
+EJECT_BASE_SECONDS = 2.0
+EJECT_MAX_SECONDS = 60.0
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    base_url: str
+    outstanding: int = 0
+    failures: int = 0
+    ejected_until: float = 0.0  # wall-clock seconds; 0 = in rotation
+    ejections: int = 0  # consecutive ejections, for the doubling back-off
+    changed_at: float = 0.0  # wall clock of the last state change we know of
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until > 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    base_url: str
+    failures: int
+    ejected_until: float
+    changed_at: float
+
+
+class HealthStore(Protocol):
+    async def load(self) -> list[SharedState]: ...
+
+    async def save(self, state: SharedState) -> None: ...
+
+
+class DatabaseHealthStore:
+    def __init__(self, executor: Callable[[], Executor]) -> None:
+        self._executor = executor
+
+    async def load(self) -> list[SharedState]:
+        rows = await self._executor().fetch(
+            "SELECT base_url, consecutive_failures, ejected_until, updated_at"
+            " FROM inference_endpoint_health"
+        )
+        return [
+            SharedState(
+                r["base_url"],
+                r["consecutive_failures"],
+                r["ejected_until"].timestamp() if r["ejected_until"] else 0.0,
+                r["updated_at"].timestamp(),
+            )
+            for r in rows
+        ]
+
+    async def save(self, state: SharedState) -> None:
+        until = datetime.fromtimestamp(state.ejected_until, UTC) if state.ejected_until else None
+        changed = datetime.fromtimestamp(state.changed_at, UTC)
+        await self._executor().execute(
+            "INSERT INTO inference_endpoint_health"
+            " (base_url, consecutive_failures, ejected_until, updated_at)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (base_url) DO UPDATE SET consecutive_failures = $2,"
+            " ejected_until = $3, updated_at = $4",
+            state.base_url,
+            state.failures,
+            until,
+            changed,
+        )
+
+
+class RedisHealthStore:
+    """The same in one Redis hash (used when REDIS_URL is set)."""
+
+    KEY = "jan:inference:endpoint-health"
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url)
+
+    async def load(self) -> list[SharedState]:
+        raw: dict[Any, Any] = await self._redis.hgetall(self.KEY)
+        out = []
+        for value in raw.values():
+            d = orjson.loads(value)
+            out.append(SharedState(d["u"], d["f"], d["e"], d["c"]))
+        return out
+
+    async def save(self, state: SharedState) -> None:
+        value = orjson.dumps(
+            {
+                "u": state.base_url,
+                "f": state.failures,
+                "e": state.ejected_until,
+                "c": state.changed_at,
+            }
+        )
+        await self._redis.hset(self.KEY, state.base_url, value)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+Probe = Callable[[str], Awaitable[bool]]
+
+
+class HealthBook:
+    """Every endpoint this process knows, its health, and the background prober."""
+
+    def __init__(self, store: HealthStore | None, *, eject_after: int = EJECT_AFTER) -> None:
+        self.store = store
+        self.eject_after = eject_after
+        self._endpoints: dict[str, Endpoint] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def endpoint(self, base_url: str) -> Endpoint:
+        ep = self._endpoints.get(base_url)
+        if ep is None:
+            ep = self._endpoints[base_url] = Endpoint(base_url)
+        return ep
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._endpoints.values())
+
+    # --- what the router reports ------------------------------------------------------
+    def succeeded(self, ep: Endpoint) -> None:
+        if ep.failures:
+            ep.failures = 0
+
+    def failed(self, ep: Endpoint) -> None:
+        ep.failures += 1
+        if ep.failures >= self.eject_after and not ep.ejected:
+            self._eject(ep)
+
+    # --- ejection and return ----------------------------------------------------------
+    def _eject(self, ep: Endpoint) -> None:
+        seconds = min(EJECT_BASE_SECONDS * 2**ep.ejections, EJECT_MAX_SECONDS)
+        ep.ejections += 1
+        ep.ejected_until = time.time() + seconds
+        log.warning(
+            "endpoint ejected",
+            extra={"endpoint": ep.base_url, "failures": ep.failures, "seconds": seconds},
+        )
+        self._share(ep)
+
+    def _reinstate(self, ep: Endpoint) -> None:
+        ep.failures = 0
+        ep.ejections = 0
+        ep.ejected_until = 0.0
+        log.info("endpoint back in rotation", extra={"endpoint": ep.base_url})
+        self._share(ep)
+
+    async def probe_due(self, probe: Probe) -> None:
+        """Probe each ejected endpoint whose time is up; return it only if it answers."""
+        now = time.time()
+        due = [ep for ep in self._endpoints.values() if ep.ejected and ep.ejected_until <= now]
+        results = await asyncio.gather(*(probe(ep.base_url) for ep in due))
+        for ep, ok in zip(due, results, strict=True):
+            if ok:
+                self._reinstate(ep)
+            else:
+                self._eject(ep)
+
+    # --- sharing ----------------------------------------------------------------------
+    def _share(self, ep: Endpoint) -> None:
+        ep.changed_at = time.time()
+        if self.store is None:
+            return
+        state = SharedState(ep.base_url, ep.failures, ep.ejected_until, ep.changed_at)
+        task = asyncio.get_running_loop().create_task(self._save(state))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _save(self, state: SharedState) -> None:
+        assert self.store is not None
+        try:
+            await self.store.save(state)
+        except Exception as exc:  # sharing is best effort; local health still works
+            log.warning("could not share endpoint health", extra={"error": type(exc).__name__})
+
+    async def pull(self) -> None:
+        """Adopt what other instances wrote, where it is newer than what we know."""
+        if self.store is None:
+            return
+        try:
+            states = await self.store.load()
+        except Exception as exc:
+            log.warning("could not load endpoint health", extra={"error": type(exc).__name__})
+            return
+        for state in states:
+            ep = self.endpoint(state.base_url)
+            if state.changed_at > ep.changed_at:
+                ep.failures = state.failures
+                ep.ejected_until = state.ejected_until
+                ep.changed_at = state.changed_at
+
+    async def settle(self) -> None:
+        """Wait for pending shares (tests, shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)

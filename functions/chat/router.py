@@ -1,0 +1,262 @@
+"""The router: pick an endpoint, call it, fail over before the first byte.
+
+Balancing is least outstanding requests among endpoints in rotation, with optional
+affinity: requests with the same key (a conversation, a user) go to the same endpoint
+(rendezvous hashing, so it is stable across instances) unless that endpoint is busier
+than the least busy by more than ``AFFINITY_SLACK`` — reusing an engine's prompt cache
+is worth a little imbalance, not a queue. When every endpoint is ejected, the one whose
+ejection ends first is tried anyway rather than failing without a try.
+
+A failure before the first byte (connection refused, 5xx, timeout to headers, a stream
+that ends before its first event) is retried on another endpoint, at most
+``max_attempts`` in all, with a short exponential back-off. What is retried, ejected and
+shown to the client is decided by ``failures`` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from functions.chat import failures
+from functions.chat.catalog import ModelRoute
+from functions.chat.health import Endpoint, HealthBook
+from functions.chat.sse import EventSplitter
+from functions.common import errors, upstream
+from functions.common.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+AFFINITY_SLACK = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete (non-streamed) upstream answer."""
+
+    endpoint: Endpoint
+    status: int
+    body: bytes
+
+
+class StreamBroken(Exception):
+    """The stream failed after its first byte; ``failure`` says how."""
+
+    def __init__(self, failure: failures.Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class OpenStream:
+    """An upstream stream whose first event has arrived. Iterate for more; always close."""
+
+    def __init__(
+        self,
+        router: Router,
+        endpoint: Endpoint,
+        response: aiohttp.ClientResponse,
+        splitter: EventSplitter,
+        first: list[bytes],
+    ) -> None:
+        self.router = router
+        self.endpoint = endpoint
+        self.first = first
+        self._response = response
+        self._splitter = splitter
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        """Further batches of event payloads; raises StreamBroken on a mid-stream failure."""
+        content = self._response.content
+        try:
+            while True:
+                data = await content.readany()
+                if not data:
+                    return
+                events = self._splitter.feed(data)
+                if events:
+                    yield events
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = failures.from_exception(exc)
+            if failure.eject:
+                self.router.health.failed(self.endpoint)
+            raise StreamBroken(failure) from exc
+
+    def close(self, *, ok: bool) -> None:
+        """Release the upstream: a stream not read to the end is cut, which stops the
+        upstream's generation."""
+        if self._closed:
+            return
+        self._closed = True
+        self.endpoint.outstanding -= 1
+        if ok:
+            self.router.health.succeeded(self.endpoint)
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class Router:
+    def __init__(
+        self,
+        health: HealthBook,
+        client: upstream.Upstream,
+        *,
+        max_attempts: int = 3,
+        backoff_seconds: float = 0.05,
+        connect_timeout: float = 5.0,
+        response_timeout: float = 600.0,
+        stream_idle_timeout: float = 60.0,
+    ) -> None:
+        self.health = health
+        self.client = client
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self._reply_timeout = upstream.timeout(connect=connect_timeout, idle=response_timeout)
+        self._stream_timeout = upstream.timeout(connect=connect_timeout, idle=stream_idle_timeout)
+        self._turn = itertools.count()
+
+    # --- choosing ---------------------------------------------------------------------
+    def pick(
+        self, route: ModelRoute, tried: list[Endpoint], affinity: str | None
+    ) -> Endpoint | None:
+        eps = route.endpoints
+        if len(eps) == 1 and not tried:  # the common single-endpoint case, no allocation
+            return eps[0]
+        pool = [ep for ep in eps if ep not in tried]
+        if not pool:
+            return None
+        live = [ep for ep in pool if not ep.ejected]
+        if not live:
+            return min(pool, key=lambda ep: ep.ejected_until)
+        least = min(ep.outstanding for ep in live)
+        if affinity is not None:
+            key = affinity.encode()
+            best = max(live, key=lambda ep: zlib.crc32(key + ep.base_url.encode()))
+            if best.outstanding <= least + AFFINITY_SLACK:
+                return best
+        idle = [ep for ep in live if ep.outstanding == least]
+        return idle[next(self._turn) % len(idle)] if len(idle) > 1 else idle[0]
+
+    def _headers(self, route: ModelRoute) -> dict[str, str]:
+        request_id = request_id_var.get()
+        if request_id is None:
+            return route.headers
+        return {**route.headers, "x-request-id": request_id}
+
+    # --- calling ----------------------------------------------------------------------
+    async def send(
+        self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
+    ) -> Reply:
+        """A non-streamed call with failover; raises the classified APIError."""
+        tried: list[Endpoint] = []
+        last: failures.Failure | None = None
+        headers = self._headers(route)
+        for attempt in range(self.max_attempts):
+            ep = self.pick(route, tried, affinity)
+            if ep is None:
+                break
+            if attempt:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            ep.outstanding += 1
+            try:
+                async with self.client.session.post(
+                    ep.base_url + path, data=body, headers=headers, timeout=self._reply_timeout
+                ) as resp:
+                    data = await resp.read()
+                    status = resp.status
+                    retry_after = resp.headers.get("retry-after")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                last = failures.from_exception(exc)
+            else:
+                if status < 400:
+                    self.health.succeeded(ep)
+                    return Reply(ep, status, data)
+                last = failures.from_status(status, data, retry_after)
+            finally:
+                ep.outstanding -= 1
+            self._note(ep, last)
+            if not last.retry:
+                break
+            tried.append(ep)
+        raise self._final(route, last)
+
+    async def open_stream(
+        self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
+    ) -> OpenStream:
+        """Start a stream with failover until its first event arrives."""
+        tried: list[Endpoint] = []
+        last: failures.Failure | None = None
+        headers = self._headers(route)
+        for attempt in range(self.max_attempts):
+            ep = self.pick(route, tried, affinity)
+            if ep is None:
+                break
+            if attempt:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            ep.outstanding += 1
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                resp = await self.client.session.post(
+                    ep.base_url + path, data=body, headers=headers, timeout=self._stream_timeout
+                )
+                if resp.status >= 400:
+                    data = await resp.read()
+                    last = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
+                else:
+                    splitter = EventSplitter()
+                    while True:
+                        chunk = await resp.content.readany()
+                        if not chunk:
+                            raise failures.StreamCut("stream ended before its first event")
+                        first = splitter.feed(chunk)
+                        if first:
+                            return OpenStream(self, ep, resp, splitter, first)
+            except asyncio.CancelledError:
+                ep.outstanding -= 1
+                if resp is not None:
+                    resp.close()
+                raise
+            except Exception as exc:
+                last = failures.from_exception(exc)
+            ep.outstanding -= 1
+            if resp is not None:
+                resp.close()
+            self._note(ep, last)
+            if not last.retry:
+                break
+            tried.append(ep)
+        raise self._final(route, last)
+
+    def _note(self, ep: Endpoint, failure: failures.Failure) -> None:
+        if failure.eject:
+            self.health.failed(ep)
+        elif failure.fault is failures.Fault.CALLER:
+            self.health.succeeded(ep)  # it answered sensibly: that is health
+        log.info(
+            "upstream call failed",
+            extra={"endpoint": ep.base_url, "fault": failure.fault, "reason": failure.reason},
+        )
+
+    def _final(self, route: ModelRoute, last: failures.Failure | None) -> errors.APIError:
+        if last is not None:
+            return last.error
+        return errors.ServiceUnavailable(
+            f"No endpoint is available for model {route.model!r}; retry shortly.",
+            headers={"Retry-After": "2"},
+        )
+
+
+def elapsed_ms(since: float) -> int:
+    return int((time.perf_counter() - since) * 1000)

@@ -1,0 +1,154 @@
+"""The per-process inference service: catalog, health, router, usage recorder.
+
+Made and started on first use by whichever area needs it (``chat``, or ``responses``
+through ``functions.chat.api``), inside the serving event loop; its background work
+stops with the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from functions.chat.catalog import Catalog, ModelRoute
+from functions.chat.health import DatabaseHealthStore, HealthBook, HealthStore, RedisHealthStore
+from functions.chat.router import Router
+from functions.common import errors, upstream
+from functions.common.crypto import SecretBox
+from functions.common.principal import Principal
+from functions.common.runtime import Runtime
+from functions.common.usage import UsageRecord, UsageRecorder
+
+log = logging.getLogger(__name__)
+START_DISCOVERY_SECONDS = 3.0
+
+
+class Inference:
+    def __init__(self, runtime: Runtime, **router_options: Any) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.client = upstream.ensure(runtime)
+        store: HealthStore
+        if settings.redis_url is not None:
+            store = RedisHealthStore(settings.redis_url.get_secret_value())
+        else:
+            store = DatabaseHealthStore(lambda: runtime.db.writer)
+        self.health = HealthBook(store)
+        secret = settings.model_provider_secret
+        self.catalog = Catalog(
+            health=self.health,
+            database=lambda: runtime.db,
+            http=lambda: self.client.client,
+            box=SecretBox(secret.get_secret_value()) if secret is not None else None,
+            builtin_url=settings.jan_inference_model_url.rstrip("/")
+            if settings.jan_inference_model_url
+            else None,
+        )
+        self.router = Router(self.health, self.client, **router_options)
+        self.usage = UsageRecorder()
+        self.started = False
+        self._start_lock = asyncio.Lock()
+        self._upkeep: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.started:
+                return
+            await self.catalog.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
+            self.usage.attach(self.runtime)
+            self._upkeep = asyncio.get_running_loop().create_task(self.catalog.run())
+            self.runtime.on_stop(self.stop)
+            self.started = True
+
+    async def stop(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await asyncio.gather(self._upkeep, return_exceptions=True)
+        await self.health.settle()
+        if isinstance(self.health.store, RedisHealthStore):
+            await self.health.store.close()
+
+    # --- what the endpoints use -------------------------------------------------------
+    async def route_for(self, principal: Principal, model: Any) -> ModelRoute:
+        """The route for a model the principal may use; 400/404 in OpenAI's words."""
+        if not isinstance(model, str) or not model:
+            raise errors.InvalidRequest("You must provide a model parameter.", param="model")
+        route = None
+        if principal.may_use_model(model):
+            route = await self.catalog.resolve_fresh(
+                principal.organization_id, principal.project_id, model
+            )
+        if route is None:
+            raise errors.NotFound(
+                f"The model `{model}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return route
+
+    def models_for(self, principal: Principal) -> list[ModelRoute]:
+        routes = self.catalog.visible(principal.organization_id, principal.project_id)
+        return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
+
+    def record(
+        self,
+        principal: Principal,
+        route: ModelRoute,
+        *,
+        operation: str,
+        streamed: bool,
+        created: float,
+        started: float,
+        status: int,
+        endpoint: str | None,
+        usage: dict[str, Any] | None,
+        ttft_ms: int | None = None,
+    ) -> None:
+        prompt = completion = cached = 0
+        if usage:
+            prompt = _int(usage.get("prompt_tokens"))
+            completion = _int(usage.get("completion_tokens"))
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                cached = _int(details.get("cached_tokens"))
+        self.usage.record(
+            UsageRecord(
+                created_at=datetime.fromtimestamp(created, UTC),
+                organization_id=principal.organization_id,
+                project_id=principal.project_id,
+                api_key_id=principal.api_key_id,
+                user_id=principal.user_id,
+                model=route.model,
+                provider_id=route.provider.id,
+                endpoint=endpoint,
+                operation=operation,
+                streamed=streamed,
+                input_tokens=prompt,
+                output_tokens=completion,
+                input_cached_tokens=cached,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                ttft_ms=ttft_ms,
+                status=status,
+            )
+        )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+async def inference(runtime: Runtime) -> Inference:
+    """The runtime's Inference service, started (made on first use)."""
+    svc = runtime.services.get(Inference)
+    if svc is None:
+        svc = runtime.services[Inference] = Inference(runtime)
+    assert isinstance(svc, Inference)
+    if not svc.started:
+        await svc.start()
+    return svc

@@ -1,0 +1,180 @@
+"""SQL for model providers and their discovered models (used by `chat` and the admin API).
+
+Every query on tenant rows filters by organization_id, and by project_id where the row
+belongs to a project (``project_id IS NOT DISTINCT FROM $n``: NULL = organization-level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import AnyConnection, Executor
+
+# Interpolated into the SQL below (a constant, never input: hence the S608 waivers).
+PROVIDER_COLUMNS = (
+    "id, organization_id, project_id, name, kind, base_urls, api_key_ciphertext,"
+    " static_models, active, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredModel:
+    provider_id: str
+    base_url: str
+    model: str
+    owned_by: str | None
+    discovered_at: datetime
+
+
+async def active_providers(ex: Executor) -> list[asyncpg.Record]:
+    """Every active provider of every tenant (the router's catalog is process-wide)."""
+    return await ex.fetch(
+        f"SELECT {PROVIDER_COLUMNS} FROM model_providers WHERE active"  # noqa: S608
+    )
+
+
+async def discovered_models(
+    ex: Executor, *, provider_ids: Sequence[str] | None = None
+) -> list[DiscoveredModel]:
+    if provider_ids is None:
+        rows = await ex.fetch(
+            "SELECT provider_id, base_url, model, owned_by, discovered_at"
+            " FROM model_provider_models"
+        )
+    else:
+        rows = await ex.fetch(
+            "SELECT provider_id, base_url, model, owned_by, discovered_at"
+            " FROM model_provider_models WHERE provider_id = ANY($1::text[]) ORDER BY model",
+            list(provider_ids),
+        )
+    return [DiscoveredModel(*r) for r in rows]
+
+
+async def replace_discovered_models(
+    conn: AnyConnection,
+    *,
+    provider_id: str,
+    organization_id: str,
+    base_url: str,
+    models: Sequence[tuple[str, str | None]],
+) -> None:
+    """What one endpoint's /models answered, replacing the previous answer."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM model_provider_models"
+            " WHERE provider_id = $1 AND organization_id = $2 AND base_url = $3",
+            provider_id,
+            organization_id,
+            base_url,
+        )
+        await conn.executemany(
+            "INSERT INTO model_provider_models"
+            " (provider_id, organization_id, base_url, model, owned_by)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            [(provider_id, organization_id, base_url, m, o) for m, o in models],
+        )
+
+
+# --- provider administration ---------------------------------------------------------
+async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        "INSERT INTO model_providers (id, organization_id, project_id, name, kind, base_urls,"  # noqa: S608
+        " api_key_ciphertext, static_models, active)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PROVIDER_COLUMNS}",
+        values["id"],
+        values["organization_id"],
+        values["project_id"],
+        values["name"],
+        values["kind"],
+        values["base_urls"],
+        values["api_key_ciphertext"],
+        values["static_models"],
+        values["active"],
+    )
+    assert row is not None
+    return row
+
+
+async def get_provider(
+    ex: Executor, *, organization_id: str, project_id: str | None, provider_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        f"SELECT {PROVIDER_COLUMNS} FROM model_providers"  # noqa: S608
+        " WHERE id = $1 AND organization_id = $2 AND project_id IS NOT DISTINCT FROM $3",
+        provider_id,
+        organization_id,
+        project_id,
+    )
+
+
+async def list_providers(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    after: str | None,
+    limit: int,
+    order: str,
+) -> list[asyncpg.Record]:
+    """One page (limit + 1 rows, to tell whether there is more) in ID order."""
+    op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    return await ex.fetch(
+        f"SELECT {PROVIDER_COLUMNS} FROM model_providers"  # noqa: S608
+        " WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2"
+        f" AND ($3::text IS NULL OR id {op} $3) ORDER BY id {direction} LIMIT $4",
+        organization_id,
+        project_id,
+        after,
+        limit + 1,
+    )
+
+
+async def update_provider(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    provider_id: str,
+    changes: dict[str, Any],
+) -> asyncpg.Record | None:
+    """Set the given columns (names come from our own allow-list, never the client)."""
+    allowed = {"name", "kind", "base_urls", "api_key_ciphertext", "static_models", "active"}
+    assert set(changes) <= allowed
+    sets = [f"{column} = ${i}" for i, column in enumerate(changes, start=4)]
+    sets.append("updated_at = now()")
+    return await ex.fetchrow(
+        f"UPDATE model_providers SET {', '.join(sets)}"  # noqa: S608 - columns from allow-list
+        " WHERE id = $1 AND organization_id = $2 AND project_id IS NOT DISTINCT FROM $3"
+        f" RETURNING {PROVIDER_COLUMNS}",
+        provider_id,
+        organization_id,
+        project_id,
+        *changes.values(),
+    )
+
+
+async def delete_provider(
+    ex: Executor, *, organization_id: str, project_id: str | None, provider_id: str
+) -> bool:
+    status = await ex.execute(
+        "DELETE FROM model_providers"
+        " WHERE id = $1 AND organization_id = $2 AND project_id IS NOT DISTINCT FROM $3",
+        provider_id,
+        organization_id,
+        project_id,
+    )
+    return status.endswith(" 1")
+
+
+async def project_exists(ex: Executor, *, organization_id: str, project_id: str) -> bool:
+    found = await ex.fetchval(
+        "SELECT 1 FROM projects WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        project_id,
+    )
+    return found is not None

@@ -1,0 +1,203 @@
+"""The router against real local HTTP servers: failover before the first byte, ejection
+and probing, least-outstanding balancing and affinity, classification of upstream errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+
+from functions.chat.catalog import ModelRoute, Provider
+from functions.chat.health import HealthBook
+from functions.chat.router import Router
+from functions.common import errors
+from functions.common.upstream import Upstream
+from tests.chat.fakes import FakeUpstream
+
+Start = Callable[..., Awaitable[FakeUpstream]]
+BODY = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Upstream]:
+    up = Upstream()
+    up.open()
+    yield up
+    await up.close()
+
+
+def route_to(health: HealthBook, *fakes: FakeUpstream) -> ModelRoute:
+    urls = tuple(f.base_url for f in fakes)
+    provider = Provider("prov_t", "org_t", None, "test", "vllm", urls, None)
+    eps = tuple(health.endpoint(u) for u in urls)
+    return ModelRoute("m1", provider, eps, provider.headers, "test", 0)
+
+
+async def test_killed_endpoint_fails_over_then_is_ejected_and_probed_back(
+    upstreams: Start, client: Upstream
+) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0)
+    route = route_to(health, a, b)
+    await a.stop()  # killed mid-run: connection refused from now on
+    replies = [await router.send(route, "/chat/completions", BODY) for _ in range(8)]
+    assert all(r.status == 200 and b"hi from b" in r.body for r in replies)
+    ep_a = health.endpoint(a.base_url)
+    assert ep_a.ejected and ep_a.failures >= 3
+    calls_before = b.calls
+    for _ in range(4):  # ejected: no more attempts on a
+        await router.send(route, "/chat/completions", BODY)
+    assert b.calls == calls_before + 4
+    assert ep_a.outstanding == 0 and health.endpoint(b.base_url).outstanding == 0
+
+    async def probe(url: str) -> bool:
+        try:
+            r = await client.client.get(f"{url}/models", timeout=1)
+        except Exception:
+            return False
+        return r.status_code == 200
+
+    ep_a.ejected_until = time.time() - 1  # its time is up, but it is still down
+    await health.probe_due(probe)
+    assert ep_a.ejected and ep_a.ejected_until > time.time()
+    await a.start()  # back on the same port
+    ep_a.ejected_until = time.time() - 1
+    await health.probe_due(probe)
+    assert not ep_a.ejected and ep_a.failures == 0
+
+
+async def test_500ing_endpoint_is_retried_elsewhere(upstreams: Start, client: Upstream) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    a.mode = "fail500"
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0)
+    route = route_to(health, a, b)
+    for _ in range(6):
+        reply = await router.send(route, "/chat/completions", BODY)
+        assert b"hi from b" in reply.body
+    assert health.endpoint(a.base_url).ejected
+
+
+async def test_slow_endpoint_times_out_and_the_next_answers(
+    upstreams: Start, client: Upstream
+) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    a.mode, a.delay = "slow", 3.0
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0, response_timeout=0.3)
+    route = route_to(health, a, b)
+    # Affinity pins the first choice to whichever endpoint hashes first; find a key for a.
+    key = next(
+        k
+        for k in (f"conv{i}" for i in range(100))
+        if router.pick(route, [], k) is route.endpoints[0]
+    )
+    started = time.perf_counter()
+    reply = await router.send(route, "/chat/completions", BODY, affinity=key)
+    assert b"hi from b" in reply.body
+    assert time.perf_counter() - started < 2.0
+    assert a.calls == 1
+
+
+async def test_everything_down_is_a_502_after_bounded_attempts(
+    upstreams: Start, client: Upstream
+) -> None:
+    fakes = [await upstreams(n) for n in "abcd"]
+    for f in fakes:
+        f.mode = "fail500"
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0, max_attempts=3)
+    with pytest.raises(errors.UpstreamError):
+        await router.send(route_to(health, *fakes), "/chat/completions", BODY)
+    assert sum(f.calls for f in fakes) == 3
+
+
+async def test_busy_upstream_is_retried_but_not_ejected(upstreams: Start, client: Upstream) -> None:
+    a = await upstreams("a")
+    a.mode = "busy"
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0)
+    route = route_to(health, a)
+    for _ in range(4):
+        with pytest.raises(errors.ServiceUnavailable) as caught:
+            await router.send(route, "/chat/completions", BODY)
+    assert caught.value.headers["Retry-After"] == "3"
+    assert not health.endpoint(a.base_url).ejected
+
+
+async def test_caller_errors_pass_through_without_retry(upstreams: Start, client: Upstream) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    a.mode = b.mode = "refuse400"
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0)
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await router.send(route_to(health, a, b), "/chat/completions", BODY)
+    assert "maximum context length" in caught.value.message
+    assert a.calls + b.calls == 1
+
+
+async def test_least_outstanding_spreads_concurrent_requests(
+    upstreams: Start, client: Upstream
+) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    a.mode = b.mode = "slow"
+    a.delay = b.delay = 0.2
+    health = HealthBook(None)
+    router = Router(health, client)
+    route = route_to(health, a, b)
+    await asyncio.gather(*(router.send(route, "/chat/completions", BODY) for _ in range(10)))
+    assert a.calls == 5 and b.calls == 5
+
+
+async def test_affinity_keeps_a_conversation_on_one_endpoint(
+    upstreams: Start, client: Upstream
+) -> None:
+    fakes = [await upstreams(n) for n in "abc"]
+    health = HealthBook(None)
+    router = Router(health, client)
+    route = route_to(health, *fakes)
+    for _ in range(6):
+        await router.send(route, "/chat/completions", BODY, affinity="conv_1")
+    assert sorted(f.calls for f in fakes) == [0, 0, 6]
+
+
+async def test_stream_fails_over_before_its_first_event(upstreams: Start, client: Upstream) -> None:
+    a, b = await upstreams("a"), await upstreams("b")
+    a.mode = "fail500"
+    health = HealthBook(None)
+    router = Router(health, client, backoff_seconds=0)
+    route = route_to(health, a, b)
+    body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
+    key = next(
+        k for k in (f"c{i}" for i in range(100)) if router.pick(route, [], k) is route.endpoints[0]
+    )
+    stream = await router.open_stream(route, "/chat/completions", body, affinity=key)
+    assert stream.endpoint.base_url == b.base_url
+    events = list(stream.first)
+    async for batch in stream:
+        events.extend(batch)
+    stream.close(ok=True)
+    assert events[-1] == b"[DONE]" and a.calls == 1
+
+
+async def test_stream_cut_in_the_middle_raises_stream_broken(
+    upstreams: Start, client: Upstream
+) -> None:
+    from functions.chat.router import StreamBroken
+
+    a = await upstreams("a")
+    a.mode, a.stream_chunks = "cut", 5
+    health = HealthBook(None)
+    router = Router(health, client)
+    body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
+    stream = await router.open_stream(route_to(health, a), "/chat/completions", body)
+    with pytest.raises(StreamBroken) as caught:
+        async for _ in stream:
+            pass
+    stream.close(ok=False)
+    assert caught.value.failure.error.status == 502
+    assert health.endpoint(a.base_url).outstanding == 0
