@@ -1,0 +1,77 @@
+"""Per-project tool settings and the daily tool-call counters (migration 0005)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from functions.common.db import Executor
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectToolSettings:
+    enabled_tools: frozenset[str] | None  # None: every tool
+    daily_call_quota: int | None  # None: the server default; 0: unlimited
+
+
+DEFAULTS = ProjectToolSettings(enabled_tools=None, daily_call_quota=None)
+
+
+async def get_settings(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> ProjectToolSettings:
+    row = await ex.fetchrow(
+        "SELECT enabled_tools, daily_call_quota FROM project_tool_settings"
+        " WHERE organization_id = $1 AND project_id = $2",
+        organization_id,
+        project_id,
+    )
+    if row is None:
+        return DEFAULTS
+    enabled = row["enabled_tools"]
+    return ProjectToolSettings(
+        enabled_tools=None if enabled is None else frozenset(enabled),
+        daily_call_quota=row["daily_call_quota"],
+    )
+
+
+async def put_settings(
+    ex: Executor, *, organization_id: str, project_id: str, settings: ProjectToolSettings
+) -> None:
+    enabled = None if settings.enabled_tools is None else sorted(settings.enabled_tools)
+    await ex.execute(
+        "INSERT INTO project_tool_settings"
+        " (organization_id, project_id, enabled_tools, daily_call_quota)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (organization_id, project_id) DO UPDATE"
+        " SET enabled_tools = EXCLUDED.enabled_tools,"
+        " daily_call_quota = EXCLUDED.daily_call_quota, updated_at = now()",
+        organization_id,
+        project_id,
+        enabled,
+        settings.daily_call_quota,
+    )
+
+
+async def take_call(ex: Executor, *, organization_id: str, project_id: str, quota: int) -> bool:
+    """Count one call for today (UTC) if the quota allows it (0: unlimited); False if not."""
+    calls = await ex.fetchval(
+        "INSERT INTO tool_call_counters AS c (organization_id, project_id, day, calls)"
+        " VALUES ($1, $2, (now() AT TIME ZONE 'utc')::date, 1)"
+        " ON CONFLICT (organization_id, project_id, day) DO UPDATE"
+        " SET calls = c.calls + 1 WHERE $3::integer = 0 OR c.calls < $3::integer"
+        " RETURNING c.calls",
+        organization_id,
+        project_id,
+        quota,
+    )
+    return calls is not None
+
+
+async def calls_today(ex: Executor, *, organization_id: str, project_id: str) -> int:
+    calls = await ex.fetchval(
+        "SELECT calls FROM tool_call_counters WHERE organization_id = $1 AND project_id = $2"
+        " AND day = (now() AT TIME ZONE 'utc')::date",
+        organization_id,
+        project_id,
+    )
+    return int(calls or 0)

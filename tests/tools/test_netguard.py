@@ -1,0 +1,57 @@
+"""The address policy behind the fetch tool's SSRF protection."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from functions.tools.base import ToolError
+from functions.tools.netguard import AddressPolicy, is_public, vetted_address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",  # carrier-grade NAT
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "2002:0a00:0001::1",  # 6to4 around 10.0.0.1
+    ],
+)
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
+
+
+def test_allow_list_names_hosts_and_networks() -> None:
+    policy = AddressPolicy.from_entries(("10.0.0.0/8", "Intranet.Example", "::1"))
+    assert policy.permits("anything", ipaddress.ip_address("10.9.9.9"))
+    assert policy.permits("intranet.example.", ipaddress.ip_address("192.168.0.5"))
+    assert policy.permits("x", ipaddress.ip_address("::1"))
+    assert not policy.permits("x", ipaddress.ip_address("192.168.0.5"))
+
+
+async def test_names_are_resolved_and_every_address_vetted() -> None:
+    open_policy = AddressPolicy.from_entries(("localhost",))
+    assert (await vetted_address("localhost", 80, open_policy)).is_loopback
+    with pytest.raises(ToolError, match="private or reserved"):
+        await vetted_address("localhost", 80, AddressPolicy.from_entries(()))
+    with pytest.raises(ToolError, match="private or reserved"):
+        await vetted_address("[::1]", 80, AddressPolicy.from_entries(()))
