@@ -144,6 +144,9 @@ class Catalog:
             merged.update(self._scopes.get((organization_id, project_id), {}))
         return merged
 
+    def provider(self, provider_id: str) -> Provider | None:
+        return next((p for p in self._providers if p.id == provider_id), None)
+
     # --- loading ----------------------------------------------------------------------
     async def refresh(self) -> None:
         """Reload providers, discovered models and shared health; rebuild the indexes."""

@@ -75,7 +75,7 @@ class FakeUpstream:
         self.calls += 1
         body = await request.json()
         self.bodies.append(body)
-        self.headers.append(dict(request.headers))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "engine crashed"}}, status=500)
         if self.mode == "busy":

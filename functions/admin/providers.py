@@ -1,0 +1,375 @@
+"""`/v1/organization/models/providers` and `/v1/organization/projects/{id}/models/providers`:
+the OpenAI-compatible servers (KServe, vLLM, llama.cpp, Ollama, SGLang, OpenAI) an
+organization or one project routes models to.
+
+Credentials are encrypted at rest (AES-GCM under MODEL_PROVIDER_SECRET) and never returned:
+responses say only whether a key is set. Creating or changing a provider polls each
+endpoint's ``/models`` once, so the answer shows what was discovered and the router in
+this process knows at once; other instances pick it up within seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    Admin,
+    admin_call,
+    choice_field,
+    deleted,
+    load_project,
+    page_params,
+    string_field,
+    ts,
+)
+from functions.chat import store
+from functions.chat.catalog import KINDS, normalize_base_url
+from functions.chat.service import Inference, inference
+from functions.common import ids
+from functions.common.crypto import SecretBox
+from functions.common.db import is_unique_violation
+from functions.common.errors import Conflict, InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, list_page
+from functions.common.runtime import Runtime
+
+PREFIX = "prov_"
+MAX_ENDPOINTS = 16
+OBJECT = "organization.model_provider"
+
+
+# --- input ---------------------------------------------------------------------------------
+def _base_urls(body: dict[str, Any], kind: str, *, required: bool) -> list[str] | None:
+    raw: Any = body.get("base_urls")
+    if raw is None and body.get("base_url") is not None:
+        raw = [body["base_url"]]
+    if raw is None:
+        if required:
+            raise InvalidRequest("Missing required parameter: 'base_url'.", param="base_url")
+        return None
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_ENDPOINTS:
+        raise InvalidRequest(
+            f"'base_urls' must be a list of 1 to {MAX_ENDPOINTS} URLs.", param="base_urls"
+        )
+    urls: list[str] = []
+    for value in raw:
+        if not isinstance(value, str):
+            raise InvalidRequest("Each base URL must be a string.", param="base_urls")
+        try:
+            url = normalize_base_url(kind, value)
+        except ValueError as exc:
+            raise InvalidRequest(f"Invalid base URL: {exc}.", param="base_urls") from None
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+def _models(body: dict[str, Any]) -> list[str] | None:
+    value = body.get("models")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise InvalidRequest("'models' must be a list of model names.", param="models")
+    return list(dict.fromkeys(value))
+
+
+def _api_key(body: dict[str, Any]) -> str | None:
+    value = body.get("api_key")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidRequest("'api_key' must be a non-empty string or null.", param="api_key")
+    return value
+
+
+def _active(body: dict[str, Any]) -> bool | None:
+    value = body.get("active")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest("'active' must be a boolean.", param="active")
+    return value
+
+
+def _box(runtime: Runtime) -> SecretBox:
+    secret = runtime.settings.model_provider_secret
+    assert secret is not None, "local.prepare or require_secrets guarantees it"
+    return SecretBox(secret.get_secret_value())
+
+
+# --- output --------------------------------------------------------------------------------
+async def render(
+    call: Admin, row: asyncpg.Record, found: list[store.DiscoveredModel] | None = None
+) -> dict[str, Any]:
+    if found is None:
+        found = await store.discovered_models(call.db, provider_ids=[row["id"]])
+    by_url: dict[str, list[str]] = {}
+    for d in found:
+        by_url.setdefault(d.base_url, []).append(d.model)
+    models = sorted({*row["static_models"], *(d.model for d in found)})
+    return {
+        "object": OBJECT,
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "project_id": row["project_id"],
+        "endpoints": [{"base_url": u, "models": by_url.get(u, [])} for u in row["base_urls"]],
+        "models": models,
+        "static_models": list(row["static_models"]),
+        "has_api_key": row["api_key_ciphertext"] is not None,
+        "active": row["active"],
+        "created_at": ts(row["created_at"]),
+        "updated_at": ts(row["updated_at"]),
+    }
+
+
+# --- scope ---------------------------------------------------------------------------------
+async def _scope(request: Request, *, write: bool) -> tuple[Admin, str | None]:
+    call = await admin_call(request, write=write)
+    project_id = request.path_params.get("project_id")
+    if project_id is not None:
+        await load_project(
+            call.db, organization_id=call.organization_id, project_id=project_id, for_write=write
+        )
+    return call, project_id
+
+
+async def _sync_router(call: Admin, provider_id: str) -> None:
+    """Discover the provider's models now and refresh this process's router."""
+    svc: Inference = await inference(call.runtime)
+    await svc.catalog.refresh()
+    provider = svc.catalog.provider(provider_id)
+    if provider is not None:
+        await svc.catalog.discover_provider(provider)
+        await svc.catalog.refresh()
+
+
+async def _load(call: Admin, project_id: str | None, provider_id: str) -> asyncpg.Record:
+    row = await store.get_provider(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=project_id,
+        provider_id=provider_id,
+    )
+    if row is None:
+        raise NotFound(f"No model provider found with id '{provider_id}'.")
+    return row
+
+
+# --- handlers ------------------------------------------------------------------------------
+async def create_provider(request: Request) -> Response:
+    """
+    summary: Create a model provider (organization-wide, or for one project)
+    tags: [admin]
+    parameters:
+      - {name: project_id, in: path, required: false, schema: {type: string}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name, kind, base_url]
+            properties:
+              name: {type: string}
+              kind: {type: string, enum: [kserve, vllm, llamacpp, ollama, sglang, openai]}
+              base_url: {type: string, description: "OpenAI base, or a bare host"}
+              base_urls: {type: array, items: {type: string}, description: "Several replicas"}
+              api_key: {type: string, description: "Stored encrypted; never returned"}
+              models: {type: array, items: {type: string}, description: "Served even if not listed"}
+              active: {type: boolean}
+    responses:
+      200: {description: "The organization.model_provider object."}
+      400: {description: Invalid body.}
+      404: {description: No such project.}
+      409: {description: A provider with this name exists in this scope.}
+    """
+    call, project_id = await _scope(request, write=True)
+    body = await json_body(request)
+    name = string_field(body, "name", required=True)
+    kind = choice_field(body, "kind", KINDS)
+    urls = _base_urls(body, kind, required=True)
+    api_key = _api_key(body)
+    active = _active(body)
+    provider_id = ids.new_id(PREFIX)
+    try:
+        row = await store.insert_provider(
+            call.db,
+            id=provider_id,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            name=name,
+            kind=kind,
+            base_urls=urls,
+            api_key_ciphertext=_box(call.runtime).encrypt(api_key, associated=provider_id)
+            if api_key
+            else None,
+            static_models=_models(body) or [],
+            active=True if active is None else active,
+        )
+    except asyncpg.PostgresError as exc:
+        if is_unique_violation(exc):
+            raise Conflict(f"A model provider named '{name}' already exists.") from None
+        raise
+    await _sync_router(call, provider_id)
+    return JSON(await render(call, row))
+
+
+async def list_providers(request: Request) -> Response:
+    """
+    summary: List model providers
+    tags: [admin]
+    parameters:
+      - {name: project_id, in: path, required: false, schema: {type: string}}
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+      - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
+    responses:
+      200: {description: "A list of organization.model_provider objects."}
+    """
+    call, project_id = await _scope(request, write=False)
+    page = page_params(request)
+    rows = await store.list_providers(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=project_id,
+        after=page.after,
+        limit=page.limit,
+        order=page.order,
+    )
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    found = await store.discovered_models(call.db, provider_ids=[r["id"] for r in rows])
+    data = [await render(call, r, [d for d in found if d.provider_id == r["id"]]) for r in rows]
+    return JSON(list_page(data, has_more=more))
+
+
+async def get_provider(request: Request) -> Response:
+    """
+    summary: Retrieve a model provider
+    tags: [admin]
+    parameters:
+      - {name: project_id, in: path, required: false, schema: {type: string}}
+      - {name: provider_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: "The organization.model_provider object."}
+      404: {description: No such provider in this scope.}
+    """
+    call, project_id = await _scope(request, write=False)
+    row = await _load(call, project_id, request.path_params["provider_id"])
+    return JSON(await render(call, row))
+
+
+async def modify_provider(request: Request) -> Response:
+    """
+    summary: Modify a model provider (fields given are changed; `api_key` null clears it)
+    tags: [admin]
+    parameters:
+      - {name: project_id, in: path, required: false, schema: {type: string}}
+      - {name: provider_id, in: path, required: true, schema: {type: string}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              name: {type: string}
+              kind: {type: string}
+              base_url: {type: string}
+              base_urls: {type: array, items: {type: string}}
+              api_key: {type: string, nullable: true}
+              models: {type: array, items: {type: string}}
+              active: {type: boolean}
+    responses:
+      200: {description: "The updated organization.model_provider object."}
+      400: {description: Invalid body.}
+      404: {description: No such provider in this scope.}
+      409: {description: The new name is taken.}
+    """
+    call, project_id = await _scope(request, write=True)
+    provider_id = request.path_params["provider_id"]
+    current = await _load(call, project_id, provider_id)
+    body = await json_body(request)
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = string_field(body, "name", required=True)
+    kind = current["kind"]
+    if "kind" in body:
+        kind = changes["kind"] = choice_field(body, "kind", KINDS)
+    urls = _base_urls(body, kind, required=False)
+    if urls is not None:
+        changes["base_urls"] = urls
+    if "api_key" in body:
+        api_key = _api_key(body)
+        box = _box(call.runtime)
+        changes["api_key_ciphertext"] = (
+            box.encrypt(api_key, associated=provider_id) if api_key else None
+        )
+    models = _models(body)
+    if models is not None:
+        changes["static_models"] = models
+    active = _active(body)
+    if active is not None:
+        changes["active"] = active
+    if not changes:
+        return JSON(await render(call, current))
+    try:
+        row = await store.update_provider(
+            call.db,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            provider_id=provider_id,
+            changes=changes,
+        )
+    except asyncpg.PostgresError as exc:
+        if is_unique_violation(exc):
+            raise Conflict("A model provider with this name already exists.") from None
+        raise
+    if row is None:
+        raise NotFound(f"No model provider found with id '{provider_id}'.")
+    await _sync_router(call, provider_id)
+    return JSON(await render(call, row))
+
+
+async def delete_provider(request: Request) -> Response:
+    """
+    summary: Delete a model provider
+    tags: [admin]
+    parameters:
+      - {name: project_id, in: path, required: false, schema: {type: string}}
+      - {name: provider_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: "`{object: organization.model_provider.deleted, id, deleted: true}`"}
+      404: {description: No such provider in this scope.}
+    """
+    call, project_id = await _scope(request, write=True)
+    provider_id = request.path_params["provider_id"]
+    gone = await store.delete_provider(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=project_id,
+        provider_id=provider_id,
+    )
+    if not gone:
+        raise NotFound(f"No model provider found with id '{provider_id}'.")
+    svc = call.runtime.services.get(Inference)
+    if isinstance(svc, Inference) and svc.started:
+        await svc.catalog.refresh()
+    return JSON(deleted(OBJECT, provider_id))
+
+
+def routes(runtime: Runtime) -> list[BaseRoute]:
+    table: list[BaseRoute] = []
+    for base in (
+        "/v1/organization/models/providers",
+        "/v1/organization/projects/{project_id}/models/providers",
+    ):
+        table += [
+            Route(base, list_providers, methods=["GET"]),
+            Route(base, create_provider, methods=["POST"]),
+            Route(base + "/{provider_id}", get_provider, methods=["GET"]),
+            Route(base + "/{provider_id}", modify_provider, methods=["POST"]),
+            Route(base + "/{provider_id}", delete_provider, methods=["DELETE"]),
+        ]
+    return table
