@@ -1,11 +1,25 @@
-"""The `responses` area. Its routes arrive with the issue that builds it."""
+"""The `responses` area: OpenAI's Responses API, computed through the inference router,
+stored in PostgreSQL, with background runs claimed from the database."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from functions.common.runtime import Runtime
+from functions.responses import handlers as h
+from functions.responses.worker import BackgroundWorker
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    worker = BackgroundWorker()
+    runtime.services[BackgroundWorker] = worker
+    runtime.on_start(worker.start)
+    runtime.on_drain(worker.drain)
+    runtime.on_stop(worker.stop)
+    return [
+        Route("/v1/responses", h.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", h.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", h.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", h.list_input_items, methods=["GET"]),
+        Route("/v1/responses/{response_id}/cancel", h.cancel_response, methods=["POST"]),
+    ]

@@ -1,0 +1,213 @@
+"""HTTP handlers of the Responses API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from functions.common import errors
+from functions.common.errors import InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
+from functions.conversations.handlers import query_include
+from functions.conversations.owner import owner_of
+from functions.responses import store
+from functions.responses.engine import Event, run_events
+from functions.responses.model import model_of
+from functions.responses.objects import response_object
+from functions.responses.params import parse_request
+from functions.responses.service import enqueue_background, prepare_run, store_foreground
+from functions.responses.worker import worker_of
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def create_response(request: Request) -> Response:
+    """
+    summary: Create a model response
+    tags: [responses]
+    description: >
+      Input as a string or items; history from `previous_response_id` or `conversation`;
+      function tools; `stream` for OpenAI's typed SSE events; `background` to run it
+      detached (poll with GET, stop with cancel).
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [model, input]
+            properties:
+              model: {type: string}
+              input: {oneOf: [{type: string}, {type: array, items: {type: object}}]}
+              instructions: {type: string}
+              previous_response_id: {type: string}
+              conversation: {oneOf: [{type: string}, {type: object}]}
+              store: {type: boolean, default: true}
+              background: {type: boolean, default: false}
+              stream: {type: boolean, default: false}
+              temperature: {type: number}
+              top_p: {type: number}
+              max_output_tokens: {type: integer}
+              tools: {type: array, items: {type: object}}
+              metadata: {type: object, additionalProperties: {type: string}}
+    responses:
+      200: {description: "The response object, or an event stream when `stream` is true."}
+      400: {description: Invalid request.}
+      404: {description: "Unknown model, conversation or previous response."}
+    """
+    owner = await owner_of(request)
+    body = await json_body(request)
+    params = parse_request(body)
+    if not owner.principal.may_use_model(params.model):
+        raise NotFound(
+            f"The model '{params.model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    runtime = runtime_of(request)
+    run = await prepare_run(runtime, owner=owner, request=params)
+    if params.background:
+        await enqueue_background(runtime, run)
+        worker = worker_of(runtime)
+        if worker is not None:
+            worker.wake()
+        return JSON(run.snapshot())
+
+    async def persist(final: dict[str, Any]) -> None:
+        await store_foreground(runtime, run, final)
+
+    events = run_events(run, model_of(runtime), persist)
+    first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
+    if params.stream:
+        return StreamingResponse(
+            _sse(first, events),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    last = first
+    async for event in events:
+        last = event
+    final = last["response"]
+    if final["status"] == "failed":
+        raise run.failure or errors.GENERIC_500
+    return JSON(final)
+
+
+async def _sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    yield _frame(first)
+    async for event in rest:
+        yield _frame(event)
+
+
+def _frame(event: Event) -> bytes:
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+async def get_response(request: Request) -> Response:
+    """
+    summary: Retrieve a response
+    tags: [responses]
+    parameters:
+      - {name: response_id, in: path, required: true, schema: {type: string}}
+      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+    responses:
+      200: {description: The response object.}
+      404: {description: No such response for this caller.}
+    """
+    owner = await owner_of(request)
+    query_include(request)
+    response_id = request.path_params["response_id"]
+    row = await store.get_response(
+        runtime_of(request).db.writer, owner=owner, response_id=response_id
+    )
+    if row is None:
+        raise _not_found(response_id)
+    return JSON(response_object(row))
+
+
+async def delete_response(request: Request) -> Response:
+    """
+    summary: Delete a response
+    tags: [responses]
+    parameters:
+      - {name: response_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: "`response.deleted`"}
+      404: {description: No such response for this caller.}
+    """
+    owner = await owner_of(request)
+    response_id = request.path_params["response_id"]
+    if not await store.delete_response(
+        runtime_of(request).db.writer, owner=owner, response_id=response_id
+    ):
+        raise _not_found(response_id)
+    return JSON({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+async def list_input_items(request: Request) -> Response:
+    """
+    summary: List a response's input items
+    tags: [responses]
+    parameters:
+      - {name: response_id, in: path, required: true, schema: {type: string}}
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
+      - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
+      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+    responses:
+      200: {description: A list of items.}
+      404: {description: No such response for this caller.}
+    """
+    owner = await owner_of(request)
+    query_include(request)
+    response_id = request.path_params["response_id"]
+    limit, order = limit_param(request), order_param(request)
+    found = await store.list_input_items(
+        runtime_of(request).db.writer,
+        owner=owner,
+        response_id=response_id,
+        after=request.query_params.get("after"),
+        limit=limit,
+        order=order,
+    )
+    if found is None:
+        raise _not_found(response_id)
+    items, has_more = found
+    return JSON(list_page(items, has_more=has_more))
+
+
+async def cancel_response(request: Request) -> Response:
+    """
+    summary: Cancel a background response
+    tags: [responses]
+    parameters:
+      - {name: response_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: The cancelled response object.}
+      400: {description: Not a background response, or already finished.}
+      404: {description: No such response for this caller.}
+    """
+    owner = await owner_of(request)
+    response_id = request.path_params["response_id"]
+    async with runtime_of(request).db.writer.acquire() as conn:
+        row = await store.cancel_response(conn, owner=owner, response_id=response_id)
+        if row is None:
+            row = await store.get_response(conn, owner=owner, response_id=response_id)
+    if row is None:
+        raise _not_found(response_id)
+    if not row["background"]:
+        raise InvalidRequest(
+            "Only responses created with background=true can be cancelled.",
+            param="response_id",
+        )
+    if row["status"] not in ("cancelled",):
+        raise InvalidRequest(
+            f"Cannot cancel a response that is already {row['status']}.", param="response_id"
+        )
+    return JSON(response_object(row))

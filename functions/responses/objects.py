@@ -1,0 +1,72 @@
+"""The `response` object as OpenAI shapes it, built from a stored row or a running one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+_DEFAULT_PARAMS: dict[str, Any] = {
+    "model": None,
+    "instructions": None,
+    "temperature": None,
+    "top_p": None,
+    "max_output_tokens": None,
+    "tools": [],
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "text": {"format": {"type": "text"}},
+    "store": True,
+    "user": None,
+}
+
+
+def _epoch(value: datetime | float | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    return int(value)
+
+
+def response_object(row: Any) -> dict[str, Any]:
+    """`row` has the columns of the `responses` table (a Record, or a dict while running)."""
+    params = {**_DEFAULT_PARAMS, **row["params"]}
+    conversation_id = row["conversation_id"]
+    return {
+        "id": row["id"],
+        "object": "response",
+        "created_at": _epoch(row["created_at"]),
+        "status": row["status"],
+        "background": row["background"],
+        "completed_at": _epoch(row["completed_at"]),
+        "error": row["error"],
+        "incomplete_details": row["incomplete_details"],
+        "instructions": params["instructions"],
+        "max_output_tokens": params["max_output_tokens"],
+        "model": params["model"],
+        "output": row["output"],
+        "parallel_tool_calls": params["parallel_tool_calls"],
+        "previous_response_id": row["previous_response_id"],
+        "conversation": {"id": conversation_id} if conversation_id else None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": params["store"],
+        "temperature": params["temperature"],
+        "text": params["text"],
+        "tool_choice": params["tool_choice"],
+        "tools": params["tools"],
+        "top_p": params["top_p"],
+        "truncation": "disabled",
+        "usage": row["usage"],
+        "user": params["user"],
+        "metadata": row["metadata"],
+    }
+
+
+def usage_object(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }

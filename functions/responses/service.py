@@ -1,0 +1,126 @@
+"""Preparing a response run (history, tools) and storing what it produced."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import Executor
+from functions.common.errors import NotFound
+from functions.common.ids import new_id
+from functions.common.principal import Principal
+from functions.common.runtime import Runtime
+from functions.conversations import store as conversations
+from functions.conversations.owner import Owner
+from functions.responses import store
+from functions.responses.engine import Run
+from functions.responses.params import ResponseRequest
+from functions.responses.tools import registry_of, resolve_server_tools
+
+# How many of a conversation's latest items a model sees.
+HISTORY_ITEMS = 400
+
+
+async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) -> list[Any]:
+    """The items before this response: its conversation's, or its response chain's."""
+    if request.conversation_id is not None:
+        found = await conversations.get_conversation(
+            ex, owner=owner, conversation_id=request.conversation_id
+        )
+        if found is None:
+            raise NotFound(
+                f"Conversation with id '{request.conversation_id}' not found.",
+                param="conversation",
+            )
+        return await conversations.recent_items(
+            ex, owner=owner, conversation_id=request.conversation_id, limit=HISTORY_ITEMS
+        )
+    if request.previous_response_id is not None:
+        previous = await store.get_response(
+            ex, owner=owner, response_id=request.previous_response_id
+        )
+        if previous is None:
+            raise NotFound(
+                f"Previous response with id '{request.previous_response_id}' not found.",
+                param="previous_response_id",
+            )
+        return await store.chain_items(ex, owner=owner, response_id=request.previous_response_id)
+    return []
+
+
+async def prepare_run(
+    runtime: Runtime, *, owner: Owner, request: ResponseRequest, response_id: str | None = None
+) -> Run:
+    async with runtime.db.writer.acquire() as conn:
+        history = await load_history(conn, owner=owner, request=request)
+    tools = await resolve_server_tools(registry_of(runtime), request.tools, owner)
+    return Run(
+        response_id=response_id or new_id("resp_"),
+        owner=owner,
+        request=request,
+        history=history,
+        server_tools=tools,
+    )
+
+
+def stored_params(request: ResponseRequest, principal: Principal) -> dict[str, Any]:
+    """What the `params` column keeps: the echoed settings, and the caller, so a background
+    run elsewhere acts with the same principal."""
+    caller = asdict(principal)
+    if caller["allowed_models"] is not None:
+        caller["allowed_models"] = sorted(caller["allowed_models"])
+    return {**request.echo(), "principal": caller}
+
+
+async def store_foreground(runtime: Runtime, run: Run, final: dict[str, Any]) -> None:
+    """Persist a finished foreground response (nothing at all with `store: false`)."""
+    request = run.request
+    if not request.store:
+        return
+    async with runtime.db.writer.acquire() as conn, conn.transaction():
+        await store.insert_response(
+            conn,
+            owner=run.owner,
+            response=final,
+            params=stored_params(request, run.owner.principal),
+        )
+        await store.insert_input_items(
+            conn, owner=run.owner, response_id=run.response_id, items=request.input_items
+        )
+        await append_to_conversation(conn, run)
+
+
+async def append_to_conversation(conn: asyncpg.Connection | Any, run: Run) -> None:
+    """Add the input and output items to the response's conversation, if it still exists."""
+    conversation_id = run.request.conversation_id
+    if conversation_id is None:
+        return
+    locked = await conversations.get_conversation(
+        conn, owner=run.owner, conversation_id=conversation_id, lock=True
+    )
+    if locked is None:
+        return  # deleted while the response ran
+    await conversations.insert_items(
+        conn,
+        owner=run.owner,
+        conversation_id=conversation_id,
+        items=[*run.request.input_items, *run.output],
+    )
+
+
+async def enqueue_background(runtime: Runtime, run: Run) -> None:
+    """Store a background response as queued, for whichever instance claims it."""
+    run.status = "queued"
+    queued = run.snapshot()
+    async with runtime.db.writer.acquire() as conn, conn.transaction():
+        await store.insert_response(
+            conn,
+            owner=run.owner,
+            response=queued,
+            params=stored_params(run.request, run.owner.principal),
+        )
+        await store.insert_input_items(
+            conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items
+        )

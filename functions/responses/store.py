@@ -1,0 +1,249 @@
+"""SQL for stored responses, their input items, and the background work queue.
+
+Owner-scoped like conversations ($1..$3 are organization, project and the visible user).
+Background responses are claimed with ``FOR UPDATE SKIP LOCKED`` and held by a lease that
+the running instance renews; an expired lease (the instance scaled down or died) makes
+the response claimable again, up to ``MAX_ATTEMPTS`` runs, after which it is failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import Executor
+from functions.conversations.owner import Owner
+
+MAX_ATTEMPTS = 3
+CHAIN_DEPTH = 100
+_OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
+
+
+def _scope(owner: Owner) -> tuple[str, str, str | None]:
+    return owner.organization_id, owner.project_id, owner.visible_user_id
+
+
+async def insert_response(
+    ex: Executor, *, owner: Owner, response: dict[str, Any], params: dict[str, Any]
+) -> None:
+    """Store a response object (as built by the engine) and nothing else."""
+    await ex.execute(
+        """
+        INSERT INTO responses (id, organization_id, project_id, user_id, api_key_id,
+            conversation_id, previous_response_id, status, background, params, output, usage,
+            error, incomplete_details, metadata, created_at, completed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+            to_timestamp($16), to_timestamp($17))
+        """,
+        response["id"],
+        owner.organization_id,
+        owner.project_id,
+        owner.user_id,
+        owner.api_key_id,
+        (response["conversation"] or {}).get("id"),
+        response["previous_response_id"],
+        response["status"],
+        response["background"],
+        params,
+        response["output"],
+        response["usage"],
+        response["error"],
+        response["incomplete_details"],
+        response["metadata"],
+        response["created_at"],
+        response["completed_at"],
+    )
+
+
+async def insert_input_items(
+    ex: Executor, *, owner: Owner, response_id: str, items: list[dict[str, Any]]
+) -> None:
+    await ex.executemany(
+        """
+        INSERT INTO response_input_items (id, response_id, organization_id, project_id, item)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        [(i["id"], response_id, owner.organization_id, owner.project_id, i) for i in items],
+    )
+
+
+async def get_response(ex: Executor, *, owner: Owner, response_id: str) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        f"SELECT * FROM responses WHERE {_OWNED} AND id = $4",  # noqa: S608
+        *_scope(owner),
+        response_id,
+    )
+
+
+async def delete_response(ex: Executor, *, owner: Owner, response_id: str) -> bool:
+    status = await ex.execute(
+        f"DELETE FROM responses WHERE {_OWNED} AND id = $4",  # noqa: S608
+        *_scope(owner),
+        response_id,
+    )
+    return status == "DELETE 1"
+
+
+async def list_input_items(
+    ex: Executor, *, owner: Owner, response_id: str, after: str | None, limit: int, order: str
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """A response's input items (keyset on seq); None when the response isn't the caller's."""
+    if await get_response(ex, owner=owner, response_id=response_id) is None:
+        return None
+    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    rows = await ex.fetch(
+        f"""
+        SELECT item FROM response_input_items
+        WHERE organization_id = $1 AND project_id = $2 AND response_id = $3
+          AND ($4::text IS NULL OR seq {compare} (
+              SELECT seq FROM response_input_items WHERE response_id = $3 AND id = $4))
+        ORDER BY seq {direction}
+        LIMIT $5
+        """,  # noqa: S608
+        owner.organization_id,
+        owner.project_id,
+        response_id,
+        after,
+        limit + 1,
+    )
+    return [r["item"] for r in rows[:limit]], len(rows) > limit
+
+
+async def chain_items(ex: Executor, *, owner: Owner, response_id: str) -> list[dict[str, Any]]:
+    """The history `previous_response_id` points at: for each response of the chain, oldest
+    first, its input items then its output."""
+    rows = await ex.fetch(
+        f"""
+        WITH RECURSIVE chain AS (
+            SELECT id, previous_response_id, output, 0 AS depth FROM responses
+            WHERE {_OWNED} AND id = $4
+          UNION ALL
+            SELECT r.id, r.previous_response_id, r.output, c.depth + 1
+            FROM responses r JOIN chain c ON r.id = c.previous_response_id
+            WHERE r.organization_id = $1 AND r.project_id = $2 AND c.depth < $5
+        )
+        SELECT c.depth, c.output,
+            COALESCE((SELECT jsonb_agg(i.item ORDER BY i.seq) FROM response_input_items i
+                      WHERE i.response_id = c.id), '[]'::jsonb) AS inputs
+        FROM chain c ORDER BY c.depth DESC
+        """,  # noqa: S608
+        *_scope(owner),
+        response_id,
+        CHAIN_DEPTH,
+    )
+    items: list[dict[str, Any]] = []
+    for row in rows:
+        items += row["inputs"]
+        items += row["output"]
+    return items
+
+
+async def cancel_response(ex: Executor, *, owner: Owner, response_id: str) -> asyncpg.Record | None:
+    """Mark a queued or running background response cancelled; the runner sees it on its
+    next lease renewal and stops."""
+    return await ex.fetchrow(
+        f"""
+        UPDATE responses SET status = 'cancelled', lease_owner = NULL, completed_at = now()
+        WHERE {_OWNED} AND id = $4 AND background AND status IN ('queued', 'in_progress')
+        RETURNING *
+        """,  # noqa: S608
+        *_scope(owner),
+        response_id,
+    )
+
+
+async def claim_next(
+    ex: Executor, *, worker_id: str, lease_seconds: float
+) -> asyncpg.Record | None:
+    """Take the oldest queued (or abandoned) background response, or None."""
+    return await ex.fetchrow(
+        """
+        UPDATE responses SET status = 'in_progress', lease_owner = $1,
+            lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1
+        WHERE id = (
+            SELECT id FROM responses
+            WHERE background AND attempts < $3 AND (status = 'queued'
+                OR (status = 'in_progress' AND lease_expires_at < now()))
+            ORDER BY created_at
+            FOR UPDATE SKIP LOCKED
+            LIMIT 1
+        )
+        RETURNING *
+        """,
+        worker_id,
+        lease_seconds,
+        MAX_ATTEMPTS,
+    )
+
+
+async def fail_exhausted(ex: Executor) -> int:
+    """Background responses abandoned too often are failed rather than retried forever."""
+    status = await ex.execute(
+        """
+        UPDATE responses SET status = 'failed', lease_owner = NULL, completed_at = now(),
+            error = '{"code": "server_error", "message": "The response could not be completed."}'
+        WHERE background AND attempts >= $1 AND (status = 'queued'
+            OR (status = 'in_progress' AND lease_expires_at < now()))
+        """,
+        MAX_ATTEMPTS,
+    )
+    return int(status.split()[-1])
+
+
+async def renew_lease(
+    ex: Executor, *, response_id: str, worker_id: str, lease_seconds: float
+) -> bool:
+    """Extend our lease; False when it is no longer ours (cancelled or taken over)."""
+    status = await ex.execute(
+        """
+        UPDATE responses SET lease_expires_at = now() + make_interval(secs => $3)
+        WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'
+        """,
+        response_id,
+        worker_id,
+        lease_seconds,
+    )
+    return status == "UPDATE 1"
+
+
+async def finish_background(ex: Executor, *, response: dict[str, Any], worker_id: str) -> bool:
+    """Write a background run's result if we still hold its lease."""
+    status = await ex.execute(
+        """
+        UPDATE responses SET status = $3, output = $4, usage = $5, error = $6,
+            incomplete_details = $7, completed_at = COALESCE(to_timestamp($8), now()),
+            lease_owner = NULL, lease_expires_at = NULL
+        WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'
+        """,
+        response["id"],
+        worker_id,
+        response["status"],
+        response["output"],
+        response["usage"],
+        response["error"],
+        response["incomplete_details"],
+        response["completed_at"],
+    )
+    return status == "UPDATE 1"
+
+
+async def release_leases(ex: Executor, *, worker_id: str) -> int:
+    """On shutdown: hand our running responses to whichever instance claims next."""
+    status = await ex.execute(
+        """
+        UPDATE responses SET lease_owner = NULL, lease_expires_at = now(),
+            attempts = greatest(attempts - 1, 0)  -- handed back, not failed
+        WHERE lease_owner = $1 AND status = 'in_progress'
+        """,
+        worker_id,
+    )
+    return int(status.split()[-1])
+
+
+async def input_items_of(ex: Executor, *, response_id: str) -> list[dict[str, Any]]:
+    """All input items of one response, in order (for the background runner)."""
+    rows = await ex.fetch(
+        "SELECT item FROM response_input_items WHERE response_id = $1 ORDER BY seq", response_id
+    )
+    return [r["item"] for r in rows]

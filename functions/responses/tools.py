@@ -1,0 +1,112 @@
+"""Tools in a response: the client's function tools, and tools the server runs itself.
+
+Function tools (``{"type": "function", ...}``) go to the model; when it calls one, the
+response ends with a ``function_call`` item and the client answers with a
+``function_call_output`` item in its next request.
+
+Server-side tools (built-in ``web_search``/``fetch``, ``{"type": "mcp", ...}``) come from
+``ToolExecutor``s registered on the runtime. For each ``tools`` entry that is not a
+function tool, the engine asks the executors in turn; the first that recognises it returns
+the ``ServerTool``s it stands for. They are offered to the model as functions too, but
+when the model calls one the engine runs it, records the call and its output as items,
+and asks the model again, in a bounded loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from functions.common.errors import InvalidRequest
+from functions.common.runtime import Runtime
+from functions.conversations.owner import Owner
+
+
+@dataclass(frozen=True)
+class ServerTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    # Runs the tool on the model's JSON arguments and returns what the model reads back.
+    # Failures the model should see (bad arguments, provider down) are returned as text,
+    # not raised: a raised exception fails the whole response.
+    run: Callable[[str], Awaitable[str]]
+
+
+class ToolExecutor(Protocol):
+    async def resolve(self, spec: dict[str, Any], owner: Owner) -> list[ServerTool] | None:
+        """The tools a `tools` entry stands for, or None when it is not this executor's."""
+        ...
+
+
+@dataclass
+class ToolRegistry:
+    executors: list[ToolExecutor] = field(default_factory=list)
+
+
+def register_executor(runtime: Runtime, executor: ToolExecutor) -> None:
+    """Let responses on this runtime use the executor's tools (call from an area's routes())."""
+    registry_of(runtime).executors.append(executor)
+
+
+def registry_of(runtime: Runtime) -> ToolRegistry:
+    found = runtime.services.get(ToolRegistry)
+    if found is None:
+        found = ToolRegistry()
+        runtime.services[ToolRegistry] = found
+    assert isinstance(found, ToolRegistry)
+    return found
+
+
+def function_tool(spec: dict[str, Any], param: str) -> dict[str, Any]:
+    """A client function tool, validated, in the Responses shape we echo back."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"'{param}.name' must be a non-empty string.", param=f"{param}.name")
+    parameters = spec.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidRequest(
+            f"'{param}.parameters' must be an object.", param=f"{param}.parameters"
+        )
+    description = spec.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InvalidRequest(
+            f"'{param}.description' must be a string.", param=f"{param}.description"
+        )
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "parameters": parameters,
+        "strict": bool(spec.get("strict", False)),
+    }
+
+
+async def resolve_server_tools(
+    registry: ToolRegistry, specs: list[dict[str, Any]], owner: Owner
+) -> dict[str, ServerTool]:
+    """The server-side tools the request's non-function `tools` entries name; 400 for an
+    entry no executor knows."""
+    found: dict[str, ServerTool] = {}
+    for index, spec in enumerate(specs):
+        if spec.get("type") == "function":
+            continue
+        for executor in registry.executors:
+            tools = await executor.resolve(spec, owner)
+            if tools is not None:
+                found.update((t.name, t) for t in tools)
+                break
+        else:
+            raise InvalidRequest(
+                f"Tool type {spec.get('type')!r} is not supported.", param=f"tools[{index}].type"
+            )
+    return found
+
+
+def chat_tool(name: str, description: str | None, parameters: dict[str, Any] | None) -> Any:
+    """A tool in the chat-completions shape the upstream understands."""
+    function: dict[str, Any] = {"name": name, "parameters": parameters or {"type": "object"}}
+    if description:
+        function["description"] = description
+    return {"type": "function", "function": function}

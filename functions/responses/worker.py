@@ -1,0 +1,216 @@
+"""Background responses: claimed from the database, run here, survivable elsewhere.
+
+``POST /v1/responses`` with ``background: true`` only stores the response as `queued`.
+Every instance runs a small loop that claims queued work (``FOR UPDATE SKIP LOCKED``), and
+holds each claim by a lease it renews while the run lasts. If the instance scales down,
+its drain hook hands the leases back; if it dies, the leases expire. Either way another
+instance (or this one after a restart) claims the response again, and one abandoned too
+often is marked failed. A cancel (status set to `cancelled`) is noticed at the next
+renewal, which stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import CONNECTION_ERRORS, AnyConnection
+from functions.common.principal import Principal
+from functions.common.runtime import Runtime
+from functions.conversations.owner import Owner
+from functions.responses import store
+from functions.responses.engine import Run, run_events
+from functions.responses.model import model_of
+from functions.responses.params import ResponseRequest
+from functions.responses.service import append_to_conversation, load_history
+from functions.responses.tools import registry_of, resolve_server_tools
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundWorker:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runtime: Runtime | None = None
+
+    # --- runtime hooks -------------------------------------------------------------------
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._wakeup = asyncio.Event()  # bound to the serving loop
+        self._loop_task = asyncio.get_running_loop().create_task(self._claim_forever())
+
+    async def drain(self, conn: AnyConnection) -> None:
+        released = await store.release_leases(conn, worker_id=self.worker_id)
+        if released:
+            log.info("background responses handed back", extra={"count": released})
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self.running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.running.clear()
+
+    def wake(self) -> None:
+        """New work was queued here: claim it now rather than at the next poll."""
+        self._wakeup.set()
+
+    # --- claiming ------------------------------------------------------------------------
+    async def _claim_forever(self) -> None:
+        while True:
+            try:
+                await self.claim_available()
+            except CONNECTION_ERRORS as exc:
+                log.warning("claiming background responses failed", extra={"error": repr(exc)})
+            except Exception:
+                log.exception("claiming background responses failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+
+    async def claim_available(self) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        writer = runtime.db.writer
+        await store.fail_exhausted(writer)
+        while len(self.running) < self.concurrency:
+            row = await store.claim_next(
+                writer, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+            )
+            if row is None:
+                return
+            response_id: str = row["id"]
+            task = asyncio.get_running_loop().create_task(self._run(runtime, row))
+            self.running[response_id] = task
+            task.add_done_callback(self._forget(response_id))
+
+    def _forget(self, response_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_: asyncio.Task[None]) -> None:
+            self.running.pop(response_id, None)
+
+        return forget
+
+    # --- running -------------------------------------------------------------------------
+    async def _run(self, runtime: Runtime, row: asyncpg.Record) -> None:
+        response_id: str = row["id"]
+        work = asyncio.current_task()
+        assert work is not None
+        heartbeat = asyncio.get_running_loop().create_task(self._renew(runtime, response_id, work))
+        try:
+            run = await self._rebuild(runtime, row)
+
+            async def persist(final: dict[str, Any]) -> None:
+                async with runtime.db.writer.acquire() as conn, conn.transaction():
+                    if await store.finish_background(
+                        conn, response=final, worker_id=self.worker_id
+                    ):
+                        await append_to_conversation(conn, run)
+
+            async for _ in run_events(run, model_of(runtime), persist):
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Before the first event (e.g. the model is gone): fail it, if still ours.
+            await self._fail(runtime, row, exc)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _renew(self, runtime: Runtime, response_id: str, work: asyncio.Task[None]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                ours = await store.renew_lease(
+                    runtime.db.writer,
+                    response_id=response_id,
+                    worker_id=self.worker_id,
+                    lease_seconds=self.lease_seconds,
+                )
+            except CONNECTION_ERRORS:
+                continue  # the lease outlives a short outage; try again next beat
+            if not ours:  # cancelled, or another instance took it over
+                work.cancel()
+                return
+
+    async def _rebuild(self, runtime: Runtime, row: asyncpg.Record) -> Run:
+        params = row["params"]
+        caller = dict(params["principal"])
+        if caller.get("allowed_models") is not None:
+            caller["allowed_models"] = frozenset(caller["allowed_models"])
+        owner = Owner.of(Principal(**caller))
+        inputs = await store.input_items_of(runtime.db.writer, response_id=row["id"])
+        request = ResponseRequest(
+            model=params["model"],
+            input_items=inputs,
+            instructions=params["instructions"],
+            previous_response_id=row["previous_response_id"],
+            conversation_id=row["conversation_id"],
+            store=True,
+            background=True,
+            stream=False,
+            temperature=params["temperature"],
+            top_p=params["top_p"],
+            max_output_tokens=params["max_output_tokens"],
+            tools=params["tools"],
+            tool_choice=params["tool_choice"],
+            parallel_tool_calls=params["parallel_tool_calls"],
+            text=params["text"],
+            metadata=row["metadata"],
+            user=params["user"],
+        )
+        async with runtime.db.writer.acquire() as conn:
+            history = await load_history(conn, owner=owner, request=request)
+        return Run(
+            response_id=row["id"],
+            owner=owner,
+            request=request,
+            history=history,
+            server_tools=await resolve_server_tools(registry_of(runtime), request.tools, owner),
+            created_at=row["created_at"].timestamp(),
+        )
+
+    async def _fail(self, runtime: Runtime, row: asyncpg.Record, exc: Exception) -> None:
+        message = getattr(exc, "message", None) or "The response could not be completed."
+        code = getattr(exc, "code", None) or "server_error"
+        if not hasattr(exc, "message"):
+            log.error("background response failed", exc_info=exc)
+        failed = {
+            "id": row["id"],
+            "status": "failed",
+            "output": [],
+            "usage": None,
+            "error": {"code": code, "message": message},
+            "incomplete_details": None,
+            "completed_at": None,
+        }
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await store.finish_background(
+                runtime.db.writer, response=failed, worker_id=self.worker_id
+            )
+
+
+def worker_of(runtime: Runtime) -> BackgroundWorker | None:
+    found = runtime.services.get(BackgroundWorker)
+    return found if isinstance(found, BackgroundWorker) else None

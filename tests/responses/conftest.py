@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from functions.common.runtime import Runtime
+from functions.common.settings import Settings
+from tests.conftest import make_settings
+from tests.conversations.tenants import Tenant, make_tenant
+from tests.responses.upstream import ScriptedUpstream
+
+
+@pytest.fixture(scope="session")
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    server = ScriptedUpstream()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def settings(database_dsn: str, upstream: ScriptedUpstream) -> Settings:
+    upstream.reset()
+    return make_settings(database_dsn, jan_inference_model_url=upstream.url)
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
+    return await make_tenant(runtime)
+
+
+@pytest.fixture
+async def stranger(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
+    return await make_tenant(runtime)
