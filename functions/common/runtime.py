@@ -165,7 +165,11 @@ class Runtime:
             asyncio.get_running_loop().create_task(self._close_resources())
 
     async def _drain_on(self, dsn: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.error("drain skipped: database not reachable", extra={"error": type(exc).__name__})
+            return
         try:
             await self._run_drains(conn)
         finally:

@@ -6,7 +6,10 @@ routes the app really has, so a route cannot silently go undocumented (a test ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import yaml
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -48,7 +51,20 @@ _BASE: dict[str, Any] = {
     },
     "security": [{"bearer": []}],
 }
-_generator = SchemaGenerator(_BASE)
+
+
+class _Generator(SchemaGenerator):
+    """Starlette's generator, naming the handler whose docstring is not valid YAML."""
+
+    def parse_docstring(self, func_or_method: Callable[..., Any]) -> dict[str, Any]:
+        try:
+            return super().parse_docstring(func_or_method)
+        except yaml.YAMLError as exc:
+            name = f"{func_or_method.__module__}.{func_or_method.__qualname__}"
+            raise ValueError(f"{name}: docstring is not valid OpenAPI YAML: {exc}") from None
+
+
+_generator = _Generator(_BASE)
 
 
 def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
