@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
