@@ -1,11 +1,19 @@
-"""The `auth` area. Its routes arrive with the issue that builds it."""
+"""The `auth` area: sessions under `/v1/auth/*` (guest, OIDC sign-in, refresh, logout, me)."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from functions.auth import oidc, sessions
+from functions.auth.ratelimit import LoginRateLimiter
+from functions.common import bootstrap
 from functions.common.runtime import Runtime
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    bootstrap.install(runtime)
+    redis_url = runtime.settings.redis_url
+    limiter = LoginRateLimiter(redis_url=redis_url.get_secret_value() if redis_url else None)
+    runtime.services[LoginRateLimiter] = limiter
+    runtime.on_stop(limiter.close)
+    return [*sessions.routes(), *oidc.routes()]

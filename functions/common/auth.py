@@ -296,6 +296,12 @@ async def resolve_user(
         )
     org_id = organization_id or (project["organization_id"] if project is not None else None)
     if org_id is None:
+        # No project to go by: a user in exactly one organization acts in it.
+        orgs = await ex.fetch(
+            "SELECT organization_id FROM organization_members WHERE user_id = $1 LIMIT 2", user_id
+        )
+        org_id = orgs[0]["organization_id"] if len(orgs) == 1 else None
+    if org_id is None:
         raise Forbidden(
             "No project or organization selected: send an OpenAI-Project or "
             "OpenAI-Organization header."

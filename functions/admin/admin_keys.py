@@ -1,0 +1,158 @@
+"""`/v1/organization/admin_api_keys`: organization admin keys (``sk-admin-…``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import admin_call, deleted, fetch_page, page_params, string_field, ts
+from functions.common import tenancy
+from functions.common.db import Executor
+from functions.common.errors import NotFound
+from functions.common.http import JSON, json_body, list_page
+
+_SELECT = """
+SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,
+       om.role AS owner_role
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN organization_members om
+       ON om.organization_id = k.organization_id AND om.user_id = k.owner_user_id
+"""
+
+
+def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
+    owner = None
+    if row["owner_user_id"] is not None:
+        owner = {
+            "type": "user",
+            "object": "organization.user",
+            "id": row["owner_user_id"],
+            "name": row["owner_name"],
+            "email": row["owner_email"],
+            "created_at": ts(row["owner_created_at"]),
+            "role": row["owner_role"],
+        }
+    out = {
+        "object": "organization.admin_api_key",
+        "id": row["id"],
+        "name": row["name"],
+        "redacted_value": row["redacted_value"],
+        "created_at": ts(row["created_at"]),
+        "last_used_at": ts(row["last_used_at"]),
+        "owner": owner,
+    }
+    if value is not None:
+        out["value"] = value  # only in the create response
+    return out
+
+
+async def _get(ex: Executor, organization_id: str, key_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        _SELECT + " WHERE k.id = $1 AND k.organization_id = $2 AND k.kind = 'admin'",
+        key_id,
+        organization_id,
+    )
+    if row is None:
+        raise NotFound(f"No admin API key found with id '{key_id}'.")
+    return row
+
+
+async def list_keys(request: Request) -> Response:
+    """
+    summary: List admin API keys
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
+      - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
+    responses:
+      200: {description: "A list of organization.admin_api_key objects."}
+      401: {description: Bad credentials.}
+      403: {description: Not an organization administrator.}
+    """
+    call = await admin_call(request, write=False)
+    rows, more = await fetch_page(
+        call.db,
+        select=_SELECT,
+        where="k.organization_id = $1 AND k.kind = 'admin'",
+        args=[call.organization_id],
+        page=page_params(request),
+        id_column="k.id",
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def create_key(request: Request) -> Response:
+    """
+    summary: Create an admin API key (its value is returned once)
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [name], properties: {name: {type: string}}}
+    responses:
+      200: {description: "The organization.admin_api_key, with `value`."}
+      400: {description: Invalid body.}
+    """
+    call = await admin_call(request, write=True)
+    name = string_field(await json_body(request), "name", required=True)
+    owner = call.principal.user_id
+    created = await tenancy.create_api_key(
+        call.db,
+        apikey_secret=call.identity.apikey_secret,
+        kind="admin",
+        organization_id=call.organization_id,
+        name=name or "",
+        owner_user_id=owner,
+    )
+    row = await _get(call.db, call.organization_id, created.row["id"])
+    return JSON(render(row, value=created.plaintext))
+
+
+async def get_key(request: Request) -> Response:
+    """
+    summary: Retrieve an admin API key
+    tags: [admin]
+    responses:
+      200: {description: "The organization.admin_api_key."}
+      404: {description: No such key in this organization.}
+    """
+    call = await admin_call(request, write=False)
+    return JSON(render(await _get(call.db, call.organization_id, request.path_params["key_id"])))
+
+
+async def delete_key(request: Request) -> Response:
+    """
+    summary: Delete an admin API key (refused everywhere from the next request on)
+    tags: [admin]
+    responses:
+      200: {description: "organization.admin_api_key.deleted"}
+      404: {description: No such key in this organization.}
+    """
+    call = await admin_call(request, write=True)
+    key_id = request.path_params["key_id"]
+    secret_hash = await call.db.fetchval(
+        "DELETE FROM api_keys WHERE id = $1 AND organization_id = $2 AND kind = 'admin'"
+        " RETURNING secret_hash",
+        key_id,
+        call.organization_id,
+    )
+    if secret_hash is None:
+        raise NotFound(f"No admin API key found with id '{key_id}'.")
+    await call.identity.revoke_keys([secret_hash])
+    return JSON(deleted("organization.admin_api_key", key_id))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/admin_api_keys"
+    return [
+        Route(base, list_keys, methods=["GET"]),
+        Route(base, create_key, methods=["POST"]),
+        Route(base + "/{key_id}", get_key, methods=["GET"]),
+        Route(base + "/{key_id}", delete_key, methods=["DELETE"]),
+    ]

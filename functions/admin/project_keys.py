@@ -1,0 +1,250 @@
+"""`/v1/organization/projects/{project_id}/api_keys`: a project's ``sk-proj-…`` keys (and,
+in lists, its service accounts' keys), with optional expiry and allowed-model list."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    admin_call,
+    deleted,
+    fetch_page,
+    load_project,
+    page_params,
+    string_field,
+    ts,
+)
+from functions.common import tenancy
+from functions.common.db import Executor
+from functions.common.errors import InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, list_page
+
+_SELECT = """
+SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,
+       pm.role AS user_role, sa.name AS sa_name, sa.role AS sa_role,
+       sa.created_at AS sa_created_at
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN project_members pm ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+LEFT JOIN service_accounts sa ON sa.id = k.service_account_id
+"""
+_MAX_MODELS = 256
+
+
+def _owner(row: asyncpg.Record) -> dict[str, Any] | None:
+    if row["service_account_id"] is not None:
+        return {
+            "type": "service_account",
+            "service_account": {
+                "object": "organization.project.service_account",
+                "id": row["service_account_id"],
+                "name": row["sa_name"],
+                "role": row["sa_role"],
+                "created_at": ts(row["sa_created_at"]),
+            },
+        }
+    if row["owner_user_id"] is not None:
+        return {
+            "type": "user",
+            "user": {
+                "object": "organization.project.user",
+                "id": row["owner_user_id"],
+                "name": row["user_name"],
+                "email": row["user_email"],
+                "role": row["user_role"],
+                "added_at": ts(row["user_created_at"]),
+            },
+        }
+    return None
+
+
+def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
+    out = {
+        "object": "organization.project.api_key",
+        "id": row["id"],
+        "name": row["name"],
+        "redacted_value": row["redacted_value"],
+        "created_at": ts(row["created_at"]),
+        "last_used_at": ts(row["last_used_at"]),
+        "expires_at": ts(row["expires_at"]),
+        "allowed_models": row["allowed_models"],
+        "owner": _owner(row),
+    }
+    if value is not None:
+        out["value"] = value  # only in the create response
+    return out
+
+
+async def _get(ex: Executor, org_id: str, project_id: str, key_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        _SELECT + " WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3",
+        org_id,
+        project_id,
+        key_id,
+    )
+    if row is None:
+        raise NotFound(f"No API key found with id '{key_id}' in this project.")
+    return row
+
+
+def _allowed_models(body: dict[str, Any]) -> list[str] | None:
+    value = body.get("allowed_models")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > _MAX_MODELS
+        or not all(isinstance(m, str) and m and len(m) <= 256 for m in value)
+    ):
+        raise InvalidRequest(
+            f"'allowed_models' must be a list of 1 to {_MAX_MODELS} model IDs.",
+            param="allowed_models",
+        )
+    return sorted(set(value))
+
+
+def _expires_at(body: dict[str, Any]) -> datetime | None:
+    value = body.get("expires_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= time.time():
+        raise InvalidRequest(
+            "'expires_at' must be a Unix timestamp (seconds) in the future.", param="expires_at"
+        )
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidRequest("'expires_at' is out of range.", param="expires_at") from None
+
+
+async def list_keys(request: Request) -> Response:
+    """
+    summary: List a project's API keys
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+    responses:
+      200: {description: "A list of organization.project.api_key objects."}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=False)
+    project = await load_project(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=request.path_params["project_id"],
+        for_write=False,
+    )
+    rows, more = await fetch_page(
+        call.db,
+        select=_SELECT,
+        where="k.organization_id = $1 AND k.project_id = $2",
+        args=[call.organization_id, project["id"]],
+        page=page_params(request),
+        id_column="k.id",
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def create_key(request: Request) -> Response:
+    """
+    summary: Create a project API key (its value is returned once)
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              name: {type: string}
+              allowed_models: {type: array, items: {type: string}}
+              expires_at: {type: integer, description: Unix seconds}
+    responses:
+      200: {description: "The organization.project.api_key, with `value`."}
+      400: {description: Invalid body, or the project is archived.}
+    """
+    call = await admin_call(request, write=True)
+    body = await json_body(request)
+    name = string_field(body, "name", required=False) or "Secret key"
+    allowed, expires = _allowed_models(body), _expires_at(body)
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn,
+            organization_id=call.organization_id,
+            project_id=request.path_params["project_id"],
+            for_write=True,
+        )
+        created = await tenancy.create_api_key(
+            conn,
+            apikey_secret=call.identity.apikey_secret,
+            kind="project",
+            organization_id=call.organization_id,
+            project_id=project["id"],
+            name=name,
+            owner_user_id=call.principal.user_id if call.principal.kind == "user" else None,
+            allowed_models=allowed,
+            expires_at=expires,
+        )
+        row = await _get(conn, call.organization_id, project["id"], created.row["id"])
+    return JSON(render(row, value=created.plaintext))
+
+
+async def get_key(request: Request) -> Response:
+    """
+    summary: Retrieve a project API key
+    tags: [admin]
+    responses:
+      200: {description: "The organization.project.api_key."}
+      404: {description: No such project or key.}
+    """
+    call = await admin_call(request, write=False)
+    p = request.path_params
+    project = await load_project(
+        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
+    )
+    return JSON(render(await _get(call.db, call.organization_id, project["id"], p["key_id"])))
+
+
+async def delete_key(request: Request) -> Response:
+    """
+    summary: Delete a project API key (refused everywhere from the next request on)
+    tags: [admin]
+    responses:
+      200: {description: "organization.project.api_key.deleted"}
+      404: {description: No such project or key.}
+    """
+    call = await admin_call(request, write=True)
+    p = request.path_params
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
+        )
+        secret_hash = await conn.fetchval(
+            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
+            " RETURNING secret_hash",
+            call.organization_id,
+            project["id"],
+            p["key_id"],
+        )
+    if secret_hash is None:
+        raise NotFound(f"No API key found with id '{p['key_id']}' in this project.")
+    await call.identity.revoke_keys([secret_hash])
+    return JSON(deleted("organization.project.api_key", p["key_id"]))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/projects/{project_id}/api_keys"
+    return [
+        Route(base, list_keys, methods=["GET"]),
+        Route(base, create_key, methods=["POST"]),
+        Route(base + "/{key_id}", get_key, methods=["GET"]),
+        Route(base + "/{key_id}", delete_key, methods=["DELETE"]),
+    ]

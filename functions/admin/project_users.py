@@ -1,0 +1,227 @@
+"""`/v1/organization/projects/{project_id}/users`: project members and their roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    admin_call,
+    choice_field,
+    deleted,
+    fetch_page,
+    load_project,
+    page_params,
+    string_field,
+    ts,
+)
+from functions.common import tenancy
+from functions.common.db import Executor
+from functions.common.errors import InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, list_page
+
+PROJECT_ROLES = ("owner", "member")
+_SELECT = """
+SELECT u.id, u.name, u.email, pm.role, pm.created_at AS added_at
+FROM project_members pm JOIN users u ON u.id = pm.user_id
+"""
+
+
+def render(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "object": "organization.project.user",
+        "id": row["id"],
+        "name": row["name"],
+        "email": row["email"],
+        "role": row["role"],
+        "added_at": ts(row["added_at"]),
+    }
+
+
+async def _get(ex: Executor, org_id: str, project_id: str, user_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        _SELECT + " WHERE pm.organization_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
+        org_id,
+        project_id,
+        user_id,
+    )
+    if row is None:
+        raise NotFound(f"No user found with id '{user_id}' in this project.")
+    return row
+
+
+async def list_members(request: Request) -> Response:
+    """
+    summary: List a project's users
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+    responses:
+      200: {description: "A list of organization.project.user objects."}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=False)
+    project = await load_project(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=request.path_params["project_id"],
+        for_write=False,
+    )
+    rows, more = await fetch_page(
+        call.db,
+        select=_SELECT,
+        where="pm.organization_id = $1 AND pm.project_id = $2",
+        args=[call.organization_id, project["id"]],
+        page=page_params(request),
+        id_column="u.id",
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def add_member(request: Request) -> Response:
+    """
+    summary: Add an organization user to a project
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [user_id, role]
+            properties: {user_id: {type: string}, role: {enum: [owner, member]}}
+    responses:
+      200: {description: "The organization.project.user."}
+      400: {description: Not an organization user, or the project is archived.}
+    """
+    call = await admin_call(request, write=True)
+    body = await json_body(request)
+    user_id = string_field(body, "user_id", required=True)
+    role = choice_field(body, "role", PROJECT_ROLES)
+    assert user_id is not None
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn,
+            organization_id=call.organization_id,
+            project_id=request.path_params["project_id"],
+            for_write=True,
+        )
+        member = await conn.fetchval(
+            "SELECT 1 FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+            call.organization_id,
+            user_id,
+        )
+        if member is None:
+            raise InvalidRequest(
+                f"User '{user_id}' is not a member of this organization; invite them first.",
+                param="user_id",
+            )
+        await tenancy.set_project_role(
+            conn,
+            organization_id=call.organization_id,
+            project_id=project["id"],
+            user_id=user_id,
+            role=role,
+        )
+        row = await _get(conn, call.organization_id, project["id"], user_id)
+    await call.identity.revoke_all()
+    return JSON(render(row))
+
+
+async def get_member(request: Request) -> Response:
+    """
+    summary: Retrieve a project user
+    tags: [admin]
+    responses:
+      200: {description: "The organization.project.user."}
+      404: {description: No such project or user.}
+    """
+    call = await admin_call(request, write=False)
+    p = request.path_params
+    project = await load_project(
+        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
+    )
+    return JSON(render(await _get(call.db, call.organization_id, project["id"], p["user_id"])))
+
+
+async def modify_member(request: Request) -> Response:
+    """
+    summary: Change a project user's role
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [role], properties: {role: {enum: [owner, member]}}}
+    responses:
+      200: {description: "The updated organization.project.user."}
+      400: {description: Invalid role, or the project is archived.}
+      404: {description: No such project or user.}
+    """
+    call = await admin_call(request, write=True)
+    role = choice_field(await json_body(request), "role", PROJECT_ROLES)
+    p = request.path_params
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
+        )
+        await _get(conn, call.organization_id, project["id"], p["user_id"])
+        await conn.execute(
+            "UPDATE project_members SET role = $4"
+            " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+            call.organization_id,
+            project["id"],
+            p["user_id"],
+            role,
+        )
+        row = await _get(conn, call.organization_id, project["id"], p["user_id"])
+    await call.identity.revoke_all()
+    return JSON(render(row))
+
+
+async def remove_member(request: Request) -> Response:
+    """
+    summary: Remove a user from a project (their keys for it are deleted)
+    tags: [admin]
+    responses:
+      200: {description: "organization.project.user.deleted"}
+      404: {description: No such project or user.}
+    """
+    call = await admin_call(request, write=True)
+    p = request.path_params
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
+        )
+        await _get(conn, call.organization_id, project["id"], p["user_id"])
+        hashes = await conn.fetch(
+            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+            " AND owner_user_id = $3 RETURNING secret_hash",
+            call.organization_id,
+            project["id"],
+            p["user_id"],
+        )
+        await conn.execute(
+            "DELETE FROM project_members"
+            " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+            call.organization_id,
+            project["id"],
+            p["user_id"],
+        )
+    await call.identity.revoke_keys(r["secret_hash"] for r in hashes)
+    await call.identity.revoke_all()
+    return JSON(deleted("organization.project.user", p["user_id"]))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/projects/{project_id}/users"
+    return [
+        Route(base, list_members, methods=["GET"]),
+        Route(base, add_member, methods=["POST"]),
+        Route(base + "/{user_id}", get_member, methods=["GET"]),
+        Route(base + "/{user_id}", modify_member, methods=["POST"]),
+        Route(base + "/{user_id}", remove_member, methods=["DELETE"]),
+    ]

@@ -1,0 +1,167 @@
+"""`/v1/organization/projects`: create, list, rename and archive projects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    admin_call,
+    fetch_page,
+    load_project,
+    page_params,
+    string_field,
+    ts,
+)
+from functions.common import tenancy
+from functions.common.http import JSON, json_body, list_page
+
+
+def render(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "object": "organization.project",
+        "id": row["id"],
+        "name": row["name"],
+        "created_at": ts(row["created_at"]),
+        "archived_at": ts(row["archived_at"]),
+        "status": row["status"],
+    }
+
+
+async def list_projects(request: Request) -> Response:
+    """
+    summary: List projects
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+      - {name: include_archived, in: query, schema: {type: boolean, default: false}}
+    responses:
+      200: {description: "A list of organization.project objects."}
+    """
+    call = await admin_call(request, write=False)
+    include_archived = request.query_params.get("include_archived", "false").lower() == "true"
+    rows, more = await fetch_page(
+        call.db,
+        select="SELECT * FROM projects",
+        where="organization_id = $1 AND ($2 OR status = 'active')",
+        args=[call.organization_id, include_archived],
+        page=page_params(request),
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def create_project(request: Request) -> Response:
+    """
+    summary: Create a project
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [name], properties: {name: {type: string}}}
+    responses:
+      200: {description: "The new organization.project."}
+    """
+    call = await admin_call(request, write=True)
+    name = string_field(await json_body(request), "name", required=True)
+    assert name is not None
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await tenancy.create_project(conn, organization_id=call.organization_id, name=name)
+        if call.principal.kind == "user" and call.principal.user_id is not None:
+            await tenancy.set_project_role(
+                conn,
+                organization_id=call.organization_id,
+                project_id=row["id"],
+                user_id=call.principal.user_id,
+                role="owner",
+            )
+    return JSON(render(row))
+
+
+async def get_project(request: Request) -> Response:
+    """
+    summary: Retrieve a project
+    tags: [admin]
+    responses:
+      200: {description: "The organization.project."}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=False)
+    row = await load_project(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=request.path_params["project_id"],
+        for_write=False,
+    )
+    return JSON(render(row))
+
+
+async def modify_project(request: Request) -> Response:
+    """
+    summary: Rename a project (refused when archived)
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [name], properties: {name: {type: string}}}
+    responses:
+      200: {description: "The updated organization.project."}
+      400: {description: Invalid body, or the project is archived.}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=True)
+    name = string_field(await json_body(request), "name", required=True)
+    project_id = request.path_params["project_id"]
+    async with call.db.acquire() as conn, conn.transaction():
+        await load_project(
+            conn, organization_id=call.organization_id, project_id=project_id, for_write=True
+        )
+        row = await conn.fetchrow(
+            "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
+            project_id,
+            call.organization_id,
+            name,
+        )
+    assert row is not None
+    return JSON(render(row))
+
+
+async def archive_project(request: Request) -> Response:
+    """
+    summary: Archive a project (read-only from then on; its keys stop working)
+    tags: [admin]
+    responses:
+      200: {description: "The archived organization.project."}
+      400: {description: Already archived.}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=True)
+    project_id = request.path_params["project_id"]
+    async with call.db.acquire() as conn, conn.transaction():
+        await load_project(
+            conn, organization_id=call.organization_id, project_id=project_id, for_write=True
+        )
+        row = await conn.fetchrow(
+            "UPDATE projects SET status = 'archived', archived_at = now()"
+            " WHERE id = $1 AND organization_id = $2 RETURNING *",
+            project_id,
+            call.organization_id,
+        )
+    assert row is not None
+    await call.identity.revoke_all()
+    return JSON(render(row))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/projects"
+    return [
+        Route(base, list_projects, methods=["GET"]),
+        Route(base, create_project, methods=["POST"]),
+        Route(base + "/{project_id}", get_project, methods=["GET"]),
+        Route(base + "/{project_id}", modify_project, methods=["POST"]),
+        Route(base + "/{project_id}/archive", archive_project, methods=["POST"]),
+    ]

@@ -1,0 +1,176 @@
+"""`/v1/organization/projects/{project_id}/service_accounts`: bot identities of a project,
+each created with one ``sk-svcacct-…`` key returned once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    admin_call,
+    deleted,
+    fetch_page,
+    load_project,
+    page_params,
+    string_field,
+    ts,
+)
+from functions.common import tenancy
+from functions.common.errors import NotFound
+from functions.common.http import JSON, json_body, list_page
+
+
+def render(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "object": "organization.project.service_account",
+        "id": row["id"],
+        "name": row["name"],
+        "role": row["role"],
+        "created_at": ts(row["created_at"]),
+    }
+
+
+async def list_accounts(request: Request) -> Response:
+    """
+    summary: List a project's service accounts
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+    responses:
+      200: {description: "A list of organization.project.service_account objects."}
+      404: {description: No such project in this organization.}
+    """
+    call = await admin_call(request, write=False)
+    project = await load_project(
+        call.db,
+        organization_id=call.organization_id,
+        project_id=request.path_params["project_id"],
+        for_write=False,
+    )
+    rows, more = await fetch_page(
+        call.db,
+        select="SELECT * FROM service_accounts",
+        where="organization_id = $1 AND project_id = $2",
+        args=[call.organization_id, project["id"]],
+        page=page_params(request),
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def create_account(request: Request) -> Response:
+    """
+    summary: Create a service account and its API key (returned once)
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [name], properties: {name: {type: string}}}
+    responses:
+      200: {description: "The service account with `api_key.value`."}
+      400: {description: Invalid body, or the project is archived.}
+    """
+    call = await admin_call(request, write=True)
+    name = string_field(await json_body(request), "name", required=True)
+    assert name is not None
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn,
+            organization_id=call.organization_id,
+            project_id=request.path_params["project_id"],
+            for_write=True,
+        )
+        account = await tenancy.create_service_account(
+            conn, organization_id=call.organization_id, project_id=project["id"], name=name
+        )
+        key = await tenancy.create_api_key(
+            conn,
+            apikey_secret=call.identity.apikey_secret,
+            kind="service_account",
+            organization_id=call.organization_id,
+            project_id=project["id"],
+            name="Secret Key",
+            service_account_id=account["id"],
+        )
+    out = render(account)
+    out["api_key"] = {
+        "object": "organization.project.service_account.api_key",
+        "id": key.row["id"],
+        "name": key.row["name"],
+        "value": key.plaintext,
+        "created_at": ts(key.row["created_at"]),
+    }
+    return JSON(out)
+
+
+async def get_account(request: Request) -> Response:
+    """
+    summary: Retrieve a service account
+    tags: [admin]
+    responses:
+      200: {description: "The organization.project.service_account."}
+      404: {description: No such project or service account.}
+    """
+    call = await admin_call(request, write=False)
+    p = request.path_params
+    project = await load_project(
+        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
+    )
+    row = await call.db.fetchrow(
+        "SELECT * FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3",
+        call.organization_id,
+        project["id"],
+        p["service_account_id"],
+    )
+    if row is None:
+        raise NotFound(f"No service account found with id '{p['service_account_id']}'.")
+    return JSON(render(row))
+
+
+async def delete_account(request: Request) -> Response:
+    """
+    summary: Delete a service account and its keys
+    tags: [admin]
+    responses:
+      200: {description: "organization.project.service_account.deleted"}
+      404: {description: No such project or service account.}
+    """
+    call = await admin_call(request, write=True)
+    p = request.path_params
+    account_id = p["service_account_id"]
+    async with call.db.acquire() as conn, conn.transaction():
+        project = await load_project(
+            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
+        )
+        hashes = await conn.fetch(
+            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+            " AND service_account_id = $3 RETURNING secret_hash",
+            call.organization_id,
+            project["id"],
+            account_id,
+        )
+        gone = await conn.fetchval(
+            "DELETE FROM service_accounts"
+            " WHERE organization_id = $1 AND project_id = $2 AND id = $3 RETURNING id",
+            call.organization_id,
+            project["id"],
+            account_id,
+        )
+        if gone is None:
+            raise NotFound(f"No service account found with id '{account_id}'.")
+    await call.identity.revoke_keys(r["secret_hash"] for r in hashes)
+    return JSON(deleted("organization.project.service_account", account_id))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/projects/{project_id}/service_accounts"
+    return [
+        Route(base, list_accounts, methods=["GET"]),
+        Route(base, create_account, methods=["POST"]),
+        Route(base + "/{service_account_id}", get_account, methods=["GET"]),
+        Route(base + "/{service_account_id}", delete_account, methods=["DELETE"]),
+    ]

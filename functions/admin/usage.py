@@ -1,0 +1,162 @@
+"""`GET /v1/organization/usage/completions`: the usage ledger in OpenAI's usage shape.
+
+Time is cut into buckets of ``bucket_width`` (``1m``, ``1h``, ``1d``, aligned to UTC);
+each bucket lists one result per group (``group_by`` any of project_id, user_id,
+api_key_id, model) or one overall result, and empty buckets are listed too. ``page`` is
+the start of the next bucket, from ``next_page``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import admin_call
+from functions.common.errors import InvalidRequest
+from functions.common.http import JSON
+from functions.common.runtime import Runtime
+
+WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
+LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, maximum)
+GROUPS = ("project_id", "user_id", "api_key_id", "model")
+FILTERS = {"project_ids": "project_id", "user_ids": "user_id", "api_key_ids": "api_key_id",
+           "models": "model"}  # fmt: skip
+
+
+def _int_param(request: Request, name: str, *, required: bool = False) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        if required:
+            raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an integer.", param=name) from None
+    if value < 0:
+        raise InvalidRequest(f"'{name}' must not be negative.", param=name)
+    return value
+
+
+def _list_param(request: Request, name: str) -> list[str]:
+    values = request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
+    return [v for raw in values for v in raw.split(",") if v]
+
+
+def _result(row: dict[str, Any] | None, groups: list[str]) -> dict[str, Any]:
+    row = row or {}
+    return {
+        "object": "organization.usage.completions.result",
+        "input_tokens": int(row.get("input_tokens") or 0),
+        "output_tokens": int(row.get("output_tokens") or 0),
+        "input_cached_tokens": int(row.get("input_cached_tokens") or 0),
+        "input_audio_tokens": 0,
+        "output_audio_tokens": 0,
+        "num_model_requests": int(row.get("requests") or 0),
+        "project_id": row.get("project_id") if "project_id" in groups else None,
+        "user_id": row.get("user_id") if "user_id" in groups else None,
+        "api_key_id": row.get("api_key_id") if "api_key_id" in groups else None,
+        "model": row.get("model") if "model" in groups else None,
+        "batch": None,
+    }
+
+
+async def usage_completions(request: Request) -> Response:
+    """
+    summary: Completions usage (OpenAI's usage API shape)
+    tags: [admin]
+    parameters:
+      - {name: start_time, in: query, required: true, schema: {type: integer}}
+      - {name: end_time, in: query, schema: {type: integer}}
+      - {name: bucket_width, in: query, schema: {type: string, enum: [1m, 1h, 1d]}}
+      - {name: group_by, in: query, schema: {type: array, items: {type: string}}}
+      - {name: project_ids, in: query, schema: {type: array, items: {type: string}}}
+      - {name: user_ids, in: query, schema: {type: array, items: {type: string}}}
+      - {name: api_key_ids, in: query, schema: {type: array, items: {type: string}}}
+      - {name: models, in: query, schema: {type: array, items: {type: string}}}
+      - {name: limit, in: query, schema: {type: integer}}
+      - {name: page, in: query, schema: {type: string}}
+    responses:
+      200: {description: "`{object: page, data: [bucket], has_more, next_page}`"}
+      400: {description: Invalid parameters.}
+    """
+    call = await admin_call(request, write=False)
+    width_name = request.query_params.get("bucket_width", "1d")
+    if width_name not in WIDTHS:
+        raise InvalidRequest("'bucket_width' must be one of 1m, 1h, 1d.", param="bucket_width")
+    width = WIDTHS[width_name]
+    start = _int_param(request, "start_time", required=True)
+    assert start is not None
+    end = _int_param(request, "end_time") or int(time.time())
+    if end <= start:
+        raise InvalidRequest("'end_time' must be after 'start_time'.", param="end_time")
+    default_limit, max_limit = LIMITS[width_name]
+    limit = _int_param(request, "limit") or default_limit
+    if not 1 <= limit <= max_limit:
+        raise InvalidRequest(f"'limit' must be between 1 and {max_limit}.", param="limit")
+    groups = _list_param(request, "group_by")
+    if any(g not in GROUPS for g in groups):
+        raise InvalidRequest(f"'group_by' accepts {', '.join(GROUPS)}.", param="group_by")
+    groups = [g for g in GROUPS if g in groups]  # canonical order; column names from GROUPS
+
+    first = start - start % width
+    page = request.query_params.get("page")
+    if page is not None:
+        if not page.isdigit() or int(page) < first or int(page) % width:
+            raise InvalidRequest("'page' is not a cursor from this query.", param="page")
+        first = int(page)
+    count = min(limit, math.ceil((end - first) / width))
+    stop = min(first + count * width, end)
+
+    args: list[Any] = [
+        call.organization_id,
+        datetime.fromtimestamp(max(first, start), UTC),
+        datetime.fromtimestamp(stop, UTC),
+        width,
+    ]
+    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
+    for param, column in FILTERS.items():
+        values = _list_param(request, param)
+        if values:
+            args.append(values)
+            where.append(f"{column} = ANY(${len(args)}::text[])")
+    group_sql = "".join(f", {g}" for g in groups)
+    rows = await call.db.fetch(
+        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
+        f" FROM usage_completions WHERE {' AND '.join(where)}"
+        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}",
+        *args,
+    )
+    by_bucket: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_bucket.setdefault(int(row["bucket"]), []).append(_result(dict(row), groups))
+    data = [
+        {
+            "object": "bucket",
+            "start_time": b,
+            "end_time": b + width,
+            "results": by_bucket.get(b, []),
+        }
+        for b in range(first, stop, width)
+    ]
+    has_more = stop < end
+    return JSON(
+        {
+            "object": "page",
+            "data": data,
+            "has_more": has_more,
+            "next_page": str(stop) if has_more else None,
+        }
+    )
+
+
+def routes(runtime: Runtime) -> list[BaseRoute]:
+    return [Route("/v1/organization/usage/completions", usage_completions, methods=["GET"])]

@@ -1,0 +1,171 @@
+"""`/v1/organization/users`: the organization's members and their roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.admin.common import (
+    admin_call,
+    choice_field,
+    deleted,
+    fetch_page,
+    page_params,
+    ts,
+)
+from functions.common.db import Executor
+from functions.common.errors import InvalidRequest, NotFound
+from functions.common.http import JSON, json_body, list_page
+
+ORG_ROLES = ("owner", "reader")
+_SELECT = """
+SELECT u.id, u.name, u.email, om.role, om.created_at AS added_at
+FROM organization_members om JOIN users u ON u.id = om.user_id
+"""
+
+
+def render(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "object": "organization.user",
+        "id": row["id"],
+        "name": row["name"],
+        "email": row["email"],
+        "role": row["role"],
+        "added_at": ts(row["added_at"]),
+    }
+
+
+async def _get(ex: Executor, organization_id: str, user_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        _SELECT + " WHERE om.organization_id = $1 AND om.user_id = $2", organization_id, user_id
+    )
+    if row is None:
+        raise NotFound(f"No user found with id '{user_id}' in this organization.")
+    return row
+
+
+async def _refuse_last_owner(ex: Executor, organization_id: str, user_id: str) -> None:
+    others = await ex.fetchval(
+        "SELECT count(*) FROM organization_members"
+        " WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
+        organization_id,
+        user_id,
+    )
+    if others == 0:
+        raise InvalidRequest(
+            "This is the organization's last owner; make another user owner first.",
+            code="last_owner",
+        )
+
+
+async def list_users(request: Request) -> Response:
+    """
+    summary: List the organization's users
+    tags: [admin]
+    parameters:
+      - {name: after, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer}}
+    responses:
+      200: {description: "A list of organization.user objects."}
+    """
+    call = await admin_call(request, write=False)
+    rows, more = await fetch_page(
+        call.db,
+        select=_SELECT,
+        where="om.organization_id = $1",
+        args=[call.organization_id],
+        page=page_params(request),
+        id_column="u.id",
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
+async def get_user(request: Request) -> Response:
+    """
+    summary: Retrieve a user of the organization
+    tags: [admin]
+    responses:
+      200: {description: "The organization.user."}
+      404: {description: Not a member of this organization.}
+    """
+    call = await admin_call(request, write=False)
+    return JSON(render(await _get(call.db, call.organization_id, request.path_params["user_id"])))
+
+
+async def modify_user(request: Request) -> Response:
+    """
+    summary: Change a user's organization role
+    tags: [admin]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [role], properties: {role: {enum: [owner, reader]}}}
+    responses:
+      200: {description: "The updated organization.user."}
+      404: {description: Not a member of this organization.}
+    """
+    call = await admin_call(request, write=True)
+    role = choice_field(await json_body(request), "role", ORG_ROLES)
+    user_id = request.path_params["user_id"]
+    async with call.db.acquire() as conn, conn.transaction():
+        current = await _get(conn, call.organization_id, user_id)
+        if current["role"] == "owner" and role != "owner":
+            await _refuse_last_owner(conn, call.organization_id, user_id)
+        await conn.execute(
+            "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2",
+            call.organization_id,
+            user_id,
+            role,
+        )
+        row = await _get(conn, call.organization_id, user_id)
+    await call.identity.revoke_all()
+    return JSON(render(row))
+
+
+async def delete_user(request: Request) -> Response:
+    """
+    summary: Remove a user from the organization (and its projects; their keys are deleted)
+    tags: [admin]
+    responses:
+      200: {description: "organization.user.deleted"}
+      404: {description: Not a member of this organization.}
+    """
+    call = await admin_call(request, write=True)
+    user_id = request.path_params["user_id"]
+    async with call.db.acquire() as conn, conn.transaction():
+        current = await _get(conn, call.organization_id, user_id)
+        if current["role"] == "owner":
+            await _refuse_last_owner(conn, call.organization_id, user_id)
+        hashes = await conn.fetch(
+            "DELETE FROM api_keys WHERE organization_id = $1 AND owner_user_id = $2"
+            " RETURNING secret_hash",
+            call.organization_id,
+            user_id,
+        )
+        await conn.execute(
+            "DELETE FROM project_members WHERE organization_id = $1 AND user_id = $2",
+            call.organization_id,
+            user_id,
+        )
+        await conn.execute(
+            "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+            call.organization_id,
+            user_id,
+        )
+    await call.identity.revoke_keys(r["secret_hash"] for r in hashes)
+    await call.identity.revoke_all()
+    return JSON(deleted("organization.user", user_id))
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/organization/users"
+    return [
+        Route(base, list_users, methods=["GET"]),
+        Route(base + "/{user_id}", get_user, methods=["GET"]),
+        Route(base + "/{user_id}", modify_user, methods=["POST"]),
+        Route(base + "/{user_id}", delete_user, methods=["DELETE"]),
+    ]

@@ -1,0 +1,238 @@
+"""Sessions: guest login, refresh-token rotation, logout and `me`.
+
+A session is a short-lived JWT access token plus an opaque refresh token. Refresh tokens
+are stored hashed, grouped in a family per sign-in, and rotated on every use; presenting
+an already-rotated token means it leaked, so the whole family is revoked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from functions.auth.ratelimit import LoginRateLimiter
+from functions.common import ids, tenancy, tokens
+from functions.common.auth import authenticate, identity_of
+from functions.common.db import AnyConnection, Executor
+from functions.common.errors import Forbidden, InvalidRequest, Unauthorized
+from functions.common.http import JSON, runtime_of
+
+COOKIE = "jan_refresh_token"
+COOKIE_PATH = "/v1/auth"
+
+
+# --- issuing ------------------------------------------------------------------------------
+async def new_refresh_token(ex: Executor, *, user_id: str, family_id: str | None = None) -> str:
+    token, token_hash = tokens.new_refresh_token()
+    await ex.execute(
+        """
+        INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        ids.new_id(ids.REFRESH_TOKEN),
+        user_id,
+        family_id or ids.new_id(ids.TOKEN_FAMILY),
+        token_hash,
+        datetime.now(UTC) + timedelta(seconds=tokens.REFRESH_TOKEN_TTL_SECONDS),
+    )
+    return token
+
+
+async def user_object(ex: Executor, user_id: str) -> dict[str, Any]:
+    user = await ex.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    if user is None:
+        raise Unauthorized("This account no longer exists.", code="invalid_token")
+    orgs = await ex.fetch(
+        "SELECT organization_id AS id, role FROM organization_members WHERE user_id = $1"
+        " ORDER BY organization_id",
+        user_id,
+    )
+    return {
+        "object": "user",
+        "id": user["id"],
+        "email": user["email"],
+        "name": user["name"],
+        "is_guest": user["is_guest"],
+        "default_project_id": user["default_project_id"],
+        "organizations": [dict(o) for o in orgs],
+        "created_at": int(user["created_at"].timestamp()),
+    }
+
+
+def session_response(
+    request: Request, *, access: str, refresh: str, user: dict[str, Any]
+) -> Response:
+    response = JSON(
+        {
+            "object": "auth.session",
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": tokens.ACCESS_TOKEN_TTL_SECONDS,
+            # Also in the body for non-browser clients; browsers use the cookie.
+            "refresh_token": refresh,
+            "user": user,
+        }
+    )
+    response.set_cookie(
+        COOKIE,
+        refresh,
+        max_age=tokens.REFRESH_TOKEN_TTL_SECONDS,
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=True,
+        # Lax, not Strict: the OIDC callback is a top-level navigation from the issuer and
+        # must carry a guest's cookie so the guest is upgraded in place.
+        samesite="lax",
+    )
+    return response
+
+
+async def start_session(request: Request, conn: Executor, user_id: str) -> Response:
+    identity = identity_of(runtime_of(request))
+    refresh = await new_refresh_token(conn, user_id=user_id)
+    access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
+    return session_response(
+        request, access=access, refresh=refresh, user=await user_object(conn, user_id)
+    )
+
+
+async def refresh_token_of(request: Request) -> str | None:
+    """The refresh token from the JSON body (non-browser clients) or the cookie."""
+    raw = await request.body()
+    if raw:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("Request body is not valid JSON.") from None
+        value = body.get("refresh_token") if isinstance(body, dict) else None
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest("'refresh_token' must be a string.", param="refresh_token")
+        if value:
+            return value
+    return request.cookies.get(COOKIE) or None
+
+
+# --- handlers ------------------------------------------------------------------------------
+async def guest_login(request: Request) -> Response:
+    """
+    summary: Sign in as a new guest (a user with its own default project)
+    tags: [auth]
+    security: []
+    responses:
+      200: {description: "An auth.session: access token, refresh token (also as a cookie), user."}
+      429: {description: Too many sign-in attempts from this address.}
+    """
+    runtime = runtime_of(request)
+    await runtime.service(LoginRateLimiter).check(request)
+    async with runtime.db.writer.acquire() as conn, conn.transaction():
+        org_id = await tenancy.ensure_default_organization(conn)
+        user = await tenancy.create_user(conn, email=None, name="Guest", is_guest=True)
+        await tenancy.create_personal_project(conn, organization_id=org_id, user_id=user["id"])
+        return await start_session(request, conn, user["id"])
+
+
+async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str] | None:
+    """(user ID, new refresh token); None when a spent token came back (the family is
+    revoked then, and the caller must let that commit before refusing)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        tokens.hash_refresh_token(token),
+    )
+    if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
+        raise Unauthorized("Invalid or expired refresh token; sign in again.", code="invalid_token")
+    if row["used_at"] is not None:
+        await conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now()"
+            " WHERE family_id = $1 AND revoked_at IS NULL",
+            row["family_id"],
+        )
+        return None
+    await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
+    new = await new_refresh_token(conn, user_id=row["user_id"], family_id=row["family_id"])
+    return row["user_id"], new
+
+
+async def refresh(request: Request) -> Response:
+    """
+    summary: Exchange a refresh token (cookie or body) for a new session; rotates it
+    tags: [auth]
+    security: []
+    requestBody:
+      required: false
+      content:
+        application/json:
+          schema: {type: object, properties: {refresh_token: {type: string}}}
+    responses:
+      200: {description: "A new auth.session; the old refresh token is spent."}
+      401: {description: "Missing, unknown, expired, revoked or reused refresh token."}
+    """
+    runtime = runtime_of(request)
+    await runtime.service(LoginRateLimiter).check(request)
+    token = await refresh_token_of(request)
+    if token is None:
+        raise Unauthorized("No refresh token: send the cookie or 'refresh_token'.")
+    identity = identity_of(runtime)
+    async with runtime.db.writer.acquire() as conn:
+        async with conn.transaction():
+            rotated = await _rotate(conn, token)
+        if rotated is None:
+            raise Unauthorized(
+                "This refresh token was already used; every session of this sign-in is revoked.",
+                code="refresh_token_reused",
+            )
+        user_id, new = rotated
+        user = await user_object(conn, user_id)
+    access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
+    return session_response(request, access=access, refresh=new, user=user)
+
+
+async def logout(request: Request) -> Response:
+    """
+    summary: Sign out, revoking the refresh token's whole family
+    tags: [auth]
+    security: []
+    responses:
+      200: {description: Signed out; the cookie is cleared.}
+    """
+    token = await refresh_token_of(request)
+    if token is not None:
+        await runtime_of(request).db.writer.execute(
+            """
+            UPDATE refresh_tokens SET revoked_at = now()
+            WHERE revoked_at IS NULL AND family_id =
+                (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+            """,
+            tokens.hash_refresh_token(token),
+        )
+    response = JSON({"object": "auth.logout", "revoked": token is not None})
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=True, httponly=True, samesite="lax")
+    return response
+
+
+async def me(request: Request) -> Response:
+    """
+    summary: The signed-in user
+    tags: [auth]
+    responses:
+      200: {description: "The user, with organization memberships."}
+      401: {description: Not signed in.}
+      403: {description: An API key, not a user session.}
+    """
+    principal = await authenticate(request)
+    if principal.kind != "user" or principal.user_id is None:
+        raise Forbidden("This endpoint needs a user access token, not an API key.")
+    return JSON(await user_object(runtime_of(request).db.writer, principal.user_id))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/auth/guest-login", guest_login, methods=["POST"]),
+        Route("/v1/auth/refresh-token", refresh, methods=["POST"]),
+        Route("/v1/auth/logout", logout, methods=["POST"]),
+        Route("/v1/auth/me", me, methods=["GET"]),
+    ]
