@@ -85,6 +85,13 @@ class RequestTooLarge(APIError):
     code = "request_too_large"
 
 
+class ClientClosedRequest(APIError):
+    """The client went away before it was served; the response goes nowhere (nginx's 499)."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
 class Overloaded(APIError):
     """Every instance is busy and the wait queue is full: the caller should retry later."""
 

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from jan_predictor.engine import Instance, Job, Pool
 from jan_predictor.errors import (
     APIError,
+    ClientClosedRequest,
     InvalidRequest,
     ModelNotFound,
     NotReady,
@@ -125,23 +126,24 @@ class OpenAIService:
                 headers={"Retry-After": str(self.settings.retry_after_seconds)},
             )
 
+    def _skip_if_gone(self, job: Job) -> None:
+        """A client that hung up while queued gets no generation at all."""
+        if job.cancel.is_set():
+            self.metrics.cancelled.labels(self.settings.model_name).inc()
+            raise ClientClosedRequest("The client closed the request before it was served.")
+
     async def _complete(
         self, request: Request, fn_name: str, kwargs: dict[str, Any], job: Job
     ) -> Response:
-        # Nobody reads the request's receive channel once the body is in: watch it, so that a
-        # client that hangs up stops its generation at the next token.
-        watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
-        watcher.add_done_callback(partial(_cancel_on_disconnect, job))
-        try:
+        with _watch_disconnect(request, job):
             async with self.pool.lease() as instance:
+                self._skip_if_gone(job)
                 fn = _llama_fn(instance, fn_name)
                 kwargs["logits_processor"] = job.processors(instance)
                 try:
                     result: dict[str, Any] = await run_in_threadpool(instance.call, fn, **kwargs)
                 except Exception as exc:
                     raise classify_engine_error(exc, prompt_param=_prompt_param(fn_name)) from exc
-        finally:
-            watcher.cancel()
         job.finished_at = time.perf_counter()
         usage = result.get("usage") or {}
         self.metrics.observe_generation(
@@ -164,18 +166,20 @@ class OpenAIService:
     ) -> Response:
         stack = AsyncExitStack()
         try:
-            instance = await stack.enter_async_context(self.pool.lease())
-            fn = _llama_fn(instance, fn_name)
-            kwargs["logits_processor"] = job.processors(instance)
-            kwargs["stream"] = True
-            try:
-                chunks: Iterator[Chunk] = await run_in_threadpool(instance.call, fn, **kwargs)
-                stack.push_async_callback(run_in_threadpool, instance.close_chunks, chunks)
-                # Pull the first chunk (the prompt's evaluation) before answering, so that a
-                # prompt beyond the context window is a 400, not a broken stream.
-                first = await run_in_threadpool(instance.next_chunk, chunks)
-            except Exception as exc:
-                raise classify_engine_error(exc, prompt_param=_prompt_param(fn_name)) from exc
+            with _watch_disconnect(request, job):
+                instance = await stack.enter_async_context(self.pool.lease())
+                self._skip_if_gone(job)
+                fn = _llama_fn(instance, fn_name)
+                kwargs["logits_processor"] = job.processors(instance)
+                kwargs["stream"] = True
+                try:
+                    chunks: Iterator[Chunk] = await run_in_threadpool(instance.call, fn, **kwargs)
+                    stack.push_async_callback(run_in_threadpool, instance.close_chunks, chunks)
+                    # Pull the first chunk (the prompt's evaluation) before answering, so that
+                    # a prompt beyond the context window is a 400, not a broken stream.
+                    first = await run_in_threadpool(instance.next_chunk, chunks)
+                except Exception as exc:
+                    raise classify_engine_error(exc, prompt_param=_prompt_param(fn_name)) from exc
         except BaseException:
             await stack.aclose()
             raise
@@ -274,6 +278,18 @@ def _stream_usage(job: Job, finish_reason: str | None) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+@contextmanager
+def _watch_disconnect(request: Request, job: Job) -> Iterator[None]:
+    """Until the response starts, nobody reads the request's receive channel: watch it, so that
+    a client that hangs up (while queued or generating) cancels its job."""
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
+    watcher.add_done_callback(partial(_cancel_on_disconnect, job))
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 def _cancel_on_disconnect(job: Job, watcher: asyncio.Future[None]) -> None:

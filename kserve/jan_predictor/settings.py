@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
 
@@ -17,8 +18,32 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def _default_instances() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota if any.
+
+    In a pod with a CPU limit the host's cores are all visible; the quota is what counts.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class Settings(BaseSettings):
@@ -31,7 +56,7 @@ class Settings(BaseSettings):
     )
     model_name: str = Field(default="smollm2-135m-instruct", min_length=1)
     context_size: int = Field(default=2048, ge=64)
-    instances: int = Field(default_factory=_default_instances, ge=1)
+    instances: int = Field(default_factory=usable_cpus, ge=1)
     threads_per_instance: int = Field(default=1, ge=1)
     max_queue: int = Field(default=16, ge=0, description="requests waiting for an instance")
     retry_after_seconds: int = Field(default=1, ge=1)

@@ -77,11 +77,12 @@ class Server:
         self.process = process
 
     def metric(self, name: str) -> float:
-        """The value of one unlabelled-or-single-series metric line."""
+        """The value of a series (``name{labels}`` exactly), or of the first series of ``name``."""
         text = httpx.get(f"{self.base_url}/metrics").text
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
+            series, _, value = line.rpartition(" ")
+            if series == name or series.startswith(name + "{"):
+                return float(value)
         raise AssertionError(f"metric {name} not found")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import anyio
@@ -110,3 +111,23 @@ def test_stream_reaches_the_client_token_by_token(server: Server) -> None:
     assert events[-1] == "[DONE]"
     assert len(events) - 1 >= 25
     assert events[-2]["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_request_abandoned_in_the_queue_is_never_generated(server: Server) -> None:
+    url = f"{server.base_url}/openai/v1/completions"
+    cancelled = server.metric("jan_predictor_generations_cancelled_total")
+    long = {"prompt": "Once upon a time", "max_tokens": 1000, "stream": True, **ENDLESS}
+    with httpx.Client(timeout=30) as client, ExitStack() as streams:
+        lines = []  # kept referenced: a dropped line iterator closes its connection
+        for _ in range(2):  # the server fixture runs two instances: occupy both
+            response = streams.enter_context(client.stream("POST", url, json=long))
+            lines.append(response.iter_lines())
+            next(lines[-1])
+        assert server.metric("jan_predictor_busy_instances") == 2
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json={"prompt": "Hello", "max_tokens": 50}, timeout=0.3)
+        _wait_for(lambda: server.metric("jan_predictor_queue_depth") == 1)
+    _wait_for(lambda: server.metric("jan_predictor_generations_cancelled_total") == cancelled + 3)
+    _wait_for(lambda: server.metric("jan_predictor_busy_instances") == 0)
+    status_499 = 'endpoint="completions",model="smollm2-135m-instruct",status="499"'
+    assert server.metric(f"jan_predictor_requests_total{{{status_499}}}") == 1

@@ -9,7 +9,7 @@ import pytest
 
 from jan_predictor import Settings, create_app
 from jan_predictor.__main__ import _parse_args
-from jan_predictor.settings import smollm2_gguf_path
+from jan_predictor.settings import smollm2_gguf_path, usable_cpus
 from tests.conftest import MODEL, make_settings, running
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +93,19 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PREDICTOR_DEFAULT_SYSTEM_PROMPT", "")
     settings = Settings()
     assert (settings.port, settings.instances, settings.default_system_prompt) == (9000, 3, "")
+
+
+def test_usable_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
+    assert usable_cpus(tmp_path) >= 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == usable_cpus(tmp_path / "none")
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path) == 1
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(v1) == 1
 
 
 def test_kserve_command_line_flags() -> None:
