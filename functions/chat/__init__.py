@@ -6,7 +6,9 @@ Other areas call models through ``functions.chat.api`` (see its docstring).
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
+from typing import Any
+
+from starlette.routing import BaseRoute, Route, compile_path
 
 from functions.chat import handlers
 from functions.chat.service import inference
@@ -24,5 +26,17 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/v1/completions", handlers.completions, methods=["POST"]),
         Route("/v1/embeddings", handlers.embeddings, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", handlers.retrieve_model, methods=["GET"]),
+        _ModelRoute("/v1/models/{model}", handlers.retrieve_model, methods=["GET"]),
     ]
+
+
+class _ModelRoute(Route):
+    """``/v1/models/{model}`` where the model may contain slashes (``org/model`` names
+    from the Hugging Face hub are common with vLLM), while the documented path stays
+    OpenAI's."""
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.path_regex, self.path_format, self.param_convertors = compile_path(
+            path.replace("{model}", "{model:path}")
+        )

@@ -181,7 +181,7 @@ def usage_of(body: bytes) -> dict[str, Any] | None:
 # --- routes --------------------------------------------------------------------------
 async def chat_completions(request: Request) -> Response:
     """
-    summary: Create a chat completion (OpenAI-compatible; streams with `stream: true`)
+    summary: "Create a chat completion (OpenAI-compatible; streams with `stream: true`)"
     tags: [chat]
     requestBody:
       required: true
