@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.common.errors import APIError
+from functions.common.errors import APIError, UpstreamError
 from functions.common.ids import new_id
 from functions.conversations.items import new_item_id
 from functions.conversations.owner import Owner
@@ -95,6 +95,9 @@ async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncItera
             async for chunk in chunks:
                 for event in turn.feed(chunk):
                     yield numbered(event)
+            if turn.finish_reason is None:
+                # A stream cut before its end: don't pass half an answer off as complete.
+                raise UpstreamError("The model server ended the stream early.")
             for event in turn.close():
                 yield numbered(event)
             run.input_tokens += turn.input_tokens
@@ -125,6 +128,9 @@ async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncItera
     finally:
         # Also on cancellation (client gone, background cancel): stop the upstream call.
         await _close(chunks)
+    for item in run.output:
+        if item.get("status") == "in_progress":
+            item["status"] = "incomplete"  # cut off by the failure
     run.completed_at = time.time()
     final = run.snapshot()
     await persist(final)
