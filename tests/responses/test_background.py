@@ -106,6 +106,7 @@ async def test_draining_hands_work_back_and_exhausted_work_fails(
     row = await runtime.db.writer.fetchrow(
         "SELECT status, lease_owner, attempts FROM responses WHERE id = $1", queued["id"]
     )
+    assert row is not None
     assert row["status"] == "in_progress" and row["lease_owner"] is None
     assert row["attempts"] == 0
     successor = BackgroundWorker(poll_seconds=0.05)
