@@ -6,64 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 from tests.tools.conftest import MakeBox
+from tests.tools.fakes import PAGES
 from tests.tools.http_server import serve
-
-ARTICLE = """<!doctype html><html><head><title>Jan tools</title>
-<style>body{color:red}</style><script>alert(1)</script></head>
-<body><nav><a href="/">Home</a> | <a href="/about">About</a></nav>
-<main><h1>Server-side tools</h1>
-<p>Jan runs <b>web search</b> and <a href="/docs/fetch">page fetching</a> itself.</p>
-<ul><li>google_search</li><li>fetch_webpage</li></ul></main>
-<footer>© Jan</footer></body></html>"""
-
-
-async def _article(request: Request) -> Response:
-    return HTMLResponse(ARTICLE)
-
-
-async def _hop(request: Request) -> Response:
-    n = int(request.path_params["n"])
-    return RedirectResponse("/article" if n == 0 else f"/hop/{n - 1}", status_code=302)
-
-
-async def _huge(request: Request) -> Response:
-    return PlainTextResponse("x" * (1024 * 1024))
-
-
-async def _slow(request: Request) -> Response:
-    await asyncio.sleep(10)
-    return PlainTextResponse("too late")
-
-
-async def _to(request: Request) -> Response:
-    return RedirectResponse(request.query_params["url"], status_code=307)
-
-
-async def _binary(request: Request) -> Response:
-    return Response(b"\x89PNG....", media_type="image/png")
-
-
-async def _missing(request: Request) -> Response:
-    return PlainTextResponse("nope", status_code=404)
-
-
-PAGES = Starlette(
-    routes=[
-        Route("/article", _article),
-        Route("/hop/{n:int}", _hop),
-        Route("/huge", _huge),
-        Route("/slow", _slow),
-        Route("/to", _to),
-        Route("/image", _binary),
-        Route("/missing", _missing),
-    ]
-)
 
 
 @pytest.fixture

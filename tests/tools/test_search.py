@@ -6,15 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from tests.tools.conftest import MakeBox
+from tests.tools.fakes import SERPER_KEY, FakeSearxng, FakeSerper
 from tests.tools.http_server import serve
 
-SERPER_KEY = "serper-test-key-123"
 ALL_ARGS: dict[str, Any] = {
     "q": "jan server",
     "gl": "de",
@@ -25,57 +21,6 @@ ALL_ARGS: dict[str, Any] = {
     "tbs": "qdr:w",
     "autocorrect": False,
 }
-
-
-class FakeSerper:
-    """POST /search with X-API-KEY, answering like google.serper.dev."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.fail_with: int | None = None
-        self.app = Starlette(routes=[Route("/search", self.search, methods=["POST"])])
-
-    async def search(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append((dict(request.headers), body))
-        if self.fail_with is not None:
-            return PlainTextResponse("upstream trouble", status_code=self.fail_with)
-        if request.headers.get("x-api-key") != SERPER_KEY:
-            return JSONResponse({"message": "Unauthorized."}, status_code=403)
-        return JSONResponse(
-            {
-                "searchParameters": {**body, "type": "search", "engine": "google"},
-                "answerBox": {"answer": "Jan Server is self-hosted."},
-                "organic": [
-                    {
-                        "title": "Jan Server",
-                        "link": "https://jan.ai/server",
-                        "snippet": "Self-hosted OpenAI-compatible platform.",
-                        "position": 1,
-                        "date": "Jan 2, 2026",
-                    },
-                    {"title": "Jan on GitHub", "link": "https://github.com/janhq", "position": 2},
-                ],
-                "relatedSearches": [{"query": "jan ai"}],
-            }
-        )
-
-
-class FakeSearxng:
-    """GET /search?format=json, answering like a SearXNG instance."""
-
-    def __init__(self) -> None:
-        self.queries: list[dict[str, str]] = []
-        self.app = Starlette(routes=[Route("/search", self.search)])
-
-    async def search(self, request: Request) -> Response:
-        self.queries.append(dict(request.query_params))
-        results = [
-            {"title": f"Result {i}", "url": f"https://example.org/{i}", "content": f"about {i}"}
-            for i in range(1, 8)
-        ]
-        results[0]["publishedDate"] = "2026-01-02T00:00:00"
-        return JSONResponse({"query": request.query_params["q"], "results": results})
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""``/v1/mcp/settings``: which tools the caller's project may use, and its daily quota.
+
+Anyone acting in the project reads them; project owners and organization owners change
+them. The same settings govern MCP calls and server-side tools in Responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions.common.auth import authenticate, require_project
+from functions.common.errors import Forbidden, InvalidRequest
+from functions.common.http import JSON, json_body, runtime_of
+from functions.common.principal import Principal
+from functions.tools import store
+from functions.tools.toolbox import FAMILIES, toolbox_of
+
+MAX_QUOTA = 10_000_000
+
+
+async def get_settings(request: Request) -> Response:
+    """
+    summary: Tool settings of the caller's project
+    tags: [mcp]
+    responses:
+      200:
+        description: The project's tool settings.
+        content: {application/json: {schema: {type: object}}}
+      401: {description: Missing or invalid credential.}
+    """
+    principal = await authenticate(request)
+    project_id = require_project(principal)
+    return JSON(await _render(request, principal, project_id))
+
+
+async def update_settings(request: Request) -> Response:
+    """
+    summary: Change the tool settings of the caller's project
+    description: >
+      Fields left out are unchanged. enabled_tools lists tool families (web_search,
+      fetch); null enables all. daily_call_quota null follows the server default; 0 is
+      unlimited. Project owners and organization owners only.
+    tags: [mcp]
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              enabled_tools:
+                type: array
+                items: {type: string, enum: [web_search, fetch]}
+                nullable: true
+              daily_call_quota: {type: integer, minimum: 0, nullable: true}
+    responses:
+      200:
+        description: The project's tool settings after the change.
+        content: {application/json: {schema: {type: object}}}
+      400: {description: Invalid settings.}
+      403: {description: Not an owner of the project.}
+    """
+    principal = await authenticate(request)
+    project_id = require_project(principal)
+    if principal.kind != "user" or "owner" not in (principal.project_role, principal.org_role):
+        raise Forbidden("Only project owners and organization owners change tool settings.")
+    body = await json_body(request)
+    runtime = runtime_of(request)
+    async with runtime.db.writer.acquire() as conn, conn.transaction():
+        current = await store.get_settings(
+            conn, organization_id=principal.organization_id, project_id=project_id
+        )
+        changed = store.ProjectToolSettings(
+            enabled_tools=_enabled(body["enabled_tools"])
+            if "enabled_tools" in body
+            else current.enabled_tools,
+            daily_call_quota=_quota(body["daily_call_quota"])
+            if "daily_call_quota" in body
+            else current.daily_call_quota,
+        )
+        await store.put_settings(
+            conn,
+            organization_id=principal.organization_id,
+            project_id=project_id,
+            settings=changed,
+        )
+    return JSON(await _render(request, principal, project_id))
+
+
+def _enabled(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(
+            "enabled_tools must be a list of strings or null.", param="enabled_tools"
+        )
+    unknown = sorted(set(value) - set(FAMILIES))
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown tool family {unknown[0]!r}; expected {', '.join(FAMILIES)}.",
+            param="enabled_tools",
+        )
+    return frozenset(value)
+
+
+def _quota(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_QUOTA:
+        raise InvalidRequest(
+            f"daily_call_quota must be an integer from 0 to {MAX_QUOTA}, or null.",
+            param="daily_call_quota",
+        )
+    return value
+
+
+async def _render(request: Request, principal: Principal, project_id: str) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    box = toolbox_of(runtime)
+    async with runtime.db.writer.acquire() as conn:
+        saved = await store.get_settings(
+            conn, organization_id=principal.organization_id, project_id=project_id
+        )
+        used = await store.calls_today(
+            conn, organization_id=principal.organization_id, project_id=project_id
+        )
+    enabled = FAMILIES if saved.enabled_tools is None else sorted(saved.enabled_tools)
+    return {
+        "object": "project.tool_settings",
+        "project_id": project_id,
+        "enabled_tools": list(enabled),
+        "daily_call_quota": saved.daily_call_quota,
+        "effective_daily_call_quota": (
+            box.limits.default_daily_calls
+            if saved.daily_call_quota is None
+            else saved.daily_call_quota
+        ),
+        "calls_today": used,
+        "tools": [spec.name for spec in await box.available(principal)],
+    }
