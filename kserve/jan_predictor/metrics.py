@@ -68,7 +68,7 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "jan_predictor_request_duration_seconds",
-            "Inference request duration, queueing included.",
+            "Time to answer an inference request, queueing included (streams: to the first chunk).",
             ["model", "endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
-from functools import partial
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar, cast
 
 import anyio
 import pydantic
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
 
 from jan_predictor.engine import Instance, Job, Pool
 from jan_predictor.errors import (
@@ -32,6 +29,7 @@ from jan_predictor.errors import (
 from jan_predictor.metrics import Metrics
 from jan_predictor.schemas import ChatCompletionRequest, CompletionRequest
 from jan_predictor.settings import Settings
+from jan_predictor.streaming import EventStreamResponse, sse, watch_disconnect
 
 logger = logging.getLogger("jan_predictor")
 
@@ -135,7 +133,7 @@ class OpenAIService:
     async def _complete(
         self, request: Request, fn_name: str, kwargs: dict[str, Any], job: Job
     ) -> Response:
-        with _watch_disconnect(request, job):
+        with watch_disconnect(request, job.cancel):
             async with self.pool.lease() as instance:
                 self._skip_if_gone(job)
                 fn = _llama_fn(instance, fn_name)
@@ -166,7 +164,7 @@ class OpenAIService:
     ) -> Response:
         stack = AsyncExitStack()
         try:
-            with _watch_disconnect(request, job):
+            with watch_disconnect(request, job.cancel):
                 instance = await stack.enter_async_context(self.pool.lease())
                 self._skip_if_gone(job)
                 fn = _llama_fn(instance, fn_name)
@@ -203,13 +201,13 @@ class OpenAIService:
                 chunk["model"] = self.settings.model_name
                 finish_reason = chunk["choices"][0].get("finish_reason") or finish_reason
                 last = chunk
-                yield _sse(chunk)
+                yield sse(chunk)
                 if job.cancel.is_set():
                     break
                 chunk = await run_in_threadpool(instance.next_chunk, chunks)
             job.finished_at = time.perf_counter()
             if include_usage and last is not None:
-                yield _sse(
+                yield sse(
                     {
                         "id": last["id"],
                         "object": last["object"],
@@ -222,7 +220,7 @@ class OpenAIService:
             yield b"data: [DONE]\n\n"
         except Exception as exc:
             error = classify_engine_error(exc)
-            yield _sse(error.body())
+            yield sse(error.body())
         finally:
             # Shielded: this also runs when the response is cancelled by a disconnect.
             with anyio.CancelScope(shield=True):
@@ -239,36 +237,6 @@ class OpenAIService:
                 )
 
 
-class EventStreamResponse(StreamingResponse):
-    """Server-sent events whose iterator is always closed, and which flags a disconnect."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
-        super().__init__(
-            events,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        self._events = events
-        self._on_disconnect = on_disconnect
-
-    async def listen_for_disconnect(self, receive: Receive) -> None:
-        await super().listen_for_disconnect(receive)
-        self._on_disconnect()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except BaseException:
-            self._on_disconnect()
-            raise
-        finally:
-            aclose: Callable[[], Awaitable[None]] | None = getattr(self._events, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-
-
 def _stream_usage(job: Job, finish_reason: str | None) -> dict[str, int]:
     prompt = job.prompt_tokens or 0
     # The processor also ran for the end-of-sequence token, which is not part of the output.
@@ -280,23 +248,6 @@ def _stream_usage(job: Job, finish_reason: str | None) -> dict[str, int]:
     }
 
 
-@contextmanager
-def _watch_disconnect(request: Request, job: Job) -> Iterator[None]:
-    """Until the response starts, nobody reads the request's receive channel: watch it, so that
-    a client that hangs up (while queued or generating) cancels its job."""
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
-    watcher.add_done_callback(partial(_cancel_on_disconnect, job))
-    try:
-        yield
-    finally:
-        watcher.cancel()
-
-
-def _cancel_on_disconnect(job: Job, watcher: asyncio.Future[None]) -> None:
-    if not watcher.cancelled():
-        job.cancel.set()
-
-
 def _prompt_param(fn_name: str) -> str:
     return "messages" if fn_name == "chat" else "prompt"
 
@@ -305,17 +256,6 @@ def _llama_fn(instance: Instance, fn_name: str) -> Callable[..., Any]:
     llama = instance.llama
     fn = llama.create_chat_completion if fn_name == "chat" else llama.create_completion
     return cast("Callable[..., Any]", fn)
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def _parse(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
