@@ -231,3 +231,24 @@ async def test_tenant_providers_shadow_the_builtin_and_stay_private(
         "/v1/chat/completions", json={**CHAT, "model": "private"}, headers=other.project_headers
     )
     assert hidden.status_code == 404
+
+
+async def test_internal_api_for_other_areas(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    from functions.chat import api
+    from functions.common.principal import Principal
+
+    tenant = await create_tenant(runtime)
+    who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
+    assert [m["id"] for m in await api.list_models(runtime, who)] == ["m1", "m2"]
+    done = await api.chat_completion(runtime, who, {**CHAT, "stream": True}, affinity="conv_1")
+    assert done["choices"][0]["message"]["content"] == "hi from builtin"
+    chunks = [c async for c in api.stream_chat_completion(runtime, who, CHAT)]
+    assert chunks[-1]["usage"]["completion_tokens"] == 5
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks[:-1]).startswith("builtin-0")
+    rows = await usage_rows(runtime)
+    assert [(r["streamed"], r["status"], r["user_id"]) for r in rows] == [
+        (False, 200, "user_x"),
+        (True, 200, "user_x"),
+    ]

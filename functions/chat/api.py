@@ -1,0 +1,109 @@
+"""Calling models from other areas (the Responses API's tool loop), in-process.
+
+    from functions.chat import api
+
+    models = await api.list_models(runtime, principal)          # [{"id", "object", …}]
+    completion = await api.chat_completion(runtime, principal, body, affinity=conv_id)
+    async for chunk in api.stream_chat_completion(runtime, principal, body, affinity=conv_id):
+        ...  # each a parsed chat.completion.chunk dict; the last carries "usage"
+
+``body`` is a Chat Completions request (a dict, as a client would send it); ``model`` must
+be one the principal may use. Errors are the same ``APIError``s the HTTP endpoint answers
+(404 unknown model, 400 refused by the model server, 502/503/504 upstream trouble),
+raised before the first chunk when the call fails early and from the iterator when a
+stream breaks later. ``affinity`` keeps a conversation on one endpoint (prompt cache).
+Usage is recorded in the ledger like any other request (operation ``chat.completions``).
+The stream always asks the upstream for usage and yields that final usage chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from functions.chat import handlers
+from functions.chat.router import OpenStream, StreamBroken
+from functions.chat.service import inference
+from functions.chat.sse import DONE, StreamTally
+from functions.common import errors
+from functions.common.principal import Principal
+from functions.common.runtime import Runtime
+
+OPERATION = "chat.completions"
+
+
+async def list_models(runtime: Runtime, principal: Principal) -> list[dict[str, Any]]:
+    svc = await inference(runtime)
+    return [route.card() for route in svc.models_for(principal)]
+
+
+async def chat_completion(
+    runtime: Runtime, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
+) -> dict[str, Any]:
+    """A non-streamed chat completion, as the parsed ``chat.completion`` object."""
+    svc = await inference(runtime)
+    body = {**body, "stream": False}
+    handlers.validate(OPERATION, body)
+    route = await svc.route_for(principal, body.get("model"))
+    response = await handlers.forward(
+        svc, principal, route, OPERATION, orjson.dumps(body), body, stream=False,
+        affinity=affinity,
+    )  # fmt: skip
+    result: dict[str, Any] = orjson.loads(bytes(response.body))
+    return result
+
+
+async def stream_chat_completion(
+    runtime: Runtime, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """A streamed chat completion, chunk by chunk (parsed), ending with the usage chunk."""
+    svc = await inference(runtime)
+    options = body.get("stream_options") or {}
+    body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
+    handlers.validate(OPERATION, body)
+    route = await svc.route_for(principal, body.get("model"))
+    created, started = time.time(), time.perf_counter()
+    opened = await svc.router.open_stream(
+        route, handlers.PATHS[OPERATION], orjson.dumps(body), affinity=affinity
+    )
+    ttft_ms = int((time.perf_counter() - started) * 1000)
+    tally = StreamTally(keep_usage_chunk=True)
+    status = 499  # the caller stopped iterating
+    try:
+        async for payload in _payloads(opened):
+            if payload == DONE:
+                status = 200
+                return
+            chunk = orjson.loads(payload)
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("error"), dict):
+                status = 502
+                message = chunk["error"].get("message") or "The model server failed."
+                raise errors.UpstreamError(str(message))
+            if isinstance(chunk.get("usage"), dict):
+                tally.usage = chunk["usage"]
+            yield chunk
+        status = 502
+        raise errors.UpstreamError("The model server ended the stream early.")
+    except StreamBroken as broken:
+        status = broken.failure.error.status
+        raise broken.failure.error from None
+    finally:
+        opened.close(ok=status == 200)
+        svc.record(
+            principal, route, operation=OPERATION, streamed=True, created=created,
+            started=started, status=status, endpoint=opened.endpoint.base_url,
+            usage=tally.usage, ttft_ms=ttft_ms,
+        )  # fmt: skip
+
+
+async def _payloads(opened: OpenStream) -> AsyncIterator[bytes]:
+    for payload in opened.first:
+        yield payload
+    async for batch in opened:
+        for payload in batch:
+            yield payload
