@@ -1,0 +1,140 @@
+"""API keys: storage, the verification cache and its bounds, Redis revocation broadcast,
+and batched last_used_at."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from functions.app import create_app
+from functions.common import keys
+from functions.common.auth import identity_of
+from functions.common.errors import APIError
+from functions.common.runtime import Runtime
+from functions.common.settings import Settings
+from tests.factories import create_project_key, create_tenant
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+class _NoDatabase:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"database used: {name}")
+
+
+async def _open(settings: Settings) -> Runtime:
+    runtime = Runtime(settings)
+    create_app(runtime)
+    await runtime.open()
+    return runtime
+
+
+@pytest.fixture
+async def opened(runtime: Runtime) -> Runtime:
+    create_app(runtime)
+    await runtime.open()
+    return runtime
+
+
+async def test_only_the_hmac_is_stored(opened: Runtime) -> None:
+    t = await create_tenant(opened)
+    row = await opened.db.writer.fetchrow(
+        "SELECT * FROM api_keys WHERE kind = 'project' AND organization_id = $1", t.organization_id
+    )
+    assert row is not None
+    secret = identity_of(opened).apikey_secret
+    assert row["secret_hash"] == keys.hash_key(secret, t.project_key)
+    assert t.project_key not in str(dict(row)) and row["redacted_value"].endswith(
+        t.project_key[-4:]
+    )
+    body = t.project_key.removeprefix(keys.PROJECT_PREFIX)
+    assert len(body) == 43  # 32 random bytes, base64url
+
+
+async def test_cached_verification_needs_no_database(opened: Runtime) -> None:
+    t = await create_tenant(opened)
+    identity = identity_of(opened)
+    first = await identity.verify_key(t.project_key)
+    real = opened.db.writer
+    opened.db.writer = _NoDatabase()  # type: ignore[assignment]
+    try:
+        assert await identity.verify_key(t.project_key) == first
+    finally:
+        opened.db.writer = real
+
+
+async def test_expiry_is_exact_and_deletion_bounded_by_ttl(opened: Runtime) -> None:
+    t = await create_tenant(opened)
+    identity = identity_of(opened)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    expiring = await create_project_key(opened, t, expires_at=soon)
+    await identity.verify_key(expiring)  # cached while valid
+    await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
+    with pytest.raises(APIError) as info:
+        await identity.verify_key(expiring)
+    assert info.value.status == 401 and info.value.code == "api_key_expired"
+    # Deleted behind this instance's back (as another instance would): refused after the TTL.
+    identity.keys.ttl = 0.2
+    await identity.verify_key(t.project_key)
+    await opened.db.writer.execute("DELETE FROM api_keys WHERE kind = 'project'")
+    await asyncio.sleep(0.25)
+    with pytest.raises(APIError):
+        await identity.verify_key(t.project_key)
+
+
+async def test_revocation_is_broadcast_through_redis(settings: Settings) -> None:
+    with_redis = settings.model_copy(update={"redis_url": SecretStr(REDIS)})
+    a, b = await _open(with_redis), await _open(with_redis)
+    try:
+        t = await create_tenant(a)
+        ia, ib = identity_of(a), identity_of(b)
+        await ib.verify_key(t.project_key)  # b caches it, with a long TTL
+        ib.keys.ttl = 3600
+        assert ib.bus is not None
+        await asyncio.wait_for(ib.bus.subscribed.wait(), 5)
+        secret_hash = await a.db.writer.fetchval(
+            "DELETE FROM api_keys WHERE kind = 'project' RETURNING secret_hash"
+        )
+        await ia.revoke_keys([secret_hash])
+        for _ in range(100):
+            if secret_hash not in ib.keys._entries:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(APIError):
+            await ib.verify_key(t.project_key)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_last_used_is_batched_and_drained(opened: Runtime) -> None:
+    t = await create_tenant(opened)
+    identity = identity_of(opened)
+    for _ in range(50):
+        await identity.verify_key(t.project_key)
+    assert len(identity.last_used) == 1  # one pending entry, however many requests
+    used = await opened.db.writer.fetchval(
+        "SELECT last_used_at FROM api_keys WHERE kind = 'project'"
+    )
+    assert used is None  # nothing written on the request path
+    await opened.close()  # the drain hook flushes on stop
+    import asyncpg
+
+    assert opened.settings.db_postgresql_write_dsn is not None
+    conn = await asyncpg.connect(opened.settings.db_postgresql_write_dsn.get_secret_value())
+    try:
+        used = await conn.fetchval("SELECT last_used_at FROM api_keys WHERE kind = 'project'")
+    finally:
+        await conn.close()
+    assert used is not None
+
+
+def test_cache_is_bounded() -> None:
+    cache = keys.KeyCache(max_entries=3)
+    for n in range(5):
+        cache.put(bytes([n]), None, 0.0)
+    assert len(cache) == 3 and cache.get(bytes([0]), 0.0) is keys.MISSING

@@ -1,0 +1,188 @@
+"""Sessions end to end: guest login, OIDC sign-in against a local issuer (PKCE, state,
+nonce, JWKS), guest upgrade, admin e-mails, refresh rotation and reuse, logout, limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from functions.app import create_app
+from functions.auth.ratelimit import LoginRateLimiter
+from functions.common.runtime import Runtime
+from tests.conftest import make_settings
+from tests.factories import bearer
+from tests.identity.oidc_issuer import CLIENT_ID, CLIENT_SECRET, Issuer
+
+ADMIN_EMAIL = "boss@example.test"
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[Issuer]:
+    server = Issuer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def oidc_client(database_dsn: str, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        database_dsn,
+        oauth2_google_client_id=CLIENT_ID,
+        oauth2_google_client_secret=CLIENT_SECRET,
+        oauth2_google_redirect_url="http://testserver/v1/auth/google/callback",
+        oauth2_google_issuer=issuer.url,
+        organization_admin_emails=ADMIN_EMAIL,
+    )
+    runtime = Runtime(settings)
+    app = create_app(runtime)
+    await runtime.open()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+        c.runtime = runtime  # type: ignore[attr-defined]
+        yield c
+    await runtime.close()
+
+
+async def _sign_in(
+    client: httpx.AsyncClient, issuer: Issuer, claims: dict[str, Any], **kw: Any
+) -> httpx.Response:
+    login = await client.get("/v1/auth/google/login")
+    assert login.status_code == 200, login.text
+    url = urlsplit(login.json()["url"])
+    params = dict(parse_qsl(url.query))
+    assert url.path == "/authorize" and params["code_challenge_method"] == "S256"
+    assert params["state"] and params["nonce"] and params["code_challenge"]
+    code = issuer.authorize(params, claims)
+    return await client.post(
+        "/v1/auth/google/callback", json={"code": code, "state": params["state"]}, **kw
+    )
+
+
+async def test_guest_login_and_me(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/auth/guest-login")
+    assert r.status_code == 200
+    session = r.json()
+    assert session["token_type"] == "Bearer" and session["user"]["is_guest"] is True
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "secure" in cookie and "samesite=lax" in cookie
+    me = await client.get("/v1/auth/me", headers=bearer(session["access_token"]))
+    assert me.json()["id"] == session["user"]["id"]
+    assert me.json()["default_project_id"].startswith("proj_")
+    # A refresh token is never an access token.
+    assert (
+        await client.get("/v1/auth/me", headers=bearer(session["refresh_token"]))
+    ).status_code == 401
+
+
+async def test_refresh_rotation_reuse_and_logout(client: httpx.AsyncClient) -> None:
+    client.base_url = httpx.URL("https://testserver")  # the cookie is Secure
+    first = (await client.post("/v1/auth/guest-login")).json()
+    client.cookies.clear()
+    r = await client.post("/v1/auth/refresh-token", json={"refresh_token": first["refresh_token"]})
+    assert r.status_code == 200
+    second = r.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    # Reusing the spent token revokes the whole family, the new token included.
+    reuse = await client.post(
+        "/v1/auth/refresh-token", json={"refresh_token": first["refresh_token"]}
+    )
+    assert reuse.status_code == 401 and reuse.json()["error"]["code"] == "refresh_token_reused"
+    after = await client.post(
+        "/v1/auth/refresh-token", json={"refresh_token": second["refresh_token"]}
+    )
+    assert after.status_code == 401
+    # Cookie flow, then logout revokes.
+    third = await client.post("/v1/auth/guest-login")
+    assert client.cookies.get("jan_refresh_token") == third.json()["refresh_token"]
+    assert (await client.post("/v1/auth/refresh-token")).status_code == 200
+    out = await client.post("/v1/auth/logout")
+    assert out.json()["revoked"] is True
+    token = third.json()["refresh_token"]
+    client.cookies.clear()
+    assert (
+        await client.post("/v1/auth/refresh-token", json={"refresh_token": token})
+    ).status_code == 401
+    assert (await client.post("/v1/auth/refresh-token")).status_code == 401
+
+
+async def test_oidc_sign_in_new_user_and_admin_email(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    r = await _sign_in(
+        oidc_client,
+        issuer,
+        {"sub": "g-1", "email": ADMIN_EMAIL, "email_verified": True, "name": "Boss"},
+    )
+    assert r.status_code == 200, r.text
+    user = r.json()["user"]
+    assert user["email"] == ADMIN_EMAIL and user["is_guest"] is False
+    assert user["organizations"][0]["role"] == "owner"
+    h = bearer(r.json()["access_token"])
+    assert (await oidc_client.get("/v1/organization/users", headers=h)).status_code == 200
+    oidc_client.cookies.clear()
+    again = await _sign_in(oidc_client, issuer, {"sub": "g-1", "email": ADMIN_EMAIL})
+    assert again.json()["user"]["id"] == user["id"]
+    other = await _sign_in(
+        oidc_client, issuer, {"sub": "g-2", "email": "x@example.test", "email_verified": True}
+    )
+    assert other.json()["user"]["organizations"] == []
+
+
+async def test_guest_upgraded_in_place(oidc_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    guest = (await oidc_client.post("/v1/auth/guest-login")).json()
+    r = await _sign_in(
+        oidc_client,
+        issuer,
+        {"sub": "g-3", "email": "Up@Example.test", "email_verified": True, "name": "Up"},
+    )
+    user = r.json()["user"]
+    assert user["id"] == guest["user"]["id"] and user["is_guest"] is False
+    assert user["email"] == "up@example.test"
+    assert user["default_project_id"] == guest["user"]["default_project_id"]
+
+
+async def test_oidc_refuses_bad_state_code_and_tokens(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    r = await oidc_client.post("/v1/auth/google/callback", json={"code": "c", "state": "forged"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "state"
+    r = await oidc_client.get("/v1/auth/google/callback")
+    assert r.status_code == 400
+    # A code for one login cannot be replayed with its state.
+    login = await oidc_client.get("/v1/auth/google/login")
+    params = dict(parse_qsl(urlsplit(login.json()["url"]).query))
+    code = issuer.authorize(params, {"sub": "g-4"})
+    q = {"code": code, "state": params["state"]}
+    assert (await oidc_client.get("/v1/auth/google/callback", params=q)).status_code == 200
+    assert (await oidc_client.get("/v1/auth/google/callback", params=q)).status_code == 400
+    # ID tokens: forged signature, wrong audience, wrong nonce.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from functions.auth.oidc import provider_of
+
+    provider = provider_of(oidc_client.runtime)  # type: ignore[attr-defined]
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for token, nonce in [
+        (issuer.id_token({"sub": "s", "nonce": "n"}, key=other_key), "n"),
+        (issuer.id_token({"sub": "s", "nonce": "n", "aud": "someone-else"}), "n"),
+        (issuer.id_token({"sub": "s", "nonce": "n"}), "other-nonce"),
+        (issuer.id_token({"sub": "s", "nonce": "n"}, kid="unknown"), "n"),
+    ]:
+        with pytest.raises(Exception, match="ID token") as info:
+            await provider.verify_id_token(token, nonce=nonce)
+        assert getattr(info.value, "status", None) == 401
+
+
+async def test_login_endpoints_are_rate_limited(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    runtime.service(LoginRateLimiter).limit = 3
+    codes = [(await client.post("/v1/auth/guest-login")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    r = await client.post("/v1/auth/refresh-token")
+    assert r.status_code == 429 and r.headers["retry-after"] == "60"
