@@ -23,12 +23,13 @@ from functions.common.settings import Settings
 
 
 async def main(iterations: int) -> None:
-    settings = Settings(
-        db_postgresql_write_dsn=SecretStr("postgresql://unused/unused"),
-        jwt_secret=SecretStr("bench-jwt-secret-0123456789abcdef0123456789"),
-        apikey_secret=SecretStr("bench-apikey-secret-0123456789abcdef"),
-        model_provider_secret=SecretStr("bench-provider-secret-0123456789abcdef"),
-    )
+    values = {
+        "db_postgresql_write_dsn": SecretStr("postgresql://unused/unused"),
+        "jwt_secret": SecretStr("bench-jwt-secret-0123456789abcdef0123456789"),
+        "apikey_secret": SecretStr("bench-apikey-secret-0123456789abcdef"),
+        "model_provider_secret": SecretStr("bench-provider-secret-0123456789abcdef"),
+    }
+    settings = Settings(**values)
     identity = identity_of(Runtime(settings))
     material = keys.generate(keys.PROJECT_PREFIX, identity.apikey_secret)
     principal = Principal(kind="project_key", organization_id="org_x", project_id="proj_x")
