@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -23,7 +24,7 @@ from functions.common.settings import Settings
 
 
 async def main(iterations: int) -> None:
-    values = {
+    values: dict[str, Any] = {
         "db_postgresql_write_dsn": SecretStr("postgresql://unused/unused"),
         "jwt_secret": SecretStr("bench-jwt-secret-0123456789abcdef0123456789"),
         "apikey_secret": SecretStr("bench-apikey-secret-0123456789abcdef"),
