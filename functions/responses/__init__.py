@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Route
 from functions.common.runtime import Runtime
 from functions.responses import handlers as h
 from functions.responses.worker import BackgroundWorker
+from functions.tools import executor as jan_tools
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
@@ -16,6 +17,7 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
     runtime.on_start(worker.start)
     runtime.on_drain(worker.drain)
     runtime.on_stop(worker.stop)
+    jan_tools.register(runtime)  # web_search, fetch and Jan's MCP tools, run server-side
     return [
         Route("/v1/responses", h.create_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", h.get_response, methods=["GET"]),
