@@ -51,11 +51,18 @@ def build_server(runtime: Runtime) -> Server[Any]:
     ) -> types.CallToolResult:
         return await _call(box, _principal(ctx), params)
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # Lets the SDK check a 2026-protocol call's Mcp-Param headers without a tools/list
+        # (which would cost a database read per call).
+        spec = box.spec(name)
+        return None if spec is None else spec.input_schema
+
     return Server(
         SERVER_NAME,
         version=__version__,
         title="Jan Server tools",
         instructions=INSTRUCTIONS,
+        get_tool_input_schema=input_schema,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
