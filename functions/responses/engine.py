@@ -288,7 +288,9 @@ class Turn:
             }
             self.open_calls[index] = item
             events.append(self._add(item))
-        elif function.get("name"):
+        elif function.get("name") and function["name"] != item["name"]:
+            # Names arrive whole in the first delta (OpenAI, vLLM); llama.cpp repeats them
+            # in every delta, so only a different piece extends the name.
             item["name"] += function["name"]
         if function.get("arguments"):
             item["arguments"] += function["arguments"]
