@@ -239,7 +239,8 @@ class OpenAIService:
 
 def _stream_usage(job: Job, finish_reason: str | None) -> dict[str, int]:
     prompt = job.prompt_tokens or 0
-    # The processor also ran for the end-of-sequence token, which is not part of the output.
+    # The processor also ran for the end-of-sequence token, which is not part of the output
+    # (a stop sequence also ends with "stop": then this counts one token short).
     completion = job.sampled - 1 if finish_reason == "stop" and job.sampled else job.sampled
     return {
         "prompt_tokens": prompt,
