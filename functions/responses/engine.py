@@ -144,7 +144,8 @@ async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncItera
 async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> AsyncIterator[Any]:
     messages = chat_messages(run.request.instructions, items)
     body = chat_body(run.request, messages, run.server_tools)
-    return await model.stream(run.owner.principal, body)
+    # A conversation stays on one endpoint, so the engine's prompt cache can serve it.
+    return await model.stream(run.owner.principal, body, affinity=run.request.conversation_id)
 
 
 async def _close(chunks: AsyncIterator[Any]) -> None:
