@@ -20,7 +20,8 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRETISH = re.compile(
-    r"(sk-(?:admin|proj|svcacct)-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|"
+    r"(sk-(?:admin|proj|svcacct)-[A-Za-z0-9_\-]{8,}|jrt_[A-Za-z0-9_\-]{16,}|"
+    r"Bearer\s+[A-Za-z0-9._\-]{8,}|"
     r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+)"
 )
 
