@@ -62,3 +62,16 @@ async def test_credentials_never_logged(
     for secret in secrets:
         assert secret and secret not in logged
         assert secret[-12:] not in logged
+
+
+def test_redaction_covers_every_credential_shape() -> None:
+    from functions.common import keys, tokens
+    from functions.common.logs import redact
+
+    samples = [
+        keys.generate(prefix, b"s").plaintext
+        for prefix in (keys.ADMIN_PREFIX, keys.PROJECT_PREFIX, keys.SERVICE_ACCOUNT_PREFIX)
+    ]
+    samples += [tokens.new_refresh_token()[0], tokens.issue_access_token("s", user_id="user_x")]
+    for sample in samples:
+        assert sample not in redact(f"oops: {sample} leaked"), sample
