@@ -72,6 +72,9 @@ def test_redaction_covers_every_credential_shape() -> None:
         keys.generate(prefix, b"s").plaintext
         for prefix in (keys.ADMIN_PREFIX, keys.PROJECT_PREFIX, keys.SERVICE_ACCOUNT_PREFIX)
     ]
-    samples += [tokens.new_refresh_token()[0], tokens.issue_access_token("s", user_id="user_x")]
+    samples += [
+        tokens.new_refresh_token()[0],
+        tokens.issue_access_token("s" * 32, user_id="user_x"),
+    ]
     for sample in samples:
         assert sample not in redact(f"oops: {sample} leaked"), sample
