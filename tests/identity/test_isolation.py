@@ -109,6 +109,73 @@ async def _identity_resources(
 
 VICTIM_RESOURCES.append(_identity_resources)
 
+C = "/v1/conversations/{conversation_id}"
+R = "/v1/responses/{response_id}"
+ENDPOINTS += [
+    Endpoint("GET", C, area="model"),
+    Endpoint("POST", C, {"metadata": {"x": "y"}}, write=True, area="model"),
+    Endpoint("DELETE", C, write=True, area="model"),
+    Endpoint("GET", C + "/items", area="model"),
+    Endpoint(
+        "POST",
+        C + "/items",
+        {"items": [{"role": "user", "content": "x"}]},
+        write=True,
+        area="model",
+    ),
+    Endpoint("GET", C + "/items/{conversation_item_id}", area="model"),
+    Endpoint("DELETE", C + "/items/{conversation_item_id}", write=True, area="model"),
+    Endpoint("GET", R, area="model"),
+    Endpoint("DELETE", R, write=True, area="model"),
+    Endpoint("GET", R + "/input_items", area="model"),
+    Endpoint("POST", R + "/cancel", write=True, area="model"),
+    Endpoint(
+        "POST",
+        "/v1/responses",
+        {"model": "m", "input": "x", "conversation": "{conversation_id}"},
+        write=True,
+        area="model",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/responses",
+        {"model": "m", "input": "x", "previous_response_id": "{response_id}"},
+        write=True,
+        area="model",
+    ),
+]
+SNAPSHOT_TABLES += ["conversations", "conversation_items", "responses", "response_input_items"]
+
+
+async def _stateful_resources(
+    client: httpx.AsyncClient, runtime: Runtime, t: Tenant, v: Victim
+) -> None:
+    conv = await client.post(
+        "/v1/conversations",
+        json={"items": [{"role": "user", "content": "secret"}]},
+        headers=t.user_headers,
+    )
+    v["conversation_id"] = conv.json()["id"]
+    items = await client.get(
+        f"/v1/conversations/{v['conversation_id']}/items", headers=t.user_headers
+    )
+    v["conversation_item_id"] = items.json()["first_id"]
+    # A stored response, written directly: making one through the API needs a model.
+    v["response_id"] = "resp_victim"
+    await runtime.db.writer.execute(
+        """
+        INSERT INTO responses (id, organization_id, project_id, user_id, status, params)
+        VALUES ($1, $2, $3, $4, 'completed', '{"model": "m"}')
+        """,
+        v["response_id"],
+        t.organization_id,
+        t.project_id,
+        t.owner_user_id,
+    )
+
+
+VICTIM_RESOURCES.append(_stateful_resources)
+
 
 def _fill(value: Any, v: Victim) -> Any:
     if isinstance(value, str):
