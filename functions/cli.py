@@ -83,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
         host, _, port = listen.split(",")[0].rpartition(":")
         uvicorn.run(
             function.handle,
+            interface="asgi3",  # a bound method looks like an ASGI2 app to uvicorn's sniffing
             host=host.strip("[]") or "0.0.0.0",
             port=int(port),
             log_config=None,

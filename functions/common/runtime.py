@@ -183,12 +183,19 @@ class Runtime:
                 log.exception("drain hook failed")
 
     async def _close_resources(self) -> None:
-        for hook in reversed(self._stop_hooks):
-            try:
-                await hook()
-            except Exception:
-                log.exception("stop hook failed")
+        steps: list[StopHook] = list(reversed(self._stop_hooks))
         if self._http is not None:
-            await self._http.aclose()
+            steps.append(self._http.aclose)
         if self._db is not None:
-            await self._db.close()
+            steps.append(self._db.close)
+        current = asyncio.current_task()
+        for step in steps:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                # func-python's server exits right after stop() and asyncio.run cancels
+                # what is left; we are shutting down anyway, so finish closing.
+                if current is not None:
+                    current.uncancel()
+            except Exception:
+                log.exception("stop step failed")

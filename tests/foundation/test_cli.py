@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.pg import free_port
 
@@ -78,7 +79,9 @@ def test_migrate_against_an_external_database(database_dsn: str) -> None:
     assert r.returncode == 0 and "pending: 0" in r.stdout
 
 
-def test_serve_as_knative_does_then_stop_on_sigterm(database_dsn: str) -> None:
+@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
+def test_serve_then_stop_on_sigterm(database_dsn: str, server: str) -> None:
+    """hypercorn through func-python is how Knative serves us; uvicorn is the alternative."""
     port = free_port()
     env = _env(
         DB_POSTGRESQL_WRITE_DSN=database_dsn,
@@ -111,6 +114,7 @@ def test_serve_as_knative_does_then_stop_on_sigterm(database_dsn: str) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"serving all on 0.0.0.0:{port}" in out
+    assert "Unclosed" not in err  # pools and client sessions closed on the way out
     log_lines = [line for line in err.splitlines() if '"request_id":"cli-test-1"' in line]
     assert log_lines, "access log line with the request ID"
     for secret in ("jwt-secret-value-1", "apikey-secret-value-2", "provider-value-3"):
