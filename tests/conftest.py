@@ -20,6 +20,7 @@ from functions.app import create_app
 from functions.common import migrate
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from tests.e2e import predictor_url  # noqa: F401  (one predictor per session, for all suites)
 
 ADMIN_DSN = os.environ.get("JAN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEMPLATE = f"jan_test_template_{os.getpid()}"
