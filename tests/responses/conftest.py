@@ -9,11 +9,11 @@ from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from tests.conftest import make_settings
 from tests.conversations.tenants import Tenant, make_tenant
-from tests.responses.processes import callers, gateway, gateway_database, predictor
+from tests.responses.processes import callers, gateway, gateway_database
 from tests.responses.upstream import ScriptedUpstream
 
 # End-to-end fixtures (real predictor and gateway processes), session-scoped.
-__all__ = ["callers", "gateway", "gateway_database", "predictor"]
+__all__ = ["callers", "gateway", "gateway_database"]
 
 
 @pytest.fixture(scope="session")
