@@ -106,14 +106,16 @@ async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncItera
                 run.status, run.incomplete_details = "incomplete", {"reason": "max_output_tokens"}
                 break
             ours = [c for c in turn.calls if c["name"] in run.server_tools]
-            if not ours or len(ours) != len(turn.calls):
-                break  # an answer, or calls the client must run
+            if not ours:
+                break  # an answer, or calls only the client can run
             if round_number == MAX_TOOL_ROUNDS:
                 run.status, run.incomplete_details = "incomplete", {"reason": "max_tool_calls"}
                 break
             for call in ours:
                 for event in await _run_tool(run, call):
                     yield numbered(event)
+            if len(ours) != len(turn.calls):
+                break  # the client answers its own calls, then the model continues
             await _close(chunks)
             chunks = await _open(run, model, [*items, *run.output])
         if run.status == "in_progress":
@@ -162,6 +164,10 @@ async def _run_tool(run: Run, call: dict[str, Any]) -> list[Event]:
             output = await tool.run(call["arguments"])
     except TimeoutError:
         output = f"Error: the tool '{tool.name}' did not finish in time."
+    except Exception:
+        # A tool's own failure is something the model can read and work around.
+        log.exception("server-side tool failed", extra={"tool": tool.name})
+        output = f"Error: the tool '{tool.name}' failed."
     item = {
         "type": "function_call_output",
         "id": new_item_id("function_call_output"),
