@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from functions.chat.service import inference
+from functions.common.runtime import Runtime
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
@@ -204,3 +206,21 @@ async def test_streamed_tool_call_events(
         "response.output_item.done",
         "response.completed",
     ]
+
+
+async def test_usage_is_recorded_like_chat_completions(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    await create(client, tenant.user, input="count me")
+    svc = await inference(runtime)
+    async with runtime.db.writer.acquire() as conn:
+        await svc.usage.flush(conn)
+        row = await conn.fetchrow("SELECT * FROM usage_completions")
+    assert row is not None
+    assert (row["organization_id"], row["project_id"], row["user_id"]) == (
+        tenant.organization_id,
+        tenant.project_id,
+        tenant.user_id,
+    )
+    assert row["model"] == MODEL and row["streamed"] and row["status"] == 200
+    assert (row["input_tokens"], row["output_tokens"]) == (10, 3)
