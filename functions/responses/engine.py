@@ -55,7 +55,7 @@ class Run:
 
     def snapshot(self) -> dict[str, Any]:
         request = self.request
-        done = self.status != "in_progress"
+        done = self.status not in ("queued", "in_progress")
         return response_object(
             {
                 "id": self.response_id,
