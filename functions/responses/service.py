@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import asyncpg
-
 from functions.common.db import Executor
 from functions.common.errors import NotFound
 from functions.common.ids import new_id
@@ -92,7 +90,7 @@ async def store_foreground(runtime: Runtime, run: Run, final: dict[str, Any]) ->
         await append_to_conversation(conn, run)
 
 
-async def append_to_conversation(conn: asyncpg.Connection | Any, run: Run) -> None:
+async def append_to_conversation(conn: Executor, run: Run) -> None:
     """Add the input and output items to the response's conversation, if it still exists."""
     conversation_id = run.request.conversation_id
     if conversation_id is None:
