@@ -7,6 +7,7 @@ which is how Kubernetes secrets are usually mounted. Read replicas are numbered:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -87,6 +88,10 @@ class Settings(BaseSettings):
     oauth2_google_issuer: str = "https://accounts.google.com"
     organization_admin_emails: Annotated[tuple[str, ...], NoDecode] = ()
     redis_url: SecretStr | None = None
+    jan_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated).",
+    )
     otel_exporter_otlp_endpoint: str | None = None
 
     @field_validator("jan_function")
@@ -109,6 +114,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+    @field_validator("jan_trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [n for n in value.split(",") if n.strip()]
+        # Normalised here so a typo stops the start instead of silently trusting nobody.
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in value)
 
     @property
     def embedded_database(self) -> bool:
