@@ -13,7 +13,10 @@ from functions.common.runtime import Runtime
 def routes(runtime: Runtime) -> list[BaseRoute]:
     bootstrap.install(runtime)
     redis_url = runtime.settings.redis_url
-    limiter = LoginRateLimiter(redis_url=redis_url.get_secret_value() if redis_url else None)
+    limiter = LoginRateLimiter(
+        redis_url=redis_url.get_secret_value() if redis_url else None,
+        trusted_proxies=runtime.settings.jan_trusted_proxies,
+    )
     runtime.services[LoginRateLimiter] = limiter
     runtime.on_stop(limiter.close)
     return [*sessions.routes(), *oidc.routes()]

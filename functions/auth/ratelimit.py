@@ -3,14 +3,22 @@
 In memory by default (per instance); with ``REDIS_URL`` set, one sorted set per address in
 Redis so the limit holds across instances. If Redis stops answering, the in-memory window
 takes over rather than letting logins fail.
+
+Behind Knative every socket peer is a proxy (queue-proxy, activator, ingress), so the
+client is read from ``X-Forwarded-For`` when, and only when, the peer is one of
+``JAN_TRUSTED_PROXIES``: the right-most hop not itself a trusted proxy. Hops further left
+were written by the client and are never believed. IPv6 clients are counted per /64, the
+block one subscriber usually holds.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -24,6 +32,52 @@ LOGIN_LIMIT = 20
 LOGIN_WINDOW_SECONDS = 60.0
 _MAX_ADDRESSES = 100_000
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse(value: str) -> IPAddress | None:
+    """An address from a socket peer or a forwarded hop (a port, if any, dropped)."""
+    value = value.strip()
+    if value.startswith("["):  # "[2001:db8::1]:443"
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:  # "203.0.113.7:443"
+        value = value.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
+def client_address(
+    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
+) -> str:
+    """The address to count a request against (see the module docstring)."""
+    if not peer:
+        return "unknown"
+    address = _parse(peer)
+    if address is None:
+        return peer[:100]  # not an IP (a Unix socket path): nothing to believe beyond it
+
+    def is_trusted(a: IPAddress) -> bool:
+        return any(a in network for network in trusted)
+
+    if is_trusted(address):
+        hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            parsed = _parse(hop)
+            if parsed is None:
+                break  # garbage: keep the trusted hop that handed it over
+            address = parsed
+            if not is_trusted(parsed):
+                break
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
 
 class LoginRateLimiter:
     def __init__(
@@ -32,9 +86,11 @@ class LoginRateLimiter:
         limit: int = LOGIN_LIMIT,
         window: float = LOGIN_WINDOW_SECONDS,
         redis_url: str | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.limit = limit
         self.window = window
+        self.trusted_proxies: list[IPNetwork] = [ipaddress.ip_network(n) for n in trusted_proxies]
         self._hits: dict[str, deque[float]] = {}
         self._redis: Any = None
         if redis_url is not None:
@@ -44,7 +100,11 @@ class LoginRateLimiter:
 
     async def check(self, request: Request) -> None:
         """Count this attempt; 429 with Retry-After once the address is over the limit."""
-        address = request.client.host if request.client else "unknown"
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            self.trusted_proxies,
+        )
         now = time.time()
         count = None
         if self._redis is not None:
