@@ -10,6 +10,7 @@ this process knows at once; other instances pick it up within seconds.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -161,8 +162,6 @@ async def create_provider(request: Request) -> Response:
     """
     summary: Create a model provider (organization-wide, or for one project)
     tags: [admin]
-    parameters:
-      - {name: project_id, in: path, required: false, schema: {type: string}}
     requestBody:
       required: true
       content:
@@ -220,7 +219,6 @@ async def list_providers(request: Request) -> Response:
     summary: List model providers
     tags: [admin]
     parameters:
-      - {name: project_id, in: path, required: false, schema: {type: string}}
       - {name: after, in: query, schema: {type: string}}
       - {name: limit, in: query, schema: {type: integer}}
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
@@ -249,7 +247,6 @@ async def get_provider(request: Request) -> Response:
     summary: Retrieve a model provider
     tags: [admin]
     parameters:
-      - {name: project_id, in: path, required: false, schema: {type: string}}
       - {name: provider_id, in: path, required: true, schema: {type: string}}
     responses:
       200: {description: "The organization.model_provider object."}
@@ -265,7 +262,6 @@ async def modify_provider(request: Request) -> Response:
     summary: Modify a model provider (fields given are changed; `api_key` null clears it)
     tags: [admin]
     parameters:
-      - {name: project_id, in: path, required: false, schema: {type: string}}
       - {name: provider_id, in: path, required: true, schema: {type: string}}
     requestBody:
       required: true
@@ -337,7 +333,6 @@ async def delete_provider(request: Request) -> Response:
     summary: Delete a model provider
     tags: [admin]
     parameters:
-      - {name: project_id, in: path, required: false, schema: {type: string}}
       - {name: provider_id, in: path, required: true, schema: {type: string}}
     responses:
       200: {description: "`{object: organization.model_provider.deleted, id, deleted: true}`"}
@@ -359,17 +354,43 @@ async def delete_provider(request: Request) -> Response:
     return JSON(deleted(OBJECT, provider_id))
 
 
+# --- routes --------------------------------------------------------------------------------
+Handler = Callable[[Request], Awaitable[Response]]
+_PROJECT_PARAM = "      - {name: project_id, in: path, required: true, schema: {type: string}}\n"
+
+
+def _in_project(handler: Handler) -> Handler:
+    """The same handler under the project path, documented with its `project_id` (the
+    OpenAPI document is built from docstrings, and the organization-level routes have no
+    such parameter)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(request)
+
+    doc = handler.__doc__ or ""
+    if "    parameters:\n" in doc:
+        doc = doc.replace("    parameters:\n", "    parameters:\n" + _PROJECT_PARAM, 1)
+    else:
+        doc = doc.replace(
+            "    tags: [admin]\n", "    tags: [admin]\n    parameters:\n" + _PROJECT_PARAM
+        )
+    endpoint.__doc__ = doc
+    endpoint.__name__ = endpoint.__qualname__ = f"{handler.__name__}_in_project"
+    return endpoint
+
+
 def routes(runtime: Runtime) -> list[BaseRoute]:
     table: list[BaseRoute] = []
-    for base in (
-        "/v1/organization/models/providers",
-        "/v1/organization/projects/{project_id}/models/providers",
-    ):
+    wrappers: list[tuple[str, Callable[[Handler], Handler]]] = [
+        ("/v1/organization/models/providers", lambda handler: handler),
+        ("/v1/organization/projects/{project_id}/models/providers", _in_project),
+    ]
+    for base, wrap in wrappers:
         table += [
-            Route(base, list_providers, methods=["GET"]),
-            Route(base, create_provider, methods=["POST"]),
-            Route(base + "/{provider_id}", get_provider, methods=["GET"]),
-            Route(base + "/{provider_id}", modify_provider, methods=["POST"]),
-            Route(base + "/{provider_id}", delete_provider, methods=["DELETE"]),
+            Route(base, wrap(list_providers), methods=["GET"]),
+            Route(base, wrap(create_provider), methods=["POST"]),
+            Route(base + "/{provider_id}", wrap(get_provider), methods=["GET"]),
+            Route(base + "/{provider_id}", wrap(modify_provider), methods=["POST"]),
+            Route(base + "/{provider_id}", wrap(delete_provider), methods=["DELETE"]),
         ]
     return table

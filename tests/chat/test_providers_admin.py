@@ -129,3 +129,19 @@ def test_ciphertexts_are_bound_to_secret_and_row() -> None:
         SecretBox("two").decrypt(sealed, associated="prov_1")
     with pytest.raises(DecryptError):
         box.decrypt(b"junk", associated="prov_1")
+
+
+async def test_openapi_documents_project_id_only_on_project_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    project = "/v1/organization/projects/{project_id}/models/providers"
+    for path in (ORG, ORG + "/{provider_id}", project, project + "/{provider_id}"):
+        for method, operation in paths[path].items():
+            names = {p["name"]: p for p in operation.get("parameters", [])}
+            if path.startswith(project):
+                assert names["project_id"]["required"] is True, (method, path)
+                assert names["project_id"]["in"] == "path"
+            else:
+                assert "project_id" not in names, (method, path)
+            assert ("provider_id" in names) == path.endswith("{provider_id}"), (method, path)
