@@ -98,13 +98,14 @@ class RedisHealthStore:
 
     KEY = "jan:inference:endpoint-health"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key: str = KEY) -> None:
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url)
+        self.key = key  # one hash per deployment (tests use their own)
 
     async def load(self) -> list[SharedState]:
-        raw: dict[Any, Any] = await self._redis.hgetall(self.KEY)
+        raw: dict[Any, Any] = await self._redis.hgetall(self.key)
         out = []
         for value in raw.values():
             d = orjson.loads(value)
@@ -120,7 +121,7 @@ class RedisHealthStore:
                 "c": state.changed_at,
             }
         )
-        await self._redis.hset(self.KEY, state.base_url, value)
+        await self._redis.hset(self.key, state.base_url, value)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -252,3 +252,24 @@ async def test_internal_api_for_other_areas(
         (False, 200, "user_x"),
         (True, 200, "user_x"),
     ]
+
+
+async def test_stream_stalled_midway_times_out_with_an_error_event(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    from functions.chat.router import Router
+
+    tenant = await create_tenant(runtime)
+    svc = runtime.service(Inference)
+    svc.router = Router(svc.health, svc.client, stream_idle_timeout=0.3)
+    builtin.stream_chunks, builtin.chunk_delay = 3, 5.0
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=tenant.project_headers
+    )
+    assert r.status_code == 200
+    events = sse_payloads(r.text)
+    assert orjson.loads(events[0])["choices"][0]["delta"]["content"] == "builtin-0 "
+    assert orjson.loads(events[1])["error"]["code"] == "upstream_timeout"
+    assert len(events) == 2  # a clean end after the error: no [DONE] of ours
+    [row] = await usage_rows(runtime)
+    assert row["status"] == 504

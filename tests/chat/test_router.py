@@ -201,3 +201,27 @@ async def test_stream_cut_in_the_middle_raises_stream_broken(
     stream.close(ok=False)
     assert caught.value.failure.error.status == 502
     assert health.endpoint(a.base_url).outstanding == 0
+
+
+async def test_stream_that_stalls_midway_hits_the_idle_timeout(
+    upstreams: Start, client: Upstream
+) -> None:
+    from functions.chat.router import StreamBroken
+
+    a = await upstreams("a")
+    a.stream_chunks, a.chunk_delay = 3, 5.0  # the first chunk, then silence
+    health = HealthBook(None)
+    router = Router(health, client, stream_idle_timeout=0.3)
+    body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
+    stream = await router.open_stream(route_to(health, a), "/chat/completions", body)
+    assert b"a-0" in b"".join(stream.first)
+    started = time.perf_counter()
+    with pytest.raises(StreamBroken) as caught:
+        async for _ in stream:
+            pass
+    stream.close(ok=False)
+    assert 0.25 < time.perf_counter() - started < 2.0
+    failure = caught.value.failure
+    assert failure.reason == "timeout" and failure.error.status == 504
+    ep = health.endpoint(a.base_url)
+    assert ep.failures == 1 and ep.outstanding == 0
