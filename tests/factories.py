@@ -153,9 +153,13 @@ async def create_member(
     *,
     org_role: str | None = None,
     project_role: str | None = "member",
+    project_id: str | None = None,
     guest: bool = False,
 ) -> tuple[str, str]:
-    """A user in the tenant (organization and/or project roles): (user_id, access token)."""
+    """A user in the tenant (organization and/or project roles): (user_id, access token).
+
+    The project role is in ``project_id`` (default: the tenant's project), which becomes
+    the user's default project."""
     n = next(_counter)
     async with runtime.db.writer.acquire() as conn, conn.transaction():
         user = await tenancy.create_user(
@@ -172,11 +176,11 @@ async def create_member(
             await tenancy.set_project_role(
                 conn,
                 organization_id=tenant.organization_id,
-                project_id=tenant.project_id,
+                project_id=project_id or tenant.project_id,
                 user_id=user["id"],
                 role=project_role,
             )
             await tenancy.set_default_project(
-                conn, user_id=user["id"], project_id=tenant.project_id
+                conn, user_id=user["id"], project_id=project_id or tenant.project_id
             )
     return user["id"], access_token_for(runtime, user["id"])

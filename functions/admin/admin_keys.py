@@ -9,11 +9,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import admin_call, deleted, fetch_page, page_params, string_field, ts
+from functions.admin.common import (
+    admin_call,
+    deleted,
+    fetch_one,
+    list_response,
+    string_field,
+    ts,
+)
 from functions.common import tenancy
 from functions.common.db import Executor
 from functions.common.errors import NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.http import JSON, json_body
 
 _SELECT = """
 SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,
@@ -52,14 +59,13 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, organization_id: str, key_id: str) -> asyncpg.Record:
-    row = await ex.fetchrow(
+    return await fetch_one(
+        ex,
         _SELECT + " WHERE k.id = $1 AND k.organization_id = $2 AND k.kind = 'admin'",
         key_id,
         organization_id,
+        missing=f"No admin API key found with id '{key_id}'.",
     )
-    if row is None:
-        raise NotFound(f"No admin API key found with id '{key_id}'.")
-    return row
 
 
 async def list_keys(request: Request) -> Response:
@@ -76,15 +82,15 @@ async def list_keys(request: Request) -> Response:
       403: {description: Not an organization administrator.}
     """
     call = await admin_call(request, write=False)
-    rows, more = await fetch_page(
+    return await list_response(
         call.db,
+        request,
+        render=render,
         select=_SELECT,
         where="k.organization_id = $1 AND k.kind = 'admin'",
         args=[call.organization_id],
-        page=page_params(request),
         id_column="k.id",
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def create_key(request: Request) -> Response:

@@ -1,20 +1,33 @@
-"""What the Administration API handlers share: the caller's organization, paging, body
-fields, and loading a project of that organization (404 otherwise; archived refused)."""
+"""What the Administration API handlers share: who may call (``admin_call`` for the
+organization, ``project_call`` for one project), paging, body fields, and loading a
+project of the caller's organization (404 otherwise; archived refused on writes).
+
+Roles, as in OpenAI: organization owners (and admin keys) change everything, organization
+readers read everything; a project's owners manage its users, service accounts and API
+keys, its members read it. A project the caller may not see answers 404.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
+from starlette.responses import Response
 
-from functions.common.auth import Identity, authenticate, identity_of, require_admin
+from functions.common.auth import (
+    Identity,
+    authenticate,
+    identity_of,
+    refuse_project_credentials,
+    require_admin,
+)
 from functions.common.db import Executor
-from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import limit_param, order_param, runtime_of
+from functions.common.errors import Forbidden, InvalidRequest, NotFound
+from functions.common.http import JSON, limit_param, list_page, order_param, runtime_of
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 
@@ -41,6 +54,60 @@ async def admin_call(request: Request, *, write: bool) -> Admin:
     principal = await authenticate(request)
     organization_id = require_admin(principal, write=write)
     return Admin(runtime_of(request), principal, organization_id)
+
+
+@dataclass(frozen=True)
+class ProjectAdmin(Admin):
+    """An authorised call on the project named by the path's ``project_id``."""
+
+    project: asyncpg.Record
+
+    @property
+    def project_id(self) -> str:
+        project_id: str = self.project["id"]
+        return project_id
+
+
+async def project_call(
+    request: Request, *, write: bool, org_owners_only: bool = False
+) -> ProjectAdmin:
+    """Authorise a call on one project of the caller's organization.
+
+    Reads: organization owners and readers, and the project's members. Writes:
+    organization owners, and the project's owners unless ``org_owners_only`` (renaming or
+    archiving the project itself). Someone who is neither in the organization nor in the
+    project gets 404, as if it did not exist; writes on an archived project get 400.
+    """
+    principal = await authenticate(request)
+    refuse_project_credentials(principal)
+    if principal.is_guest:
+        raise Forbidden("Guests cannot administer projects; sign in first.")
+    runtime = runtime_of(request)
+    project_id = request.path_params["project_id"]
+    row = await runtime.db.writer.fetchrow(
+        """
+        SELECT p.*, pm.role AS caller_project_role
+        FROM projects p
+        LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $3
+        WHERE p.id = $1 AND p.organization_id = $2
+        """,
+        project_id,
+        principal.organization_id,
+        principal.user_id if principal.kind == "user" else None,
+    )
+    project_role = row["caller_project_role"] if row is not None else None
+    if row is None or (principal.org_role is None and project_role is None):
+        raise NotFound(f"No project found with id '{project_id}'.")
+    if write:
+        project_owner = project_role == "owner" and not org_owners_only
+        if principal.org_role != "owner" and not project_owner:
+            raise Forbidden(
+                "Only organization owners can do this."
+                if org_owners_only
+                else "Only organization owners and this project's owners can change it."
+            )
+        _refuse_archived(row)
+    return ProjectAdmin(runtime, principal, principal.organization_id, row)
 
 
 def ts(value: datetime | None) -> int | None:
@@ -92,6 +159,23 @@ async def fetch_page(
     return rows[: page.limit], len(rows) > page.limit
 
 
+async def list_response(
+    ex: Executor,
+    request: Request,
+    *,
+    render: Callable[[asyncpg.Record], dict[str, Any]],
+    select: str,
+    where: str,
+    args: Sequence[Any],
+    id_column: str = "id",
+) -> Response:
+    """A list endpoint's whole answer: one page of rendered rows in OpenAI's envelope."""
+    rows, more = await fetch_page(
+        ex, select=select, where=where, args=args, page=page_params(request), id_column=id_column
+    )
+    return JSON(list_page([render(r) for r in rows], has_more=more))
+
+
 # --- body fields ---------------------------------------------------------------------------
 def string_field(
     body: dict[str, Any], name: str, *, required: bool, max_length: int = 256
@@ -132,11 +216,24 @@ async def load_project(
     )
     if row is None:
         raise NotFound(f"No project found with id '{project_id}'.")
-    if for_write and row["status"] == "archived":
+    if for_write:
+        _refuse_archived(row)
+    return row
+
+
+def _refuse_archived(project: asyncpg.Record) -> None:
+    if project["status"] == "archived":
         raise InvalidRequest(
-            f"Project '{project_id}' is archived; archived projects are read-only.",
+            f"Project '{project['id']}' is archived; archived projects are read-only.",
             code="project_archived",
         )
+
+
+async def fetch_one(ex: Executor, query: str, *args: Any, missing: str) -> asyncpg.Record:
+    """The row ``query`` finds, or 404 with the message ``missing``."""
+    row = await ex.fetchrow(query, *args)
+    if row is None:
+        raise NotFound(missing)
     return row
 
 

@@ -22,9 +22,9 @@ from functions.admin.common import (
     admin_call,
     choice_field,
     deleted,
-    fetch_page,
+    fetch_one,
+    list_response,
     load_project,
-    page_params,
     string_field,
     ts,
 )
@@ -34,7 +34,7 @@ from functions.common import ids, tenancy, tokens
 from functions.common.auth import identity_of
 from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
-from functions.common.http import JSON, json_body, list_page, runtime_of
+from functions.common.http import JSON, json_body, runtime_of
 
 INVITE_TTL = timedelta(days=7)
 
@@ -64,12 +64,13 @@ def render(row: asyncpg.Record, *, code: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, invite_id: str) -> asyncpg.Record:
-    row = await ex.fetchrow(
-        "SELECT * FROM invites WHERE organization_id = $1 AND id = $2", org_id, invite_id
+    return await fetch_one(
+        ex,
+        "SELECT * FROM invites WHERE organization_id = $1 AND id = $2",
+        org_id,
+        invite_id,
+        missing=f"No invite found with id '{invite_id}'.",
     )
-    if row is None:
-        raise NotFound(f"No invite found with id '{invite_id}'.")
-    return row
 
 
 def _projects(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -95,14 +96,14 @@ async def list_invites(request: Request) -> Response:
       200: {description: "A list of organization.invite objects."}
     """
     call = await admin_call(request, write=False)
-    rows, more = await fetch_page(
+    return await list_response(
         call.db,
+        request,
+        render=render,
         select="SELECT * FROM invites",
         where="organization_id = $1",
         args=[call.organization_id],
-        page=page_params(request),
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def create_invite(request: Request) -> Response:

@@ -1,5 +1,7 @@
 """`/v1/organization/projects/{project_id}/api_keys`: a project's ``sk-proj-…`` keys (and,
-in lists, its service accounts' keys), with optional expiry and allowed-model list."""
+in lists, its service accounts' keys), with optional expiry and allowed-model list. Managed
+by organization owners and the project's owners; read by organization readers and the
+project's members."""
 
 from __future__ import annotations
 
@@ -13,18 +15,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from functions.admin.common import (
-    admin_call,
     deleted,
-    fetch_page,
-    load_project,
-    page_params,
+    fetch_one,
+    list_response,
+    project_call,
     string_field,
     ts,
 )
 from functions.common import tenancy
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.http import JSON, json_body
 
 _SELECT = """
 SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,
@@ -83,15 +84,14 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, project_id: str, key_id: str) -> asyncpg.Record:
-    row = await ex.fetchrow(
+    return await fetch_one(
+        ex,
         _SELECT + " WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3",
         org_id,
         project_id,
         key_id,
+        missing=f"No API key found with id '{key_id}' in this project.",
     )
-    if row is None:
-        raise NotFound(f"No API key found with id '{key_id}' in this project.")
-    return row
 
 
 def _allowed_models(body: dict[str, Any]) -> list[str] | None:
@@ -136,22 +136,16 @@ async def list_keys(request: Request) -> Response:
       200: {description: "A list of organization.project.api_key objects."}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=False)
-    project = await load_project(
+    call = await project_call(request, write=False)
+    return await list_response(
         call.db,
-        organization_id=call.organization_id,
-        project_id=request.path_params["project_id"],
-        for_write=False,
-    )
-    rows, more = await fetch_page(
-        call.db,
+        request,
+        render=render,
         select=_SELECT,
         where="k.organization_id = $1 AND k.project_id = $2",
-        args=[call.organization_id, project["id"]],
-        page=page_params(request),
+        args=[call.organization_id, call.project_id],
         id_column="k.id",
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def create_key(request: Request) -> Response:
@@ -171,29 +165,23 @@ async def create_key(request: Request) -> Response:
       200: {description: "The organization.project.api_key, with `value`."}
       400: {description: Invalid body, or the project is archived.}
     """
-    call = await admin_call(request, write=True)
+    call = await project_call(request, write=True)
     body = await json_body(request)
     name = string_field(body, "name", required=False) or "Secret key"
     allowed, expires = _allowed_models(body), _expires_at(body)
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn,
-            organization_id=call.organization_id,
-            project_id=request.path_params["project_id"],
-            for_write=True,
-        )
         created = await tenancy.create_api_key(
             conn,
             apikey_secret=call.identity.apikey_secret,
             kind="project",
             organization_id=call.organization_id,
-            project_id=project["id"],
+            project_id=call.project_id,
             name=name,
             owner_user_id=call.principal.user_id if call.principal.kind == "user" else None,
             allowed_models=allowed,
             expires_at=expires,
         )
-        row = await _get(conn, call.organization_id, project["id"], created.row["id"])
+        row = await _get(conn, call.organization_id, call.project_id, created.row["id"])
     return JSON(render(row, value=created.plaintext))
 
 
@@ -205,12 +193,9 @@ async def get_key(request: Request) -> Response:
       200: {description: "The organization.project.api_key."}
       404: {description: No such project or key.}
     """
-    call = await admin_call(request, write=False)
-    p = request.path_params
-    project = await load_project(
-        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
-    )
-    return JSON(render(await _get(call.db, call.organization_id, project["id"], p["key_id"])))
+    call = await project_call(request, write=False)
+    key_id = request.path_params["key_id"]
+    return JSON(render(await _get(call.db, call.organization_id, call.project_id, key_id)))
 
 
 async def delete_key(request: Request) -> Response:
@@ -221,23 +206,19 @@ async def delete_key(request: Request) -> Response:
       200: {description: "organization.project.api_key.deleted"}
       404: {description: No such project or key.}
     """
-    call = await admin_call(request, write=True)
-    p = request.path_params
-    async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
-        )
-        secret_hash = await conn.fetchval(
-            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
-            " RETURNING secret_hash",
-            call.organization_id,
-            project["id"],
-            p["key_id"],
-        )
+    call = await project_call(request, write=True)
+    key_id = request.path_params["key_id"]
+    secret_hash = await call.db.fetchval(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
+        " RETURNING secret_hash",
+        call.organization_id,
+        call.project_id,
+        key_id,
+    )
     if secret_hash is None:
-        raise NotFound(f"No API key found with id '{p['key_id']}' in this project.")
+        raise NotFound(f"No API key found with id '{key_id}' in this project.")
     await call.identity.revoke_keys([secret_hash])
-    return JSON(deleted("organization.project.api_key", p["key_id"]))
+    return JSON(deleted("organization.project.api_key", key_id))
 
 
 def routes() -> list[BaseRoute]:

@@ -1,4 +1,7 @@
-"""`/v1/organization/projects/{project_id}/users`: project members and their roles."""
+"""`/v1/organization/projects/{project_id}/users`: project members and their roles.
+
+Managed by organization owners and by the project's own owners; read by organization
+readers and the project's members."""
 
 from __future__ import annotations
 
@@ -10,19 +13,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from functions.admin.common import (
-    admin_call,
     choice_field,
     deleted,
-    fetch_page,
-    load_project,
-    page_params,
+    fetch_one,
+    list_response,
+    project_call,
     string_field,
     ts,
 )
 from functions.common import tenancy
 from functions.common.db import Executor
-from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.errors import InvalidRequest
+from functions.common.http import JSON, json_body
 
 PROJECT_ROLES = ("owner", "member")
 _SELECT = """
@@ -43,15 +45,14 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, project_id: str, user_id: str) -> asyncpg.Record:
-    row = await ex.fetchrow(
+    return await fetch_one(
+        ex,
         _SELECT + " WHERE pm.organization_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
         org_id,
         project_id,
         user_id,
+        missing=f"No user found with id '{user_id}' in this project.",
     )
-    if row is None:
-        raise NotFound(f"No user found with id '{user_id}' in this project.")
-    return row
 
 
 async def list_members(request: Request) -> Response:
@@ -65,22 +66,16 @@ async def list_members(request: Request) -> Response:
       200: {description: "A list of organization.project.user objects."}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=False)
-    project = await load_project(
+    call = await project_call(request, write=False)
+    return await list_response(
         call.db,
-        organization_id=call.organization_id,
-        project_id=request.path_params["project_id"],
-        for_write=False,
-    )
-    rows, more = await fetch_page(
-        call.db,
+        request,
+        render=render,
         select=_SELECT,
         where="pm.organization_id = $1 AND pm.project_id = $2",
-        args=[call.organization_id, project["id"]],
-        page=page_params(request),
+        args=[call.organization_id, call.project_id],
         id_column="u.id",
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def add_member(request: Request) -> Response:
@@ -98,18 +93,12 @@ async def add_member(request: Request) -> Response:
       200: {description: "The organization.project.user."}
       400: {description: Not an organization user, or the project is archived.}
     """
-    call = await admin_call(request, write=True)
+    call = await project_call(request, write=True)
     body = await json_body(request)
     user_id = string_field(body, "user_id", required=True)
     role = choice_field(body, "role", PROJECT_ROLES)
     assert user_id is not None
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn,
-            organization_id=call.organization_id,
-            project_id=request.path_params["project_id"],
-            for_write=True,
-        )
         member = await conn.fetchval(
             "SELECT 1 FROM organization_members WHERE organization_id = $1 AND user_id = $2",
             call.organization_id,
@@ -123,11 +112,11 @@ async def add_member(request: Request) -> Response:
         await tenancy.set_project_role(
             conn,
             organization_id=call.organization_id,
-            project_id=project["id"],
+            project_id=call.project_id,
             user_id=user_id,
             role=role,
         )
-        row = await _get(conn, call.organization_id, project["id"], user_id)
+        row = await _get(conn, call.organization_id, call.project_id, user_id)
     await call.identity.revoke_all()
     return JSON(render(row))
 
@@ -140,12 +129,9 @@ async def get_member(request: Request) -> Response:
       200: {description: "The organization.project.user."}
       404: {description: No such project or user.}
     """
-    call = await admin_call(request, write=False)
-    p = request.path_params
-    project = await load_project(
-        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
-    )
-    return JSON(render(await _get(call.db, call.organization_id, project["id"], p["user_id"])))
+    call = await project_call(request, write=False)
+    user_id = request.path_params["user_id"]
+    return JSON(render(await _get(call.db, call.organization_id, call.project_id, user_id)))
 
 
 async def modify_member(request: Request) -> Response:
@@ -161,23 +147,20 @@ async def modify_member(request: Request) -> Response:
       400: {description: Invalid role, or the project is archived.}
       404: {description: No such project or user.}
     """
-    call = await admin_call(request, write=True)
+    call = await project_call(request, write=True)
     role = choice_field(await json_body(request), "role", PROJECT_ROLES)
-    p = request.path_params
+    user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
-        )
-        await _get(conn, call.organization_id, project["id"], p["user_id"])
+        await _get(conn, call.organization_id, call.project_id, user_id)
         await conn.execute(
             "UPDATE project_members SET role = $4"
             " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
             call.organization_id,
-            project["id"],
-            p["user_id"],
+            call.project_id,
+            user_id,
             role,
         )
-        row = await _get(conn, call.organization_id, project["id"], p["user_id"])
+        row = await _get(conn, call.organization_id, call.project_id, user_id)
     await call.identity.revoke_all()
     return JSON(render(row))
 
@@ -190,30 +173,27 @@ async def remove_member(request: Request) -> Response:
       200: {description: "organization.project.user.deleted"}
       404: {description: No such project or user.}
     """
-    call = await admin_call(request, write=True)
-    p = request.path_params
+    call = await project_call(request, write=True)
+    user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
-        )
-        await _get(conn, call.organization_id, project["id"], p["user_id"])
+        await _get(conn, call.organization_id, call.project_id, user_id)
         hashes = await conn.fetch(
             "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
             " AND owner_user_id = $3 RETURNING secret_hash",
             call.organization_id,
-            project["id"],
-            p["user_id"],
+            call.project_id,
+            user_id,
         )
         await conn.execute(
             "DELETE FROM project_members"
             " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
             call.organization_id,
-            project["id"],
-            p["user_id"],
+            call.project_id,
+            user_id,
         )
     await call.identity.revoke_keys(r["secret_hash"] for r in hashes)
     await call.identity.revoke_all()
-    return JSON(deleted("organization.project.user", p["user_id"]))
+    return JSON(deleted("organization.project.user", user_id))
 
 
 def routes() -> list[BaseRoute]:

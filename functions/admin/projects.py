@@ -1,4 +1,8 @@
-"""`/v1/organization/projects`: create, list, rename and archive projects."""
+"""`/v1/organization/projects`: create, list, rename and archive projects.
+
+Organization owners and readers list every project; a user who is only in some projects
+lists those. Only organization owners create, rename or archive projects.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ from starlette.routing import BaseRoute, Route
 
 from functions.admin.common import (
     admin_call,
-    fetch_page,
-    load_project,
-    page_params,
+    list_response,
+    project_call,
     string_field,
     ts,
 )
 from functions.common import tenancy
-from functions.common.http import JSON, json_body, list_page
+from functions.common.auth import authenticate, refuse_project_credentials, require_admin
+from functions.common.http import JSON, json_body, runtime_of
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -43,16 +47,25 @@ async def list_projects(request: Request) -> Response:
     responses:
       200: {description: "A list of organization.project objects."}
     """
-    call = await admin_call(request, write=False)
+    principal = await authenticate(request)
+    refuse_project_credentials(principal)
     include_archived = request.query_params.get("include_archived", "false").lower() == "true"
-    rows, more = await fetch_page(
-        call.db,
+    where = "organization_id = $1 AND ($2 OR status = 'active')"
+    args: list[object] = [principal.organization_id, include_archived]
+    if principal.kind == "user" and principal.org_role is None and not principal.is_guest:
+        # In some of the organization's projects but not in the organization: those only.
+        where += " AND id IN (SELECT project_id FROM project_members WHERE user_id = $3)"
+        args.append(principal.user_id)
+    else:
+        require_admin(principal, write=False)
+    return await list_response(
+        runtime_of(request).db.writer,
+        request,
+        render=render,
         select="SELECT * FROM projects",
-        where="organization_id = $1 AND ($2 OR status = 'active')",
-        args=[call.organization_id, include_archived],
-        page=page_params(request),
+        where=where,
+        args=args,
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def create_project(request: Request) -> Response:
@@ -90,14 +103,8 @@ async def get_project(request: Request) -> Response:
       200: {description: "The organization.project."}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=False)
-    row = await load_project(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=request.path_params["project_id"],
-        for_write=False,
-    )
-    return JSON(render(row))
+    call = await project_call(request, write=False)
+    return JSON(render(call.project))
 
 
 async def modify_project(request: Request) -> Response:
@@ -113,19 +120,14 @@ async def modify_project(request: Request) -> Response:
       400: {description: Invalid body, or the project is archived.}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=True)
+    call = await project_call(request, write=True, org_owners_only=True)
     name = string_field(await json_body(request), "name", required=True)
-    project_id = request.path_params["project_id"]
-    async with call.db.acquire() as conn, conn.transaction():
-        await load_project(
-            conn, organization_id=call.organization_id, project_id=project_id, for_write=True
-        )
-        row = await conn.fetchrow(
-            "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
-            project_id,
-            call.organization_id,
-            name,
-        )
+    row = await call.db.fetchrow(
+        "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
+        call.project_id,
+        call.organization_id,
+        name,
+    )
     assert row is not None
     return JSON(render(row))
 
@@ -139,18 +141,13 @@ async def archive_project(request: Request) -> Response:
       400: {description: Already archived.}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=True)
-    project_id = request.path_params["project_id"]
-    async with call.db.acquire() as conn, conn.transaction():
-        await load_project(
-            conn, organization_id=call.organization_id, project_id=project_id, for_write=True
-        )
-        row = await conn.fetchrow(
-            "UPDATE projects SET status = 'archived', archived_at = now()"
-            " WHERE id = $1 AND organization_id = $2 RETURNING *",
-            project_id,
-            call.organization_id,
-        )
+    call = await project_call(request, write=True, org_owners_only=True)
+    row = await call.db.fetchrow(
+        "UPDATE projects SET status = 'archived', archived_at = now()"
+        " WHERE id = $1 AND organization_id = $2 RETURNING *",
+        call.project_id,
+        call.organization_id,
+    )
     assert row is not None
     await call.identity.revoke_all()
     return JSON(render(row))

@@ -1,5 +1,6 @@
 """`/v1/organization/projects/{project_id}/service_accounts`: bot identities of a project,
-each created with one ``sk-svcacct-…`` key returned once."""
+each created with one ``sk-svcacct-…`` key returned once. Managed by organization owners and
+the project's owners; read by organization readers and the project's members."""
 
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from functions.admin.common import (
-    admin_call,
     deleted,
-    fetch_page,
-    load_project,
-    page_params,
+    fetch_one,
+    list_response,
+    project_call,
     string_field,
     ts,
 )
 from functions.common import tenancy
 from functions.common.errors import NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.http import JSON, json_body
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -45,21 +45,15 @@ async def list_accounts(request: Request) -> Response:
       200: {description: "A list of organization.project.service_account objects."}
       404: {description: No such project in this organization.}
     """
-    call = await admin_call(request, write=False)
-    project = await load_project(
+    call = await project_call(request, write=False)
+    return await list_response(
         call.db,
-        organization_id=call.organization_id,
-        project_id=request.path_params["project_id"],
-        for_write=False,
-    )
-    rows, more = await fetch_page(
-        call.db,
+        request,
+        render=render,
         select="SELECT * FROM service_accounts",
         where="organization_id = $1 AND project_id = $2",
-        args=[call.organization_id, project["id"]],
-        page=page_params(request),
+        args=[call.organization_id, call.project_id],
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def create_account(request: Request) -> Response:
@@ -74,25 +68,19 @@ async def create_account(request: Request) -> Response:
       200: {description: "The service account with `api_key.value`."}
       400: {description: Invalid body, or the project is archived.}
     """
-    call = await admin_call(request, write=True)
+    call = await project_call(request, write=True)
     name = string_field(await json_body(request), "name", required=True)
     assert name is not None
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn,
-            organization_id=call.organization_id,
-            project_id=request.path_params["project_id"],
-            for_write=True,
-        )
         account = await tenancy.create_service_account(
-            conn, organization_id=call.organization_id, project_id=project["id"], name=name
+            conn, organization_id=call.organization_id, project_id=call.project_id, name=name
         )
         key = await tenancy.create_api_key(
             conn,
             apikey_secret=call.identity.apikey_secret,
             kind="service_account",
             organization_id=call.organization_id,
-            project_id=project["id"],
+            project_id=call.project_id,
             name="Secret Key",
             service_account_id=account["id"],
         )
@@ -115,19 +103,16 @@ async def get_account(request: Request) -> Response:
       200: {description: "The organization.project.service_account."}
       404: {description: No such project or service account.}
     """
-    call = await admin_call(request, write=False)
-    p = request.path_params
-    project = await load_project(
-        call.db, organization_id=call.organization_id, project_id=p["project_id"], for_write=False
-    )
-    row = await call.db.fetchrow(
+    call = await project_call(request, write=False)
+    account_id = request.path_params["service_account_id"]
+    row = await fetch_one(
+        call.db,
         "SELECT * FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3",
         call.organization_id,
-        project["id"],
-        p["service_account_id"],
+        call.project_id,
+        account_id,
+        missing=f"No service account found with id '{account_id}'.",
     )
-    if row is None:
-        raise NotFound(f"No service account found with id '{p['service_account_id']}'.")
     return JSON(render(row))
 
 
@@ -139,25 +124,21 @@ async def delete_account(request: Request) -> Response:
       200: {description: "organization.project.service_account.deleted"}
       404: {description: No such project or service account.}
     """
-    call = await admin_call(request, write=True)
-    p = request.path_params
-    account_id = p["service_account_id"]
+    call = await project_call(request, write=True)
+    account_id = request.path_params["service_account_id"]
     async with call.db.acquire() as conn, conn.transaction():
-        project = await load_project(
-            conn, organization_id=call.organization_id, project_id=p["project_id"], for_write=True
-        )
         hashes = await conn.fetch(
             "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
             " AND service_account_id = $3 RETURNING secret_hash",
             call.organization_id,
-            project["id"],
+            call.project_id,
             account_id,
         )
         gone = await conn.fetchval(
             "DELETE FROM service_accounts"
             " WHERE organization_id = $1 AND project_id = $2 AND id = $3 RETURNING id",
             call.organization_id,
-            project["id"],
+            call.project_id,
             account_id,
         )
         if gone is None:

@@ -13,13 +13,13 @@ from functions.admin.common import (
     admin_call,
     choice_field,
     deleted,
-    fetch_page,
-    page_params,
+    fetch_one,
+    list_response,
     ts,
 )
 from functions.common.db import Executor
-from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.errors import InvalidRequest
+from functions.common.http import JSON, json_body
 
 ORG_ROLES = ("owner", "reader")
 _SELECT = """
@@ -40,12 +40,13 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, organization_id: str, user_id: str) -> asyncpg.Record:
-    row = await ex.fetchrow(
-        _SELECT + " WHERE om.organization_id = $1 AND om.user_id = $2", organization_id, user_id
+    return await fetch_one(
+        ex,
+        _SELECT + " WHERE om.organization_id = $1 AND om.user_id = $2",
+        organization_id,
+        user_id,
+        missing=f"No user found with id '{user_id}' in this organization.",
     )
-    if row is None:
-        raise NotFound(f"No user found with id '{user_id}' in this organization.")
-    return row
 
 
 async def _refuse_last_owner(ex: Executor, organization_id: str, user_id: str) -> None:
@@ -73,15 +74,15 @@ async def list_users(request: Request) -> Response:
       200: {description: "A list of organization.user objects."}
     """
     call = await admin_call(request, write=False)
-    rows, more = await fetch_page(
+    return await list_response(
         call.db,
+        request,
+        render=render,
         select=_SELECT,
         where="om.organization_id = $1",
         args=[call.organization_id],
-        page=page_params(request),
         id_column="u.id",
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 async def get_user(request: Request) -> Response:

@@ -197,13 +197,20 @@ def require_project(principal: Principal) -> str:
     return principal.project_id
 
 
-def require_admin(principal: Principal, *, write: bool) -> str:
-    """The organization an Administration API request acts on; owners write, readers read."""
+def refuse_project_credentials(principal: Principal) -> None:
+    """Project and service-account keys work only on the model APIs."""
     if principal.kind in ("project_key", "service_account"):
         raise Forbidden(
             "Project API keys cannot be used on the Administration API; use an admin key "
             "(sk-admin-…) or sign in as an organization owner."
         )
+
+
+def require_admin(principal: Principal, *, write: bool) -> str:
+    """The organization an Administration API request acts on; owners write, readers read.
+    (Project-scoped admin endpoints also let a project's owners and members in: see
+    ``functions.admin.common.project_call``.)"""
+    refuse_project_credentials(principal)
     if principal.kind == "admin_key" or principal.org_role == "owner":
         return principal.organization_id
     if principal.org_role == "reader" and not write:

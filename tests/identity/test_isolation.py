@@ -19,7 +19,14 @@ import httpx
 import jwt
 
 from functions.common.runtime import Runtime
-from tests.factories import Tenant, bearer, create_member, create_project_key, create_tenant
+from tests.factories import (
+    Tenant,
+    bearer,
+    create_member,
+    create_project,
+    create_project_key,
+    create_tenant,
+)
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,14 @@ async def _credentials(
     _, reader = await create_member(runtime, victim, org_role="reader", project_role=None)
     second = await create_tenant(runtime)
     _, project_only = await create_member(runtime, second, project_role="member")
+    # Owners of another project of the victim's organization: their project rights end there.
+    elsewhere = await create_project(runtime, victim, name="elsewhere")
+    _, owner_elsewhere = await create_member(
+        runtime, victim, project_role="owner", project_id=elsewhere
+    )
+    _, reader_owner_elsewhere = await create_member(
+        runtime, victim, org_role="reader", project_role="owner", project_id=elsewhere
+    )
     return {
         "no credentials": ({}, "bad"),
         "expired key": (bearer(expired), "bad"),
@@ -228,8 +243,10 @@ async def _credentials(
         "other org project key": (other.project_headers, "project key"),
         "own project key": (victim.project_headers, "own project key"),
         "guest": (bearer(guest["access_token"]), "guest"),
-        "member of another project only": (bearer(project_only), "member"),
+        "member of another organization's project only": (bearer(project_only), "project user"),
+        "owner of another project only": (bearer(owner_elsewhere), "project user"),
         "reader": (bearer(reader), "reader"),
+        "reader owning another project": (bearer(reader_owner_elsewhere), "reader"),
     }
 
 
@@ -246,7 +263,14 @@ def _expected(kind: str, endpoint: Endpoint) -> set[int] | None:
         return {404} if endpoint.owned else None
     if kind == "reader":
         return {403} if endpoint.write else None
-    return {403}  # project credentials, guests and project-only members: not administrators
+    if kind == "project user":
+        # In no project of the victim's and not in its organization: the victim's projects
+        # do not exist for them, the organization's resources are refused, and lists show
+        # only their own projects.
+        if "{project_id}" in endpoint.path:
+            return {404}
+        return {403} if endpoint.write or endpoint.owned else None
+    return {403}  # project credentials and guests: not administrators
 
 
 async def test_every_endpoint_refuses_foreign_and_bad_credentials(
