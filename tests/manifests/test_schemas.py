@@ -1,8 +1,8 @@
 """Every rendered object is checked against a schema for its kind.
 
 - Kubernetes' own kinds and Knative Serving: cloudcoil's typed (pydantic) models.
-- CloudNativePG and Gateway API: JSON Schemas kept in tests/manifests/schemas/ (sources in
-  each file's $comment).
+- CloudNativePG and Gateway API: the CRDs' openAPIV3Schema, copied into
+  tests/manifests/schemas/crds/ (sources in each file's header and in SOURCES.md there).
 - KServe: the ``kserve`` SDK's models, in kserve/.venv (see kserve_models.py).
 
 The typed models ignore unknown keys, as the API server prunes them; a misspelt field would
@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 import pydantic
 import pytest
+import yaml
 from cloudcoil.models.knative_serving.serving import v1 as knative_serving_v1
 from cloudcoil.models.kubernetes.apps import v1 as apps_v1
 from cloudcoil.models.kubernetes.batch import v1 as batch_v1
@@ -49,13 +50,13 @@ TYPED_MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): networking_v1.NetworkPolicy,
     ("serving.knative.dev/v1", "Service"): knative_serving_v1.Service,
 }
-JSON_SCHEMAS: dict[tuple[str, str], tuple[str, str]] = {
-    ("postgresql.cnpg.io/v1", "Cluster"): ("cnpg-cluster.schema.json", ""),
-    ("gateway.networking.k8s.io/v1", "Gateway"): ("gateway-api.schema.json", "Gateway"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("gateway-api.schema.json", "HTTPRoute"),
+CRD_SCHEMA_DIR = SCHEMAS / "crds"
+CRD_SCHEMAS: dict[tuple[str, str], str] = {
+    ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io_v1_cluster.yaml",
+    ("gateway.networking.k8s.io/v1", "Gateway"): "gateway.networking.k8s.io_v1_gateway.yaml",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_v1_httproute.yaml",
     ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): (
-        "gateway-api.schema.json",
-        "ReferenceGrant",
+        "gateway.networking.k8s.io_v1beta1_referencegrant.yaml"
     ),
 }
 KSERVE_KINDS = frozenset(
@@ -106,13 +107,43 @@ def typed_model_problems(obj: Obj) -> list[str]:
     return [f"unknown field {path}" for path in dropped_keys(obj, kept)]
 
 
+def as_api_server_prunes(schema: Any) -> Any:
+    """The schema, made to reject fields the API server would silently prune.
+
+    A structural CRD schema drops unknown fields instead of rejecting them, so a misspelt
+    field would pass unnoticed: every object that lists its properties (and neither keeps
+    unknown fields nor declares a map) gets additionalProperties: false here.
+    """
+    if isinstance(schema, list):
+        return [as_api_server_prunes(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {k: as_api_server_prunes(v) for k, v in schema.items()}
+    if (
+        "properties" in strict
+        and "additionalProperties" not in strict
+        and not strict.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def _pruned(validator: Any, pruned: Any, instance: Any, schema: Any) -> Any:
+    """A rendered value inside a subtree the copy left out: it cannot be checked."""
+    if pruned:
+        yield jsonschema.ValidationError(
+            "this field's schema was not copied from the CRD (x-jan-pruned): copy that "
+            "subtree from the source named in the schema file before setting it"
+        )
+
+
 @functools.cache
-def json_validator(file: str, definition: str) -> Callable[[Obj], list[str]]:
-    schema = json.loads((SCHEMAS / file).read_text())
-    if definition:
-        schema = {**schema, "$ref": f"#/$defs/{definition}"}
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
+def crd_validator(file: str) -> Callable[[Obj], list[str]]:
+    schema = as_api_server_prunes(yaml.safe_load((CRD_SCHEMA_DIR / file).read_text()))
+    base = jsonschema.validators.Draft7Validator
+    base.check_schema(schema)
+    # types-jsonschema leaves extend() untyped.
+    cls = jsonschema.validators.extend(base, {"x-jan-pruned": _pruned})  # type: ignore[no-untyped-call]
     validator = cls(schema)
 
     def problems(obj: Obj) -> list[str]:
@@ -124,8 +155,8 @@ def json_validator(file: str, definition: str) -> Callable[[Obj], list[str]]:
     return problems
 
 
-def json_schema_problems(obj: Obj) -> list[str]:
-    return json_validator(*JSON_SCHEMAS[key_of(obj)])(obj)
+def crd_schema_problems(obj: Obj) -> list[str]:
+    return crd_validator(CRD_SCHEMAS[key_of(obj)])(obj)
 
 
 @functools.cache
@@ -168,7 +199,7 @@ def all_kserve_cases() -> dict[str, list[Obj]]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_kind_has_a_validator(overlay: str) -> None:
-    known = set(TYPED_MODELS) | set(JSON_SCHEMAS) | KSERVE_KINDS
+    known = set(TYPED_MODELS) | set(CRD_SCHEMAS) | KSERVE_KINDS
     unvalidated = sorted({key_of(o) for o in render(overlay)} - known)
     assert not unvalidated, f"no schema for {unvalidated}: add one to test_schemas.py"
 
@@ -182,10 +213,10 @@ def test_kubernetes_and_knative_objects_match_typed_models(overlay: str) -> None
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_cnpg_and_gateway_objects_match_json_schemas(overlay: str) -> None:
-    checked = [o for o in render(overlay) if key_of(o) in JSON_SCHEMAS]
+def test_cnpg_and_gateway_objects_match_their_crd_schemas(overlay: str) -> None:
+    checked = [o for o in render(overlay) if key_of(o) in CRD_SCHEMAS]
     assert {o["kind"] for o in checked} >= {"Cluster", "Gateway", "HTTPRoute", "ReferenceGrant"}
-    problems = {f"{o['kind']}/{o['metadata']['name']}": json_schema_problems(o) for o in checked}
+    problems = {f"{o['kind']}/{o['metadata']['name']}": crd_schema_problems(o) for o in checked}
     assert not {k: v for k, v in problems.items() if v}
 
 
@@ -219,7 +250,7 @@ def test_typed_model_check_catches_a_misspelt_field() -> None:
         ("ReferenceGrant", "jan-to-knative-local-gateway", ("spec", "from", 0, "namespace"), ""),
     ],
 )
-def test_json_schema_check_catches_mistakes(
+def test_crd_schema_check_catches_mistakes(
     kind: str, name: str, path: tuple[str | int, ...], bad: object
 ) -> None:
     obj = copy.deepcopy(one(render("prod"), kind, name))
@@ -227,4 +258,16 @@ def test_json_schema_check_catches_mistakes(
     for step in path[:-1]:
         target = target[step]
     target[path[-1]] = bad
-    assert json_schema_problems(obj)
+    assert crd_schema_problems(obj)
+
+
+def test_crd_schema_check_rejects_a_field_the_api_server_would_prune() -> None:
+    cluster = copy.deepcopy(one(render("prod"), "Cluster", "jan-db"))
+    cluster["spec"]["storage"]["sizee"] = "1Gi"
+    assert any("sizee" in p for p in crd_schema_problems(cluster))
+
+
+def test_crd_schema_check_refuses_fields_whose_schema_was_not_copied() -> None:
+    cluster = copy.deepcopy(one(render("prod"), "Cluster", "jan-db"))
+    cluster["spec"]["backup"] = {"retentionPolicy": "30d"}
+    assert any("x-jan-pruned" in p for p in crd_schema_problems(cluster))
