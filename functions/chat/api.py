@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from functions.chat import handlers
+from functions.chat import failures, handlers
 from functions.chat.router import OpenStream, StreamBroken
 from functions.chat.service import inference
 from functions.chat.sse import DONE, StreamTally
@@ -72,6 +72,7 @@ async def stream_chat_completion(
     ttft_ms = int((time.perf_counter() - started) * 1000)
     tally = StreamTally(keep_usage_chunk=True)
     status = 499  # the caller stopped iterating
+    failure: failures.Failure | None = None
     try:
         async for payload in _payloads(opened):
             if payload == DONE:
@@ -81,19 +82,21 @@ async def stream_chat_completion(
             if not isinstance(chunk, dict):
                 continue
             if isinstance(chunk.get("error"), dict):
-                status = 502
+                status, failure = 502, failures.error_event()
                 message = chunk["error"].get("message") or "The model server failed."
                 raise errors.UpstreamError(str(message))
             if isinstance(chunk.get("usage"), dict):
                 tally.usage = chunk["usage"]
             yield chunk
+        failure = failures.from_exception(failures.StreamCut("no [DONE]"))
         status = 502
         raise errors.UpstreamError("The model server ended the stream early.")
     except StreamBroken as broken:
-        status = broken.failure.error.status
-        raise broken.failure.error from None
+        failure = broken.failure
+        status = failure.error.status
+        raise failure.error from None
     finally:
-        opened.close(ok=status == 200)
+        opened.close(ok=status == 200, failure=failure)
         svc.record(
             principal, route, operation=OPERATION, streamed=True, created=created,
             started=started, status=status, endpoint=opened.endpoint.base_url,

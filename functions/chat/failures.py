@@ -133,3 +133,14 @@ def from_status(status: int, body: bytes, retry_after: str | None = None) -> Fai
     elif client_status == 400:
         err.code = "invalid_request"
     return Failure(Fault.CALLER, f"status_{status}", retry=False, eject=False, error=err)
+
+
+def error_event() -> Failure:
+    """The upstream put an error event into a stream it had started."""
+    return Failure(
+        Fault.UPSTREAM,
+        "error_event",
+        retry=False,
+        eject=False,
+        error=errors.UpstreamError("The model server failed during the stream."),
+    )

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from functions.chat import metrics
 from functions.common.db import Executor
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class HealthBook:
         self.eject_after = eject_after
         self._endpoints: dict[str, Endpoint] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        metrics.track(self)
 
     def endpoint(self, base_url: str) -> Endpoint:
         ep = self._endpoints.get(base_url)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from functions.chat import failures
+from functions.chat import failures, metrics
 from functions.chat.catalog import ModelRoute
 from functions.chat.health import Endpoint, HealthBook
 from functions.chat.sse import EventSplitter
@@ -60,14 +60,17 @@ class OpenStream:
     def __init__(
         self,
         router: Router,
+        model: str,
         endpoint: Endpoint,
         response: aiohttp.ClientResponse,
         splitter: EventSplitter,
         first: list[bytes],
     ) -> None:
         self.router = router
+        self.model = model
         self.endpoint = endpoint
         self.first = first
+        self.failure: failures.Failure | None = None  # how it broke, once it has
         self._response = response
         self._splitter = splitter
         self._closed = False
@@ -86,18 +89,22 @@ class OpenStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failure = failures.from_exception(exc)
+            self.failure = failure = failures.from_exception(exc)
             if failure.eject:
                 self.router.health.failed(self.endpoint)
             raise StreamBroken(failure) from exc
 
-    def close(self, *, ok: bool) -> None:
+    def close(self, *, ok: bool, failure: failures.Failure | None = None) -> None:
         """Release the upstream: a stream not read to the end is cut, which stops the
-        upstream's generation."""
+        upstream's generation. ``failure`` says why a stream that is not ``ok`` ended
+        (none known: the client left)."""
         if self._closed:
             return
         self._closed = True
         self.endpoint.outstanding -= 1
+        failure = failure or self.failure
+        outcome = metrics.OK if ok else failure.fault if failure else metrics.CANCELLED
+        metrics.count_request(self.model, self.endpoint.base_url, outcome)
         if ok:
             self.router.health.succeeded(self.endpoint)
             self._response.release()
@@ -182,11 +189,12 @@ class Router:
             else:
                 if status < 400:
                     self.health.succeeded(ep)
+                    metrics.count_request(route.model, ep.base_url, metrics.OK)
                     return Reply(ep, status, data)
                 last = failures.from_status(status, data, retry_after)
             finally:
                 ep.outstanding -= 1
-            self._note(ep, last)
+            self._note(route, ep, last)
             if not last.retry:
                 break
             tried.append(ep)
@@ -207,6 +215,7 @@ class Router:
                 await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
             ep.outstanding += 1
             resp: aiohttp.ClientResponse | None = None
+            sent_at = time.perf_counter()
             try:
                 resp = await self.client.session.post(
                     ep.base_url + path, data=body, headers=headers, timeout=self._stream_timeout
@@ -222,7 +231,8 @@ class Router:
                             raise failures.StreamCut("stream ended before its first event")
                         first = splitter.feed(chunk)
                         if first:
-                            return OpenStream(self, ep, resp, splitter, first)
+                            metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
+                            return OpenStream(self, route.model, ep, resp, splitter, first)
             except asyncio.CancelledError:
                 ep.outstanding -= 1
                 if resp is not None:
@@ -233,13 +243,15 @@ class Router:
             ep.outstanding -= 1
             if resp is not None:
                 resp.close()
-            self._note(ep, last)
+            self._note(route, ep, last)
             if not last.retry:
                 break
             tried.append(ep)
         raise self._final(route, last)
 
-    def _note(self, ep: Endpoint, failure: failures.Failure) -> None:
+    def _note(self, route: ModelRoute, ep: Endpoint, failure: failures.Failure) -> None:
+        metrics.count_request(route.model, ep.base_url, failure.fault)
+        metrics.count_failure(ep.base_url, failure.fault, failure.reason)
         if failure.eject:
             self.health.failed(ep)
         elif failure.fault is failures.Fault.CALLER:

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from functions.chat import metrics
 from functions.chat.catalog import Catalog, ModelRoute
 from functions.chat.health import DatabaseHealthStore, HealthBook, HealthStore, RedisHealthStore
 from functions.chat.router import Router
@@ -117,6 +118,7 @@ class Inference:
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
                 cached = _int(details.get("cached_tokens"))
+            metrics.count_tokens(route.model, prompt, completion)
         self.usage.record(
             UsageRecord(
                 created_at=datetime.fromtimestamp(created, UTC),

@@ -57,6 +57,7 @@ class SSERelay(Response):
 
     async def _relay(self, send: Send) -> None:
         status = CLIENT_CLOSED
+        failure: failures.Failure | None = None
         tally = self.tally
         try:
             first = tally.render(self.stream.first)
@@ -76,9 +77,12 @@ class SSERelay(Response):
                     failure = failures.from_exception(failures.StreamCut("no [DONE]"))
                     self.stream.router.health.failed(self.stream.endpoint)
                     raise StreamBroken(failure)
+                if tally.error:
+                    failure = failures.error_event()
                 status = 502 if tally.error else 200
             except StreamBroken as broken:
-                status = broken.failure.error.status
+                failure = broken.failure
+                status = failure.error.status
                 await send(
                     {
                         "type": "http.response.body",
@@ -88,7 +92,7 @@ class SSERelay(Response):
                 )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            self.stream.close(ok=status == 200)
+            self.stream.close(ok=status == 200, failure=failure)
             self.finish(status, tally)
 
 

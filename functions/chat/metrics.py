@@ -1,0 +1,135 @@
+"""Prometheus metrics of the inference router, in the process-wide default registry.
+
+    jan_upstream_requests_total{model, endpoint, outcome}
+        every attempt on a model server; outcome is ``ok``, the failure's fault from
+        ``failures`` (``caller``, ``upstream``, ``ours``), or ``cancelled`` (the client
+        left a stream)
+    jan_upstream_failures_total{endpoint, fault, reason}
+        the same failures with their short reason (connect, timeout, status_503, cut, …)
+    jan_upstream_time_to_first_token_seconds{model}
+        from sending a streamed request to its first event
+    jan_upstream_tokens_total{model, kind}
+        prompt and completion tokens as the model servers reported them
+    jan_upstream_endpoint_healthy{endpoint}, jan_upstream_outstanding_requests{endpoint}
+        gauges read from the health book at scrape time (nothing on the request path)
+
+The request path pays one dict lookup per metric: label children are made once per label
+values and kept here (``labels()`` would take a lock and build a tuple every time).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from functions.chat.health import HealthBook
+
+REQUESTS = Counter(
+    "jan_upstream_requests_total",
+    "Attempts on model servers, by model, endpoint and outcome (ok or the failure's fault).",
+    ["model", "endpoint", "outcome"],
+)
+FAILURES = Counter(
+    "jan_upstream_failures_total",
+    "Failed attempts on model servers, by endpoint, fault and reason.",
+    ["endpoint", "fault", "reason"],
+)
+TTFT = Histogram(
+    "jan_upstream_time_to_first_token_seconds",
+    "Time from sending a streamed request to its first event, by model.",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TOKENS = Counter(
+    "jan_upstream_tokens_total",
+    "Tokens reported by model servers, by model and kind (prompt, completion).",
+    ["model", "kind"],
+)
+
+OK = "ok"
+CANCELLED = "cancelled"
+
+_requests: dict[tuple[str, str, str], Any] = {}
+_ttft: dict[str, Any] = {}
+_tokens: dict[str, tuple[Any, Any]] = {}
+
+
+def count_request(model: str, endpoint: str, outcome: str) -> None:
+    child = _requests.get((model, endpoint, outcome))
+    if child is None:
+        child = _requests[(model, endpoint, outcome)] = REQUESTS.labels(model, endpoint, outcome)
+    child.inc()
+
+
+def count_failure(endpoint: str, fault: str, reason: str) -> None:
+    FAILURES.labels(endpoint, fault, reason).inc()  # rare: no cache needed
+
+
+def observe_ttft(model: str, seconds: float) -> None:
+    child = _ttft.get(model)
+    if child is None:
+        child = _ttft[model] = TTFT.labels(model)
+    child.observe(seconds)
+
+
+def count_tokens(model: str, prompt: int, completion: int) -> None:
+    pair = _tokens.get(model)
+    if pair is None:
+        pair = _tokens[model] = (TOKENS.labels(model, "prompt"), TOKENS.labels(model, "completion"))
+    if prompt:
+        pair[0].inc(prompt)
+    if completion:
+        pair[1].inc(completion)
+
+
+class _HealthCollector:
+    """Endpoint gauges from every live health book (one per process outside tests)."""
+
+    def __init__(self) -> None:
+        self.books: weakref.WeakSet[HealthBook] = weakref.WeakSet()
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        healthy: dict[str, int] = {}
+        outstanding: dict[str, int] = {}
+        for book in list(self.books):
+            for ep in book.endpoints():
+                url = ep.base_url
+                healthy[url] = min(healthy.get(url, 1), 0 if ep.ejected else 1)
+                outstanding[url] = outstanding.get(url, 0) + ep.outstanding
+        up, busy = self._families()
+        for url, value in healthy.items():
+            up.add_metric([url], value)
+            busy.add_metric([url], outstanding[url])
+        return [up, busy]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "jan_upstream_endpoint_healthy",
+                "1 while an endpoint is in rotation, 0 while it is ejected.",
+                labels=["endpoint"],
+            ),
+            GaugeMetricFamily(
+                "jan_upstream_outstanding_requests",
+                "Requests in flight to an endpoint (what least-outstanding balancing reads).",
+                labels=["endpoint"],
+            ),
+        )
+
+
+_collector = _HealthCollector()
+REGISTRY.register(_collector)
+
+
+def track(book: HealthBook) -> None:
+    """Report this health book's endpoints in the gauges while it lives."""
+    _collector.books.add(book)
