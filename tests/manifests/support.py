@@ -28,6 +28,9 @@ AREAS: dict[str, tuple[str, ...]] = {
     "responses": ("/v1/responses",),
     "mcp": ("/v1/mcp",),
 }
+# The OpenAPI document and Swagger UI (functions/ops/docs.py), routed in prod to this area.
+DOCS_AREA = "admin"
+DOCS_PATHS = ("/openapi.json", "/api/swagger")
 SCALE_TO_ZERO = frozenset({"auth", "admin", "conversations", "mcp"})
 HOT_PATH = frozenset({"chat", "responses"})
 

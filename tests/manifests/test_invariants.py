@@ -8,6 +8,8 @@ import pytest
 
 from tests.manifests.support import (
     AREAS,
+    DOCS_AREA,
+    DOCS_PATHS,
     HOT_PATH,
     MANIFESTS,
     OVERLAYS,
@@ -277,7 +279,8 @@ def routed_hosts(objs: list[Obj]) -> dict[str, set[str]]:
             for ref in rule["backendRefs"]:
                 assert (ref["namespace"], ref["name"]) in grants, ref
             for match in rule["matches"]:
-                assert match["path"]["type"] == "PathPrefix"
+                exact = match["path"]["value"] == "/openapi.json"
+                assert match["path"]["type"] == ("Exact" if exact else "PathPrefix")
                 hosts.setdefault(rewrite["hostname"], set()).add(match["path"]["value"])
     return hosts
 
@@ -297,7 +300,36 @@ def test_prod_routes_every_area_to_its_service() -> None:
     names = {s["metadata"]["name"] for s in functions(objs)}
     assert {h.split(".")[0] for h in hosts} == names
     for area, paths in AREAS.items():
-        assert hosts[f"jan-{area}.{NAMESPACE}.svc.cluster.local"] == set(paths), area
+        docs = set(DOCS_PATHS) if area == DOCS_AREA else set()
+        assert hosts[f"jan-{area}.{NAMESPACE}.svc.cluster.local"] == set(paths) | docs, area
+
+
+def test_prod_routes_the_api_description_and_swagger_ui() -> None:
+    hosts = routed_hosts(render("prod"))
+    owners = [h for h, paths in hosts.items() if set(DOCS_PATHS) <= paths]
+    assert owners == [f"jan-{DOCS_AREA}.{NAMESPACE}.svc.cluster.local"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_every_function_and_predictor(overlay: str) -> None:
+    """Annotation-based scraping: prometheus.io/* on each pod template (KServe adds them to
+    predictor pods from its runtime's prometheus.kserve.io/* when asked to)."""
+    objs = render(overlay)
+    for service in functions(objs):
+        a = template_annotations(service)
+        assert a["prometheus.io/scrape"] == "true", service["metadata"]["name"]
+        assert a["prometheus.io/path"] == "/metrics"
+        assert a["prometheus.io/port"] == str(container(service)["ports"][0]["containerPort"])
+    isvcs = of_kind(objs, "InferenceService")
+    assert isvcs
+    for isvc in isvcs:
+        annotations = isvc["metadata"]["annotations"]
+        assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+        runtime = one(objs, "ServingRuntime", isvc["spec"]["predictor"]["model"]["runtime"])
+        scrape = runtime["spec"]["annotations"]
+        assert scrape["prometheus.kserve.io/path"] == "/metrics"
+        ports = [p["containerPort"] for c in runtime["spec"]["containers"] for p in c["ports"]]
+        assert int(scrape["prometheus.kserve.io/port"]) in ports
 
 
 def test_dev_routes_everything_to_the_all_in_one_function() -> None:
