@@ -29,7 +29,13 @@ from functions.auth.sessions import COOKIE, start_session
 from functions.common import tenancy, tokens
 from functions.common.auth import identity_of
 from functions.common.db import AnyConnection, Executor
-from functions.common.errors import APIError, InvalidRequest, ServiceUnavailable, Unauthorized
+from functions.common.errors import (
+    APIError,
+    Conflict,
+    InvalidRequest,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from functions.common.http import JSON, json_body, runtime_of
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
@@ -210,6 +216,14 @@ async def sign_in(
             who.issuer,
             who.subject,
         )
+        if user_id is None and await conn.fetchval(
+            "SELECT 1 FROM users WHERE lower(email) = $1", who.email
+        ):
+            # Linked to another identity already: never merge accounts on an e-mail alone.
+            raise Conflict(
+                "This e-mail address belongs to an account that signs in another way.",
+                param="email",
+            )
     org_id = await tenancy.ensure_default_organization(conn)
     if user_id is None and guest_id is not None:
         user_id = await conn.fetchval(
@@ -296,6 +310,7 @@ async def callback(request: Request) -> Response:
       200: {description: "An auth.session."}
       400: {description: Missing, unknown or expired code or state.}
       401: {description: The ID token failed verification.}
+      409: {description: The e-mail belongs to an account linked to another identity.}
       429: {description: Too many sign-in attempts from this address.}
     """
     runtime = runtime_of(request)

@@ -77,13 +77,16 @@ async def test_admin_cli(settings: Settings) -> None:
         org_id = org_line.removeprefix("organization: ")
         assert org_id.startswith("org_") and key_line.startswith("sk-admin-")
         assert key_line not in r.stderr  # never in the logs
+        assert r.stdout.count(key_line[len("sk-admin-") :]) == 1  # once, alone on its line
         r = _cli(settings, "create-admin-key", "--org", org_id)
         assert r.returncode == 0 and r.stdout.strip().startswith("sk-admin-")
         second_key = r.stdout.strip()
+        assert r.stdout == second_key + "\n" and second_key not in r.stderr
         r = _cli(settings, "create-admin-key", "--org", "org_missing")
         assert r.returncode == 1 and "no organization" in r.stderr
         listing = _cli(settings, "list-orgs").stdout
         assert org_id in listing and "Acme" in listing and "(default)" in listing
+        assert "sk-" not in listing  # never shown again
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             users = await client.get("/v1/organization/users", headers=bearer(second_key))

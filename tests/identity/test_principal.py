@@ -87,3 +87,30 @@ async def test_user_project_selection(whoami: httpx.AsyncClient, runtime: Runtim
     assert (m["project_role"], m["org_role"]) == ("member", None)
     blocked = bearer(member, **{"OpenAI-Project": second})
     assert (await whoami.get("/whoami", headers=blocked)).status_code == 404
+
+
+async def test_admin_api_key_limits_reach_the_principal(
+    client: httpx.AsyncClient, whoami: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await create_tenant(runtime)
+    expires_at = int(datetime.now(UTC).timestamp()) + 3600
+    created = await client.post(
+        f"/v1/organization/projects/{t.project_id}/api_keys",
+        json={"name": "limited", "allowed_models": ["m2", "m1"], "expires_at": expires_at},
+        headers=t.admin_headers,
+    )
+    p = (await whoami.get("/whoami", headers=bearer(created.json()["value"]))).json()
+    assert p["kind"] == "project_key" and p["project_id"] == t.project_id
+    assert p["allowed_models"] == ["m1", "m2"] and p["api_key_id"] == created.json()["id"]
+
+
+async def test_each_key_kind_only_on_its_own_api(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await create_tenant(runtime)
+    for path in ("/v1/conversations", "/v1/models"):
+        r = await client.get(path, headers=t.admin_headers)
+        assert r.status_code == 403 and "Administration API" in r.json()["error"]["message"], path
+    assert (await client.get("/v1/conversations", headers=t.project_headers)).status_code == 200
+    r = await client.get("/v1/organization/projects", headers=t.project_headers)
+    assert r.status_code == 403

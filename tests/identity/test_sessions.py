@@ -108,6 +108,9 @@ async def test_refresh_rotation_reuse_and_logout(client: httpx.AsyncClient) -> N
         await client.post("/v1/auth/refresh-token", json={"refresh_token": token})
     ).status_code == 401
     assert (await client.post("/v1/auth/refresh-token")).status_code == 401
+    # Nor is an access token ever a refresh token.
+    r = await client.post("/v1/auth/refresh-token", json={"refresh_token": second["access_token"]})
+    assert r.status_code == 401
 
 
 async def test_oidc_sign_in_new_user_and_admin_email(
@@ -135,6 +138,13 @@ async def test_oidc_sign_in_new_user_and_admin_email(
 
 async def test_guest_upgraded_in_place(oidc_client: httpx.AsyncClient, issuer: Issuer) -> None:
     guest = (await oidc_client.post("/v1/auth/guest-login")).json()
+    made = await oidc_client.post(
+        "/v1/conversations",
+        json={"items": [{"role": "user", "content": "before signing in"}]},
+        headers=bearer(guest["access_token"]),
+    )
+    assert made.status_code == 200, made.text
+    conversation = made.json()["id"]
     r = await _sign_in(
         oidc_client,
         issuer,
@@ -144,6 +154,44 @@ async def test_guest_upgraded_in_place(oidc_client: httpx.AsyncClient, issuer: I
     assert user["id"] == guest["user"]["id"] and user["is_guest"] is False
     assert user["email"] == "up@example.test"
     assert user["default_project_id"] == guest["user"]["default_project_id"]
+    # What the guest made is still theirs under the new session.
+    h = bearer(r.json()["access_token"])
+    assert (
+        await oidc_client.get(f"/v1/conversations/{conversation}", headers=h)
+    ).status_code == 200
+    me = (await oidc_client.get("/v1/auth/me", headers=h)).json()
+    assert me["is_guest"] is False and me["id"] == guest["user"]["id"]
+
+
+async def test_guest_upgraded_by_access_token(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """Non-browser clients have no cookie: the guest's access token says who upgrades."""
+    guest = (await oidc_client.post("/v1/auth/guest-login")).json()
+    oidc_client.cookies.clear()
+    r = await _sign_in(
+        oidc_client,
+        issuer,
+        {"sub": "g-5", "email": "api@example.test", "email_verified": True},
+        headers=bearer(guest["access_token"]),
+    )
+    assert r.json()["user"]["id"] == guest["user"]["id"]
+    assert r.json()["user"]["is_guest"] is False
+
+
+async def test_email_of_another_account_is_a_conflict(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    claims = {"email": "taken@example.test", "email_verified": True}
+    assert (await _sign_in(oidc_client, issuer, {"sub": "g-6", **claims})).status_code == 200
+    oidc_client.cookies.clear()
+    r = await _sign_in(oidc_client, issuer, {"sub": "g-7", **claims})
+    assert r.status_code == 409 and r.json()["error"]["param"] == "email"
+    guest = (await oidc_client.post("/v1/auth/guest-login")).json()  # the guest is kept
+    r = await _sign_in(oidc_client, issuer, {"sub": "g-7", **claims})
+    assert r.status_code == 409
+    me = await oidc_client.get("/v1/auth/me", headers=bearer(guest["access_token"]))
+    assert me.json()["is_guest"] is True
 
 
 async def test_oidc_refuses_bad_state_code_and_tokens(
@@ -186,3 +234,9 @@ async def test_login_endpoints_are_rate_limited(
     assert codes == [200, 200, 200, 429]
     r = await client.post("/v1/auth/refresh-token")
     assert r.status_code == 429 and r.headers["retry-after"] == "60"
+    for method, path in [
+        ("GET", "/v1/auth/google/login"),
+        ("GET", "/v1/auth/google/callback"),
+        ("POST", "/v1/auth/google/callback"),
+    ]:
+        assert (await client.request(method, path)).status_code == 429, path
