@@ -80,9 +80,25 @@ async def openapi_json(request: Request) -> Response:
     """
     cached = getattr(request.app.state, "openapi", None)
     if cached is None:
-        cached = openapi_document(request.app.routes)
+        cached = openapi_document(_every_route(request))
         request.app.state.openapi = cached
     return JSON(cached)
+
+
+def _every_route(request: Request) -> list[BaseRoute]:
+    """The routes of every area, whichever area this instance serves: one base URL serves
+    the whole API, so its description must too. Built on a throwaway runtime so the
+    areas' start hooks are never registered on the live one."""
+    from functions.app import create_app, starlette_app  # app imports ops: import late
+    from functions.common.runtime import Runtime
+
+    settings = request.app.state.runtime.settings
+    if settings.jan_function == "all":
+        return list(request.app.routes)
+    everything = starlette_app(
+        create_app(Runtime(settings.model_copy(update={"jan_function": "all"})))
+    )
+    return list(everything.routes)
 
 
 _INDEX = """<!doctype html>

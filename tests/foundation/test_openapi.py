@@ -7,6 +7,7 @@ from starlette.routing import Mount, Route
 
 from functions.app import create_app, starlette_app
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 
 
 async def test_every_route_is_documented(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -31,3 +32,16 @@ async def test_swagger_ui_and_assets_are_local(client: httpx.AsyncClient) -> Non
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
         r = await client.get(f"/api/swagger/{asset}")
         assert r.status_code == 200 and len(r.content) > 1000, asset
+
+
+async def test_one_area_serves_the_description_of_the_whole_api(settings: Settings) -> None:
+    """In production each area is its own Service; /openapi.json is routed to one of them."""
+    runtime = Runtime(settings.model_copy(update={"jan_function": "admin"}))
+    app = create_app(runtime)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        paths = (await c.get("/openapi.json")).json()["paths"]
+    assert "/v1/organization/projects" in paths  # this area's own
+    assert "/v1/chat/completions" in paths and "/v1/responses" in paths  # the others'
+    served = {getattr(r, "path", "") for r in starlette_app(app).routes}
+    assert "/v1/chat/completions" not in served  # yet it does not serve them
