@@ -28,7 +28,9 @@ def instrument(app: ASGIApp, settings: Settings) -> ASGIApp:
                 }
             )
         )
-        # The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint, headers, timeout).
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL; traces go to its /v1/traces. Headers and
+        # timeouts still come from the other OTEL_EXPORTER_OTLP_* variables.
+        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         trace.set_tracer_provider(provider)
     return OpenTelemetryMiddleware(app)
