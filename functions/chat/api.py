@@ -27,7 +27,7 @@ import orjson
 from functions.chat import failures, handlers
 from functions.chat.router import OpenStream, StreamBroken
 from functions.chat.service import inference
-from functions.chat.sse import DONE, StreamTally
+from functions.chat.sse import DONE, StreamTally, payloads
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
@@ -105,8 +105,8 @@ async def stream_chat_completion(
 
 
 async def _payloads(opened: OpenStream) -> AsyncIterator[bytes]:
-    for payload in opened.first:
+    for payload in payloads(opened.first):
         yield payload
-    async for batch in opened:
-        for payload in batch:
+    async for block in opened:
+        for payload in payloads(block):
             yield payload

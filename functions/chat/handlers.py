@@ -64,12 +64,19 @@ def validate(operation: str, body: dict[str, Any]) -> bool:
     return stream is True
 
 
-def with_upstream_usage(body: dict[str, Any]) -> tuple[bytes | None, bool]:
-    """For a stream: the body to send upstream so it reports usage (None = unchanged),
-    and whether the client itself asked for the usage chunk."""
+_ASK_USAGE = b',"stream_options":{"include_usage":true}}'
+
+
+def with_upstream_usage(body: dict[str, Any], raw: bytes) -> tuple[bytes, bool]:
+    """For a stream: the body to send upstream so it reports usage, and whether the
+    client itself asked for the usage chunk."""
+    if "stream_options" not in body and body:
+        # The usual case: add the field to the client's own bytes rather than re-encode
+        # the whole conversation. ``raw`` decoded to a non-empty object, so it ends in "}".
+        return raw.rstrip()[:-1] + _ASK_USAGE, False
     options = body.get("stream_options") or {}
     if options.get("include_usage") is True:
-        return None, True
+        return raw, True
     body["stream_options"] = {**options, "include_usage": True}
     return orjson.dumps(body), False
 
@@ -107,9 +114,9 @@ async def forward(
     created, started = time.time(), time.perf_counter()
     path = PATHS[operation]
     if stream:
-        changed, keep_usage = with_upstream_usage(body)
+        upstream_body, keep_usage = with_upstream_usage(body, raw)
         try:
-            opened = await svc.router.open_stream(route, path, changed or raw, affinity=affinity)
+            opened = await svc.router.open_stream(route, path, upstream_body, affinity=affinity)
         except errors.APIError as exc:
             svc.record(
                 principal,

@@ -28,7 +28,7 @@ import aiohttp
 from functions.chat import failures, metrics
 from functions.chat.catalog import ModelRoute
 from functions.chat.health import Endpoint, HealthBook
-from functions.chat.sse import EventSplitter
+from functions.chat.sse import EventSplitter, has_data
 from functions.common import errors, upstream
 from functions.common.logs import request_id_var
 
@@ -55,7 +55,8 @@ class StreamBroken(Exception):
 
 
 class OpenStream:
-    """An upstream stream whose first event has arrived. Iterate for more; always close."""
+    """An upstream stream whose first event has arrived: ``first`` is the block of complete
+    events read so far; iterate for further blocks (see ``sse``); always close."""
 
     def __init__(
         self,
@@ -64,7 +65,7 @@ class OpenStream:
         endpoint: Endpoint,
         response: aiohttp.ClientResponse,
         splitter: EventSplitter,
-        first: list[bytes],
+        first: bytes,
     ) -> None:
         self.router = router
         self.model = model
@@ -75,17 +76,17 @@ class OpenStream:
         self._splitter = splitter
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[list[bytes]]:
-        """Further batches of event payloads; raises StreamBroken on a mid-stream failure."""
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Further blocks of complete events; raises StreamBroken on a mid-stream failure."""
         content = self._response.content
         try:
             while True:
                 data = await content.readany()
                 if not data:
                     return
-                events = self._splitter.feed(data)
-                if events:
-                    yield events
+                block = self._splitter.feed(data)
+                if block:
+                    yield block
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -225,12 +226,13 @@ class Router:
                     last = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
                 else:
                     splitter = EventSplitter()
+                    first = b""
                     while True:
                         chunk = await resp.content.readany()
                         if not chunk:
                             raise failures.StreamCut("stream ended before its first event")
-                        first = splitter.feed(chunk)
-                        if first:
+                        first += splitter.feed(chunk)
+                        if has_data(first):  # comments alone (keep-alives) do not count
                             metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
                             return OpenStream(self, route.model, ep, resp, splitter, first)
             except asyncio.CancelledError:

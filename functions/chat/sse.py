@@ -1,57 +1,101 @@
-"""Server-sent events from an upstream: split into events, read usage, re-frame.
+"""Server-sent events from an upstream: framed into complete events, passed through.
 
-The router passes each event's ``data`` through byte for byte; only events that carry
-``"usage"`` are decoded (to read the token counts), and the usage-only final chunk is
-dropped when the gateway asked for usage on the client's behalf.
+The relay forwards the upstream's bytes as they came, cut only at event boundaries (so
+an error event of ours can always follow cleanly). Only the few events that matter are
+looked at — the one carrying non-null ``"usage"`` (to read the token counts), an
+``"error"``, the ``[DONE]`` marker — found by a scan of each block for each (three
+literal-prefix searches in C: one alternation regex is several times slower on a long
+block); everything before the first of them goes out untouched, without splitting or
+decoding.
+The usage-only final chunk is dropped when the gateway asked for usage on the client's
+behalf.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
+# What makes an event worth a look; a false hit (the word in a model's text) only costs
+# decoding that event.
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')  # not the `"usage":null` of every chunk
+_ERROR = re.compile(rb'"error"')
+
+
+def first_notable(data: bytes) -> int:
+    """Where the first notable thing in ``data`` starts, or -1."""
+    end = len(data)
+    found = _USAGE.search(data)
+    if found is not None:
+        end = found.start()
+    found = _ERROR.search(data, 0, end)
+    if found is not None:
+        end = found.start()
+    done = data.find(DONE, 0, end)
+    if done >= 0:
+        return done
+    return end if end < len(data) else -1
 
 
 class EventSplitter:
-    """Incremental SSE parser: feed raw bytes, get the data payloads of complete events."""
+    """Incremental SSE framing: feed raw bytes, get the complete events among them (one
+    block of bytes ending with a blank line, or b""); the rest waits for the next read."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> bytes:
         buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
+        if b"\r" in buf:  # CRLF framing (rare): normalise so boundaries are b"\n\n"
             buf = buf.replace(b"\r\n", b"\n")
-        if b"\n\n" not in buf:
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
             self._buf = buf
-            return []
-        *events, self._buf = buf.split(b"\n\n")
-        out = []
-        for event in events:
-            if event.startswith(b"data:") and b"\n" not in event:  # the common case
-                out.append(event[6:] if event[5:6] == b" " else event[5:])
-                continue
-            lines = [
-                line[6:] if line[5:6] == b" " else line[5:]
-                for line in event.split(b"\n")
-                if line.startswith(b"data:")
-            ]
-            if lines:
-                out.append(b"\n".join(lines))
-        return out
+            return b""
+        cut += 2
+        self._buf = buf[cut:]
+        return buf[:cut] if cut < len(buf) else buf
 
     @property
     def pending(self) -> bytes:
         return self._buf
 
 
+def has_data(block: bytes) -> bool:
+    """Whether a block of complete events carries a data field (comments alone do not)."""
+    return block.startswith(b"data:") or b"\ndata:" in block
+
+
+def payload_of(event: bytes) -> bytes | None:
+    """The data of one event (its ``data:`` lines joined), None when it has none."""
+    if event.startswith(b"data:") and b"\n" not in event:  # the common case
+        return event[6:] if event[5:6] == b" " else event[5:]
+    lines = [
+        line[6:] if line[5:6] == b" " else line[5:]
+        for line in event.split(b"\n")
+        if line.startswith(b"data:")
+    ]
+    return b"\n".join(lines) if lines else None
+
+
+def payloads(block: bytes) -> list[bytes]:
+    """The data payloads of a block of complete events (for callers that decode them)."""
+    out = []
+    for event in block.split(b"\n\n"):
+        payload = payload_of(event) if event else None
+        if payload is not None:
+            out.append(payload)
+    return out
+
+
 class StreamTally:
-    """Watches the payloads of one stream: usage, errors, the end marker."""
+    """Watches the events of one stream: usage, errors, the end marker."""
 
     __slots__ = ("done", "error", "keep_usage_chunk", "usage")
 
@@ -61,21 +105,27 @@ class StreamTally:
         self.error = False
         self.done = False
 
-    def render(self, payloads: list[bytes]) -> bytes:
-        """The bytes to send the client for these payloads (may be empty)."""
-        out = []
-        for payload in payloads:
-            if payload == DONE:
-                self.done = True
-                out.append(DONE_EVENT)
+    def render(self, block: bytes) -> bytes:
+        """The bytes to send the client for a block of complete events (may be empty).
+        Nothing after ``[DONE]`` is sent."""
+        found = first_notable(block)
+        if found < 0:
+            return block
+        boundary = block.rfind(b"\n\n", 0, found)
+        start = boundary + 2 if boundary >= 0 else 0
+        out = [block[:start]]
+        for event in block[start:].split(b"\n\n"):
+            if not event:
                 continue
-            # Decode only events that may carry usage or an error (rare: the last ones).
-            interesting = b'"error"' in payload or (
-                b'"usage"' in payload and b'"usage":null' not in payload
-            )
-            if interesting and not self._inspect(payload):
-                continue
-            out.append(b"data: " + payload + b"\n\n")
+            payload = payload_of(event)
+            if payload is not None:
+                if payload == DONE:
+                    self.done = True
+                    out.append(DONE_EVENT)
+                    break
+                if first_notable(payload) >= 0 and not self._inspect(payload):
+                    continue
+            out.append(event + b"\n\n")
         return b"".join(out)
 
     def _inspect(self, payload: bytes) -> bool:

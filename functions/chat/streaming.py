@@ -1,9 +1,12 @@
 """Relaying an upstream stream to the client as server-sent events.
 
-The relay runs as its own task next to a watcher of the client's connection: when the
-client goes away the relay is cancelled, which closes the upstream response and so stops
-the generation there. A failure after the first byte becomes an error event
-(``data: {"error": …}``, which the OpenAI SDKs raise on) and a clean end of the stream.
+The relay runs in the request's own task; a small watcher task waits for the client's
+``http.disconnect`` and cancels it, which closes the upstream response and so stops the
+generation there. A stream the upstream has already finished (its ``[DONE]`` came with
+the first read) has nothing left to stop and goes out without a watcher. A failure after
+the first byte becomes an error event (``data: {"error": …}``, which the OpenAI SDKs
+raise on) and a clean end of the stream. The last bytes travel with ``more_body: False``
+rather than in a message of their own.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from functions.chat.sse import StreamTally, error_event
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
 
-_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ],
+}
 
 Finish = Callable[[int, StreamTally], None]
 
@@ -42,64 +49,68 @@ class SSERelay(Response):
         self.stream = stream
         self.tally = tally
         self.finish = finish
+        self._relaying = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = asyncio.ensure_future(self._relay(send))
-        watcher = asyncio.ensure_future(_client_gone(receive))
+        first = self.tally.render(self.stream.first)
+        if self.tally.done:  # the whole answer is here: nothing to watch or cancel
+            await self._relay(send, first)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.get_running_loop().create_task(self._cancel_when_gone(receive, task))
         try:
-            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+            await self._relay(send, first)
+        except asyncio.CancelledError:
+            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+                raise  # cancelled from outside (shutdown), not by the client leaving
+            task.uncancel()
+        except Exception:
+            log.warning("stream relay failed", exc_info=True)
         finally:
+            self._relaying = False
             watcher.cancel()
-            relay.cancel()  # no-op when it finished; stops it when the client left
-            await asyncio.gather(relay, watcher, return_exceptions=True)
-        if relay.done() and not relay.cancelled() and relay.exception() is not None:
-            log.warning("stream relay failed", exc_info=relay.exception())
 
-    async def _relay(self, send: Send) -> None:
+    async def _cancel_when_gone(self, receive: Receive, relay: asyncio.Task[None]) -> bool:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._relaying:
+            return False
+        relay.cancel()
+        return True
+
+    async def _relay(self, send: Send, first: bytes) -> None:
         status = CLIENT_CLOSED
         failure: failures.Failure | None = None
         tally = self.tally
         try:
-            first = tally.render(self.stream.first)
-            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await send(_START)
+            if tally.done:
+                await send({"type": "http.response.body", "body": first, "more_body": False})
+                status = 502 if tally.error else 200
+                return
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            last = b""
             try:
-                if not tally.done:
-                    async for payloads in self.stream:
-                        data = tally.render(payloads)
-                        if data:
-                            await send(
-                                {"type": "http.response.body", "body": data, "more_body": True}
-                            )
-                        if tally.done:
-                            break
+                async for block in self.stream:
+                    data = tally.render(block)
+                    if tally.done:
+                        last = data
+                        break
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
                 if not tally.done and not tally.error:
                     failure = failures.from_exception(failures.StreamCut("no [DONE]"))
                     self.stream.router.health.failed(self.stream.endpoint)
                     raise StreamBroken(failure)
-                if tally.error:
-                    failure = failures.error_event()
                 status = 502 if tally.error else 200
             except StreamBroken as broken:
                 failure = broken.failure
                 status = failure.error.status
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": error_event(broken.failure.error.body()),
-                        "more_body": True,
-                    }
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                last = error_event(failure.error.body())
+            await send({"type": "http.response.body", "body": last, "more_body": False})
         finally:
+            if tally.error and failure is None:
+                failure = failures.error_event()
             self.stream.close(ok=status == 200, failure=failure)
             self.finish(status, tally)
-
-
-def _chunk(data: bytes) -> dict[str, object]:
-    return {"type": "http.response.body", "body": data, "more_body": True}
-
-
-async def _client_gone(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -13,6 +13,7 @@ import pytest
 from functions.chat.catalog import ModelRoute, Provider
 from functions.chat.health import HealthBook
 from functions.chat.router import Router
+from functions.chat.sse import payloads
 from functions.common import errors
 from functions.common.upstream import Upstream
 from tests.chat.fakes import FakeUpstream
@@ -177,9 +178,9 @@ async def test_stream_fails_over_before_its_first_event(upstreams: Start, client
     )
     stream = await router.open_stream(route, "/chat/completions", body, affinity=key)
     assert stream.endpoint.base_url == b.base_url
-    events = list(stream.first)
-    async for batch in stream:
-        events.extend(batch)
+    events = payloads(stream.first)
+    async for block in stream:
+        events.extend(payloads(block))
     stream.close(ok=True)
     assert events[-1] == b"[DONE]" and a.calls == 1
 
@@ -214,7 +215,7 @@ async def test_stream_that_stalls_midway_hits_the_idle_timeout(
     router = Router(health, client, stream_idle_timeout=0.3)
     body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
     stream = await router.open_stream(route_to(health, a), "/chat/completions", body)
-    assert b"a-0" in b"".join(stream.first)
+    assert b"a-0" in stream.first
     started = time.perf_counter()
     with pytest.raises(StreamBroken) as caught:
         async for _ in stream:
