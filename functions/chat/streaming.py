@@ -25,15 +25,11 @@ from functions.chat.sse import StreamTally, error_event
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
 
-_START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [
-        (b"content-type", b"text/event-stream; charset=utf-8"),
-        (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no"),
-    ],
-}
+_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
 
 Finish = Callable[[int, StreamTally], None]
 
@@ -84,7 +80,8 @@ class SSERelay(Response):
         failure: failures.Failure | None = None
         tally = self.tally
         try:
-            await send(_START)
+            # A fresh message each time: middleware may add to it (the request ID).
+            await send({"type": "http.response.start", "status": 200, "headers": [*_HEADERS]})
             if tally.done:
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 status = 502 if tally.error else 200

@@ -273,3 +273,14 @@ async def test_stream_stalled_midway_times_out_with_an_error_event(
     assert len(events) == 2  # a clean end after the error: no [DONE] of ours
     [row] = await usage_rows(runtime)
     assert row["status"] == 504
+
+
+async def test_each_stream_has_its_own_headers(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    tenant = await create_tenant(runtime)
+    for _ in range(3):  # the middleware adds the request ID to every response start
+        r = await client.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=tenant.project_headers
+        )
+        assert len(r.headers.get_list("x-request-id")) == 1
