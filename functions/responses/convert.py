@@ -5,40 +5,50 @@ from __future__ import annotations
 from typing import Any
 
 from functions.conversations.items import item_text
+from functions.responses.calls import CALL_TYPES, model_view
 from functions.responses.params import ResponseRequest
 from functions.responses.tools import ServerTool, chat_tool
 
 
 def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat messages for a history of items. Consecutive function calls become one assistant
-    message (parallel tool calls); a call re-sent by the client after it is already in the
-    history is not repeated."""
+    """Chat messages for a history of items. Consecutive calls become one assistant message
+    (parallel tool calls) followed by the results the server's calls carry; a call re-sent
+    by the client after it is already in the history is not repeated."""
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
     seen_calls: set[str] = set()
+    results: list[dict[str, Any]] = []  # of the calls in the open assistant message
+
+    def flush() -> None:
+        messages.extend(results)
+        results.clear()
+
     for item in items:
         kind = item.get("type")
-        if kind == "message":
-            messages.append(_message(item))
-        elif kind == "function_call":
-            if item["call_id"] in seen_calls:
+        if kind in CALL_TYPES:
+            view = model_view(item)
+            if view is None or view[0] in seen_calls:
                 continue
-            seen_calls.add(item["call_id"])
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+            call_id, call, result = view
+            seen_calls.add(call_id)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
             else:
+                flush()
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if result is not None:
+                results.append({"role": "tool", "tool_call_id": call_id, "content": result})
+            continue
+        flush()
+        if kind == "message":
+            messages.append(_message(item))
         elif kind == "function_call_output":
             output = item["output"]
             text = output if isinstance(output, str) else item_text({"content": output})
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+    flush()
     return messages
 
 

@@ -3,36 +3,45 @@
 ``run_events`` is one async generator for every mode. A streamed request sends its events
 as SSE; a plain request drains it and answers with the final object; a background worker
 drains it too. The upstream is opened before the first event, so a request the model
-server rejects outright (unknown model) still gets a plain HTTP error. ``persist`` is
-awaited with the final object before the terminal event goes out, so a client that reads
-``response.completed`` can fetch the stored response at once.
+server rejects outright (unknown model) still gets a plain HTTP error.
+
+A ``Recorder`` keeps the run: ``started`` before the first event (a stored foreground
+response exists, `in_progress`, from then on), ``finished`` with the final object before
+the terminal event goes out (so a client that reads ``response.completed`` can fetch it at
+once). A run stopped from outside (the streaming client went away, a background run's task
+cancelled) is finished as `cancelled` with what it had produced, then the stop goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import anyio
 
 from functions.common.errors import APIError, UpstreamError
-from functions.common.ids import new_id
-from functions.conversations.items import new_item_id
 from functions.conversations.owner import Owner
+from functions.responses import calls
+from functions.responses.calls import Call, Event
 from functions.responses.convert import chat_body, chat_messages
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_object, usage_object
 from functions.responses.params import ResponseRequest
-from functions.responses.tools import ServerTool
+from functions.responses.tools import ServerTool, ToolOutput
+from functions.responses.turn import Turn
 
 log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 8
 TOOL_TIMEOUT_SECONDS = 60.0
-Event = dict[str, Any]
-Persist = Callable[[dict[str, Any]], Awaitable[None]]
+# Bounds the writes and the upstream close a stopped run still does.
+STOP_SECONDS = 10.0
 
 
 @dataclass
@@ -75,49 +84,103 @@ class Run:
         )
 
 
-async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncIterator[Event]:
+class Recorder(Protocol):
+    async def started(self, run: Run) -> None: ...
+
+    async def finished(self, run: Run, final: dict[str, Any]) -> None: ...
+
+
+class _Upstream:
+    """The model stream of the current round."""
+
+    def __init__(self, chunks: AsyncIterator[Any]) -> None:
+        self.chunks = chunks
+
+    async def close(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def run_events(run: Run, model: ChatModel, recorder: Recorder) -> AsyncGenerator[Event, None]:
     """The response's events, numbered; raises APIError only before the first one."""
-    number = 0
+    counter = itertools.count()
 
     def numbered(event: Event) -> Event:
-        nonlocal number
-        event["sequence_number"] = number
-        number += 1
+        event["sequence_number"] = next(counter)
         return event
 
     items = [*run.history, *run.request.input_items]
-    chunks = await _open(run, model, items)
-    yield numbered({"type": "response.created", "response": run.snapshot()})
-    yield numbered({"type": "response.in_progress", "response": run.snapshot()})
+    upstream = _Upstream(await _open(run, model, items))
+    try:
+        await recorder.started(run)
+    except BaseException:
+        await upstream.close()
+        raise
+    try:
+        yield numbered({"type": "response.created", "response": run.snapshot()})
+        yield numbered({"type": "response.in_progress", "response": run.snapshot()})
+        async with contextlib.aclosing(_rounds(run, model, items, upstream)) as rounds:
+            async for event in rounds:
+                yield numbered(event)
+    except (asyncio.CancelledError, GeneratorExit):
+        run.status = "cancelled"
+        # The stop must not stop the bookkeeping: shielded, but bounded.
+        with anyio.move_on_after(STOP_SECONDS, shield=True):
+            await upstream.close()
+            await _finish(run, recorder)
+        raise
+    final = await _finish(run, recorder)
+    if run.status == "failed":
+        assert run.error is not None
+        yield numbered({"type": "error", **run.error, "param": None})
+    terminal = {"completed": "response.completed", "incomplete": "response.incomplete"}
+    yield numbered({"type": terminal.get(run.status, "response.failed"), "response": final})
+
+
+async def _finish(run: Run, recorder: Recorder) -> dict[str, Any]:
+    for item in run.output:
+        if item.get("status") == "in_progress":
+            item["status"] = "incomplete"  # cut off by a failure or a stop
+    run.completed_at = time.time()
+    final = run.snapshot()
+    await recorder.finished(run, final)
+    return final
+
+
+async def _rounds(
+    run: Run, model: ChatModel, items: list[dict[str, Any]], upstream: _Upstream
+) -> AsyncGenerator[Event, None]:
+    """Model turns and server tool calls until an answer; the run's status at the end."""
     try:
         for round_number in range(MAX_TOOL_ROUNDS + 1):
-            turn = Turn(run.output)
-            async for chunk in chunks:
+            turn = Turn(run.output, run.server_tools)
+            async for chunk in upstream.chunks:
                 for event in turn.feed(chunk):
-                    yield numbered(event)
+                    yield event
             if turn.finish_reason is None:
                 # A stream cut before its end: don't pass half an answer off as complete.
                 raise UpstreamError("The model server ended the stream early.")
             for event in turn.close():
-                yield numbered(event)
+                yield event
             run.input_tokens += turn.input_tokens
             run.output_tokens += turn.output_tokens
             if turn.finish_reason == "length":
                 run.status, run.incomplete_details = "incomplete", {"reason": "max_output_tokens"}
                 break
-            ours = [c for c in turn.calls if c["name"] in run.server_tools]
+            ours = [c for c in turn.calls if c.name in run.server_tools]
             if not ours:
                 break  # an answer, or calls only the client can run
             if round_number == MAX_TOOL_ROUNDS:
                 run.status, run.incomplete_details = "incomplete", {"reason": "max_tool_calls"}
                 break
             for call in ours:
-                for event in await _run_tool(run, call):
-                    yield numbered(event)
+                async for event in _run_tool(run, call):
+                    yield event
             if len(ours) != len(turn.calls):
                 break  # the client answers its own calls, then the model continues
-            await _close(chunks)
-            chunks = await _open(run, model, [*items, *run.output])
+            await upstream.close()
+            upstream.chunks = await _open(run, model, [*items, *run.output])
         if run.status == "in_progress":
             run.status = "completed"
     except APIError as exc:
@@ -128,19 +191,9 @@ async def run_events(run: Run, model: ChatModel, persist: Persist) -> AsyncItera
         run.status = "failed"
         run.error = {"code": "server_error", "message": "The server had an error."}
     finally:
-        # Also on cancellation (client gone, background cancel): stop the upstream call.
-        await _close(chunks)
-    for item in run.output:
-        if item.get("status") == "in_progress":
-            item["status"] = "incomplete"  # cut off by the failure
-    run.completed_at = time.time()
-    final = run.snapshot()
-    await persist(final)
-    if run.status == "failed":
-        assert run.error is not None
-        yield numbered({"type": "error", **run.error, "param": None})
-    terminal = {"completed": "response.completed", "incomplete": "response.incomplete"}
-    yield numbered({"type": terminal.get(run.status, "response.failed"), "response": final})
+        # Also when stopped (client gone, background cancel): let go of the upstream call.
+        with anyio.move_on_after(STOP_SECONDS, shield=True):
+            await upstream.close()
 
 
 async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> AsyncIterator[Any]:
@@ -150,185 +203,19 @@ async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> Asyn
     return await model.stream(run.owner.principal, body, affinity=run.request.conversation_id)
 
 
-async def _close(chunks: AsyncIterator[Any]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-async def _run_tool(run: Run, call: dict[str, Any]) -> list[Event]:
-    """Run one server-side tool call; its output becomes an item the model reads next."""
-    tool = run.server_tools[call["name"]]
+async def _run_tool(run: Run, call: Call) -> AsyncGenerator[Event, None]:
+    """Run one server-side tool call; its result lands on the items the model reads next."""
+    tool = run.server_tools[call.name]
+    for event in calls.running(run.output, call):
+        yield event
     try:
         async with asyncio.timeout(TOOL_TIMEOUT_SECONDS):
-            output = await tool.run(call["arguments"])
+            result = await tool.run(call.arguments)
     except TimeoutError:
-        output = f"Error: the tool '{tool.name}' did not finish in time."
+        result = ToolOutput(f"the tool '{tool.name}' did not finish in time.", is_error=True)
     except Exception:
         # A tool's own failure is something the model can read and work around.
         log.exception("server-side tool failed", extra={"tool": tool.name})
-        output = f"Error: the tool '{tool.name}' failed."
-    item = {
-        "type": "function_call_output",
-        "id": new_item_id("function_call_output"),
-        "call_id": call["call_id"],
-        "output": output,
-        "status": "completed",
-    }
-    index = len(run.output)
-    run.output.append(item)
-    return [
-        {"type": "response.output_item.added", "output_index": index, "item": dict(item)},
-        {"type": "response.output_item.done", "output_index": index, "item": dict(item)},
-    ]
-
-
-class Turn:
-    """One streamed chat completion turned into output items and their events."""
-
-    def __init__(self, output: list[dict[str, Any]]) -> None:
-        self.output = output
-        self.text_item: dict[str, Any] | None = None
-        self.text = ""
-        self.open_calls: dict[int, dict[str, Any]] = {}
-        self.calls: list[dict[str, Any]] = []
-        self.finish_reason: str | None = None
-        self.input_tokens = 0
-        self.output_tokens = 0
-
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        events: list[Event] = []
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.input_tokens = int(usage.get("prompt_tokens") or 0)
-            self.output_tokens = int(usage.get("completion_tokens") or 0)
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                events += self._text_delta(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                events += self._call_delta(call)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return events
-
-    def close(self) -> list[Event]:
-        events = self._close_text()
-        for index in sorted(self.open_calls):
-            events += self._close_call(index)
-        return events
-
-    def _add(self, item: dict[str, Any]) -> Event:
-        self.output.append(item)
-        index = len(self.output) - 1
-        return {"type": "response.output_item.added", "output_index": index, "item": dict(item)}
-
-    def _text_delta(self, delta: str) -> list[Event]:
-        events: list[Event] = []
-        if self.text_item is None:
-            self.text_item = {
-                "id": new_item_id("message"),
-                "type": "message",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            }
-            events.append(self._add(self.text_item))
-            events.append(
-                {
-                    **self._where(self.text_item),
-                    "type": "response.content_part.added",
-                    "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": []},
-                }
-            )
-        self.text += delta
-        events.append(
-            {
-                **self._where(self.text_item),
-                "type": "response.output_text.delta",
-                "content_index": 0,
-                "delta": delta,
-                "logprobs": [],
-            }
-        )
-        return events
-
-    def _close_text(self) -> list[Event]:
-        item = self.text_item
-        if item is None:
-            return []
-        self.text_item = None
-        part = {"type": "output_text", "text": self.text, "annotations": []}
-        item.update(content=[part], status="completed")
-        where = self._where(item)
-        return [
-            {
-                **where,
-                "type": "response.output_text.done",
-                "content_index": 0,
-                "text": self.text,
-                "logprobs": [],
-            },
-            {**where, "type": "response.content_part.done", "content_index": 0, "part": part},
-            {
-                "type": "response.output_item.done",
-                "output_index": where["output_index"],
-                "item": dict(item),
-            },
-        ]
-
-    def _call_delta(self, call: dict[str, Any]) -> list[Event]:
-        index = int(call.get("index") or 0)
-        function = call.get("function") or {}
-        events: list[Event] = []
-        item = self.open_calls.get(index)
-        if item is None:
-            events += self._close_text()  # the text before a call is complete
-            item = {
-                "id": new_item_id("function_call"),
-                "type": "function_call",
-                "status": "in_progress",
-                "call_id": call.get("id") or new_id("call_"),
-                "name": function.get("name") or "",
-                "arguments": "",
-            }
-            self.open_calls[index] = item
-            events.append(self._add(item))
-        elif function.get("name") and function["name"] != item["name"]:
-            # Names arrive whole in the first delta (OpenAI, vLLM); llama.cpp repeats them
-            # in every delta, so only a different piece extends the name.
-            item["name"] += function["name"]
-        if function.get("arguments"):
-            item["arguments"] += function["arguments"]
-            events.append(
-                {
-                    **self._where(item),
-                    "type": "response.function_call_arguments.delta",
-                    "delta": function["arguments"],
-                }
-            )
-        return events
-
-    def _close_call(self, index: int) -> list[Event]:
-        item = self.open_calls.pop(index)
-        item["status"] = "completed"
-        self.calls.append(item)
-        where = self._where(item)
-        return [
-            {
-                **where,
-                "type": "response.function_call_arguments.done",
-                "name": item["name"],
-                "arguments": item["arguments"],
-            },
-            {
-                "type": "response.output_item.done",
-                "output_index": where["output_index"],
-                "item": dict(item),
-            },
-        ]
-
-    def _where(self, item: dict[str, Any]) -> dict[str, Any]:
-        index = next(i for i, it in enumerate(self.output) if it is item)
-        return {"item_id": item["id"], "output_index": index}
+        result = ToolOutput(f"the tool '{tool.name}' failed.", is_error=True)
+    for event in calls.finished(run.output, call, result):
+        yield event

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import contextlib
+from collections.abc import AsyncGenerator
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
@@ -15,11 +17,12 @@ from functions.common.http import JSON, json_body, limit_param, list_page, order
 from functions.conversations.handlers import query_include
 from functions.conversations.owner import owner_of
 from functions.responses import store
-from functions.responses.engine import Event, run_events
+from functions.responses.calls import Event
+from functions.responses.engine import run_events
 from functions.responses.model import model_of
 from functions.responses.objects import response_object
 from functions.responses.params import parse_request
-from functions.responses.service import enqueue_background, prepare_run, store_foreground
+from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
 from functions.responses.worker import worker_of
 
 
@@ -78,30 +81,45 @@ async def create_response(request: Request) -> Response:
             worker.wake()
         return JSON(run.snapshot())
 
-    async def persist(final: dict[str, Any]) -> None:
-        await store_foreground(runtime, run, final)
-
-    events = run_events(run, model_of(runtime), persist)
+    events = run_events(run, model_of(runtime), ForegroundRecorder(runtime))
     first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
     if params.stream:
-        return StreamingResponse(
-            _sse(first, events),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return EventStream(_sse(first, events))
     last = first
-    async for event in events:
-        last = event
+    async with contextlib.aclosing(events):
+        async for event in events:
+            last = event
     final = last["response"]
     if final["status"] == "failed":
         raise run.failure or errors.GENERIC_500
     return JSON(final)
 
 
-async def _sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    yield _frame(first)
-    async for event in rest:
-        yield _frame(event)
+class EventStream(StreamingResponse):
+    """Server-sent events that stop the run however the stream ends: Starlette cancels a
+    stream whose client went away, but leaves a generator waiting at a send unclosed."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.frames.aclose()
+
+
+async def _sse(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
+    async with contextlib.aclosing(rest):  # closing the frames closes the run
+        yield _frame(first)
+        async for event in rest:
+            yield _frame(event)
 
 
 def _frame(event: Event) -> bytes:

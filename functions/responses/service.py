@@ -72,22 +72,40 @@ def stored_params(request: ResponseRequest, principal: Principal) -> dict[str, A
     return {**request.echo(), "principal": caller}
 
 
-async def store_foreground(runtime: Runtime, run: Run, final: dict[str, Any]) -> None:
-    """Persist a finished foreground response (nothing at all with `store: false`)."""
-    request = run.request
-    if not request.store:
-        return
-    async with runtime.db.writer.acquire() as conn, conn.transaction():
-        await store.insert_response(
-            conn,
-            owner=run.owner,
-            response=final,
-            params=stored_params(request, run.owner.principal),
-        )
-        await store.insert_input_items(
-            conn, owner=run.owner, response_id=run.response_id, items=request.input_items
-        )
-        await append_to_conversation(conn, run)
+class ForegroundRecorder:
+    """Stores a foreground response as it runs: one insert (`in_progress`, with its input
+    items) before the first event, one update with the result at the end, which also
+    extends the conversation. Nothing at all with `store: false`.
+
+    A run stopped because its client went away ends `cancelled`, like a cancelled
+    background response: the response keeps what was produced, marked incomplete, and the
+    conversation is not extended (a cancelled turn is not part of the history)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def started(self, run: Run) -> None:
+        if not run.request.store:
+            return
+        async with self.runtime.db.writer.acquire() as conn, conn.transaction():
+            await store.insert_response(
+                conn,
+                owner=run.owner,
+                response=run.snapshot(),
+                params=stored_params(run.request, run.owner.principal),
+            )
+            await store.insert_input_items(
+                conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items
+            )
+
+    async def finished(self, run: Run, final: dict[str, Any]) -> None:
+        if not run.request.store:
+            return
+        async with self.runtime.db.writer.acquire() as conn, conn.transaction():
+            if await store.finish_response(conn, response=final) and final["status"] != (
+                "cancelled"
+            ):
+                await append_to_conversation(conn, run)
 
 
 async def append_to_conversation(conn: Executor, run: Run) -> None:

@@ -207,14 +207,18 @@ async def renew_lease(
     return status == "UPDATE 1"
 
 
-async def finish_background(ex: Executor, *, response: dict[str, Any], worker_id: str) -> bool:
-    """Write a background run's result if we still hold its lease."""
+async def finish_response(
+    ex: Executor, *, response: dict[str, Any], worker_id: str | None = None
+) -> bool:
+    """Write a run's result onto its `in_progress` row: a foreground response's
+    (``worker_id`` None), or a background one's if that worker still holds its lease.
+    False when the row is gone, cancelled or taken over."""
     status = await ex.execute(
         """
         UPDATE responses SET status = $3, output = $4, usage = $5, error = $6,
             incomplete_details = $7, completed_at = COALESCE(to_timestamp($8), now()),
             lease_owner = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'
+        WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $2 AND status = 'in_progress'
         """,
         response["id"],
         worker_id,

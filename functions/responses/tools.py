@@ -10,13 +10,17 @@ function tool, the engine asks the executors in turn; the first that recognises 
 the ``ServerTool``s it stands for. They are offered to the model as functions too, but
 when the model calls one the engine runs it, records the call and its output as items,
 and asks the model again, in a bounded loop.
+
+A server tool's ``items`` says how its calls appear in a response, as OpenAI shows its own
+server-run tools: ``WebSearchCalls`` → ``web_search_call`` items, ``McpCalls`` →
+``mcp_call`` items; ``None`` → a ``function_call`` and a ``function_call_output``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from functions.common.errors import InvalidRequest
 from functions.common.runtime import Runtime
@@ -24,14 +28,38 @@ from functions.conversations.owner import Owner
 
 
 @dataclass(frozen=True)
+class ToolOutput:
+    """What a tool call produced: the text the model reads, and whether it is an error."""
+
+    text: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class WebSearchCalls:
+    """Calls shown as `web_search_call` items doing this action (`search`: the model's `q`
+    or `query` argument; `open_page`: its `url`)."""
+
+    action: Literal["search", "open_page"]
+
+
+@dataclass(frozen=True)
+class McpCalls:
+    """Calls shown as `mcp_call` items of this MCP server."""
+
+    server_label: str
+
+
+@dataclass(frozen=True)
 class ServerTool:
     name: str
     description: str
     parameters: dict[str, Any]
-    # Runs the tool on the model's JSON arguments and returns what the model reads back.
-    # Failures the model should see (bad arguments, provider down) are returned as text,
-    # not raised: a raised exception fails the whole response.
-    run: Callable[[str], Awaitable[str]]
+    # Runs the tool on the model's JSON arguments. Failures the model should see (bad
+    # arguments, provider down) are an error output, not raised: the engine turns a raised
+    # exception into a generic error output and logs it.
+    run: Callable[[str], Awaitable[ToolOutput]]
+    items: WebSearchCalls | McpCalls | None = None
 
 
 class ToolExecutor(Protocol):

@@ -119,16 +119,10 @@ class BackgroundWorker:
         heartbeat = asyncio.get_running_loop().create_task(self._renew(runtime, response_id, work))
         try:
             run = await self._rebuild(runtime, row)
-
-            async def persist(final: dict[str, Any]) -> None:
-                async with runtime.db.writer.acquire() as conn, conn.transaction():
-                    if await store.finish_background(
-                        conn, response=final, worker_id=self.worker_id
-                    ):
-                        await append_to_conversation(conn, run)
-
-            async for _ in run_events(run, model_of(runtime), persist):
-                pass
+            events = run_events(run, model_of(runtime), _Recorder(runtime, self.worker_id))
+            async with contextlib.aclosing(events):
+                async for _ in events:
+                    pass
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -206,9 +200,30 @@ class BackgroundWorker:
             "completed_at": None,
         }
         with contextlib.suppress(*CONNECTION_ERRORS):
-            await store.finish_background(
+            await store.finish_response(
                 runtime.db.writer, response=failed, worker_id=self.worker_id
             )
+
+
+class _Recorder:
+    """A background run was stored when queued and marked running when claimed; its
+    result is written only while this worker still holds the lease. A run stopped here
+    (cancelled by the caller, or this instance shutting down) writes nothing: the cancel
+    is already stored, and a shutdown leaves the response to be claimed again."""
+
+    def __init__(self, runtime: Runtime, worker_id: str) -> None:
+        self.runtime = runtime
+        self.worker_id = worker_id
+
+    async def started(self, run: Run) -> None:
+        return None
+
+    async def finished(self, run: Run, final: dict[str, Any]) -> None:
+        if final["status"] == "cancelled":
+            return
+        async with self.runtime.db.writer.acquire() as conn, conn.transaction():
+            if await store.finish_response(conn, response=final, worker_id=self.worker_id):
+                await append_to_conversation(conn, run)
 
 
 def worker_of(runtime: Runtime) -> BackgroundWorker | None:

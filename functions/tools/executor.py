@@ -12,6 +12,10 @@
 
 A family the project has disabled is a 400 on the request, not a surprise mid-answer;
 quota, timeouts and failures are the tool box's, returned as text the model reads.
+
+Calls appear in a response as OpenAI shows its own server tools: the built-ins as
+``web_search_call`` items (``search`` for web_search, ``open_page`` for fetch), Jan's MCP
+tools as ``mcp_call`` items with ``server_label`` ``jan``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,21 @@ from functions.common.errors import InvalidRequest
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.conversations.owner import Owner
-from functions.responses.tools import ServerTool, register_executor
+from functions.responses.tools import (
+    McpCalls,
+    ServerTool,
+    ToolOutput,
+    WebSearchCalls,
+    register_executor,
+)
 from functions.tools.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec, toolbox_of
 
 JAN_MCP_LABEL = "jan"
-_BUILT_INS = {
-    "web_search": ("web_search", "google_search"),
-    "web_search_preview": ("web_search", "google_search"),
-    "fetch": ("fetch", "fetch_webpage"),
+# tools entry type → (the name the model is offered, the tool box's tool, how calls show)
+_BUILT_INS: dict[str, tuple[str, str, WebSearchCalls]] = {
+    "web_search": ("web_search", "google_search", WebSearchCalls("search")),
+    "web_search_preview": ("web_search", "google_search", WebSearchCalls("search")),
+    "fetch": ("fetch", "fetch_webpage", WebSearchCalls("open_page")),
 }
 
 
@@ -47,16 +58,17 @@ class JanToolExecutor:
     async def resolve(self, spec: dict[str, Any], owner: Owner) -> list[ServerTool] | None:
         kind = spec.get("type")
         if kind in _BUILT_INS:
-            offered, name = _BUILT_INS[kind]
+            offered, name, items = _BUILT_INS[kind]
             tool = self.box.spec(name)
             assert tool is not None
             await self._require_enabled(owner.principal, [tool])
             defaults = _location_defaults(spec) if tool.family == WEB_SEARCH else {}
-            return [self._server_tool(owner.principal, tool, offered, defaults)]
+            return [self._server_tool(owner.principal, tool, offered, defaults, items)]
         if kind == "mcp":
             tools = self._jan_mcp_tools(spec)
             await self._require_enabled(owner.principal, tools)
-            return [self._server_tool(owner.principal, t, t.name, {}) for t in tools]
+            mcp = McpCalls(JAN_MCP_LABEL)
+            return [self._server_tool(owner.principal, t, t.name, {}, mcp) for t in tools]
         return None
 
     def _jan_mcp_tools(self, spec: dict[str, Any]) -> list[ToolSpec]:
@@ -91,19 +103,25 @@ class JanToolExecutor:
                 )
 
     def _server_tool(
-        self, principal: Principal, tool: ToolSpec, offered: str, defaults: dict[str, Any]
+        self,
+        principal: Principal,
+        tool: ToolSpec,
+        offered: str,
+        defaults: dict[str, Any],
+        items: WebSearchCalls | McpCalls,
     ) -> ServerTool:
         return ServerTool(
             name=offered,
             description=tool.description,
             parameters=tool.input_schema,
             run=self._runner(principal, tool.name, defaults),
+            items=items,
         )
 
     def _runner(
         self, principal: Principal, name: str, defaults: dict[str, Any]
-    ) -> Callable[[str], Awaitable[str]]:
-        async def run(arguments: str) -> str:
+    ) -> Callable[[str], Awaitable[ToolOutput]]:
+        async def run(arguments: str) -> ToolOutput:
             parsed: Any = arguments
             if defaults:
                 try:
@@ -111,7 +129,7 @@ class JanToolExecutor:
                 except (orjson.JSONDecodeError, TypeError):
                     parsed = arguments  # let the tool box say what is wrong with it
             result = await self.box.call(principal, name, parsed)
-            return f"Error: {result.text}" if result.is_error else result.text
+            return ToolOutput(result.text, is_error=result.is_error)
 
         return run
 

@@ -11,6 +11,7 @@ from tests.conftest import make_settings
 from tests.conversations.tenants import Tenant, make_tenant
 from tests.responses.processes import callers, gateway, gateway_database
 from tests.responses.upstream import ScriptedUpstream
+from tests.tools.http_server import serve_app
 
 # End-to-end fixtures (real predictor and gateway processes), session-scoped.
 __all__ = ["callers", "gateway", "gateway_database"]
@@ -38,3 +39,10 @@ async def tenant(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
 @pytest.fixture
 async def stranger(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
     return await make_tenant(runtime)
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[str]:
+    """The app on a real port (instead of `client`): its base URL."""
+    async with serve_app(runtime) as base:
+        yield base

@@ -9,7 +9,7 @@ import httpx
 
 from functions.common.runtime import Runtime
 from functions.conversations.owner import Owner
-from functions.responses.tools import ServerTool, register_executor
+from functions.responses.tools import ServerTool, ToolOutput, register_executor
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
@@ -25,11 +25,11 @@ class ClockExecutor:
         if spec.get("type") != "clock":
             return None
 
-        async def clock(arguments: str) -> str:
+        async def clock(arguments: str) -> ToolOutput:
             self.calls.append(arguments)
-            return "12:00"
+            return ToolOutput("12:00")
 
-        async def broken(arguments: str) -> str:
+        async def broken(arguments: str) -> ToolOutput:
             raise RuntimeError("tool exploded")
 
         return [

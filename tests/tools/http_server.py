@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from functions.app import create_app
+from functions.common.runtime import Runtime
+
 
 @contextlib.asynccontextmanager
 async def serve(app: ASGIApp) -> AsyncIterator[str]:
@@ -39,3 +42,13 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serve_app(runtime: Runtime) -> AsyncIterator[str]:
+    """The whole Jan app on a real port, its runtime opened as a function instance's is:
+    for the official SDKs, and for clients that hang up mid-stream (ASGITransport buffers)."""
+    app = create_app(runtime)
+    await runtime.open()
+    async with serve(app) as base:
+        yield base

@@ -4,11 +4,13 @@ runs it against a local Serper, feeds the result back, and the model answers wit
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import orjson
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import BaseModel
 
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
@@ -19,6 +21,11 @@ from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
 from tests.tools.fakes import SERPER_KEY, FakeSerper
 from tests.tools.http_server import serve
 
+# The SDK's event classes by their `type` (its union is discriminated by the SDK itself).
+SDK_EVENTS: dict[str, type[BaseModel]] = {
+    get_args(cls.model_fields["type"].annotation)[0]: cls
+    for cls in get_args(get_args(ResponseStreamEvent)[0])
+}
 ANSWER = "Jan Server is a self-hosted OpenAI-compatible platform (https://jan.ai/server)."
 
 
@@ -59,6 +66,12 @@ async def tenant(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
     return await create_tenant(runtime)
 
 
+def parse_events(events: list[dict[str, Any]]) -> None:
+    """Every event, and every response in one, is what the official SDK expects."""
+    for event in events:
+        SDK_EVENTS[event["type"]].model_validate(event)
+
+
 def _sse(text: str) -> list[dict[str, Any]]:
     return [
         orjson.loads(line.removeprefix("data: "))
@@ -89,42 +102,106 @@ async def test_model_searches_then_answers_and_the_loop_is_stored(
     )
     assert r.status_code == 200, r.text
     events = _sse(r.text)
+    parse_events(events)
     done = [e["item"]["type"] for e in events if e["type"] == "response.output_item.done"]
-    assert done == ["function_call", "function_call_output", "message"]
+    assert done == ["web_search_call", "message"]
+    search = [e["type"] for e in events if e.get("output_index") == 0]
+    assert search == [
+        "response.output_item.added",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+    ]
     final = events[-1]
     assert final["type"] == "response.completed"
 
     # The search ran with the model's query and the request's location default.
     assert serper.requests[-1][1] == {"q": "jan server", "gl": "de"}
-    # The model was offered the tool, then shown the results before it answered.
+    # The model was offered the tool, then shown its call and the results before it answered.
     assert upstream.requests[0]["tools"][0]["function"]["name"] == "web_search"
-    tool_message = upstream.requests[1]["messages"][-1]
-    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_0"
+    response = final["response"]
+    call, message = response["output"]
+    asked, tool_message = upstream.requests[1]["messages"][-2:]
+    assert asked["tool_calls"] == [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": "web_search", "arguments": '{"q":"jan server"}'},
+        }
+    ]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == call["id"]
     assert "1. Jan Server (Jan 2, 2026)\n   https://jan.ai/server" in tool_message["content"]
 
-    response = final["response"]
-    call, output, message = response["output"]
-    assert call["name"] == "web_search" and call["arguments"] == '{"q": "jan server"}'
-    assert output["call_id"] == call["call_id"] and "https://jan.ai/server" in output["output"]
+    assert call["type"] == "web_search_call" and call["status"] == "completed"
+    assert call["action"] == {"type": "search", "query": "jan server"}
+    assert call["output"] == tool_message["content"]
     assert message["content"][0]["text"] == ANSWER
+    assert Response.model_validate(response).output_text == ANSWER
 
     stored = (await client.get(f"/v1/responses/{response['id']}", headers=headers)).json()
-    assert [o["type"] for o in stored["output"]] == [
-        "function_call",
-        "function_call_output",
-        "message",
-    ]
+    assert stored["output"] == response["output"]
     items = (
         await client.get(f"/v1/conversations/{conversation['id']}/items?order=asc", headers=headers)
     ).json()["data"]
-    assert [i["type"] for i in items] == [
-        "message",
-        "function_call",
-        "function_call_output",
-        "message",
+    assert [i["type"] for i in items] == ["message", "web_search_call", "message"]
+    assert items[0]["role"] == "user" and items[2]["role"] == "assistant"
+    assert items[1] == call
+
+    # The next turn shows the model the same search, from the stored conversation.
+    upstream.script.append(Reply(text="Anything else?"))
+    body = {"model": MODEL, "input": "Thanks", "conversation": conversation["id"]}
+    await client.post("/v1/responses", json=body, headers=headers)
+    assert upstream.requests[-1]["messages"][1:3] == [asked, tool_message]
+
+
+async def test_jan_mcp_calls_are_mcp_call_items(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, serper: FakeSerper
+) -> None:
+    upstream.script.append(Reply(tool_calls=[("google_search", '{"q": "jan"}')]))
+    upstream.script.append(Reply(text="Found it."))
+    serper.fail_with = None
+    tools = [{"type": "mcp", "server_label": "jan", "allowed_tools": ["google_search"]}]
+    body = {"model": MODEL, "input": "Find jan", "tools": tools, "stream": True}
+    r = await client.post("/v1/responses", json=body, headers=tenant.user_headers)
+    events = _sse(r.text)
+    parse_events(events)
+    assert [e["type"] for e in events if e.get("output_index") == 0] == [
+        "response.output_item.added",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.output_item.done",
     ]
-    assert items[0]["role"] == "user" and items[3]["role"] == "assistant"
-    assert items[2]["output"] == output["output"]
+    call, message = events[-1]["response"]["output"]
+    assert (call["type"], call["server_label"]) == ("mcp_call", "jan")
+    assert call["name"] == "google_search" and message["type"] == "message"
+    assert call["arguments"] == '{"q": "jan"}' and call["status"] == "completed"
+    assert "https://jan.ai/server" in call["output"] and call["error"] is None
+    assert upstream.requests[1]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": call["id"],
+        "content": call["output"],
+    }
+
+    serper.fail_with = 503
+    upstream.script.append(Reply(tool_calls=[("google_search", '{"q": "jan"}')]))
+    upstream.script.append(Reply(text="Search is down."))
+    r = await client.post("/v1/responses", json=body, headers=tenant.user_headers)
+    events = _sse(r.text)
+    parse_events(events)
+    assert "response.mcp_call.failed" in [e["type"] for e in events]
+    failed = events[-1]["response"]["output"][0]
+    assert failed["status"] == "failed" and failed["output"] is None
+    assert failed["error"] == {
+        "type": "mcp_tool_execution_error",
+        "content": [{"type": "text", "text": "The search provider failed (HTTP 503)."}],
+    }
+    assert upstream.requests[-1]["messages"][-1]["content"] == (
+        "Error: The search provider failed (HTTP 503)."
+    )
 
 
 async def test_search_failure_reaches_the_model_not_the_client(
@@ -136,7 +213,9 @@ async def test_search_failure_reaches_the_model_not_the_client(
     body = {"model": MODEL, "input": "x?", "tools": [{"type": "web_search"}]}
     r = await client.post("/v1/responses", json=body, headers=tenant.user_headers)
     assert r.status_code == 200 and r.json()["status"] == "completed"
-    assert r.json()["output"][1]["output"] == "Error: The search provider failed (HTTP 502)."
+    search = r.json()["output"][0]
+    assert search["type"] == "web_search_call" and search["status"] == "failed"
+    assert search["output"] == "Error: The search provider failed (HTTP 502)."
     assert upstream.requests[1]["messages"][-1]["content"].startswith("Error: ")
 
 
