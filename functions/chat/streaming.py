@@ -3,7 +3,8 @@
 The relay runs in the request's own task; a small watcher task waits for the client's
 ``http.disconnect`` and cancels it, which closes the upstream response and so stops the
 generation there. A stream the upstream has already finished (its ``[DONE]`` came with
-the first read) has nothing left to stop and goes out without a watcher. A failure after
+the first read) has nothing left to stop and goes out without a watcher, as one body
+with its Content-Length. A failure after
 the first byte becomes an error event (``data: {"error": …}``, which the OpenAI SDKs
 raise on) and a clean end of the stream. The last bytes travel with ``more_body: False``
 rather than in a message of their own.
@@ -81,11 +82,16 @@ class SSERelay(Response):
         tally = self.tally
         try:
             # A fresh message each time: middleware may add to it (the request ID).
-            await send({"type": "http.response.start", "status": 200, "headers": [*_HEADERS]})
+            headers = [*_HEADERS]
             if tally.done:
+                # Complete already: a plain body with its length (no chunked framing, one
+                # write less for the server).
+                headers.append((b"content-length", str(len(first)).encode()))
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 status = 502 if tally.error else 200
                 return
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             last = b""
             try:
