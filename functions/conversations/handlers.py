@@ -9,7 +9,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
 from functions.common.ids import new_id
-from functions.conversations import store
+from functions.conversations import references, store
 from functions.conversations.items import (
     MAX_ITEMS_PER_ADD,
     include_param,
@@ -51,6 +51,7 @@ async def create_conversation(request: Request) -> Response:
     metadata = validate_metadata(body.get("metadata"))
     db = runtime_of(request).db
     async with db.writer.acquire() as conn, conn.transaction():
+        items = await references.resolve(conn, owner=owner, items=items, param="items")
         row = await store.create_conversation(
             conn, owner=owner, conversation_id=new_id("conv_"), metadata=metadata, items=items
         )
@@ -193,6 +194,7 @@ async def create_items(request: Request) -> Response:
     items = normalize_items(body["items"], param="items", limit=MAX_ITEMS_PER_ADD)
     async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
         conversation_id = await _owned_conversation(request, owner, conn, lock=True)
+        items = await references.resolve(conn, owner=owner, items=items, param="items")
         await store.insert_items(conn, owner=owner, conversation_id=conversation_id, items=items)
     return JSON(list_page(items, has_more=False))
 

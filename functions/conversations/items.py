@@ -4,6 +4,11 @@ Clients send items loosely (``{"role": "user", "content": "hi"}``); we store and
 them in the full form (``type``, ``id``, ``status``, content parts), so every reader sees
 one shape. Anything malformed is a 400 whose ``param`` points at the offending field
 (``items[2].content[0].text``).
+
+An ``item_reference`` (``{"type": "item_reference", "id": ...}``) is kept as such here and
+replaced by a copy of the caller's stored item before use (``references.resolve``).
+Server tool calls a client replays (``web_search_call``, ``mcp_call``, as our responses
+return them) are accepted too, so ``input=previous.output + [...]`` works.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from functions.common.ids import new_id
 MAX_ITEMS_PER_ADD = 20
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 TITLE_CHARS = 80
-ITEM_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_"}
+ITEM_PREFIXES = {
+    "message": "msg_",
+    "function_call": "fc_",
+    "function_call_output": "fco_",
+    "web_search_call": "ws_",
+    "mcp_call": "mcp_",
+}
+WEB_ACTIONS = ("search", "open_page", "find_in_page")
 # Includable values we accept (and, having nothing extra to attach, ignore).
 INCLUDABLE = frozenset(
     {
@@ -52,6 +64,12 @@ def normalize_item(raw: Any, *, param: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"'{param}' must be an object.", param=param)
     item_type = raw.get("type", "message" if "role" in raw else None)
+    if item_type is None and "id" in raw:
+        item_type = "item_reference"  # OpenAI's reference may leave out its type
+    if item_type == "item_reference":
+        return {"type": "item_reference", "id": _string(raw, "id", param)}
+    if item_type in ("web_search_call", "mcp_call"):
+        return _server_call(raw, item_type, param)
     if item_type == "message":
         return _message(raw, param)
     if item_type == "function_call":
@@ -82,6 +100,39 @@ def normalize_item(raw: Any, *, param: str) -> dict[str, Any]:
     if item_type is None:
         raise InvalidRequest(f"'{param}' needs a 'type' (or a 'role').", param=f"{param}.type")
     raise InvalidRequest(f"Item type {item_type!r} is not supported.", param=f"{param}.type")
+
+
+def _server_call(raw: dict[str, Any], item_type: str, param: str) -> dict[str, Any]:
+    """A replayed server tool call; `output` (the result the model read) is kept if given."""
+    status = raw.get("status", "completed")
+    if not isinstance(status, str):
+        raise InvalidRequest(f"'{param}.status' must be a string.", param=f"{param}.status")
+    output = raw.get("output")
+    if output is not None and not isinstance(output, str):
+        raise InvalidRequest(f"'{param}.output' must be a string.", param=f"{param}.output")
+    item: dict[str, Any] = {"type": item_type, "id": new_item_id(item_type), "status": status}
+    if item_type == "web_search_call":
+        action = raw.get("action")
+        if not isinstance(action, dict) or action.get("type") not in WEB_ACTIONS:
+            raise InvalidRequest(
+                f"'{param}.action.type' must be one of {', '.join(WEB_ACTIONS)}.",
+                param=f"{param}.action",
+            )
+        item["action"] = action
+        if output is not None:
+            item["output"] = output
+        return item
+    error = raw.get("error")
+    if error is not None and not isinstance(error, str | dict):
+        raise InvalidRequest(f"'{param}.error' must be an object.", param=f"{param}.error")
+    item.update(
+        server_label=_string(raw, "server_label", param),
+        name=_string(raw, "name", param),
+        arguments=_string(raw, "arguments", param, empty_ok=True),
+        output=output,
+        error=error,
+    )
+    return item
 
 
 def _message(raw: dict[str, Any], param: str) -> dict[str, Any]:

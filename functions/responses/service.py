@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from functions.common.db import Executor
@@ -10,6 +10,7 @@ from functions.common.errors import NotFound
 from functions.common.ids import new_id
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
+from functions.conversations import references
 from functions.conversations import store as conversations
 from functions.conversations.owner import Owner
 from functions.responses import store
@@ -53,6 +54,10 @@ async def prepare_run(
 ) -> Run:
     async with runtime.db.writer.acquire() as conn:
         history = await load_history(conn, owner=owner, request=request)
+        inputs = await references.resolve(
+            conn, owner=owner, items=request.input_items, param="input"
+        )
+    request = replace(request, input_items=inputs)
     tools = await resolve_server_tools(registry_of(runtime), request.tools, owner)
     return Run(
         response_id=response_id or new_id("resp_"),

@@ -7,9 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Any, get_args
 
 import httpx
+import openai
 import orjson
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionWebSearch,
+    ResponseStreamEvent,
+)
+from openai.types.responses.response_function_web_search import ActionSearch
+from openai.types.responses.response_output_item import McpCall
 from pydantic import BaseModel
 
 from functions.common.runtime import Runtime
@@ -19,7 +27,7 @@ from tests.conftest import make_settings
 from tests.factories import Tenant, create_tenant
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
 from tests.tools.fakes import SERPER_KEY, FakeSerper
-from tests.tools.http_server import serve
+from tests.tools.http_server import serve, serve_app
 
 # The SDK's event classes by their `type` (its union is discriminated by the SDK itself).
 SDK_EVENTS: dict[str, type[BaseModel]] = {
@@ -202,6 +210,50 @@ async def test_jan_mcp_calls_are_mcp_call_items(
     assert upstream.requests[-1]["messages"][-1]["content"] == (
         "Error: The search provider failed (HTTP 503)."
     )
+
+
+async def test_openai_sdk_streams_and_parses_typed_tool_items(
+    runtime: Runtime, upstream: ScriptedUpstream, serper: FakeSerper
+) -> None:
+    upstream.script.extend(
+        [
+            Reply(tool_calls=[("web_search", '{"q": "jan server"}')]),
+            Reply(tool_calls=[("google_search", '{"q": "jan"}')]),
+            Reply(text=ANSWER),
+        ]
+    )
+    tools: Any = [
+        {"type": "web_search"},
+        {"type": "mcp", "server_label": "jan", "allowed_tools": ["google_search"]},
+    ]
+    async with serve_app(runtime) as base:
+        tenant = await create_tenant(runtime)
+        async with openai.AsyncOpenAI(
+            base_url=f"{base}/v1", api_key=tenant.project_key, max_retries=0
+        ) as sdk:
+            stream = await sdk.responses.create(
+                model=MODEL, input="What is Jan?", tools=tools, stream=True
+            )
+            events = [event async for event in stream]
+            final = events[-1]
+            assert isinstance(final, ResponseCompletedEvent)
+            stored = await sdk.responses.retrieve(final.response.id)
+    kinds = [e.type for e in events]
+    for kind in (
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.completed",
+    ):
+        assert kind in kinds
+    search, mcp, _ = final.response.output
+    assert isinstance(search, ResponseFunctionWebSearch) and search.status == "completed"
+    assert isinstance(search.action, ActionSearch) and search.action.query == "jan server"
+    assert isinstance(mcp, McpCall) and (mcp.server_label, mcp.name) == ("jan", "google_search")
+    assert mcp.output is not None and "https://jan.ai/server" in mcp.output
+    assert final.response.output_text == ANSWER
+    assert stored.output == final.response.output
+    assert len(serper.requests) == 2
 
 
 async def test_search_failure_reaches_the_model_not_the_client(
