@@ -104,3 +104,38 @@ async def test_client_calls_stop_the_loop_after_server_calls(
         "function_call_output",
     ]
     assert len(upstream.requests) == 1  # the client answers ask_user before the model goes on
+
+
+async def test_replayed_server_calls_show_the_model_calls_and_results(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
+) -> None:
+    searched = {
+        "type": "web_search_call",
+        "id": "ws_1",
+        "status": "completed",
+        "action": {"type": "search", "query": "jan"},
+        "output": "1. Jan",
+    }
+    unseen = {**searched, "id": "ws_2", "output": None}  # as OpenAI returns one: no results
+    failed = {
+        "type": "mcp_call",
+        "id": "mcp_1",
+        "server_label": "jan",
+        "name": "scrape",
+        "arguments": '{"url": "https://jan.ai"}',
+        "output": None,
+        "error": {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "x"}]},
+    }
+    await create(
+        client,
+        tenant.user,
+        store=False,
+        input=[searched, unseen, failed, {"role": "user", "content": "go on"}],
+    )
+    [call_message, search_result, scrape_result, user] = upstream.requests[-1]["messages"]
+    calls = call_message["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["web_search", "scrape"]
+    assert calls[0]["function"]["arguments"] == '{"q":"jan"}'
+    assert search_result == {"role": "tool", "tool_call_id": calls[0]["id"], "content": "1. Jan"}
+    assert scrape_result == {"role": "tool", "tool_call_id": calls[1]["id"], "content": "Error: x"}
+    assert user == {"role": "user", "content": "go on"}
