@@ -7,9 +7,10 @@ handler and streaming responses pass through untouched.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
+from typing import Any
 
 import orjson
 from starlette.routing import Match
@@ -21,6 +22,9 @@ from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("jan.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Metric children per label values: ``labels()`` takes a lock and builds a key each call.
+_counted: dict[tuple[str, str, int], Any] = {}
+_timed: dict[tuple[str, str], Any] = {}
 
 
 class RequestContext:
@@ -36,7 +40,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
+        request_id = _incoming_request_id(scope) or "req_" + os.urandom(16).hex()
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -56,7 +60,9 @@ class RequestContext:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
-            await self.app(scope, _limited(receive, self.max_body_bytes), send_wrapper)
+            if declared is None:  # a declared length is enforced by the server's parser
+                receive = _limited(receive, self.max_body_bytes)
+            await self.app(scope, receive, send_wrapper)
         except APIError as exc:  # raised outside the router (e.g. the size check above)
             if not response_started:
                 await _send_error(send_wrapper, exc)
@@ -68,18 +74,31 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_LATENCY.labels(route, method).observe(elapsed)
-            log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope["path"],  # never the query string: it may carry codes
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
+            _observe(route, method, status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope["path"],  # never the query string: it may carry codes
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
             request_id_var.reset(token)
+
+
+def _observe(route: str, method: str, status: int, elapsed: float) -> None:
+    counter = _counted.get((route, method, status))
+    if counter is None:
+        counter = _counted[(route, method, status)] = HTTP_REQUESTS.labels(
+            route, method, str(status)
+        )
+    counter.inc()
+    timer = _timed.get((route, method))
+    if timer is None:
+        timer = _timed[(route, method)] = HTTP_LATENCY.labels(route, method)
+    timer.observe(elapsed)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
