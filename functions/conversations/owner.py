@@ -15,6 +15,9 @@ from functions.common.auth import authenticate, require_project
 from functions.common.errors import Forbidden
 from functions.common.principal import Principal
 
+# What an Owner sees, as the first three parameters of a query: `*owner.scope()`.
+OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
+
 
 @dataclass(frozen=True, slots=True)
 class Owner:
@@ -42,6 +45,10 @@ class Owner:
             visible_user_id=None if project_wide else principal.user_id,
             principal=principal,
         )
+
+    def scope(self) -> tuple[str, str, str | None]:
+        """$1..$3 of an `OWNED` condition."""
+        return self.organization_id, self.project_id, self.visible_user_id
 
 
 async def owner_of(request: Request) -> Owner:

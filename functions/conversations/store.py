@@ -13,11 +13,7 @@ import asyncpg
 
 from functions.common.db import Executor
 from functions.conversations.items import title_from
-from functions.conversations.owner import Owner
-
-# $1..$3 in every owner-scoped query.
-_OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
-
+from functions.conversations.owner import OWNED, Owner
 
 # Item queries: the conversation was checked against the owner first; the tenant columns
 # are filtered again so no query can reach another tenant's rows.
@@ -26,10 +22,6 @@ _IN_CONVERSATION = "organization_id = $1 AND project_id = $2 AND conversation_id
 
 def _tenant(owner: Owner, conversation_id: str) -> tuple[str, str, str]:
     return owner.organization_id, owner.project_id, conversation_id
-
-
-def _scope(owner: Owner) -> tuple[str, str, str | None]:
-    return owner.organization_id, owner.project_id, owner.visible_user_id
 
 
 def conversation_object(row: asyncpg.Record, *, with_title: bool = False) -> dict[str, Any]:
@@ -77,8 +69,8 @@ async def get_conversation(
     # FOR UPDATE serialises writers appending to one conversation (responses, item adds).
     suffix = " FOR UPDATE" if lock else ""
     return await ex.fetchrow(
-        f"SELECT * FROM conversations WHERE {_OWNED} AND id = $4{suffix}",  # noqa: S608
-        *_scope(owner),
+        f"SELECT * FROM conversations WHERE {OWNED} AND id = $4{suffix}",  # noqa: S608
+        *owner.scope(),
         conversation_id,
     )
 
@@ -87,8 +79,8 @@ async def update_metadata(
     ex: Executor, *, owner: Owner, conversation_id: str, metadata: dict[str, str]
 ) -> asyncpg.Record | None:
     return await ex.fetchrow(
-        f"UPDATE conversations SET metadata = $5 WHERE {_OWNED} AND id = $4 RETURNING *",  # noqa: S608
-        *_scope(owner),
+        f"UPDATE conversations SET metadata = $5 WHERE {OWNED} AND id = $4 RETURNING *",  # noqa: S608
+        *owner.scope(),
         conversation_id,
         metadata,
     )
@@ -97,8 +89,8 @@ async def update_metadata(
 async def delete_conversation(ex: Executor, *, owner: Owner, conversation_id: str) -> bool:
     """Delete a conversation; its items go with it (ON DELETE CASCADE)."""
     status = await ex.execute(
-        f"DELETE FROM conversations WHERE {_OWNED} AND id = $4",  # noqa: S608
-        *_scope(owner),
+        f"DELETE FROM conversations WHERE {OWNED} AND id = $4",  # noqa: S608
+        *owner.scope(),
         conversation_id,
     )
     return status == "DELETE 1"
@@ -112,8 +104,8 @@ async def list_conversations(
     after_seq = None
     if after is not None:
         after_seq = await ex.fetchval(
-            f"SELECT seq FROM conversations WHERE {_OWNED} AND id = $4",  # noqa: S608
-            *_scope(owner),
+            f"SELECT seq FROM conversations WHERE {OWNED} AND id = $4",  # noqa: S608
+            *owner.scope(),
             after,
         )
         if after_seq is None:
@@ -121,11 +113,11 @@ async def list_conversations(
     rows = await ex.fetch(
         f"""
         SELECT * FROM conversations
-        WHERE {_OWNED} AND ($4::bigint IS NULL OR seq {compare} $4)
+        WHERE {OWNED} AND ($4::bigint IS NULL OR seq {compare} $4)
         ORDER BY seq {direction}
         LIMIT $5
         """,  # noqa: S608
-        *_scope(owner),
+        *owner.scope(),
         after_seq,
         limit + 1,
     )

@@ -13,15 +13,10 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import Executor
-from functions.conversations.owner import Owner
+from functions.conversations.owner import OWNED, Owner
 
 MAX_ATTEMPTS = 3
 CHAIN_DEPTH = 100
-_OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
-
-
-def _scope(owner: Owner) -> tuple[str, str, str | None]:
-    return owner.organization_id, owner.project_id, owner.visible_user_id
 
 
 async def insert_response(
@@ -70,16 +65,16 @@ async def insert_input_items(
 
 async def get_response(ex: Executor, *, owner: Owner, response_id: str) -> asyncpg.Record | None:
     return await ex.fetchrow(
-        f"SELECT * FROM responses WHERE {_OWNED} AND id = $4",  # noqa: S608
-        *_scope(owner),
+        f"SELECT * FROM responses WHERE {OWNED} AND id = $4",  # noqa: S608
+        *owner.scope(),
         response_id,
     )
 
 
 async def delete_response(ex: Executor, *, owner: Owner, response_id: str) -> bool:
     status = await ex.execute(
-        f"DELETE FROM responses WHERE {_OWNED} AND id = $4",  # noqa: S608
-        *_scope(owner),
+        f"DELETE FROM responses WHERE {OWNED} AND id = $4",  # noqa: S608
+        *owner.scope(),
         response_id,
     )
     return status == "DELETE 1"
@@ -117,7 +112,7 @@ async def chain_items(ex: Executor, *, owner: Owner, response_id: str) -> list[d
         f"""
         WITH RECURSIVE chain AS (
             SELECT id, previous_response_id, output, 0 AS depth FROM responses
-            WHERE {_OWNED} AND id = $4
+            WHERE {OWNED} AND id = $4
           UNION ALL
             SELECT r.id, r.previous_response_id, r.output, c.depth + 1
             FROM responses r JOIN chain c ON r.id = c.previous_response_id
@@ -128,7 +123,7 @@ async def chain_items(ex: Executor, *, owner: Owner, response_id: str) -> list[d
                       WHERE i.response_id = c.id), '[]'::jsonb) AS inputs
         FROM chain c ORDER BY c.depth DESC
         """,  # noqa: S608
-        *_scope(owner),
+        *owner.scope(),
         response_id,
         CHAIN_DEPTH,
     )
@@ -145,10 +140,10 @@ async def cancel_response(ex: Executor, *, owner: Owner, response_id: str) -> as
     return await ex.fetchrow(
         f"""
         UPDATE responses SET status = 'cancelled', lease_owner = NULL, completed_at = now()
-        WHERE {_OWNED} AND id = $4 AND background AND status IN ('queued', 'in_progress')
+        WHERE {OWNED} AND id = $4 AND background AND status IN ('queued', 'in_progress')
         RETURNING *
         """,  # noqa: S608
-        *_scope(owner),
+        *owner.scope(),
         response_id,
     )
 
