@@ -6,6 +6,7 @@ The server is the one at JAN_TEST_PG_DSN (default: the local server on 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -48,17 +49,24 @@ async def template_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def database_dsn(template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
-    name = f"jan_test_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def copied_database(template: str, prefix: str = "jan_test") -> AsyncIterator[str]:
+    """A new database cloned from ``template`` (its DSN), dropped when the block ends."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         yield dsn_for(name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_dsn(template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    async with copied_database(template_database) as dsn:
+        yield dsn
 
 
 def make_settings(dsn: str, **overrides: Any) -> Settings:
