@@ -6,6 +6,7 @@ import importlib
 import logging
 from collections.abc import Sequence
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -44,6 +45,19 @@ def _http_exception(request: Request, exc: Exception) -> Response:
     return errors.error_response(err)
 
 
+def _unstorable_text(request: Request, exc: Exception) -> Response:
+    # PostgreSQL cannot store U+0000 in text or jsonb (nor bytes invalid in UTF-8); such a
+    # string can arrive in any body field, query or path parameter, so it is answered here
+    # once rather than checked field by field.
+    log.info("unstorable character in the request", extra={"path": request.url.path})
+    return errors.error_response(
+        errors.InvalidRequest(
+            "The request contains a character that cannot be stored (such as U+0000).",
+            code="invalid_character",
+        )
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     # The cause is logged by RequestContext when Starlette re-raises; never sent.
     return errors.error_response(errors.GENERIC_500)
@@ -60,6 +74,8 @@ def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
         exception_handlers={
             errors.APIError: errors.render,
             HTTPException: _http_exception,
+            asyncpg.UntranslatableCharacterError: _unstorable_text,
+            asyncpg.CharacterNotInRepertoireError: _unstorable_text,
             Exception: _unexpected,
         },
     )
