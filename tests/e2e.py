@@ -1,14 +1,16 @@
 """Real processes shared by the end-to-end tests of several areas: the CPU predictor
-(SmolLM2-135M over llama.cpp) starts once per session, whichever suites use it.
+(SmolLM2-135M over llama.cpp) starts once per session, whichever suites use it; each suite
+starts its own gateway (``gateway_process``) over its own database.
 
 ``predictor_url`` is made available to every test directory by ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from functions.common.settings import Settings
+from tests.pg import free_port
+
+__all__ = ["ROOT", "free_port", "gateway_process", "predictor_url", "stop", "wait_ready"]
+
 ROOT = Path(__file__).resolve().parents[1]
 PREDICTOR_PYTHON = ROOT / "kserve" / ".venv" / "bin" / "python"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
@@ -74,3 +74,41 @@ def predictor_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/openai/v1"
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def gateway_process(settings: Settings, *, predictor_url: str, data_dir: Path) -> Iterator[str]:
+    """`python -m functions serve all` (hypercorn through func-python, as Knative runs it)
+    with the database and secrets of ``settings``, its model the predictor; yields the
+    gateway's base URL. Its log is ``data_dir/gateway.log``."""
+    port = free_port()
+    secrets = {
+        "DB_POSTGRESQL_WRITE_DSN": settings.db_postgresql_write_dsn,
+        "JWT_SECRET": settings.jwt_secret,
+        "APIKEY_SECRET": settings.apikey_secret,
+        "MODEL_PROVIDER_SECRET": settings.model_provider_secret,
+    }
+    env = {
+        **os.environ,
+        **{name: value.get_secret_value() for name, value in secrets.items() if value is not None},
+        "JAN_INFERENCE_MODEL_URL": predictor_url,
+        "JAN_DATA_DIR": str(data_dir),
+        "JAN_FUNCTION": "all",
+        "JAN_LOG_LEVEL": "WARNING",
+        "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+    }
+    log = data_dir / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions", "serve", "all"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{base_url}/readyz", process, log, 60)
+        yield base_url
+    finally:
+        stop(process)

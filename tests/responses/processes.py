@@ -4,19 +4,14 @@ database, pointed at the session's real predictor (``predictor_url``, tests/e2e.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
 from functions.common.runtime import Runtime
-from tests.conftest import ADMIN_DSN, dsn_for, make_settings
-from tests.e2e import ROOT, free_port, stop, wait_ready
+from tests.conftest import copied_database, make_settings
+from tests.e2e import gateway_process
 from tests.factories import create_member, create_tenant
 
 REAL_MODEL = "smollm2-135m-instruct"
@@ -25,7 +20,6 @@ REAL_MODEL = "smollm2-135m-instruct"
 @dataclass(frozen=True)
 class Process:
     base_url: str
-    process: subprocess.Popen[bytes]
 
 
 @dataclass(frozen=True)
@@ -37,51 +31,20 @@ class Callers:
 
 @pytest.fixture(scope="session")
 async def gateway_database(template_database: str) -> AsyncIterator[str]:
-    name = f"jan_e2e_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        yield dsn_for(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with copied_database(template_database, prefix="jan_e2e") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 def gateway(
     predictor_url: str, gateway_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Process]:
-    port = free_port()
-    settings = make_settings(gateway_database)
-    assert settings.jwt_secret is not None and settings.apikey_secret is not None
-    data = tmp_path_factory.mktemp("responses-gateway")
-    log = data / "gateway.log"
-    env = {
-        **os.environ,
-        "DB_POSTGRESQL_WRITE_DSN": gateway_database,
-        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "APIKEY_SECRET": settings.apikey_secret.get_secret_value(),
-        "MODEL_PROVIDER_SECRET": "e2e-provider-secret-0123456789abcdef",
-        "JAN_INFERENCE_MODEL_URL": predictor_url,
-        "JAN_DATA_DIR": str(data),
-        "JAN_LOG_LEVEL": "WARNING",
-        "JAN_FUNCTION": "all",
-        "LISTEN_ADDRESS": f"127.0.0.1:{port}",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions", "serve", "all"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(f"{base_url}/readyz", process, log, 60)
-        yield Process(base_url, process)
-    finally:
-        stop(process)
+    with gateway_process(
+        make_settings(gateway_database),
+        predictor_url=predictor_url,
+        data_dir=tmp_path_factory.mktemp("responses-gateway"),
+    ) as base_url:
+        yield Process(base_url)
 
 
 @pytest.fixture(scope="session")
