@@ -9,70 +9,35 @@ the proof that a fresh install answers.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import openai
 import pytest
 
 from functions.common.runtime import Runtime
-from tests.conftest import ADMIN_DSN, dsn_for, make_settings
-from tests.e2e import ROOT, free_port, stop, wait_ready
+from tests.conftest import copied_database, make_settings
+from tests.e2e import gateway_process
 from tests.factories import Tenant, create_tenant
 
 MODEL = "smollm2-135m-instruct"
-SECRETS = {
-    "JWT_SECRET": "test-jwt-secret-0123456789abcdef0123456789",
-    "APIKEY_SECRET": "test-apikey-secret-0123456789abcdef",
-    "MODEL_PROVIDER_SECRET": "test-provider-secret-0123456789abcdef",
-}
 
 
 @pytest.fixture(scope="module")
 async def e2e_database(template_database: str) -> AsyncIterator[str]:
-    name = f"jan_e2e_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        yield dsn_for(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with copied_database(template_database, prefix="jan_e2e") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
 def gateway(
     e2e_database: str, predictor_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("gateway")
-    log = data / "gateway.log"
-    env = {
-        **os.environ,
-        **SECRETS,
-        "DB_POSTGRESQL_WRITE_DSN": e2e_database,
-        "JAN_INFERENCE_MODEL_URL": predictor_url,
-        "JAN_DATA_DIR": str(data),
-        "LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "JAN_LOG_LEVEL": "WARNING",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "functions", "serve", "all"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, 60)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stop(proc)
+    with gateway_process(
+        make_settings(e2e_database),
+        predictor_url=predictor_url,
+        data_dir=tmp_path_factory.mktemp("gateway"),
+    ) as base_url:
+        yield f"{base_url}/v1"
 
 
 @pytest.fixture(scope="module")
