@@ -1,9 +1,13 @@
 """Callers for the conversations/responses tests, made with the shared tenant factories:
-a project's owner (JWT), another member of the same project (JWT), and a project key."""
+a project's owner (JWT), another member of the same project (JWT), and a project key.
+The `tenant` and `stranger` fixtures are offered by both suites' conftest files."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import httpx
+import pytest
 
 from functions.common.runtime import Runtime
 from tests.factories import bearer, create_member, create_tenant
@@ -31,3 +35,14 @@ async def make_tenant(runtime: Runtime) -> Tenant:
         other_user=bearer(other_token),
         key=made.project_headers,
     )
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
+    return await make_tenant(runtime)
+
+
+@pytest.fixture
+async def stranger(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
+    """Another organization altogether."""
+    return await make_tenant(runtime)

@@ -12,21 +12,10 @@ from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import Tenant, create_tenant
-from tests.tools.fakes import PAGES, SERPER_KEY, FakeSerper
+from tests.tools.fakes import SERPER_KEY, FakeSerper, serper, site
 from tests.tools.http_server import serve
 
-
-@pytest.fixture
-async def serper() -> AsyncIterator[tuple[FakeSerper, str]]:
-    fake = FakeSerper()
-    async with serve(fake.app) as base:
-        yield fake, base
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[str]:
-    async with serve(PAGES) as base:
-        yield base
+__all__ = ["serper", "site"]
 
 
 @pytest.fixture

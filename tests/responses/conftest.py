@@ -2,19 +2,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from tests.conftest import make_settings
-from tests.conversations.tenants import Tenant, make_tenant
+from tests.conversations.tenants import stranger, tenant
 from tests.responses.processes import callers, gateway, gateway_database
 from tests.responses.upstream import ScriptedUpstream
 from tests.tools.http_server import serve_app
 
-# End-to-end fixtures (real predictor and gateway processes), session-scoped.
-__all__ = ["callers", "gateway", "gateway_database"]
+# End-to-end fixtures (real predictor and gateway processes, session-scoped); callers.
+__all__ = ["callers", "gateway", "gateway_database", "stranger", "tenant"]
 
 
 @pytest.fixture(scope="session")
@@ -29,16 +28,6 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
 def settings(database_dsn: str, upstream: ScriptedUpstream) -> Settings:
     upstream.reset()
     return make_settings(database_dsn, jan_inference_model_url=upstream.url)
-
-
-@pytest.fixture
-async def tenant(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
-    return await make_tenant(runtime)
-
-
-@pytest.fixture
-async def stranger(client: httpx.AsyncClient, runtime: Runtime) -> Tenant:
-    return await make_tenant(runtime)
 
 
 @pytest.fixture

@@ -26,6 +26,32 @@ async def _poll(
     raise AssertionError(f"response stayed {got['status']}")
 
 
+async def _abandon(runtime: Runtime, response_id: str, *, attempts: int) -> None:
+    """As if another instance had claimed the response, then vanished without handing it
+    back (its lease expired)."""
+    await runtime.db.writer.execute(
+        """
+        UPDATE responses SET status = 'in_progress', lease_owner = 'dead-instance',
+            lease_expires_at = now() - interval '1 second', attempts = $2
+        WHERE id = $1
+        """,
+        response_id,
+        attempts,
+    )
+
+
+async def _take_over(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, response_id: str, until: set[str]
+) -> Any:
+    """A fresh instance's worker claims what is claimable; the response once in `until`."""
+    successor = BackgroundWorker(poll_seconds=0.05)
+    await successor.start(runtime)
+    try:
+        return await _poll(client, tenant, response_id, until)
+    finally:
+        await successor.stop()
+
+
 async def test_background_response_is_polled_to_completion(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
 ) -> None:
@@ -70,21 +96,8 @@ async def test_work_abandoned_by_a_dead_instance_is_finished_by_another(
     assert this is not None
     await this.stop()  # this instance claims nothing from here on
     queued = await create(client, tenant.user, input="survive", background=True)
-    # Another instance claimed it, then vanished without handing it back.
-    await runtime.db.writer.execute(
-        """
-        UPDATE responses SET status = 'in_progress', lease_owner = 'dead-instance',
-            lease_expires_at = now() - interval '1 second', attempts = 1
-        WHERE id = $1
-        """,
-        queued["id"],
-    )
-    successor = BackgroundWorker(poll_seconds=0.05)
-    await successor.start(runtime)
-    try:
-        done = await _poll(client, tenant, queued["id"], {"completed"})
-    finally:
-        await successor.stop()
+    await _abandon(runtime, queued["id"], attempts=1)
+    done = await _take_over(client, tenant, runtime, queued["id"], {"completed"})
     assert done["output"][0]["content"][0]["text"] == "echo: survive"
     attempts = await runtime.db.writer.fetchval(
         "SELECT attempts FROM responses WHERE id = $1", queued["id"]
@@ -110,29 +123,11 @@ async def test_draining_hands_work_back_and_exhausted_work_fails(
     assert row is not None
     assert row["status"] == "in_progress" and row["lease_owner"] is None
     assert row["attempts"] == 0
-    successor = BackgroundWorker(poll_seconds=0.05)
-    await successor.start(runtime)
-    try:
-        done = await _poll(client, tenant, queued["id"], {"completed"})
-        assert done["output"][0]["content"][0]["text"] == "echo: handover"
-
-    finally:
-        await successor.stop()
+    done = await _take_over(client, tenant, runtime, queued["id"], {"completed"})
+    assert done["output"][0]["content"][0]["text"] == "echo: handover"
 
     # One abandoned too often is failed, not retried forever (no worker runs meanwhile).
     stuck = await create(client, tenant.user, input="cursed", background=True)
-    await runtime.db.writer.execute(
-        """
-        UPDATE responses SET status = 'in_progress', lease_owner = 'dead',
-            lease_expires_at = now() - interval '1 second', attempts = 3
-        WHERE id = $1
-        """,
-        stuck["id"],
-    )
-    last = BackgroundWorker(poll_seconds=0.05)
-    await last.start(runtime)
-    try:
-        failed = await _poll(client, tenant, stuck["id"], {"failed", "completed"})
-    finally:
-        await last.stop()
+    await _abandon(runtime, stuck["id"], attempts=3)
+    failed = await _take_over(client, tenant, runtime, stuck["id"], {"failed", "completed"})
     assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"

@@ -16,7 +16,9 @@ from functions.common.runtime import Runtime
 from functions.tools.toolbox import ToolBox, toolbox_of
 from tests.conftest import make_settings
 from tests.factories import create_tenant
+from tests.tools.fakes import serper, site
 
+__all__ = ["MakeBox", "make_box", "serper", "site"]
 MakeBox = Callable[..., Awaitable[tuple[ToolBox, Principal]]]
 TEST_LIMITS: dict[str, Any] = {
     "jan_fetch_allowed_hosts": ("127.0.0.1",),

@@ -1,10 +1,14 @@
-"""Local stand-ins for the outside world: web pages, Serper and SearXNG."""
+"""Local stand-ins for the outside world: web pages, Serper and SearXNG, and the fixtures
+that serve them on real ports (`site`: the pages' base URL; `serper`: the fake and its URL),
+offered by the tools and MCP suites' conftest files."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -15,6 +19,8 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import Route
+
+from tests.tools.http_server import serve
 
 ARTICLE = """<!doctype html><html><head><title>Jan tools</title>
 <style>body{color:red}</style><script>alert(1)</script></head>
@@ -120,3 +126,16 @@ class FakeSearxng:
         ]
         results[0]["publishedDate"] = "2026-01-02T00:00:00"
         return JSONResponse({"query": request.query_params["q"], "results": results})
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[str]:
+    async with serve(PAGES) as base:
+        yield base
+
+
+@pytest.fixture
+async def serper() -> AsyncIterator[tuple[FakeSerper, str]]:
+    fake = FakeSerper()
+    async with serve(fake.app) as base:
+        yield fake, base

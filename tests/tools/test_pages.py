@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.tools.conftest import MakeBox
-from tests.tools.fakes import PAGES
-from tests.tools.http_server import serve
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[str]:
-    async with serve(PAGES) as base:
-        yield base
 
 
 async def test_html_becomes_markdown_without_page_chrome(make_box: MakeBox, site: str) -> None:

@@ -27,7 +27,7 @@ from tests.conftest import make_settings
 from tests.factories import Tenant, create_tenant
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
 from tests.tools.fakes import SERPER_KEY, FakeSerper
-from tests.tools.http_server import serve, serve_app
+from tests.tools.http_server import serve_app
 
 # The SDK's event classes by their `type` (its union is discriminated by the SDK itself).
 SDK_EVENTS: dict[str, type[BaseModel]] = {
@@ -46,25 +46,18 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
 
 
 @pytest.fixture
-async def serper_at() -> AsyncIterator[tuple[FakeSerper, str]]:
-    fake = FakeSerper()
-    async with serve(fake.app) as base:
-        yield fake, base
-
-
-@pytest.fixture
-def serper(serper_at: tuple[FakeSerper, str]) -> FakeSerper:
-    return serper_at[0]
+def fake_serper(serper: tuple[FakeSerper, str]) -> FakeSerper:
+    return serper[0]
 
 
 @pytest.fixture
 def settings(
-    database_dsn: str, upstream: ScriptedUpstream, serper_at: tuple[FakeSerper, str]
+    database_dsn: str, upstream: ScriptedUpstream, serper: tuple[FakeSerper, str]
 ) -> Settings:
     return make_settings(
         database_dsn,
         jan_inference_model_url=upstream.url,
-        serper_url=serper_at[1],
+        serper_url=serper[1],
         serper_api_key=SERPER_KEY,
     )
 
@@ -89,7 +82,7 @@ def _sse(text: str) -> list[dict[str, Any]]:
 
 
 async def test_model_searches_then_answers_and_the_loop_is_stored(
-    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, serper: FakeSerper
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, fake_serper: FakeSerper
 ) -> None:
     headers = tenant.user_headers
     conversation = (await client.post("/v1/conversations", json={}, headers=headers)).json()
@@ -125,7 +118,7 @@ async def test_model_searches_then_answers_and_the_loop_is_stored(
     assert final["type"] == "response.completed"
 
     # The search ran with the model's query and the request's location default.
-    assert serper.requests[-1][1] == {"q": "jan server", "gl": "de"}
+    assert fake_serper.requests[-1][1] == {"q": "jan server", "gl": "de"}
     # The model was offered the tool, then shown its call and the results before it answered.
     assert upstream.requests[0]["tools"][0]["function"]["name"] == "web_search"
     response = final["response"]
@@ -164,11 +157,11 @@ async def test_model_searches_then_answers_and_the_loop_is_stored(
 
 
 async def test_jan_mcp_calls_are_mcp_call_items(
-    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, serper: FakeSerper
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, fake_serper: FakeSerper
 ) -> None:
     upstream.script.append(Reply(tool_calls=[("google_search", '{"q": "jan"}')]))
     upstream.script.append(Reply(text="Found it."))
-    serper.fail_with = None
+    fake_serper.fail_with = None
     tools = [{"type": "mcp", "server_label": "jan", "allowed_tools": ["google_search"]}]
     body = {"model": MODEL, "input": "Find jan", "tools": tools, "stream": True}
     r = await client.post("/v1/responses", json=body, headers=tenant.user_headers)
@@ -194,7 +187,7 @@ async def test_jan_mcp_calls_are_mcp_call_items(
         "content": call["output"],
     }
 
-    serper.fail_with = 503
+    fake_serper.fail_with = 503
     upstream.script.append(Reply(tool_calls=[("google_search", '{"q": "jan"}')]))
     upstream.script.append(Reply(text="Search is down."))
     r = await client.post("/v1/responses", json=body, headers=tenant.user_headers)
@@ -213,7 +206,7 @@ async def test_jan_mcp_calls_are_mcp_call_items(
 
 
 async def test_openai_sdk_streams_and_parses_typed_tool_items(
-    runtime: Runtime, upstream: ScriptedUpstream, serper: FakeSerper
+    runtime: Runtime, upstream: ScriptedUpstream, fake_serper: FakeSerper
 ) -> None:
     upstream.script.extend(
         [
@@ -253,13 +246,13 @@ async def test_openai_sdk_streams_and_parses_typed_tool_items(
     assert mcp.output is not None and "https://jan.ai/server" in mcp.output
     assert final.response.output_text == ANSWER
     assert stored.output == final.response.output
-    assert len(serper.requests) == 2
+    assert len(fake_serper.requests) == 2
 
 
 async def test_search_failure_reaches_the_model_not_the_client(
-    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, serper: FakeSerper
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, fake_serper: FakeSerper
 ) -> None:
-    serper.fail_with = 502
+    fake_serper.fail_with = 502
     upstream.script.append(Reply(tool_calls=[("web_search", '{"q": "x"}')]))
     upstream.script.append(Reply(text="Search is down, sorry."))
     body = {"model": MODEL, "input": "x?", "tools": [{"type": "web_search"}]}

@@ -24,13 +24,6 @@ ALL_ARGS: dict[str, Any] = {
 
 
 @pytest.fixture
-async def serper() -> AsyncIterator[tuple[FakeSerper, str]]:
-    fake = FakeSerper()
-    async with serve(fake.app) as base:
-        yield fake, base
-
-
-@pytest.fixture
 async def searxng() -> AsyncIterator[tuple[FakeSearxng, str]]:
     fake = FakeSearxng()
     async with serve(fake.app) as base:
