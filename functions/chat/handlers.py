@@ -200,7 +200,22 @@ async def chat_completions(request: Request) -> Response:
             additionalProperties: true
             properties:
               model: {type: string}
-              messages: {type: array, items: {type: object}}
+              messages:
+                type: array
+                minItems: 1
+                items:
+                  type: object
+                  required: [role]
+                  properties:
+                    role: {type: string, enum: [system, developer, user, assistant, tool]}
+                    content:
+                      nullable: true
+                      oneOf:
+                        - {type: string}
+                        - {type: array, items: {type: object, properties: {type: {type: string}}}}
+                    name: {type: string}
+                    tool_call_id: {type: string}
+                    tool_calls: {type: array, items: {type: object}}
               stream: {type: boolean}
               stream_options: {type: object, properties: {include_usage: {type: boolean}}}
               tools: {type: array, items: {type: object}}
