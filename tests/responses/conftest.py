@@ -18,10 +18,8 @@ __all__ = ["callers", "gateway", "gateway_database", "stranger", "tenant"]
 
 @pytest.fixture(scope="session")
 async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    server = ScriptedUpstream()
-    await server.start()
-    yield server
-    await server.stop()
+    async with ScriptedUpstream() as server:
+        yield server
 
 
 @pytest.fixture

@@ -158,3 +158,10 @@ class ScriptedUpstream:
     async def stop(self) -> None:
         self.server.should_exit = True
         await self._task
+
+    async def __aenter__(self) -> ScriptedUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

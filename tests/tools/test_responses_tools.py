@@ -39,10 +39,8 @@ ANSWER = "Jan Server is a self-hosted OpenAI-compatible platform (https://jan.ai
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    server = ScriptedUpstream()
-    await server.start()
-    yield server
-    await server.stop()
+    async with ScriptedUpstream() as server:
+        yield server
 
 
 @pytest.fixture
