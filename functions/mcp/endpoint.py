@@ -37,7 +37,24 @@ class MCPEndpoint:
           required: true
           content:
             application/json:
-              schema: {type: object, description: A JSON-RPC 2.0 request or notification.}
+              schema:
+                type: object
+                description: A JSON-RPC 2.0 request or notification.
+                required: [jsonrpc, method]
+                properties:
+                  jsonrpc: {type: string, enum: ["2.0"]}
+                  id: {oneOf: [{type: string}, {type: integer}]}
+                  method:
+                    type: string
+                    enum: [initialize, notifications/initialized, ping, tools/list, tools/call]
+                  params:
+                    type: object
+                    properties:
+                      protocolVersion: {type: string}
+                      capabilities: {type: object}
+                      clientInfo: {type: object}
+                      name: {type: string, enum: [google_search, scrape, fetch_webpage]}
+                      arguments: {type: object}
         responses:
           200:
             description: JSON-RPC response.
