@@ -196,6 +196,14 @@ async def logout(request: Request) -> Response:
     summary: Sign out, revoking the refresh token's whole family
     tags: [auth]
     security: []
+    requestBody:
+      required: false
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              refresh_token: {type: string, description: "When there is no cookie."}
     responses:
       200: {description: Signed out; the cookie is cleared.}
     """
