@@ -75,6 +75,31 @@ def test_stream_event_order(sdk: openai.OpenAI) -> None:
     assert sdk.responses.retrieve(final.id).output_text == text
 
 
+def test_stream_left_early_is_stored_cancelled(sdk: openai.OpenAI) -> None:
+    stream = sdk.responses.create(
+        model=REAL_MODEL,
+        input="Write a long story about the sea.",
+        max_output_tokens=1500,
+        stream=True,
+    )
+    with stream:
+        created = next(iter(stream))
+        assert created.type == "response.created"
+        assert sdk.responses.retrieve(created.response.id).status == "in_progress"
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+    # Leaving the block closed the connection: the gateway stops the run and stores it.
+    got = created.response
+    for _ in range(100):
+        got = sdk.responses.retrieve(created.response.id)
+        if got.status != "in_progress":
+            break
+        time.sleep(0.1)
+    assert got.status == "cancelled"
+    assert [item.status for item in got.output] == ["incomplete"]  # type: ignore[union-attr]
+
+
 def test_previous_response_id_chain(sdk: openai.OpenAI) -> None:
     first = sdk.responses.create(
         model=REAL_MODEL, input="Remember the word 'plum'.", max_output_tokens=16
