@@ -45,7 +45,50 @@ _BASE: dict[str, Any] = {
                         },
                     }
                 },
-            }
+            },
+            # One input item of the Responses and Conversations APIs (the common shapes).
+            "InputItem": {
+                "type": "object",
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": [
+                            "message",
+                            "function_call",
+                            "function_call_output",
+                            "item_reference",
+                        ],
+                    },
+                    "role": {
+                        "type": "string",
+                        "enum": ["user", "assistant", "system", "developer"],
+                    },
+                    "content": {
+                        "oneOf": [
+                            {"type": "string"},
+                            {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "type": {
+                                            "type": "string",
+                                            "enum": ["input_text", "output_text", "input_image"],
+                                        },
+                                        "text": {"type": "string"},
+                                        "image_url": {"type": "string"},
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                    "id": {"type": "string"},
+                    "call_id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "arguments": {"type": "string"},
+                    "output": {"type": "string"},
+                },
+            },
         },
     },
     "security": [{"bearer": []}],
