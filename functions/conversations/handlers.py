@@ -39,7 +39,7 @@ async def create_conversation(request: Request) -> Response:
           schema:
             type: object
             properties:
-              items: {type: array, items: {type: object}}
+              items: {type: array, items: {$ref: '#/components/schemas/InputItem'}}
               metadata: {type: object, additionalProperties: {type: string}}
     responses:
       200: {description: The conversation object.}
@@ -180,7 +180,7 @@ async def create_items(request: Request) -> Response:
             type: object
             required: [items]
             properties:
-              items: {type: array, maxItems: 20, items: {type: object}}
+              items: {type: array, maxItems: 20, items: {$ref: '#/components/schemas/InputItem'}}
     responses:
       200: {description: A list of the added items.}
       400: {description: Malformed items.}
