@@ -46,7 +46,10 @@ async def create_response(request: Request) -> Response:
             required: [model, input]
             properties:
               model: {type: string}
-              input: {oneOf: [{type: string}, {type: array, items: {type: object}}]}
+              input:
+                oneOf:
+                  - {type: string}
+                  - {type: array, items: {$ref: '#/components/schemas/InputItem'}}
               instructions: {type: string}
               previous_response_id: {type: string}
               conversation: {oneOf: [{type: string}, {type: object}]}
