@@ -124,13 +124,15 @@ async def run_events(run: Run, model: ChatModel, recorder: Recorder) -> AsyncGen
             async for event in rounds:
                 yield numbered(event)
     except (asyncio.CancelledError, GeneratorExit):
-        run.status = "cancelled"
+        if run.status == "in_progress":  # else it ended just before the stop: keep that
+            run.status = "cancelled"
         # The stop must not stop the bookkeeping: shielded, but bounded.
         with anyio.move_on_after(STOP_SECONDS, shield=True):
             await upstream.close()
             await _finish(run, recorder)
         raise
-    final = await _finish(run, recorder)
+    with anyio.CancelScope(shield=True):  # a stop now must not leave the row in_progress
+        final = await _finish(run, recorder)
     if run.status == "failed":
         assert run.error is not None
         yield numbered({"type": "error", **run.error, "param": None})
