@@ -29,6 +29,9 @@ FILTERS = {"project_ids": "project_id", "user_ids": "user_id", "api_key_ids": "a
            "models": "model"}  # fmt: skip
 
 
+MAX_UNIX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def _int_param(request: Request, name: str, *, required: bool = False) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
@@ -41,6 +44,8 @@ def _int_param(request: Request, name: str, *, required: bool = False) -> int | 
         raise InvalidRequest(f"'{name}' must be an integer.", param=name) from None
     if value < 0:
         raise InvalidRequest(f"'{name}' must not be negative.", param=name)
+    if value > MAX_UNIX_SECONDS:  # beyond what datetime (and PostgreSQL's range) can hold
+        raise InvalidRequest(f"'{name}' must be at most {MAX_UNIX_SECONDS}.", param=name)
     return value
 
 
@@ -108,9 +113,12 @@ async def usage_completions(request: Request) -> Response:
     first = start - start % width
     page = request.query_params.get("page")
     if page is not None:
-        if not page.isdigit() or int(page) < first or int(page) % width:
+        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses. A cursor
+        # from this query lies before its end.
+        cursor = int(page) if page.isascii() and page.isdigit() else -1
+        if not first <= cursor < end or cursor % width:
             raise InvalidRequest("'page' is not a cursor from this query.", param="page")
-        first = int(page)
+        first = cursor
     count = min(limit, math.ceil((end - first) / width))
     stop = min(first + count * width, end)
 
