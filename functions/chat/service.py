@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from datetime import UTC, datetime
@@ -26,6 +27,15 @@ from functions.common.usage import UsageRecord, UsageRecorder
 
 log = logging.getLogger(__name__)
 START_DISCOVERY_SECONDS = 3.0
+# The cyclic collector's first-generation threshold for a process serving model traffic.
+# Every request in flight keeps a few hundred container objects alive (scope, tasks,
+# futures, aiohttp's request and response); with Python's default of 700 the collector
+# runs every request or two, finds them all still alive, promotes them, and so keeps
+# triggering full collections of the whole heap. Measured through bench/gateway.py's setup
+# (hypercorn, 2 cores): CPU per request 0.36 -> 0.32 ms at 32 connections (p99 77 -> 25 ms)
+# and 0.48 -> 0.35 ms at 128. Garbage without cycles is still freed at once by reference
+# counting; cycles wait for a larger young generation (a few MB at most).
+GC_THRESHOLDS = (50_000, 50, 100)
 
 
 class Inference:
@@ -63,6 +73,8 @@ class Inference:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
             self.usage.attach(self.runtime)
+            if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
+                gc.set_threshold(*GC_THRESHOLDS)
             self._upkeep = asyncio.get_running_loop().create_task(self.catalog.run())
             self.runtime.on_stop(self.stop)
             self.started = True

@@ -284,3 +284,13 @@ async def test_each_stream_has_its_own_headers(
             "/v1/chat/completions", json={**CHAT, "stream": True}, headers=tenant.project_headers
         )
         assert len(r.headers.get_list("x-request-id")) == 1
+
+
+async def test_serving_raises_the_young_generation_threshold(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    import gc
+
+    from functions.chat.service import GC_THRESHOLDS
+
+    assert gc.get_threshold()[0] >= GC_THRESHOLDS[0]  # set when the inference service starts
