@@ -3,11 +3,17 @@
 One run, alternating per step: the mock upstream directly, then the same requests through
 the `chat` function served as Knative serves it (func-python on hypercorn) and under
 uvicorn, with a real project key and usage recording on. For 1, 32 and 128 connections,
-non-streaming and streaming: requests/s, p50/p99 latency (wrk), CPU milliseconds per
-request of the gateway process (/proc/<pid>/stat), errors; then time to first byte of a
-stream at one connection and the gateway's memory over a soak run.
+non-streaming, streaming (the mock writes the whole stream at once) and paced streaming
+(one write per event, as a model produces tokens): requests/s, p50/p99 latency (wrk), CPU
+milliseconds per request of the gateway process (/proc/<pid>/stat), errors; then time to
+first byte of a stream at one connection and the gateway's memory over a soak run.
 
     .venv/bin/python bench/gateway.py [--duration 10] [--soak 60] [--connections 1,32,128]
+        [--modes plain,stream,paced] [--baseline DIR]
+
+``--baseline DIR`` adds a third gateway (hypercorn) running the `functions` package of
+another source tree — e.g. ``git archive <commit> | tar -x -C DIR`` — into the same
+alternation, so before/after figures come from one run under the same conditions.
 
 Needs node (the mock, bench/mock_upstream.js), wrk (installed with apt-get when missing)
 and the PostgreSQL at JAN_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/postgres);
@@ -51,6 +57,11 @@ CHAT = {
     "model": "mock-model",
     "messages": [{"role": "user", "content": "Hello there!"}],
     "max_tokens": 32,
+}
+BODIES: dict[str, dict[str, object]] = {
+    "plain": CHAT,
+    "stream": {**CHAT, "stream": True},
+    "paced": {**CHAT, "model": "mock-paced", "stream": True},  # the mock's one-event writes
 }
 
 
@@ -200,8 +211,9 @@ async def ttfb_ms(url: str, key: str | None, n: int = 50) -> float:
 
 
 def start_gateway(
-    server: str, port: int, dsn: str, mock_base: str, data: Path
+    server: str, port: int, dsn: str, mock_base: str, data: Path, root: Path = ROOT
 ) -> subprocess.Popen[bytes]:
+    """A gateway process serving the `chat` area from ``root`` (its own `functions`)."""
     env = {
         **os.environ,
         **SECRETS,
@@ -212,14 +224,15 @@ def start_gateway(
         "JAN_LOG_LEVEL": "WARNING",
         "JAN_MIGRATE_ON_START": "false",
     }
-    log = (data / f"{server}.log").open("wb")
+    log = (data / f"{server}-{port}.log").open("wb")
     env["JAN_FUNCTION"] = "chat"
     command = [sys.executable, "-m", "functions", "serve", "chat"]  # func-python on hypercorn
     if server == "uvicorn":
         command = [sys.executable, str(ROOT / "bench" / "serve_uvicorn.py")]
+        env["PYTHONPATH"] = str(root)
     return subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=root,  # `python -m functions` imports the tree it runs in
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -231,7 +244,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk step")
     parser.add_argument("--soak", type=int, default=60, help="seconds of the memory soak (0: skip)")
     parser.add_argument("--connections", default="1,32,128")
+    parser.add_argument("--modes", default="plain,stream,paced")
+    parser.add_argument(
+        "--baseline", type=Path, help="a source tree whose chat function joins the comparison"
+    )
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    assert set(modes) <= set(BODIES), f"modes are {', '.join(BODIES)}"
     wrk = ensure_wrk()
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="jan-bench-"))
@@ -249,6 +268,10 @@ def main() -> int:
         for server in ("hypercorn", "uvicorn"):
             port = free_port()
             gateways[server] = (start_gateway(server, port, dsn, mock_base, work), port)
+        if args.baseline:
+            port = free_port()
+            proc = start_gateway("hypercorn", port, dsn, mock_base, work, args.baseline.resolve())
+            gateways["hypercorn@baseline"] = (proc, port)
         for server, (_, port) in gateways.items():
             wait_http(f"http://127.0.0.1:{port}/readyz")
             r = httpx.post(
@@ -259,25 +282,24 @@ def main() -> int:
             )
             assert r.status_code == 200, (server, r.status_code, r.text)
         scripts = {
-            ("plain", False): wrk_script(work / "plain.lua", CHAT, None),
-            ("plain", True): wrk_script(work / "plain-auth.lua", CHAT, key),
-            ("stream", False): wrk_script(work / "stream.lua", {**CHAT, "stream": True}, None),
-            ("stream", True): wrk_script(work / "stream-auth.lua", {**CHAT, "stream": True}, key),
+            (mode, auth): wrk_script(work / f"{mode}-{auth}.lua", body, key if auth else None)
+            for mode, body in BODIES.items()
+            for auth in (False, True)
         }
         targets = [("mock", None, f"{mock_base}/chat/completions")] + [
             (f"chat/{s}", proc.pid, f"http://127.0.0.1:{port}/v1/chat/completions")
             for s, (proc, port) in gateways.items()
         ]
-        for mode in ("plain", "stream"):
+        for mode in modes:
             for c in conns:
-                for name, pid, url in targets:  # alternating: mock, hypercorn, uvicorn
+                for name, pid, url in targets:  # alternating: mock, hypercorn, uvicorn[, …]
                     script = scripts[(mode, pid is not None)]
                     cpu0 = cpu_seconds(pid) if pid else 0.0
                     rps, p50, p99, total, errors = run_wrk(wrk, url, script, c, args.duration)
                     cpu = (cpu_seconds(pid) - cpu0) * 1000 / max(total, 1) if pid else None
                     results.append(Result(name, mode, c, rps, p50, p99, cpu, errors))
                     print(
-                        f"{mode:6} c={c:<4} {name:15} {rps:9.0f} req/s  p50 {p50:7.2f} ms  "
+                        f"{mode:6} c={c:<4} {name:24} {rps:9.0f} req/s  p50 {p50:7.2f} ms  "
                         f"p99 {p99:7.2f} ms  cpu {cpu if cpu is not None else 0:.3f} ms/req  "
                         f"errors {errors}",
                         flush=True,
@@ -287,7 +309,7 @@ def main() -> int:
         print(f"  mock directly   {direct:.2f} ms")
         for server, (_, port) in gateways.items():
             t = asyncio.run(ttfb_ms(f"http://127.0.0.1:{port}/v1/chat/completions", key))
-            print(f"  chat/{server:10} {t:.2f} ms")
+            print(f"  chat/{server:19} {t:.2f} ms")
         if args.soak:
             proc, port = gateways["hypercorn"]
             before = rss_mib(proc.pid)

@@ -1,6 +1,9 @@
 // A fast OpenAI-compatible mock upstream for the gateway benchmark (and nothing else).
 // Answers /v1/models, /v1/chat/completions (JSON or SSE), /v1/completions, /v1/embeddings,
 // under both /v1 and /openai/v1. Usage: node mock_upstream.js PORT [STREAM_CHUNKS]
+// Model "mock-model" streams its whole answer in one write; "mock-paced" writes each event
+// on its own turn of the event loop, so a gateway reads (and relays) them one by one as it
+// would a real model's tokens.
 "use strict";
 const http = require("http");
 
@@ -25,7 +28,8 @@ const embeddingBody = JSON.stringify({
   usage: { prompt_tokens: 3, total_tokens: 3 },
 });
 const modelsBody = JSON.stringify({
-  object: "list", data: [{ id: model, object: "model", created, owned_by: "mock" }],
+  object: "list",
+  data: [model, "mock-paced"].map((id) => ({ id, object: "model", created, owned_by: "mock" })),
 });
 function chunk(delta, finish) {
   return "data: " + JSON.stringify({
@@ -46,6 +50,12 @@ function json(res, body) {
   res.end(body);
 }
 
+function paced(res, parts, i) {
+  if (i === parts.length - 1) return res.end(parts[i]);
+  res.write(parts[i]);
+  setImmediate(paced, res, parts, i + 1);
+}
+
 http.createServer((req, res) => {
   const path = req.url.replace(/^\/openai/, "");
   if (req.method === "GET" && path === "/v1/models") return json(res, modelsBody);
@@ -58,7 +68,9 @@ http.createServer((req, res) => {
       if (raw.includes('"stream":true') || raw.includes('"stream": true')) {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
         const withUsage = raw.includes('"include_usage":true') || raw.includes('"include_usage": true');
-        res.end(streamBody + (withUsage ? usageEvent : "") + "data: [DONE]\n\n");
+        const tail = (withUsage ? usageEvent : "") + "data: [DONE]\n\n";
+        if (raw.includes('"mock-paced"')) return paced(res, [...streamParts, tail], 0);
+        res.end(streamBody + tail);
         return;
       }
       return json(res, chatBody);
