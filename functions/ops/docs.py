@@ -6,6 +6,7 @@ routes the app really has, so a route cannot silently go undocumented (a test ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -110,7 +111,30 @@ _generator = _Generator(_BASE)
 
 
 def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
-    return _generator.get_schema(routes)
+    document = _generator.get_schema(routes)
+    _declare_path_parameters(document)
+    return document
+
+
+_PATH_PARAMETER = re.compile(r"{([^}:]+)")
+
+
+def _declare_path_parameters(document: dict[str, Any]) -> None:
+    """OpenAPI requires every ``{name}`` of a path to be declared; handlers describe the
+    ones that need words, and the rest are declared here as required strings (clients and
+    generated SDKs otherwise see no parameter at all)."""
+    for path, operations in document.get("paths", {}).items():
+        names = _PATH_PARAMETER.findall(path)
+        if not names:
+            continue
+        for operation in operations.values():
+            parameters = operation.setdefault("parameters", [])
+            declared = {p.get("name") for p in parameters if p.get("in") == "path"}
+            parameters.extend(
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
+                if name not in declared
+            )
 
 
 async def openapi_json(request: Request) -> Response:
