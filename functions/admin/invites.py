@@ -124,7 +124,7 @@ async def create_invite(request: Request) -> Response:
                 items: {type: object, properties: {id: {type: string}, role: {type: string}}}
     responses:
       200: {description: "The organization.invite, with `code`."}
-      409: {description: Already a member, or already invited.}
+      409: {description: "Already a member, or already invited."}
     """
     call = await admin_call(request, write=True)
     body = await json_body(request)
@@ -222,8 +222,8 @@ async def accept_invite(request: Request) -> Response:
     responses:
       200: {description: "The accepted organization.invite."}
       401: {description: Not signed in.}
-      403: {description: Signed in with another e-mail, or as a guest.}
-      404: {description: Unknown, used or expired code.}
+      403: {description: "Signed in with another e-mail, or as a guest."}
+      404: {description: "Unknown, used or expired code."}
     """
     runtime = runtime_of(request)
     identity = identity_of(runtime)

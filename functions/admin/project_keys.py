@@ -163,7 +163,7 @@ async def create_key(request: Request) -> Response:
               expires_at: {type: integer, description: Unix seconds}
     responses:
       200: {description: "The organization.project.api_key, with `value`."}
-      400: {description: Invalid body, or the project is archived.}
+      400: {description: "Invalid body, or the project is archived."}
     """
     call = await project_call(request, write=True)
     body = await json_body(request)

@@ -91,7 +91,7 @@ async def add_member(request: Request) -> Response:
             properties: {user_id: {type: string}, role: {enum: [owner, member]}}
     responses:
       200: {description: "The organization.project.user."}
-      400: {description: Not an organization user, or the project is archived.}
+      400: {description: "Not an organization user, or the project is archived."}
     """
     call = await project_call(request, write=True)
     body = await json_body(request)
@@ -144,7 +144,7 @@ async def modify_member(request: Request) -> Response:
           schema: {type: object, required: [role], properties: {role: {enum: [owner, member]}}}
     responses:
       200: {description: "The updated organization.project.user."}
-      400: {description: Invalid role, or the project is archived.}
+      400: {description: "Invalid role, or the project is archived."}
       404: {description: No such project or user.}
     """
     call = await project_call(request, write=True)

@@ -117,7 +117,7 @@ async def modify_project(request: Request) -> Response:
           schema: {type: object, required: [name], properties: {name: {type: string}}}
     responses:
       200: {description: "The updated organization.project."}
-      400: {description: Invalid body, or the project is archived.}
+      400: {description: "Invalid body, or the project is archived."}
       404: {description: No such project in this organization.}
     """
     call = await project_call(request, write=True, org_owners_only=True)

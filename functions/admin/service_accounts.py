@@ -66,7 +66,7 @@ async def create_account(request: Request) -> Response:
           schema: {type: object, required: [name], properties: {name: {type: string}}}
     responses:
       200: {description: "The service account with `api_key.value`."}
-      400: {description: Invalid body, or the project is archived.}
+      400: {description: "Invalid body, or the project is archived."}
     """
     call = await project_call(request, write=True)
     name = string_field(await json_body(request), "name", required=True)
