@@ -286,7 +286,7 @@ async def login(request: Request) -> Response:
     responses:
       200: {description: "`url`: where to send the browser."}
       429: {description: Too many sign-in attempts from this address.}
-      503: {description: Sign-in is not configured, or the provider is unreachable.}
+      503: {description: "Sign-in is not configured, or the provider is unreachable."}
     """
     runtime = runtime_of(request)
     await runtime.service(LoginRateLimiter).check(request)
@@ -308,7 +308,7 @@ async def callback(request: Request) -> Response:
             properties: {code: {type: string}, state: {type: string}}
     responses:
       200: {description: "An auth.session."}
-      400: {description: Missing, unknown or expired code or state.}
+      400: {description: "Missing, unknown or expired code or state."}
       401: {description: The ID token failed verification.}
       409: {description: The e-mail belongs to an account linked to another identity.}
       429: {description: Too many sign-in attempts from this address.}

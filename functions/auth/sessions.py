@@ -229,7 +229,7 @@ async def me(request: Request) -> Response:
     responses:
       200: {description: "The user, with organization memberships."}
       401: {description: Not signed in.}
-      403: {description: An API key, not a user session.}
+      403: {description: "An API key, not a user session."}
     """
     principal = await authenticate(request)
     if principal.kind != "user" or principal.user_id is None:
