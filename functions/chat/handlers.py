@@ -232,9 +232,9 @@ async def chat_completions(request: Request) -> Response:
         description: A chat.completion object, or `text/event-stream` of chat.completion.chunk.
       400: {description: Invalid request (including a prompt longer than the model's context).}
       401: {description: Missing or invalid credentials.}
-      404: {description: Unknown model, or one this key may not use.}
+      404: {description: "Unknown model, or one this key may not use."}
       502: {description: The model server failed.}
-      503: {description: No endpoint available, or the model server is busy.}
+      503: {description: "No endpoint available, or the model server is busy."}
     """
     return await _proxy(request, "chat.completions")
 
@@ -257,7 +257,7 @@ async def completions(request: Request) -> Response:
               stream: {type: boolean}
               max_tokens: {type: integer}
     responses:
-      200: {description: A text_completion object, or an event stream.}
+      200: {description: "A text_completion object, or an event stream."}
       400: {description: Invalid request.}
       401: {description: Missing or invalid credentials.}
       404: {description: Unknown model.}
@@ -312,7 +312,7 @@ async def retrieve_model(request: Request) -> Response:
     responses:
       200: {description: A model object.}
       401: {description: Missing or invalid credentials.}
-      404: {description: Unknown model, or one this key may not use.}
+      404: {description: "Unknown model, or one this key may not use."}
     """
     principal = await authenticate(request)
     require_project(principal)
