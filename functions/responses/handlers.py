@@ -211,7 +211,7 @@ async def cancel_response(request: Request) -> Response:
       - {name: response_id, in: path, required: true, schema: {type: string}}
     responses:
       200: {description: The cancelled response object.}
-      400: {description: Not a background response, or already finished.}
+      400: {description: "Not a background response, or already finished."}
       404: {description: No such response for this caller.}
     """
     owner = await owner_of(request)
