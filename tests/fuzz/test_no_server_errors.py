@@ -34,6 +34,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation
+from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from functions.common.runtime import Runtime
 from tests.factories import Tenant, bearer, create_member, create_tenant
@@ -339,3 +340,14 @@ async def test_every_operation_answers_below_500_with_error_envelopes(
 ) -> None:
     report = await fuzz(client, runtime, area, identity)
     report.check()
+
+
+async def test_openapi_document_is_valid_openapi_3_0(client: httpx.AsyncClient) -> None:
+    """What is fuzzed is what clients and SDK generators read: it must be valid. (A YAML
+    flow mapping such as ``{description: A, or B.}`` splits at the comma into bogus keys.)"""
+    document = (await client.get("/openapi.json")).json()
+    errors = [
+        f"{'/'.join(map(str, e.instance_path))}: {e.message}"
+        for e in OPENAPI_30_VALIDATOR.iter_errors(document)
+    ]
+    assert not errors, "\n".join(errors)
