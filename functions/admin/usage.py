@@ -77,8 +77,11 @@ async def usage_completions(request: Request) -> Response:
     summary: Completions usage (OpenAI's usage API shape)
     tags: [admin]
     parameters:
-      - {name: start_time, in: query, required: true, schema: {type: integer}}
-      - {name: end_time, in: query, schema: {type: integer}}
+      - name: start_time
+        in: query
+        required: true
+        schema: {type: integer, minimum: 0, maximum: 253402300799}
+      - {name: end_time, in: query, schema: {type: integer, minimum: 0, maximum: 253402300799}}
       - {name: bucket_width, in: query, schema: {type: string, enum: [1m, 1h, 1d]}}
       - {name: group_by, in: query, schema: {type: array, items: {type: string}}}
       - {name: project_ids, in: query, schema: {type: array, items: {type: string}}}
