@@ -64,6 +64,7 @@ class Inference:
         self.started = False
         self._start_lock = asyncio.Lock()
         self._upkeep: asyncio.Task[None] | None = None
+        self._gc_before: tuple[int, int, int] | None = None
 
     async def start(self) -> None:
         async with self._start_lock:
@@ -74,12 +75,16 @@ class Inference:
                 await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
             self.usage.attach(self.runtime)
             if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
+                self._gc_before = gc.get_threshold()
                 gc.set_threshold(*GC_THRESHOLDS)
             self._upkeep = asyncio.get_running_loop().create_task(self.catalog.run())
             self.runtime.on_stop(self.stop)
             self.started = True
 
     async def stop(self) -> None:
+        if self._gc_before is not None:  # a process that goes on (tests) gets its own back
+            gc.set_threshold(*self._gc_before)
+            self._gc_before = None
         if self._upkeep is not None:
             self._upkeep.cancel()
             await asyncio.gather(self._upkeep, return_exceptions=True)

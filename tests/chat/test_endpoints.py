@@ -11,6 +11,7 @@ import orjson
 
 from functions.chat.service import Inference
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 from tests.chat.fakes import FakeUpstream
 from tests.factories import Tenant, bearer, create_project_key, create_tenant
 
@@ -286,11 +287,16 @@ async def test_each_stream_has_its_own_headers(
         assert len(r.headers.get_list("x-request-id")) == 1
 
 
-async def test_serving_raises_the_young_generation_threshold(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_serving_raises_the_young_generation_threshold(settings: Settings) -> None:
     import gc
 
-    from functions.chat.service import GC_THRESHOLDS
+    from functions.chat.service import GC_THRESHOLDS, inference
 
-    assert gc.get_threshold()[0] >= GC_THRESHOLDS[0]  # set when the inference service starts
+    before = gc.get_threshold()
+    assert before[0] < GC_THRESHOLDS[0]
+    rt = Runtime(settings)
+    await rt.open()
+    await inference(rt)
+    assert gc.get_threshold() == GC_THRESHOLDS
+    await rt.close()
+    assert gc.get_threshold() == before  # given back when the service stops
