@@ -59,6 +59,7 @@ class Inference:
             if settings.jan_inference_model_url
             else None,
         )
+        router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
         self.router = Router(self.health, self.client, **router_options)
         self.usage = UsageRecorder()
         self.started = False

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     apikey_secret: SecretStr | None = None
     model_provider_secret: SecretStr | None = None
 
+    jan_stream_idle_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest wait for the next chunk of an upstream stream (the first included).",
+    )
     jan_inference_model_url: str | None = Field(
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )
