@@ -7,8 +7,9 @@ attacker's round-robin record with one internal entry is refused whole.
 
 Anything that is not a globally routable unicast address is refused (private, loopback,
 link-local, unspecified, multicast, carrier-grade NAT, documentation and reserved ranges,
-and IPv6 forms that embed such an IPv4 address) unless the operator's allow-list names the
-host or a network containing the address.
+and IPv6 forms that embed such an IPv4 address: mapped, 6to4, Teredo, NAT64, translated
+and IPv4-compatible) unless the operator's allow-list names the host or a network
+containing the address.
 """
 
 from __future__ import annotations
@@ -49,17 +50,36 @@ class AddressPolicy:
         return is_public(address)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator or the stack
+# may reach: NAT64's well-known prefix (an IPv6-only cluster's gateway turns
+# 64:ff9b::a9fe:a9fe into 169.254.169.254), SIIT's IPv4-translated form, and the
+# deprecated IPv4-compatible form. Python calls the first two global.
+_IPV4_IN_LAST_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
 def is_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or _teredo_client(address)
+        embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public(embedded)
     return address.is_global and not address.is_multicast
 
 
-def _teredo_client(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    teredo = address.teredo
-    return teredo[1] if teredo else None
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries (and may be delivered to), or None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 async def vetted_address(host: str, port: int, policy: AddressPolicy) -> IPAddress:

@@ -29,13 +29,21 @@ from functions.tools.netguard import AddressPolicy, is_public, vetted_address
         "ff02::1",
         "::ffff:10.0.0.1",  # IPv4-mapped
         "2002:0a00:0001::1",  # 6to4 around 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (Python calls the prefix global)
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo around 10.0.0.1
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"],  # NAT64 of 8.8.8.8
+)
 def test_public_addresses_pass(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
 
