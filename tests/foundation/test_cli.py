@@ -92,14 +92,20 @@ def test_serve_then_stop_on_sigterm(database_dsn: str, server: str) -> None:
         JAN_FUNCTION="all",
     )
     proc = subprocess.Popen(
-        [*JAN, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*JAN, "serve", "--server", server],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    # func-python answers /health/readiness itself; under uvicorn our own /readyz does.
+    readiness = "/health/readiness" if server == "hypercorn" else "/readyz"
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/health/readiness", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{readiness}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
