@@ -22,6 +22,9 @@ from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("jan.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# The method is a metric label: any other token a client sends counts as OTHER, so made-up
+# methods cannot grow the number of series (and of cached children below) without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Metric children per label values: ``labels()`` takes a lock and builds a key each call.
 _counted: dict[tuple[str, str, int], Any] = {}
 _timed: dict[tuple[str, str], Any] = {}
@@ -74,7 +77,7 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]
-            _observe(route, method, status, elapsed)
+            _observe(route, method if method in _METHODS else "OTHER", status, elapsed)
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "request",

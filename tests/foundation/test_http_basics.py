@@ -38,6 +38,14 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert "jan_http_request_duration_seconds_bucket" in text
 
 
+async def test_metrics_lump_made_up_methods_together(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        assert (await client.request(f"MADEUP{n}", "/v1/version")).status_code == 405
+    text = (await client.get("/metrics")).text
+    assert "MADEUP" not in text
+    assert 'jan_http_requests_total{method="OTHER",route="/v1/version",status="405"}' in text
+
+
 async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
     echoed = await client.get("/healthcheck", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"
