@@ -31,7 +31,7 @@ from functions.admin.common import (
 from functions.admin.project_users import PROJECT_ROLES
 from functions.admin.users import ORG_ROLES
 from functions.common import ids, tenancy, tokens
-from functions.common.auth import identity_of
+from functions.common.auth import bearer_credential, identity_of
 from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from functions.common.http import JSON, json_body, runtime_of
@@ -227,11 +227,10 @@ async def accept_invite(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     identity = identity_of(runtime)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_credential(request)
+    if token is None:
         raise Unauthorized("Sign in first: accepting an invite needs a user access token.")
-    user_id = tokens.verify_access_token(identity.jwt_secret, token.strip())
+    user_id = tokens.verify_access_token(identity.jwt_secret, token)
     code = string_field(await json_body(request), "code", required=True)
     assert code is not None
     async with runtime.db.writer.acquire() as conn, conn.transaction():

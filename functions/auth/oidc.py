@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from functions.auth.ratelimit import LoginRateLimiter
 from functions.auth.sessions import COOKIE, start_session
 from functions.common import tenancy, tokens
-from functions.common.auth import identity_of
+from functions.common.auth import bearer_credential, identity_of
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import (
     APIError,
@@ -264,10 +264,10 @@ async def _guest_of(request: Request, conn: Executor, jwt_secret: str) -> str | 
         )
         if found is not None:
             return found
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential and not credential.startswith("sk-"):
-        try:
-            user_id = tokens.verify_access_token(jwt_secret, credential.strip())
+    credential = bearer_credential(request)
+    if credential is not None:
+        try:  # an API key, or any other non-JWT, is simply not a guest
+            user_id = tokens.verify_access_token(jwt_secret, credential)
         except APIError:
             return None
         guest: str | None = await conn.fetchval(

@@ -160,17 +160,22 @@ def identity_of(runtime: Runtime) -> Identity:
     return found
 
 
+def bearer_credential(request: Request) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header; None if absent or malformed."""
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 async def authenticate(request: Request) -> Principal:
     """Resolve the caller; 401 for missing, malformed, unknown, expired or revoked creds."""
-    header = request.headers.get("authorization")
-    if not header:
-        raise Unauthorized(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
-            code="missing_api_key",
-        )
-    scheme, _, credential = header.partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
+    credential = bearer_credential(request)
+    if credential is None:
+        if not request.headers.get("authorization"):
+            raise Unauthorized(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+                code="missing_api_key",
+            )
         raise Unauthorized("Expected 'Authorization: Bearer YOUR_KEY'.")
     identity = identity_of(runtime_of(request))
     if credential.startswith(keys.KEY_PREFIXES):

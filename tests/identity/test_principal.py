@@ -114,3 +114,18 @@ async def test_each_key_kind_only_on_its_own_api(
     assert (await client.get("/v1/conversations", headers=t.project_headers)).status_code == 200
     r = await client.get("/v1/organization/projects", headers=t.project_headers)
     assert r.status_code == 403
+
+
+def test_bearer_credential_parsing() -> None:
+    from starlette.requests import Request
+
+    from functions.common.auth import bearer_credential
+
+    def header(value: str) -> Request:
+        return Request({"type": "http", "headers": [(b"authorization", value.encode())]})
+
+    assert bearer_credential(header("Bearer abc")) == "abc"
+    assert bearer_credential(header("bearer  abc ")) == "abc"  # scheme is case-insensitive
+    for refused in ("Basic abc", "Bearer", "Bearer   ", "abc"):
+        assert bearer_credential(header(refused)) is None, refused
+    assert bearer_credential(Request({"type": "http", "headers": []})) is None
