@@ -379,7 +379,7 @@ def _in_project(handler: Handler) -> Handler:
     return endpoint
 
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
+def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = []
     wrappers: list[tuple[str, Callable[[Handler], Handler]]] = [
         ("/v1/organization/models/providers", lambda handler: handler),

@@ -20,7 +20,6 @@ from starlette.routing import BaseRoute, Route
 from functions.admin.common import admin_call
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON
-from functions.common.runtime import Runtime
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, maximum)
@@ -169,5 +168,5 @@ async def usage_completions(request: Request) -> Response:
     )
 
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
+def routes() -> list[BaseRoute]:
     return [Route("/v1/organization/usage/completions", usage_completions, methods=["GET"])]
