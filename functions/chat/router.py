@@ -60,14 +60,14 @@ class OpenStream:
 
     def __init__(
         self,
-        router: Router,
+        health: HealthBook,
         model: str,
         endpoint: Endpoint,
         response: aiohttp.ClientResponse,
         splitter: EventSplitter,
         first: bytes,
     ) -> None:
-        self.router = router
+        self.health = health
         self.model = model
         self.endpoint = endpoint
         self.first = first
@@ -90,15 +90,14 @@ class OpenStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.failure = failure = failures.from_exception(exc)
-            if failure.eject:
-                self.router.health.failed(self.endpoint)
-            raise StreamBroken(failure) from exc
+            self.failure = failures.from_exception(exc)
+            raise StreamBroken(self.failure) from exc
 
     def close(self, *, ok: bool, failure: failures.Failure | None = None) -> None:
         """Release the upstream: a stream not read to the end is cut, which stops the
-        upstream's generation. ``failure`` says why a stream that is not ``ok`` ended
-        (none known: the client left)."""
+        upstream's generation. ``failure`` says why a stream that is not ``ok`` ended when
+        reading did not fail (no ``[DONE]``, an error event); none known: the client left.
+        The endpoint's health and the metrics hear the outcome here, once."""
         if self._closed:
             return
         self._closed = True
@@ -107,10 +106,12 @@ class OpenStream:
         outcome = metrics.OK if ok else failure.fault if failure else metrics.CANCELLED
         metrics.count_request(self.model, self.endpoint.base_url, outcome)
         if ok:
-            self.router.health.succeeded(self.endpoint)
+            self.health.succeeded(self.endpoint)
             self._response.release()
-        else:
-            self._response.close()
+            return
+        if failure is not None and failure.eject:
+            self.health.failed(self.endpoint)
+        self._response.close()
 
 
 class Router:
@@ -234,7 +235,7 @@ class Router:
                         first += splitter.feed(chunk)
                         if has_data(first):  # comments alone (keep-alives) do not count
                             metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
-                            return OpenStream(self, route.model, ep, resp, splitter, first)
+                            return OpenStream(self.health, route.model, ep, resp, splitter, first)
             except asyncio.CancelledError:
                 ep.outstanding -= 1
                 if resp is not None:

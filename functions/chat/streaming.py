@@ -104,7 +104,6 @@ class SSERelay(Response):
                         await send({"type": "http.response.body", "body": data, "more_body": True})
                 if not tally.done and not tally.error:
                     failure = failures.from_exception(failures.StreamCut("no [DONE]"))
-                    self.stream.router.health.failed(self.stream.endpoint)
                     raise StreamBroken(failure)
                 status = 502 if tally.error else 200
             except StreamBroken as broken:

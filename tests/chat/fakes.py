@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible model server: a real HTTP server (aiohttp) on a free port,
-whose behaviour a test switches at will (healthy, slow, 500-ing, cutting streams,
-refusing the request, stopped)."""
+whose behaviour a test switches at will (healthy, slow, 500-ing, cutting streams or
+ending them early, refusing the request, stopped)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class FakeUpstream:
     def __init__(self, name: str, *, models: tuple[str, ...] = ("m1",)) -> None:
         self.name = name
         self.models = models
-        self.mode = "ok"  # ok | slow | fail500 | busy | refuse400 | cut
+        self.mode = "ok"  # ok | slow | fail500 | busy | refuse400 | cut | nodone
         self.delay = 0.0
         self.chunk_delay = 0.0
         self.stream_chunks = 3
@@ -134,6 +134,9 @@ class FakeUpstream:
                 if self.mode == "cut" and i == 1:
                     assert request.transport is not None
                     request.transport.close()  # drop the connection mid-stream
+                    return response
+                if self.mode == "nodone" and i == 1:
+                    await response.write_eof()  # a clean end, but without [DONE]
                     return response
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)

@@ -137,6 +137,31 @@ async def test_stream_cut_midway_ends_with_an_error_event(
     assert row["status"] == 502
 
 
+async def test_stream_ended_without_done_counts_against_the_endpoint_on_both_paths(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    import pytest
+
+    from functions.chat import api
+    from functions.common.errors import UpstreamError
+    from functions.common.principal import Principal
+
+    tenant = await create_tenant(runtime)
+    builtin.mode, builtin.stream_chunks = "nodone", 5
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=tenant.project_headers
+    )
+    assert orjson.loads(sse_payloads(r.text)[-1])["error"]["type"] == "upstream_error"
+    endpoint = runtime.service(Inference).health.endpoint(builtin.base_url)
+    assert endpoint.failures == 1
+    who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
+    with pytest.raises(UpstreamError, match="ended the stream early"):
+        async for _ in api.stream_chat_completion(runtime, who, CHAT):
+            pass
+    assert endpoint.failures == 2  # the in-process API classifies it the same way
+    assert [row["status"] for row in await usage_rows(runtime)] == [502, 502]
+
+
 async def test_upstream_refusal_is_the_callers_400(
     client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
 ) -> None:
