@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp")
@@ -106,18 +106,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be `all` or one of {', '.join(AREAS)}")
         return value
 
-    @field_validator("organization_admin_emails", mode="before")
+    @field_validator("organization_admin_emails", "jan_fetch_allowed_hosts", mode="before")
     @classmethod
-    def _split_emails(cls, value: Any) -> Any:
+    def _split_lowercase(cls, value: Any) -> Any:
+        # E-mails and host names compare case-insensitively: lower-cased once, here.
         if isinstance(value, str):
-            return tuple(e.strip().lower() for e in value.split(",") if e.strip())
-        return value
-
-    @field_validator("jan_fetch_allowed_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+            return tuple(v.strip().lower() for v in value.split(",") if v.strip())
         return value
 
     @field_validator("jan_trusted_proxies", mode="before")
@@ -193,8 +187,6 @@ def _read_secret_file(path: str, variable: str) -> str:
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Parse the environment once; raise ConfigError with a one-line reason."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**dict(overrides or {}))
     except ValidationError as exc:
