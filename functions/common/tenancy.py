@@ -34,7 +34,12 @@ async def create_organization(
 
 
 async def ensure_default_organization(ex: Executor) -> str:
-    """The default organization's ID, created on first call (safe under concurrency)."""
+    """The default organization's ID, created on first call (safe under concurrency).
+
+    Every guest login and sign-in asks; after the first, one SELECT answers."""
+    found = await default_organization_id(ex)
+    if found is not None:
+        return found
     await ex.execute(
         """
         INSERT INTO organizations (id, name, is_default) VALUES ($1, $2, true)
