@@ -64,9 +64,7 @@ async def user_object(ex: Executor, user_id: str) -> dict[str, Any]:
     }
 
 
-def session_response(
-    request: Request, *, access: str, refresh: str, user: dict[str, Any]
-) -> Response:
+def session_response(*, access: str, refresh: str, user: dict[str, Any]) -> Response:
     response = JSON(
         {
             "object": "auth.session",
@@ -96,9 +94,7 @@ async def start_session(request: Request, conn: Executor, user_id: str) -> Respo
     identity = identity_of(runtime_of(request))
     refresh = await new_refresh_token(conn, user_id=user_id)
     access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
-    return session_response(
-        request, access=access, refresh=refresh, user=await user_object(conn, user_id)
-    )
+    return session_response(access=access, refresh=refresh, user=await user_object(conn, user_id))
 
 
 async def refresh_token_of(request: Request) -> str | None:
@@ -188,7 +184,7 @@ async def refresh(request: Request) -> Response:
         user_id, new = rotated
         user = await user_object(conn, user_id)
     access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
-    return session_response(request, access=access, refresh=new, user=user)
+    return session_response(access=access, refresh=new, user=user)
 
 
 async def logout(request: Request) -> Response:

@@ -31,11 +31,3 @@ def new_id(prefix: str) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return prefix + "".join(reversed(chars))
-
-
-def has_prefix(value: str, prefix: str) -> bool:
-    """Whether a client-supplied ID is well formed for its kind (cheap pre-check)."""
-    body = value[len(prefix) :]
-    return (
-        value.startswith(prefix) and len(body) == _BODY_CHARS and all(c in _ALPHABET for c in body)
-    )

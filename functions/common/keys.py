@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from typing import Final
 
 from functions.common.db import Executor
 from functions.common.principal import Principal
-
-log = logging.getLogger(__name__)
 
 ADMIN_PREFIX: Final = "sk-admin-"
 PROJECT_PREFIX: Final = "sk-proj-"
@@ -69,7 +66,7 @@ class CachedKey:
     project_archived: bool
 
 
-_MISSING: Final = object()
+MISSING: Final = object()
 
 
 class KeyCache:
@@ -91,11 +88,11 @@ class KeyCache:
         """The cached ``CachedKey`` or ``None`` (known bad), or ``MISSING`` if absent/stale."""
         entry = self._entries.get(secret_hash)
         if entry is None:
-            return _MISSING
+            return MISSING
         value, cached_at = entry
         if now - cached_at > (self.ttl if value is not None else self.negative_ttl):
             del self._entries[secret_hash]
-            return _MISSING
+            return MISSING
         return value
 
     def put(self, secret_hash: bytes, value: CachedKey | None, now: float) -> None:
@@ -113,9 +110,6 @@ class KeyCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-MISSING = _MISSING
 
 
 class LastUsed:

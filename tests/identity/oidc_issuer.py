@@ -32,7 +32,6 @@ class Issuer:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "test-key-1"
         self.codes: dict[str, dict[str, Any]] = {}
-        self.token_requests = 0
         app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
@@ -85,7 +84,6 @@ class Issuer:
         return JSONResponse({"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
 
     async def token(self, request: Request) -> Response:
-        self.token_requests += 1
         form = await request.form()
         auth = request.headers.get("authorization", "")
         basic = base64.b64decode(auth.removeprefix("Basic ")).decode() if auth else ""
