@@ -224,3 +224,16 @@ async def test_bad_bodies_are_400_not_500(client: httpx.AsyncClient, runtime: Ru
         r = await client.post(path, content=content, headers=h)
         assert r.status_code == 400, (path, content, r.text)
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_removed_users_keys_stop_at_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await create_tenant(runtime)
+    project = f"/v1/organization/projects/{t.project_id}"
+    for removal in (f"{project}/users/{{}}", "/v1/organization/users/{}"):
+        user_id, token = await create_member(runtime, t, org_role="reader", project_role="owner")
+        made = await client.post(f"{project}/api_keys", json={"name": "k"}, headers=bearer(token))
+        key = bearer(made.json()["value"])
+        assert (await client.get("/v1/conversations", headers=key)).status_code == 200  # cached
+        r = await client.delete(removal.format(user_id), headers=t.admin_headers)
+        assert r.json()["deleted"] is True
+        assert (await client.get("/v1/conversations", headers=key)).status_code == 401, removal
