@@ -18,7 +18,6 @@ The stream always asks the upstream for usage and yields that final usage chunk.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,11 +64,15 @@ async def stream_chat_completion(
     body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
     handlers.validate(OPERATION, body)
     route = await svc.route_for(principal, body.get("model"))
-    created, started = time.time(), time.perf_counter()
-    opened = await svc.router.open_stream(
-        route, handlers.PATHS[OPERATION], orjson.dumps(body), affinity=affinity
-    )
-    ttft_ms = int((time.perf_counter() - started) * 1000)
+    entry = svc.ledger(principal, route, OPERATION, streamed=True)
+    try:
+        opened = await svc.router.open_stream(
+            route, handlers.PATHS[OPERATION], orjson.dumps(body), affinity=affinity
+        )
+    except errors.APIError as exc:
+        entry.write(exc.status)
+        raise
+    entry.first_event(opened.endpoint.base_url)
     tally = StreamTally(keep_usage_chunk=True)
     status = 499  # the caller stopped iterating
     failure: failures.Failure | None = None
@@ -97,11 +100,7 @@ async def stream_chat_completion(
         raise failure.error from None
     finally:
         opened.close(ok=status == 200, failure=failure)
-        svc.record(
-            principal, route, operation=OPERATION, streamed=True, created=created,
-            started=started, status=status, endpoint=opened.endpoint.base_url,
-            usage=tally.usage, ttft_ms=ttft_ms,
-        )  # fmt: skip
+        entry.write(status, tally.usage)
 
 
 async def _payloads(opened: OpenStream) -> AsyncIterator[bytes]:

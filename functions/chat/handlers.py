@@ -7,7 +7,6 @@ the upstream receives, so every field we do not know passes through untouched.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -111,68 +110,24 @@ async def forward(
     stream: bool,
     affinity: str | None,
 ) -> Response | SSERelay:
-    created, started = time.time(), time.perf_counter()
+    entry = svc.ledger(principal, route, operation, streamed=stream)
     path = PATHS[operation]
     if stream:
         upstream_body, keep_usage = with_upstream_usage(body, raw)
         try:
             opened = await svc.router.open_stream(route, path, upstream_body, affinity=affinity)
         except errors.APIError as exc:
-            svc.record(
-                principal,
-                route,
-                operation=operation,
-                streamed=True,
-                created=created,
-                started=started,
-                status=exc.status,
-                endpoint=None,
-                usage=None,
-            )
+            entry.write(exc.status)
             raise
-        ttft_ms = int((time.perf_counter() - started) * 1000)
-
-        def finish(status: int, tally: StreamTally) -> None:
-            svc.record(
-                principal,
-                route,
-                operation=operation,
-                streamed=True,
-                created=created,
-                started=started,
-                status=status,
-                endpoint=opened.endpoint.base_url,
-                usage=tally.usage,
-                ttft_ms=ttft_ms,
-            )
-
-        return SSERelay(opened, StreamTally(keep_usage_chunk=keep_usage), finish)
+        entry.first_event(opened.endpoint.base_url)
+        return SSERelay(opened, StreamTally(keep_usage_chunk=keep_usage), entry.write)
     try:
         reply = await svc.router.send(route, path, raw, affinity=affinity)
     except errors.APIError as exc:
-        svc.record(
-            principal,
-            route,
-            operation=operation,
-            streamed=False,
-            created=created,
-            started=started,
-            status=exc.status,
-            endpoint=None,
-            usage=None,
-        )
+        entry.write(exc.status)
         raise
-    svc.record(
-        principal,
-        route,
-        operation=operation,
-        streamed=False,
-        created=created,
-        started=started,
-        status=reply.status,
-        endpoint=reply.endpoint.base_url,
-        usage=usage_of(reply.body),
-    )
+    entry.endpoint = reply.endpoint.base_url
+    entry.write(reply.status, usage_of(reply.body))
     return Response(reply.body, status_code=reply.status, media_type="application/json")
 
 

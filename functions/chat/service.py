@@ -115,45 +115,74 @@ class Inference:
         routes = self.catalog.visible(principal.organization_id, principal.project_id)
         return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
 
-    def record(
+    def ledger(
+        self, principal: Principal, route: ModelRoute, operation: str, *, streamed: bool
+    ) -> LedgerEntry:
+        """The usage-ledger entry of a request about to be sent (its clock starts now)."""
+        return LedgerEntry(self, principal, route, operation, streamed)
+
+
+class LedgerEntry:
+    """One model request's line in the usage ledger: started when the request goes out,
+    written once at its end (``write``), whatever the outcome."""
+
+    __slots__ = (
+        "_svc", "created", "endpoint", "operation", "principal", "route", "started",
+        "streamed", "ttft_ms",
+    )  # fmt: skip
+
+    def __init__(
         self,
+        svc: Inference,
         principal: Principal,
         route: ModelRoute,
-        *,
         operation: str,
         streamed: bool,
-        created: float,
-        started: float,
-        status: int,
-        endpoint: str | None,
-        usage: dict[str, Any] | None,
-        ttft_ms: int | None = None,
     ) -> None:
+        self._svc = svc
+        self.principal = principal
+        self.route = route
+        self.operation = operation
+        self.streamed = streamed
+        self.created = time.time()
+        self.started = time.perf_counter()
+        self.endpoint: str | None = None  # the endpoint that answered, once one has
+        self.ttft_ms: int | None = None
+
+    def first_event(self, endpoint: str) -> None:
+        """A stream's first event arrived from ``endpoint``."""
+        self.endpoint = endpoint
+        self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
+
+    def write(self, status: int, usage: dict[str, Any] | None = None) -> None:
+        """Queue the record (never touches the database; see ``UsageRecorder``)."""
         prompt = completion = cached = 0
+        model = self.route.model
         if usage:
             prompt = _int(usage.get("prompt_tokens"))
             completion = _int(usage.get("completion_tokens"))
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
                 cached = _int(details.get("cached_tokens"))
-            metrics.count_tokens(route.model, prompt, completion)
-        self.usage.record(
+            metrics.count_tokens(model, prompt, completion)
+        principal = self.principal
+        self._svc.usage.record(
             UsageRecord(
-                created_at=datetime.fromtimestamp(created, UTC),
+                created_at=datetime.fromtimestamp(self.created, UTC),
                 organization_id=principal.organization_id,
                 project_id=principal.project_id,
                 api_key_id=principal.api_key_id,
                 user_id=principal.user_id,
-                model=route.model,
-                provider_id=route.provider.id,
-                endpoint=endpoint,
-                operation=operation,
-                streamed=streamed,
+                model=model,
+                provider_id=self.route.provider.id,
+                endpoint=self.endpoint,
+                operation=self.operation,
+                streamed=self.streamed,
                 input_tokens=prompt,
                 output_tokens=completion,
                 input_cached_tokens=cached,
-                latency_ms=int((time.perf_counter() - started) * 1000),
-                ttft_ms=ttft_ms,
+                latency_ms=int((time.perf_counter() - self.started) * 1000),
+                ttft_ms=self.ttft_ms,
                 status=status,
             )
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -32,12 +33,12 @@ _HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 
-Finish = Callable[[int, StreamTally], None]
+Finish = Callable[[int, dict[str, Any] | None], None]
 
 
 class SSERelay(Response):
-    """An ASGI response streaming ``stream`` to the client; ``finish(status, tally)`` is
-    called exactly once at the end (usage recording)."""
+    """An ASGI response streaming ``stream`` to the client; ``finish(status, usage)`` is
+    called exactly once at the end (the usage ledger)."""
 
     def __init__(self, stream: OpenStream, tally: StreamTally, finish: Finish) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
@@ -115,4 +116,4 @@ class SSERelay(Response):
             if tally.error and failure is None:
                 failure = failures.error_event()
             self.stream.close(ok=status == 200, failure=failure)
-            self.finish(status, tally)
+            self.finish(status, tally.usage)

@@ -162,6 +162,26 @@ async def test_stream_ended_without_done_counts_against_the_endpoint_on_both_pat
     assert [row["status"] for row in await usage_rows(runtime)] == [502, 502]
 
 
+async def test_in_process_stream_refused_upstream_is_in_the_ledger(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    import pytest
+
+    from functions.chat import api
+    from functions.common.errors import APIError
+    from functions.common.principal import Principal
+
+    tenant = await create_tenant(runtime)
+    builtin.mode = "refuse400"
+    who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
+    with pytest.raises(APIError) as refused:
+        async for _ in api.stream_chat_completion(runtime, who, CHAT):
+            pass
+    assert refused.value.status == 400
+    [row] = await usage_rows(runtime)  # like the HTTP endpoint's failed requests
+    assert (row["status"], row["streamed"], row["endpoint"]) == (400, True, None)
+
+
 async def test_upstream_refusal_is_the_callers_400(
     client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
 ) -> None:
