@@ -9,6 +9,7 @@ import jwt
 
 from functions.common.runtime import Runtime
 from tests.factories import (
+    access_token_for,
     bearer,
     create_member,
     create_project,
@@ -129,3 +130,49 @@ def test_bearer_credential_parsing() -> None:
     for refused in ("Basic abc", "Bearer", "Bearer   ", "abc"):
         assert bearer_credential(header(refused)) is None, refused
     assert bearer_credential(Request({"type": "http", "headers": []})) is None
+
+
+async def test_user_principal_edge_cases(whoami: httpx.AsyncClient, runtime: Runtime) -> None:
+    from functions.common import tenancy
+    from functions.common.auth import identity_of
+
+    t = await create_tenant(runtime)
+    other = await create_tenant(runtime)
+    async with runtime.db.writer.acquire() as conn:
+        unjoined = await tenancy.create_project(conn, organization_id=t.organization_id, name="u")
+        await tenancy.set_organization_role(
+            conn, organization_id=t.organization_id, user_id=other.owner_user_id, role="reader"
+        )
+        loner = await tenancy.create_user(conn, email="loner@example.test")
+        await tenancy.set_organization_role(
+            conn, organization_id=other.organization_id, user_id=loner["id"], role="reader"
+        )
+
+    async def whoami_as(token: str, **headers: str) -> httpx.Response:
+        return await whoami.get("/whoami", headers=bearer(token, **headers))
+
+    # An organization owner acts as owner in a project of theirs without being its member.
+    p = (await whoami_as(t.access_token, **{"OpenAI-Project": unjoined["id"]})).json()
+    assert (p["project_id"], p["project_role"]) == (unjoined["id"], "owner")
+    # A default project elsewhere does not follow the user into the organization they name.
+    p = (await whoami_as(other.access_token, **{"OpenAI-Organization": t.organization_id})).json()
+    assert (p["organization_id"], p["project_id"], p["org_role"]) == (
+        t.organization_id,
+        None,
+        "reader",
+    )
+    # A project and an organization that do not belong together.
+    mismatch = {"OpenAI-Project": t.project_id, "OpenAI-Organization": other.organization_id}
+    assert (await whoami_as(t.access_token, **mismatch)).status_code == 404
+    # No project at all: the one organization the user is in.
+    p = (await whoami_as(access_token_for(runtime, loner["id"]))).json()
+    assert (p["organization_id"], p["project_id"]) == (other.organization_id, None)
+    # An archived default project: organization level only; named, it is refused.
+    await runtime.db.writer.execute(
+        "UPDATE projects SET status = 'archived' WHERE id = $1", t.project_id
+    )
+    await identity_of(runtime).revoke_all()
+    p = (await whoami_as(t.access_token)).json()
+    assert (p["project_id"], p["org_role"]) == (None, "owner")
+    named = await whoami_as(t.access_token, **{"OpenAI-Project": t.project_id})
+    assert named.status_code == 403 and named.json()["error"]["code"] == "project_archived"
