@@ -29,7 +29,7 @@ from functions.common import keys, tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, NotFound, Unauthorized
 from functions.common.http import runtime_of
-from functions.common.principal import Principal, ProjectRole
+from functions.common.principal import OrgRole, Principal, ProjectRole
 from functions.common.revocations import EVERYTHING, RevocationBus
 from functions.common.runtime import Runtime
 
@@ -277,70 +277,64 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
     )
 
 
+# The user, the project the request acts in and both memberships, in one round trip: the
+# project named by OpenAI-Project, else the user's default project (which, when only
+# OpenAI-Organization is named, counts only if it belongs to that organization).
+_USER_GRANTS = """
+SELECT u.is_guest,
+       p.id AS project_id, p.organization_id AS project_organization_id,
+       p.status AS project_status, pm.role AS member_role, om.role AS org_role
+FROM users u
+LEFT JOIN projects p
+       ON p.id = coalesce($2::text, u.default_project_id)
+      AND ($2::text IS NOT NULL OR $3::text IS NULL OR p.organization_id = $3::text)
+LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = u.id
+LEFT JOIN organization_members om
+       ON om.user_id = u.id AND om.organization_id = coalesce($3::text, p.organization_id)
+WHERE u.id = $1
+"""
+
+
 async def resolve_user(
     ex: Executor, *, user_id: str, project_id: str | None, organization_id: str | None
 ) -> Principal:
     """A signed-in user's principal for the requested project / organization."""
-    user = await ex.fetchrow(
-        "SELECT id, is_guest, default_project_id FROM users WHERE id = $1", user_id
-    )
-    if user is None:
+    row = await ex.fetchrow(_USER_GRANTS, user_id, project_id, organization_id)
+    if row is None:
         raise Unauthorized("This account no longer exists.", code="invalid_token")
-    wanted_project = project_id or (user["default_project_id"] if not organization_id else None)
-    if organization_id and not project_id:
-        # The default project is used only if it belongs to the requested organization.
-        wanted_project = await ex.fetchval(
-            "SELECT id FROM projects WHERE id = $1 AND organization_id = $2",
-            user["default_project_id"],
-            organization_id,
-        )
-    project = None
-    if wanted_project is not None:
-        project = await ex.fetchrow(
-            """
-            SELECT p.id, p.organization_id, p.status, pm.role AS project_role
-            FROM projects p
-            LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $2
-            WHERE p.id = $1
-            """,
-            wanted_project,
-            user_id,
-        )
-    org_id = organization_id or (project["organization_id"] if project is not None else None)
+    org_id: str | None = organization_id or row["project_organization_id"]
+    org_role: OrgRole | None = row["org_role"]
     if org_id is None:
         # No project to go by: a user in exactly one organization acts in it.
         orgs = await ex.fetch(
-            "SELECT organization_id FROM organization_members WHERE user_id = $1 LIMIT 2", user_id
+            "SELECT organization_id, role FROM organization_members WHERE user_id = $1 LIMIT 2",
+            user_id,
         )
-        org_id = orgs[0]["organization_id"] if len(orgs) == 1 else None
+        if len(orgs) == 1:
+            org_id, org_role = orgs[0]["organization_id"], orgs[0]["role"]
     if org_id is None:
         raise Forbidden(
             "No project or organization selected: send an OpenAI-Project or "
             "OpenAI-Organization header."
         )
-    org_role = await ex.fetchval(
-        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-        org_id,
-        user_id,
-    )
     project_role: ProjectRole | None = None
-    if project is not None and project["organization_id"] == org_id:
+    if row["project_id"] is not None and row["project_organization_id"] == org_id:
         # Organization owners may act in every project of their organization.
-        project_role = project["project_role"] or ("owner" if org_role == "owner" else None)
+        project_role = row["member_role"] or ("owner" if org_role == "owner" else None)
     if project_id is not None and project_role is None:
         raise NotFound(f"No project found with id '{project_id}'.", param="OpenAI-Project")
     if project_role is None and org_role is None:
         raise NotFound(f"No organization found with id '{org_id}'.", param="OpenAI-Organization")
-    if project is not None and project_role is not None and project["status"] == "archived":
+    if project_role is not None and row["project_status"] == "archived":
         if project_id is not None:
             raise Forbidden(f"Project '{project_id}' is archived.", code="project_archived")
         project_role = None  # an archived default project: act at organization level only
     return Principal(
         kind="user",
         organization_id=org_id,
-        project_id=project["id"] if project_role is not None and project is not None else None,
+        project_id=row["project_id"] if project_role is not None else None,
         user_id=user_id,
         org_role=org_role,
         project_role=project_role,
-        is_guest=user["is_guest"],
+        is_guest=row["is_guest"],
     )
