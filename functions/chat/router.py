@@ -271,7 +271,3 @@ class Router:
             f"No endpoint is available for model {route.model!r}; retry shortly.",
             headers={"Retry-After": "2"},
         )
-
-
-def elapsed_ms(since: float) -> int:
-    return int((time.perf_counter() - since) * 1000)

@@ -169,12 +169,3 @@ async def delete_provider(
         project_id,
     )
     return status.endswith(" 1")
-
-
-async def project_exists(ex: Executor, *, organization_id: str, project_id: str) -> bool:
-    found = await ex.fetchval(
-        "SELECT 1 FROM projects WHERE organization_id = $1 AND id = $2",
-        organization_id,
-        project_id,
-    )
-    return found is not None
