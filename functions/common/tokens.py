@@ -34,6 +34,11 @@ def issue_access_token(
 
 def verify_access_token(secret: str, token: str) -> str:
     """The user ID of a valid access token; 401 for anything else."""
+    return decode_access_token(secret, token)[0]
+
+
+def decode_access_token(secret: str, token: str) -> tuple[str, float]:
+    """The user ID and expiry (epoch seconds) of a valid access token; 401 otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -48,8 +53,7 @@ def verify_access_token(secret: str, token: str) -> str:
         raise Unauthorized("Invalid access token.", code="invalid_token") from None
     if claims.get("typ") != ACCESS or not isinstance(claims.get("sub"), str):
         raise Unauthorized("Invalid access token.", code="invalid_token")
-    user_id: str = claims["sub"]
-    return user_id
+    return claims["sub"], float(claims["exp"])
 
 
 def new_refresh_token() -> tuple[str, bytes]:

@@ -4,6 +4,8 @@ and batched last_used_at."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from functions.app import create_app
-from functions.common import keys
+from functions.common import keys, tokens
 from functions.common.auth import identity_of
 from functions.common.errors import APIError
 from functions.common.runtime import Runtime
@@ -138,3 +140,21 @@ def test_cache_is_bounded() -> None:
     for n in range(5):
         cache.put(bytes([n]), None, 0.0)
     assert len(cache) == 3 and cache.get(bytes([0]), 0.0) is keys.MISSING
+
+
+async def test_verified_access_tokens_still_expire_exactly(opened: Runtime) -> None:
+    t = await create_tenant(opened)
+    identity = identity_of(opened)
+    issued = int(time.time()) - 10
+    token = tokens.issue_access_token(
+        identity.jwt_secret, user_id=t.owner_user_id, ttl=12, now=issued
+    )
+    verify = functools.partial(
+        identity.verify_user_token, token, project_id=None, organization_id=None
+    )
+    assert (await verify()).user_id == t.owner_user_id  # verified once, then looked up
+    assert token in identity.verified_tokens
+    await asyncio.sleep(issued + 12 - time.time() + 0.05)
+    with pytest.raises(APIError) as info:
+        await verify()
+    assert info.value.status == 401 and info.value.code == "token_expired"
