@@ -77,8 +77,9 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         init=_init_connection,
         command_timeout=30,
         timeout=5,
-        # Pools may sit behind PgBouncer in transaction mode; prepared-statement caching
-        # stays on (it is per connection and asyncpg handles invalidation).
+        # asyncpg prepares every query and caches the statements per connection. Behind
+        # PgBouncer in transaction mode that needs PgBouncer 1.21+ with
+        # max_prepared_statements set; older PgBouncers need statement_cache_size=0.
     )
     assert pool is not None
     return pool
