@@ -56,8 +56,10 @@ async def copied_database(template: str, prefix: str = "jan_test") -> AsyncItera
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        yield dsn_for(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield dsn_for(name)
+        finally:  # a failing block must not leave its database on the shared server
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
