@@ -7,8 +7,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from func_python.http import ASGIApplication
 
+from functions import entry
 from functions.common.db import AnyConnection
 from functions.common.settings import Settings
 from functions.entry import new
@@ -75,7 +77,7 @@ async def test_func_python_drives_start_ready_handle_stop(settings: Settings) ->
 
 
 async def test_not_ready_while_the_database_is_down_and_requests_get_503(
-    settings: Settings,
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pydantic import SecretStr
 
@@ -90,9 +92,7 @@ async def test_not_ready_while_the_database_is_down_and_requests_get_503(
     asgi = ASGIApplication(function)
     lifespan = Lifespan(asgi)
     await lifespan.startup()
-    import functions.entry as entry
-
-    entry.OPEN_WAIT_SECONDS = 0.3
+    monkeypatch.setattr(entry, "OPEN_WAIT_SECONDS", 0.3)  # restored even if the test fails
     transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
         assert (await client.get("/health/readiness")).status_code == 500
@@ -101,5 +101,4 @@ async def test_not_ready_while_the_database_is_down_and_requests_get_503(
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "service_unavailable"
         assert r.headers["retry-after"] == "2"
-    entry.OPEN_WAIT_SECONDS = 10.0
     await lifespan.shutdown()
