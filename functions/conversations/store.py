@@ -59,7 +59,7 @@ async def create_conversation(
         metadata,
     )
     assert row is not None
-    await insert_items(ex, owner=owner, conversation_id=conversation_id, items=items)
+    await _insert_item_rows(ex, owner=owner, conversation_id=conversation_id, items=items)
     return row
 
 
@@ -128,6 +128,20 @@ async def insert_items(
     ex: Executor, *, owner: Owner, conversation_id: str, items: list[dict[str, Any]]
 ) -> None:
     """Append items in order, and give the conversation a title once a user speaks."""
+    await _insert_item_rows(ex, owner=owner, conversation_id=conversation_id, items=items)
+    title = title_from(items)
+    if title is not None:
+        await ex.execute(
+            "UPDATE conversations SET title = $4"
+            " WHERE organization_id = $1 AND project_id = $2 AND id = $3 AND title IS NULL",
+            *_tenant(owner, conversation_id),
+            title,
+        )
+
+
+async def _insert_item_rows(
+    ex: Executor, *, owner: Owner, conversation_id: str, items: list[dict[str, Any]]
+) -> None:
     if not items:
         return
     await ex.executemany(
@@ -140,13 +154,6 @@ async def insert_items(
             for item in items
         ],
     )
-    title = title_from(items)
-    if title is not None:
-        await ex.execute(
-            "UPDATE conversations SET title = $2 WHERE id = $1 AND title IS NULL",
-            conversation_id,
-            title,
-        )
 
 
 async def item_seq(ex: Executor, *, owner: Owner, conversation_id: str, item_id: str) -> int | None:
