@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -156,14 +157,16 @@ async def delete_conversation(request: Request) -> Response:
     return JSON({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 
 
-async def _owned_conversation(request: Request, owner: Owner, conn: Executor, *, lock: bool) -> str:
+async def _owned_conversation(
+    request: Request, owner: Owner, conn: Executor, *, lock: bool
+) -> asyncpg.Record:
     conversation_id: str = request.path_params["conversation_id"]
     row = await store.get_conversation(
         conn, owner=owner, conversation_id=conversation_id, lock=lock
     )
     if row is None:
         raise _not_found(conversation_id)
-    return conversation_id
+    return row
 
 
 async def create_items(request: Request) -> Response:
@@ -193,9 +196,9 @@ async def create_items(request: Request) -> Response:
         raise InvalidRequest("Missing required parameter: 'items'.", param="items")
     items = normalize_items(body["items"], param="items", limit=MAX_ITEMS_PER_ADD)
     async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
-        conversation_id = await _owned_conversation(request, owner, conn, lock=True)
+        conversation = await _owned_conversation(request, owner, conn, lock=True)
         items = await references.resolve(conn, owner=owner, items=items, param="items")
-        await store.insert_items(conn, owner=owner, conversation_id=conversation_id, items=items)
+        await store.insert_items(conn, owner=owner, conversation_id=conversation["id"], items=items)
     return JSON(list_page(items, has_more=False))
 
 
@@ -219,7 +222,7 @@ async def list_items(request: Request) -> Response:
     limit, order = limit_param(request), order_param(request)
     after = request.query_params.get("after")
     async with runtime_of(request).db.writer.acquire() as conn:
-        conversation_id = await _owned_conversation(request, owner, conn, lock=False)
+        conversation_id = (await _owned_conversation(request, owner, conn, lock=False))["id"]
         after_seq = None
         if after is not None:
             after_seq = await store.item_seq(
@@ -254,7 +257,7 @@ async def get_item(request: Request) -> Response:
     query_include(request)
     item_id = request.path_params["item_id"]
     async with runtime_of(request).db.writer.acquire() as conn:
-        conversation_id = await _owned_conversation(request, owner, conn, lock=False)
+        conversation_id = (await _owned_conversation(request, owner, conn, lock=False))["id"]
         item = await store.get_item(
             conn, owner=owner, conversation_id=conversation_id, item_id=item_id
         )
@@ -277,11 +280,10 @@ async def delete_item(request: Request) -> Response:
     owner = await owner_of(request)
     item_id = request.path_params["item_id"]
     async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
-        conversation_id = await _owned_conversation(request, owner, conn, lock=True)
+        conversation = await _owned_conversation(request, owner, conn, lock=True)
         deleted = await store.delete_item(
-            conn, owner=owner, conversation_id=conversation_id, item_id=item_id
+            conn, owner=owner, conversation_id=conversation["id"], item_id=item_id
         )
-        row = await store.get_conversation(conn, owner=owner, conversation_id=conversation_id)
-    if not deleted or row is None:
+    if not deleted:
         raise NotFound(f"Item with id '{item_id}' not found.", param="item_id")
-    return JSON(store.conversation_object(row))
+    return JSON(store.conversation_object(conversation))
