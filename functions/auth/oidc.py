@@ -122,8 +122,10 @@ class OIDCProvider:
         state = secrets.token_urlsafe(32)
         nonce = secrets.token_urlsafe(16)
         verifier = secrets.token_urlsafe(48)
+        # Abandoned sign-ins are swept here, so anyone calling login cannot grow the table.
         await ex.execute(
-            "INSERT INTO oidc_login_states (state_hash, code_verifier, nonce, expires_at)"
+            "WITH swept AS (DELETE FROM oidc_login_states WHERE expires_at <= now())"
+            " INSERT INTO oidc_login_states (state_hash, code_verifier, nonce, expires_at)"
             " VALUES ($1, $2, $3, $4)",
             _hash(state),
             verifier,

@@ -240,3 +240,16 @@ async def test_login_endpoints_are_rate_limited(
         ("POST", "/v1/auth/google/callback"),
     ]:
         assert (await client.request(method, path)).status_code == 429, path
+
+
+async def test_abandoned_sign_ins_are_swept(oidc_client: httpx.AsyncClient) -> None:
+    runtime: Runtime = oidc_client.runtime  # type: ignore[attr-defined]
+    await runtime.db.writer.execute(
+        "INSERT INTO oidc_login_states (state_hash, code_verifier, nonce, expires_at)"
+        " VALUES ('\\x00', 'v', 'n', now() - interval '1 second')"
+    )
+    assert (await oidc_client.get("/v1/auth/google/login")).status_code == 200
+    states = await runtime.db.writer.fetch(
+        "SELECT expires_at > now() AS live FROM oidc_login_states"
+    )
+    assert [s["live"] for s in states] == [True]  # the new one only
