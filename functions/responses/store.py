@@ -92,7 +92,8 @@ async def list_input_items(
         SELECT item FROM response_input_items
         WHERE organization_id = $1 AND project_id = $2 AND response_id = $3
           AND ($4::text IS NULL OR seq {compare} (
-              SELECT seq FROM response_input_items WHERE response_id = $3 AND id = $4))
+              SELECT seq FROM response_input_items
+              WHERE organization_id = $1 AND project_id = $2 AND response_id = $3 AND id = $4))
         ORDER BY seq {direction}
         LIMIT $5
         """,  # noqa: S608
@@ -116,11 +117,13 @@ async def chain_items(ex: Executor, *, owner: Owner, response_id: str) -> list[d
           UNION ALL
             SELECT r.id, r.previous_response_id, r.output, c.depth + 1
             FROM responses r JOIN chain c ON r.id = c.previous_response_id
-            WHERE r.organization_id = $1 AND r.project_id = $2 AND c.depth < $5
+            WHERE r.organization_id = $1 AND r.project_id = $2
+              AND ($3::text IS NULL OR r.user_id = $3) AND c.depth < $5
         )
         SELECT c.depth, c.output,
             COALESCE((SELECT jsonb_agg(i.item ORDER BY i.seq) FROM response_input_items i
-                      WHERE i.response_id = c.id), '[]'::jsonb) AS inputs
+                      WHERE i.organization_id = $1 AND i.project_id = $2
+                        AND i.response_id = c.id), '[]'::jsonb) AS inputs
         FROM chain c ORDER BY c.depth DESC
         """,  # noqa: S608
         *owner.scope(),
@@ -240,9 +243,13 @@ async def release_leases(ex: Executor, *, worker_id: str) -> int:
     return int(status.split()[-1])
 
 
-async def input_items_of(ex: Executor, *, response_id: str) -> list[dict[str, Any]]:
+async def input_items_of(ex: Executor, *, owner: Owner, response_id: str) -> list[dict[str, Any]]:
     """All input items of one response, in order (for the background runner)."""
     rows = await ex.fetch(
-        "SELECT item FROM response_input_items WHERE response_id = $1 ORDER BY seq", response_id
+        "SELECT item FROM response_input_items"
+        " WHERE organization_id = $1 AND project_id = $2 AND response_id = $3 ORDER BY seq",
+        owner.organization_id,
+        owner.project_id,
+        response_id,
     )
     return [r["item"] for r in rows]

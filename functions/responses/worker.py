@@ -154,7 +154,7 @@ class BackgroundWorker:
         if caller.get("allowed_models") is not None:
             caller["allowed_models"] = frozenset(caller["allowed_models"])
         owner = Owner.of(Principal(**caller))
-        inputs = await store.input_items_of(runtime.db.writer, response_id=row["id"])
+        inputs = await store.input_items_of(runtime.db.writer, owner=owner, response_id=row["id"])
         request = ResponseRequest(
             model=params["model"],
             input_items=inputs,

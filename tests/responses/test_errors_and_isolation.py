@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
 from functions.common.runtime import Runtime
 from tests.conversations.tenants import Tenant
@@ -83,6 +84,21 @@ async def test_nothing_crosses_users_or_tenants(
     chained = await create(client, tenant.key, input="more", previous_response_id=resp["id"])
     assert chained["previous_response_id"] == resp["id"]
     assert (await client.get(base, headers=tenant.user)).json()["output"] == resp["output"]
+
+
+async def test_a_users_history_never_follows_a_chain_into_another_users_response(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, upstream: ScriptedUpstream
+) -> None:
+    secret = await create(client, tenant.user, input="the owner's secret")
+    theirs = await create(client, tenant.other_user, input="mine")
+    # The API never links them (previous_response_id must be the caller's own); a row
+    # that does anyway must not hand the owner's items to the other user.
+    await runtime.db.writer.execute(
+        "UPDATE responses SET previous_response_id = $1 WHERE id = $2", secret["id"], theirs["id"]
+    )
+    await create(client, tenant.other_user, input="next", previous_response_id=theirs["id"])
+    shown = orjson.dumps(upstream.requests[-1]["messages"]).decode()
+    assert "mine" in shown and "secret" not in shown
 
 
 async def test_store_false_persists_nothing(
