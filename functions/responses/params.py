@@ -46,6 +46,37 @@ class ResponseRequest:
             "user": self.user,
         }
 
+    @classmethod
+    def from_stored(
+        cls,
+        echoed: dict[str, Any],
+        *,
+        input_items: list[dict[str, Any]],
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        metadata: dict[str, str],
+    ) -> ResponseRequest:
+        """A queued background request back from its stored ``echo()`` and row."""
+        return cls(
+            model=echoed["model"],
+            input_items=input_items,
+            instructions=echoed["instructions"],
+            previous_response_id=previous_response_id,
+            conversation_id=conversation_id,
+            store=True,
+            background=True,
+            stream=False,
+            temperature=echoed["temperature"],
+            top_p=echoed["top_p"],
+            max_output_tokens=echoed["max_output_tokens"],
+            tools=echoed["tools"],
+            tool_choice=echoed["tool_choice"],
+            parallel_tool_calls=echoed["parallel_tool_calls"],
+            text=echoed["text"],
+            metadata=metadata,
+            user=echoed["user"],
+        )
+
 
 def parse_request(body: dict[str, Any]) -> ResponseRequest:
     model = body.get("model")

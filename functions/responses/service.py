@@ -77,6 +77,14 @@ def stored_params(request: ResponseRequest, principal: Principal) -> dict[str, A
     return {**request.echo(), "principal": caller}
 
 
+def stored_principal(params: dict[str, Any]) -> Principal:
+    """The caller ``stored_params`` kept."""
+    caller = dict(params["principal"])
+    if caller["allowed_models"] is not None:
+        caller["allowed_models"] = frozenset(caller["allowed_models"])
+    return Principal(**caller)
+
+
 class ForegroundRecorder:
     """Stores a foreground response as it runs: one insert (`in_progress`, with its input
     items) before the first event, one update with the result at the end, which also

@@ -23,14 +23,14 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import CONNECTION_ERRORS, AnyConnection
-from functions.common.principal import Principal
+from functions.common.errors import APIError
 from functions.common.runtime import Runtime
 from functions.conversations.owner import Owner
 from functions.responses import store
 from functions.responses.engine import Run, run_events
 from functions.responses.model import model_of
 from functions.responses.params import ResponseRequest
-from functions.responses.service import append_to_conversation, load_history
+from functions.responses.service import append_to_conversation, load_history, stored_principal
 from functions.responses.tools import registry_of, resolve_server_tools
 
 log = logging.getLogger(__name__)
@@ -150,29 +150,14 @@ class BackgroundWorker:
 
     async def _rebuild(self, runtime: Runtime, row: asyncpg.Record) -> Run:
         params = row["params"]
-        caller = dict(params["principal"])
-        if caller.get("allowed_models") is not None:
-            caller["allowed_models"] = frozenset(caller["allowed_models"])
-        owner = Owner.of(Principal(**caller))
+        owner = Owner.of(stored_principal(params))
         inputs = await store.input_items_of(runtime.db.writer, owner=owner, response_id=row["id"])
-        request = ResponseRequest(
-            model=params["model"],
+        request = ResponseRequest.from_stored(
+            params,
             input_items=inputs,
-            instructions=params["instructions"],
             previous_response_id=row["previous_response_id"],
             conversation_id=row["conversation_id"],
-            store=True,
-            background=True,
-            stream=False,
-            temperature=params["temperature"],
-            top_p=params["top_p"],
-            max_output_tokens=params["max_output_tokens"],
-            tools=params["tools"],
-            tool_choice=params["tool_choice"],
-            parallel_tool_calls=params["parallel_tool_calls"],
-            text=params["text"],
             metadata=row["metadata"],
-            user=params["user"],
         )
         async with runtime.db.writer.acquire() as conn:
             history = await load_history(conn, owner=owner, request=request)
@@ -186,16 +171,17 @@ class BackgroundWorker:
         )
 
     async def _fail(self, runtime: Runtime, row: asyncpg.Record, exc: Exception) -> None:
-        message = getattr(exc, "message", None) or "The response could not be completed."
-        code = getattr(exc, "code", None) or "server_error"
-        if not hasattr(exc, "message"):
+        if isinstance(exc, APIError):
+            error = {"code": exc.code or "server_error", "message": exc.message}
+        else:
             log.error("background response failed", exc_info=exc)
+            error = {"code": "server_error", "message": "The response could not be completed."}
         failed = {
             "id": row["id"],
             "status": "failed",
             "output": [],
             "usage": None,
-            "error": {"code": code, "message": message},
+            "error": error,
             "incomplete_details": None,
             "completed_at": None,
         }
