@@ -10,7 +10,6 @@ this process knows at once; other instances pick it up within seconds.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -354,43 +353,20 @@ async def delete_provider(request: Request) -> Response:
     return JSON(deleted(OBJECT, provider_id))
 
 
-# --- routes --------------------------------------------------------------------------------
-Handler = Callable[[Request], Awaitable[Response]]
-_PROJECT_PARAM = "      - {name: project_id, in: path, required: true, schema: {type: string}}\n"
-
-
-def _in_project(handler: Handler) -> Handler:
-    """The same handler under the project path, documented with its `project_id` (the
-    OpenAPI document is built from docstrings, and the organization-level routes have no
-    such parameter)."""
-
-    async def endpoint(request: Request) -> Response:
-        return await handler(request)
-
-    doc = handler.__doc__ or ""
-    if "    parameters:\n" in doc:
-        doc = doc.replace("    parameters:\n", "    parameters:\n" + _PROJECT_PARAM, 1)
-    else:
-        doc = doc.replace(
-            "    tags: [admin]\n", "    tags: [admin]\n    parameters:\n" + _PROJECT_PARAM
-        )
-    endpoint.__doc__ = doc
-    endpoint.__name__ = endpoint.__qualname__ = f"{handler.__name__}_in_project"
-    return endpoint
-
-
+# --- routes ---------------------------------------------------------------------------------
 def routes() -> list[BaseRoute]:
+    # The same handlers serve both scopes; `_scope` reads the path's project_id, and the
+    # OpenAPI document declares that parameter for every path that has it.
     table: list[BaseRoute] = []
-    wrappers: list[tuple[str, Callable[[Handler], Handler]]] = [
-        ("/v1/organization/models/providers", lambda handler: handler),
-        ("/v1/organization/projects/{project_id}/models/providers", _in_project),
-    ]
-    for base, wrap in wrappers:
+    for base in (
+        "/v1/organization/models/providers",
+        "/v1/organization/projects/{project_id}/models/providers",
+    ):
         table += [
-            Route(base, wrap(list_providers), methods=["GET"]),
-            Route(base, wrap(create_provider), methods=["POST"]),
-            Route(base + "/{provider_id}", wrap(get_provider), methods=["GET"]),
-            Route(base + "/{provider_id}", wrap(modify_provider), methods=["POST"]),
-            Route(base + "/{provider_id}", wrap(delete_provider), methods=["DELETE"]),
+            Route(base, list_providers, methods=["GET"]),
+            Route(base, create_provider, methods=["POST"]),
+            Route(base + "/{provider_id}", get_provider, methods=["GET"]),
+            Route(base + "/{provider_id}", modify_provider, methods=["POST"]),
+            Route(base + "/{provider_id}", delete_provider, methods=["DELETE"]),
         ]
     return table
