@@ -90,7 +90,6 @@ class Reader:
     name: str
     pool: asyncpg.Pool
     healthy: bool = True
-    failures: int = 0
 
 
 @dataclass
@@ -149,7 +148,6 @@ class Database:
                 extra={"reader": reader.name, "reason": type(exc).__name__},
             )
         reader.healthy = False
-        reader.failures += 1
 
     async def _probe_forever(self) -> None:
         while True:
