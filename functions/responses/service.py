@@ -98,18 +98,8 @@ class ForegroundRecorder:
         self.runtime = runtime
 
     async def started(self, run: Run) -> None:
-        if not run.request.store:
-            return
-        async with self.runtime.db.writer.acquire() as conn, conn.transaction():
-            await store.insert_response(
-                conn,
-                owner=run.owner,
-                response=run.snapshot(),
-                params=stored_params(run.request, run.owner.principal),
-            )
-            await store.insert_input_items(
-                conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items
-            )
+        if run.request.store:
+            await _insert(self.runtime, run)
 
     async def finished(self, run: Run, final: dict[str, Any]) -> None:
         if not run.request.store:
@@ -142,12 +132,16 @@ async def append_to_conversation(conn: Executor, run: Run) -> None:
 async def enqueue_background(runtime: Runtime, run: Run) -> None:
     """Store a background response as queued, for whichever instance claims it."""
     run.status = "queued"
-    queued = run.snapshot()
+    await _insert(runtime, run)
+
+
+async def _insert(runtime: Runtime, run: Run) -> None:
+    """Store the response as it stands now, with its input items."""
     async with runtime.db.writer.acquire() as conn, conn.transaction():
         await store.insert_response(
             conn,
             owner=run.owner,
-            response=queued,
+            response=run.snapshot(),
             params=stored_params(run.request, run.owner.principal),
         )
         await store.insert_input_items(
