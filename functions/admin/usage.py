@@ -100,11 +100,15 @@ async def usage_completions(request: Request) -> Response:
     width = WIDTHS[width_name]
     start = _int_param(request, "start_time", required=True)
     assert start is not None
-    end = _int_param(request, "end_time") or int(time.time())
+    end = _int_param(request, "end_time")
+    if end is None:
+        end = int(time.time())
     if end <= start:
         raise InvalidRequest("'end_time' must be after 'start_time'.", param="end_time")
     default_limit, max_limit = LIMITS[width_name]
-    limit = _int_param(request, "limit") or default_limit
+    limit = _int_param(request, "limit")
+    if limit is None:
+        limit = default_limit
     if not 1 <= limit <= max_limit:
         raise InvalidRequest(f"'limit' must be between 1 and {max_limit}.", param="limit")
     groups = _list_param(request, "group_by")

@@ -130,6 +130,8 @@ async def test_usage_needs_an_admin_and_valid_params(
         {"start_time": 0, "bucket_width": "2h"},
         {"start_time": 0, "group_by": "secret"},
         {"start_time": 0, "limit": 500},
+        {"start_time": 0, "limit": 0},  # not "the default"
+        {"start_time": 60, "end_time": 0},  # not "now"
     ]
     for params in cases:
         r = await client.get(url, params=params, headers=tenant.admin_headers)
