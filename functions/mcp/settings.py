@@ -12,11 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from functions.common.auth import authenticate, require_project
+from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest
 from functions.common.http import JSON, json_body, runtime_of
 from functions.common.principal import Principal
+from functions.common.runtime import Runtime
 from functions.tools import store
-from functions.tools.toolbox import FAMILIES, toolbox_of
+from functions.tools.toolbox import FAMILIES, enabled_specs, toolbox_of
 
 MAX_QUOTA = 10_000_000
 
@@ -33,7 +35,12 @@ async def get_settings(request: Request) -> Response:
     """
     principal = await authenticate(request)
     project_id = require_project(principal)
-    return JSON(await _render(request, principal, project_id))
+    runtime = runtime_of(request)
+    async with runtime.db.writer.acquire() as conn:
+        saved = await store.get_settings(
+            conn, organization_id=principal.organization_id, project_id=project_id
+        )
+        return JSON(await _render(conn, runtime, principal, project_id, saved))
 
 
 async def update_settings(request: Request) -> Response:
@@ -86,7 +93,7 @@ async def update_settings(request: Request) -> Response:
             project_id=project_id,
             settings=changed,
         )
-    return JSON(await _render(request, principal, project_id))
+        return JSON(await _render(conn, runtime, principal, project_id, changed))
 
 
 def _enabled(value: Any) -> frozenset[str] | None:
@@ -116,16 +123,16 @@ def _quota(value: Any) -> int | None:
     return value
 
 
-async def _render(request: Request, principal: Principal, project_id: str) -> dict[str, Any]:
-    runtime = runtime_of(request)
-    box = toolbox_of(runtime)
-    async with runtime.db.writer.acquire() as conn:
-        saved = await store.get_settings(
-            conn, organization_id=principal.organization_id, project_id=project_id
-        )
-        used = await store.calls_today(
-            conn, organization_id=principal.organization_id, project_id=project_id
-        )
+async def _render(
+    conn: Executor,
+    runtime: Runtime,
+    principal: Principal,
+    project_id: str,
+    saved: store.ProjectToolSettings,
+) -> dict[str, Any]:
+    used = await store.calls_today(
+        conn, organization_id=principal.organization_id, project_id=project_id
+    )
     enabled = FAMILIES if saved.enabled_tools is None else sorted(saved.enabled_tools)
     return {
         "object": "project.tool_settings",
@@ -133,10 +140,10 @@ async def _render(request: Request, principal: Principal, project_id: str) -> di
         "enabled_tools": list(enabled),
         "daily_call_quota": saved.daily_call_quota,
         "effective_daily_call_quota": (
-            box.limits.default_daily_calls
+            toolbox_of(runtime).limits.default_daily_calls
             if saved.daily_call_quota is None
             else saved.daily_call_quota
         ),
         "calls_today": used,
-        "tools": [spec.name for spec in await box.available(principal)],
+        "tools": [spec.name for spec in enabled_specs(saved)],
     }

@@ -75,8 +75,7 @@ class ToolBox:
 
     async def available(self, principal: Principal) -> list[ToolSpec]:
         """The tools this principal's project has enabled."""
-        enabled = (await self._project_settings(principal)).enabled_tools
-        return [s for s in CATALOG.values() if enabled is None or s.family in enabled]
+        return enabled_specs(await self._project_settings(principal))
 
     # --- calling ----------------------------------------------------------------------
     async def call(self, principal: Principal, name: str, arguments: Any) -> ToolResult:
@@ -127,6 +126,12 @@ class ToolBox:
                 ex, organization_id=organization_id, project_id=project_id
             )
         )
+
+
+def enabled_specs(settings: store.ProjectToolSettings) -> list[ToolSpec]:
+    """The tools a project with these settings may call."""
+    enabled = settings.enabled_tools
+    return [s for s in CATALOG.values() if enabled is None or s.family in enabled]
 
 
 def _cap_structured(structured: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
