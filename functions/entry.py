@@ -77,8 +77,12 @@ class Function:
         task = self._ensure_opening()
         try:
             await asyncio.wait_for(asyncio.shield(task), OPEN_WAIT_SECONDS)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             return False
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled (the client left), not the opening
+            return False  # stop() cancelled the opening
         return self.runtime.is_open
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

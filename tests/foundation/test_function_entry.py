@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 from func_python.http import ASGIApplication
+from starlette.types import Message
 
 from functions import entry
 from functions.common.db import AnyConnection
@@ -102,3 +103,34 @@ async def test_not_ready_while_the_database_is_down_and_requests_get_503(
         assert r.json()["error"]["code"] == "service_unavailable"
         assert r.headers["retry-after"] == "2"
     await lifespan.shutdown()
+
+
+async def test_a_request_cancelled_while_waiting_for_the_database_stays_cancelled(
+    settings: Settings,
+) -> None:
+    from pydantic import SecretStr
+
+    from tests.pg import free_port
+
+    down = settings.model_copy(
+        update={
+            "db_postgresql_write_dsn": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+        }
+    )
+    function = new(down)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/organization/projects", "headers": []}
+    request = asyncio.create_task(function.handle(scope, receive, send))
+    await asyncio.sleep(0.2)  # waiting for the database to open
+    request.cancel()
+    await asyncio.gather(request, return_exceptions=True)
+    function.stop()
+    assert request.cancelled()  # not swallowed and answered with a 503 on a dead request
+    assert sent == []
