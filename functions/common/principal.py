@@ -21,7 +21,8 @@ class Principal:
     organization_id: str
     # The project the request acts in: a project key's own project, a service account's
     # project, or for a user the project named by the `OpenAI-Project` header, else the
-    # user's default project. None for admin keys.
+    # user's default project. None for admin keys, and for a user acting at organization
+    # level (only `OpenAI-Organization` named, or an archived default project).
     project_id: str | None
     user_id: str | None = None
     api_key_id: str | None = None
