@@ -19,7 +19,7 @@ from functions.chat.sse import StreamTally
 from functions.chat.streaming import SSERelay
 from functions.common import errors
 from functions.common.auth import authenticate, require_project
-from functions.common.http import JSON, runtime_of
+from functions.common.http import JSON, json_body, runtime_of
 from functions.common.principal import Principal
 
 PATHS = {
@@ -28,18 +28,6 @@ PATHS = {
     "embeddings": "/embeddings",
 }
 _REQUIRED = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
-
-
-def decode_object(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise errors.InvalidRequest("Request body is empty; expected a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidRequest(f"Request body is not valid JSON: {exc.msg}.") from None
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("Request body must be a JSON object.")
-    return body
 
 
 def validate(operation: str, body: dict[str, Any]) -> bool:
@@ -90,8 +78,8 @@ async def _proxy(request: Request, operation: str) -> Response:
     principal = await authenticate(request)
     require_project(principal)
     svc = await inference(runtime_of(request))
-    raw = await request.body()
-    body = decode_object(raw)
+    body = await json_body(request)
+    raw = await request.body()  # the bytes json_body decoded (Starlette keeps them)
     stream = validate(operation, body)
     route = await svc.route_for(principal, body.get("model"))
     return await forward(
