@@ -32,9 +32,11 @@ class DiscoveredModel:
 
 
 async def active_providers(ex: Executor) -> list[asyncpg.Record]:
-    """Every active provider of every tenant (the router's catalog is process-wide)."""
+    """Every active provider of every tenant (the router's catalog is process-wide),
+    oldest first: the catalog gives a model name two providers share to the oldest."""
     return await ex.fetch(
         f"SELECT {PROVIDER_COLUMNS} FROM model_providers WHERE active"  # noqa: S608
+        " ORDER BY created_at, id"
     )
 
 

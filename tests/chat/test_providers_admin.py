@@ -145,3 +145,26 @@ async def test_openapi_documents_project_id_only_on_project_routes(
             else:
                 assert "project_id" not in names, (method, path)
             assert ("provider_id" in names) == path.endswith("{provider_id}"), (method, path)
+
+
+async def test_the_oldest_provider_keeps_a_shared_model_name_after_an_update(
+    client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
+) -> None:
+    first = await upstreams("first", models=("shared",))
+    second = await upstreams("second", models=("shared",))
+    tenant = await create_tenant(runtime)
+    h = tenant.admin_headers
+    older = (
+        await client.post(
+            ORG, json={"name": "a", "kind": "vllm", "base_url": first.base_url}, headers=h
+        )
+    ).json()
+    await client.post(
+        ORG, json={"name": "b", "kind": "vllm", "base_url": second.base_url}, headers=h
+    )
+    # An UPDATE writes a new row version at the heap's end: a scan without ORDER BY then
+    # meets the older provider last.
+    await client.post(f"{ORG}/{older['id']}", json={"name": "a2"}, headers=h)
+    chat = {"model": "shared", "messages": [{"role": "user", "content": "hi"}]}
+    r = await client.post("/v1/chat/completions", json=chat, headers=tenant.project_headers)
+    assert r.json()["served_by"] == "first"
