@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from functions.common.settings import Settings
+from functions.common.upstream import Upstream
 from tests.chat.fakes import FakeUpstream
 from tests.conftest import make_settings
 
@@ -35,3 +36,12 @@ async def builtin(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> FakeUpst
 @pytest.fixture
 def settings(database_dsn: str, builtin: FakeUpstream) -> Settings:
     return make_settings(database_dsn, jan_inference_model_url=builtin.base_url)
+
+
+@pytest.fixture
+async def upstream_client() -> AsyncIterator[Upstream]:
+    """The router's upstream client, for tests that drive a Router directly."""
+    up = Upstream()
+    up.open()
+    yield up
+    await up.close()

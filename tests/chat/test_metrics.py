@@ -3,7 +3,7 @@ first token, tokens, and the endpoint gauges read from the health book."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
@@ -23,14 +23,6 @@ Start = Callable[..., Awaitable[FakeUpstream]]
 STREAM = orjson.dumps({"model": "m1", "messages": [], "stream": True})
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    up.open()
-    yield up
-    await up.close()
-
-
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -41,11 +33,11 @@ def attempts(fake: FakeUpstream, outcome: str) -> float:
     )
 
 
-async def test_attempts_failures_and_gauges(upstreams: Start, upstream: Upstream) -> None:
+async def test_attempts_failures_and_gauges(upstreams: Start, upstream_client: Upstream) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode = "fail500"
     health = HealthBook(None)
-    router = Router(health, upstream, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     route = route_to(health, a, b)
     for _ in range(8):  # a is first choice every other time until ejected
         await router.send(route, "/chat/completions", BODY)
@@ -70,13 +62,13 @@ async def test_attempts_failures_and_gauges(upstreams: Start, upstream: Upstream
 
 
 async def test_streams_count_time_to_first_token_and_mid_stream_faults(
-    upstreams: Start, upstream: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     from functions.chat.router import StreamBroken
 
     a = await upstreams("a")
     health = HealthBook(None)
-    router = Router(health, upstream)
+    router = Router(health, upstream_client)
     route = route_to(health, a)
     ttft_before = sample("jan_upstream_time_to_first_token_seconds_count", model="m1")
     stream = await router.open_stream(route, "/chat/completions", STREAM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
@@ -22,14 +22,6 @@ Start = Callable[..., Awaitable[FakeUpstream]]
 BODY = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]})
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    up.open()
-    yield up
-    await up.close()
-
-
 def route_to(health: HealthBook, *fakes: FakeUpstream) -> ModelRoute:
     urls = tuple(f.base_url for f in fakes)
     provider = Provider("prov_t", "org_t", None, "test", "vllm", urls, None)
@@ -38,11 +30,11 @@ def route_to(health: HealthBook, *fakes: FakeUpstream) -> ModelRoute:
 
 
 async def test_killed_endpoint_fails_over_then_is_ejected_and_probed_back(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     route = route_to(health, a, b)
     await a.stop()  # killed mid-run: connection refused from now on
     replies = [await router.send(route, "/chat/completions", BODY) for _ in range(8)]
@@ -57,7 +49,7 @@ async def test_killed_endpoint_fails_over_then_is_ejected_and_probed_back(
 
     async def probe(url: str) -> bool:
         try:
-            r = await client.client.get(f"{url}/models", timeout=1)
+            r = await upstream_client.client.get(f"{url}/models", timeout=1)
         except Exception:
             return False
         return r.status_code == 200
@@ -71,11 +63,13 @@ async def test_killed_endpoint_fails_over_then_is_ejected_and_probed_back(
     assert not ep_a.ejected and ep_a.failures == 0
 
 
-async def test_500ing_endpoint_is_retried_elsewhere(upstreams: Start, client: Upstream) -> None:
+async def test_500ing_endpoint_is_retried_elsewhere(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode = "fail500"
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     route = route_to(health, a, b)
     for _ in range(6):
         reply = await router.send(route, "/chat/completions", BODY)
@@ -84,12 +78,12 @@ async def test_500ing_endpoint_is_retried_elsewhere(upstreams: Start, client: Up
 
 
 async def test_slow_endpoint_times_out_and_the_next_answers(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode, a.delay = "slow", 3.0
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0, response_timeout=0.3)
+    router = Router(health, upstream_client, backoff_seconds=0, response_timeout=0.3)
     route = route_to(health, a, b)
     # Affinity pins the first choice to whichever endpoint hashes first; find a key for a.
     key = next(
@@ -105,23 +99,25 @@ async def test_slow_endpoint_times_out_and_the_next_answers(
 
 
 async def test_everything_down_is_a_502_after_bounded_attempts(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     fakes = [await upstreams(n) for n in "abcd"]
     for f in fakes:
         f.mode = "fail500"
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0, max_attempts=3)
+    router = Router(health, upstream_client, backoff_seconds=0, max_attempts=3)
     with pytest.raises(errors.UpstreamError):
         await router.send(route_to(health, *fakes), "/chat/completions", BODY)
     assert sum(f.calls for f in fakes) == 3
 
 
-async def test_busy_upstream_is_retried_but_not_ejected(upstreams: Start, client: Upstream) -> None:
+async def test_busy_upstream_is_retried_but_not_ejected(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
     a = await upstreams("a")
     a.mode = "busy"
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     route = route_to(health, a)
     for _ in range(4):
         with pytest.raises(errors.ServiceUnavailable) as caught:
@@ -130,11 +126,13 @@ async def test_busy_upstream_is_retried_but_not_ejected(upstreams: Start, client
     assert not health.endpoint(a.base_url).ejected
 
 
-async def test_caller_errors_pass_through_without_retry(upstreams: Start, client: Upstream) -> None:
+async def test_caller_errors_pass_through_without_retry(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode = b.mode = "refuse400"
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     with pytest.raises(errors.InvalidRequest) as caught:
         await router.send(route_to(health, a, b), "/chat/completions", BODY)
     assert "maximum context length" in caught.value.message
@@ -142,35 +140,37 @@ async def test_caller_errors_pass_through_without_retry(upstreams: Start, client
 
 
 async def test_least_outstanding_spreads_concurrent_requests(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode = b.mode = "slow"
     a.delay = b.delay = 0.2
     health = HealthBook(None)
-    router = Router(health, client)
+    router = Router(health, upstream_client)
     route = route_to(health, a, b)
     await asyncio.gather(*(router.send(route, "/chat/completions", BODY) for _ in range(10)))
     assert a.calls == 5 and b.calls == 5
 
 
 async def test_affinity_keeps_a_conversation_on_one_endpoint(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     fakes = [await upstreams(n) for n in "abc"]
     health = HealthBook(None)
-    router = Router(health, client)
+    router = Router(health, upstream_client)
     route = route_to(health, *fakes)
     for _ in range(6):
         await router.send(route, "/chat/completions", BODY, affinity="conv_1")
     assert sorted(f.calls for f in fakes) == [0, 0, 6]
 
 
-async def test_stream_fails_over_before_its_first_event(upstreams: Start, client: Upstream) -> None:
+async def test_stream_fails_over_before_its_first_event(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
     a, b = await upstreams("a"), await upstreams("b")
     a.mode = "fail500"
     health = HealthBook(None)
-    router = Router(health, client, backoff_seconds=0)
+    router = Router(health, upstream_client, backoff_seconds=0)
     route = route_to(health, a, b)
     body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
     key = next(
@@ -186,14 +186,14 @@ async def test_stream_fails_over_before_its_first_event(upstreams: Start, client
 
 
 async def test_stream_cut_in_the_middle_raises_stream_broken(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     from functions.chat.router import StreamBroken
 
     a = await upstreams("a")
     a.mode, a.stream_chunks = "cut", 5
     health = HealthBook(None)
-    router = Router(health, client)
+    router = Router(health, upstream_client)
     body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
     stream = await router.open_stream(route_to(health, a), "/chat/completions", body)
     with pytest.raises(StreamBroken) as caught:
@@ -205,14 +205,14 @@ async def test_stream_cut_in_the_middle_raises_stream_broken(
 
 
 async def test_stream_that_stalls_midway_hits_the_idle_timeout(
-    upstreams: Start, client: Upstream
+    upstreams: Start, upstream_client: Upstream
 ) -> None:
     from functions.chat.router import StreamBroken
 
     a = await upstreams("a")
     a.stream_chunks, a.chunk_delay = 3, 5.0  # the first chunk, then silence
     health = HealthBook(None)
-    router = Router(health, client, stream_idle_timeout=0.3)
+    router = Router(health, upstream_client, stream_idle_timeout=0.3)
     body = orjson.dumps({"model": "m1", "messages": [], "stream": True})
     stream = await router.open_stream(route_to(health, a), "/chat/completions", body)
     assert b"a-0" in stream.first
