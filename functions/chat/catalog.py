@@ -34,6 +34,7 @@ BUILTIN_ID = "builtin"
 # The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
 _DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
 MISS_RELOAD_SECONDS = 2.0
+DISCOVERY_CONCURRENCY = 4
 
 
 def normalize_base_url(kind: str, url: str) -> str:
@@ -290,14 +291,30 @@ class Catalog:
 
     async def discover_stale(self) -> None:
         now = time.time()
-        for provider in list(self._providers):
-            stale = any(
+        stale = [
+            provider
+            for provider in self._providers
+            if any(
                 (d := self._discovered.get((provider.id, url))) is None
                 or now - d.at > self.discover_seconds
                 for url in provider.base_urls
             )
-            if stale:
+        ]
+        # A few at a time: one by one, every tenant's dead endpoint cost its full timeout
+        # in turn while the upkeep loop (probes, reloads) waited; all at once would take
+        # the writer pool from the request path.
+        limit = asyncio.Semaphore(DISCOVERY_CONCURRENCY)
+
+        async def discover(provider: Provider) -> None:
+            async with limit:
                 await self.discover_provider(provider)
+
+        outcomes = await asyncio.gather(*map(discover, stale), return_exceptions=True)
+        for provider, outcome in zip(stale, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error(
+                    "model discovery failed", extra={"provider": provider.id}, exc_info=outcome
+                )
         builtin_key = (BUILTIN_ID, self.builtin_url or "")
         found = self._discovered.get(builtin_key)
         if self.builtin_url and (found is None or now - found.at > self.discover_seconds):
