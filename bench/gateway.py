@@ -226,12 +226,8 @@ def start_gateway(
     }
     log = (data / f"{server}-{port}.log").open("wb")
     env["JAN_FUNCTION"] = "chat"
-    command = [sys.executable, "-m", "functions", "serve", "chat"]  # func-python on hypercorn
-    if server == "uvicorn":
-        command = [sys.executable, str(ROOT / "bench" / "serve_uvicorn.py")]
-        env["PYTHONPATH"] = str(root)
     return subprocess.Popen(
-        command,
+        [sys.executable, "-m", "functions", "serve", "chat", "--server", server],
         cwd=root,  # `python -m functions` imports the tree it runs in
         env=env,
         stdout=log,
