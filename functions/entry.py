@@ -20,7 +20,7 @@ from functions.common import errors, local, logs
 from functions.common.middleware import RequestContext
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings, load_settings
-from functions.ops import NO_DATABASE_PATHS
+from functions.ops import needs_database
 
 log = logging.getLogger(__name__)
 OPEN_WAIT_SECONDS = 10.0
@@ -55,7 +55,7 @@ class Function:
         if (
             scope["type"] == "http"
             and not self.runtime.is_open
-            and scope["path"] not in NO_DATABASE_PATHS
+            and needs_database(scope["path"])
             and not await self._wait_open()
         ):
             await RequestContext(_unavailable, max_body_bytes=0)(scope, receive, send)

@@ -63,7 +63,7 @@ class OIDCProvider:
         self.client_id = settings.oauth2_google_client_id
         secret = settings.oauth2_google_client_secret
         self.client_secret = secret.get_secret_value() if secret is not None else None
-        self.redirect_uri = settings.oauth2_google_redirect_url
+        self.redirect_uri = settings.oauth_redirect_url
         self.http = http
         # Built once: each new client would otherwise load the CA bundle again (~17 ms CPU
         # per sign-in step, on endpoints anyone can call).

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp")
 SECRET_NAMES = ("jwt_secret", "apikey_secret", "model_provider_secret")
+_URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 _READ_DSN = re.compile(r"^DB_POSTGRESQL_READ(\d+)_DSN(_FILE)?$")
 
 
@@ -127,6 +128,13 @@ class Settings(BaseSettings):
         return self.db_postgresql_write_dsn is None
 
     @property
+    def oauth_redirect_url(self) -> str:
+        """Where the identity provider sends users back: explicit, or under the public URL."""
+        return self.oauth2_google_redirect_url or (
+            self.jan_public_url.rstrip("/") + "/v1/auth/google/callback"
+        )
+
+    @property
     def areas(self) -> tuple[str, ...]:
         return AREAS if self.jan_function == "all" else (self.jan_function,)
 
@@ -138,6 +146,8 @@ class Settings(BaseSettings):
                 out[name] = "***" if value.get_secret_value() else ""
             elif isinstance(value, tuple) and value and isinstance(value[0], SecretStr):
                 out[name] = ["***"] * len(value)
+            elif isinstance(value, str):
+                out[name] = _URL_USERINFO.sub(r"\1***@", value)  # credentials inside URLs
             else:
                 out[name] = str(value) if isinstance(value, Path) else value
         return out

@@ -83,4 +83,12 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-NO_DATABASE_PATHS = frozenset({"/healthcheck", "/readyz", "/v1/version", "/metrics"})
+NO_DATABASE_PATHS = frozenset(
+    {"/healthcheck", "/readyz", "/v1/version", "/metrics", "/openapi.json"}
+)
+NO_DATABASE_PREFIXES = ("/api/swagger/",)
+
+
+def needs_database(path: str) -> bool:
+    """Whether a request must wait for the runtime (pools) to open before it is served."""
+    return path not in NO_DATABASE_PATHS and not path.startswith(NO_DATABASE_PREFIXES)

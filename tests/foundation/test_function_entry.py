@@ -98,6 +98,8 @@ async def test_not_ready_while_the_database_is_down_and_requests_get_503(
     async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
         assert (await client.get("/health/readiness")).status_code == 500
         assert (await client.get("/healthcheck")).status_code == 200  # liveness needs no DB
+        assert (await client.get("/openapi.json")).status_code == 200  # nor the API docs
+        assert (await client.get("/api/swagger/swagger-ui.css")).status_code == 200
         r = await client.get("/v1/organization/projects")
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "service_unavailable"

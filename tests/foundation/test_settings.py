@@ -48,3 +48,16 @@ def test_external_database_requires_secrets(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("JWT_SECRET", "x")
     with pytest.raises(ConfigError, match="APIKEY_SECRET, MODEL_PROVIDER_SECRET"):
         require_secrets(load_settings())
+
+
+def test_masking_hides_credentials_inside_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JAN_INFERENCE_MODEL_URL", "https://user:hunter2@models.example/v1")
+    masked = load_settings().masked()
+    assert masked["jan_inference_model_url"] == "https://***@models.example/v1"
+
+
+def test_oauth_redirect_defaults_under_the_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JAN_PUBLIC_URL", "https://api.example.org/")
+    assert load_settings().oauth_redirect_url == ("https://api.example.org/v1/auth/google/callback")
+    monkeypatch.setenv("OAUTH2_GOOGLE_REDIRECT_URL", "https://login.example.org/cb")
+    assert load_settings().oauth_redirect_url == "https://login.example.org/cb"
