@@ -70,13 +70,23 @@ async def list_conversations(request: Request) -> Response:
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
     responses:
       200: {description: A list of conversation objects.}
+      400: {description: Bad pagination parameters.}
     """
     owner = await owner_of(request)
     after = request.query_params.get("after")
     limit, order = limit_param(request), order_param(request)
-    rows, has_more = await runtime_of(request).db.read(
-        lambda ex: store.list_conversations(ex, owner=owner, after=after, limit=limit, order=order)
-    )
+
+    async def page(ex: Executor) -> tuple[list[asyncpg.Record], bool]:
+        after_seq = None
+        if after is not None:
+            after_seq = await store.conversation_seq(ex, owner=owner, conversation_id=after)
+            if after_seq is None:  # an empty page would read as "no more"
+                raise InvalidRequest(f"No conversation '{after}' to list after.", param="after")
+        return await store.list_conversations(
+            ex, owner=owner, after_seq=after_seq, limit=limit, order=order
+        )
+
+    rows, has_more = await runtime_of(request).db.read(page)
     data = [store.conversation_object(r, with_title=True) for r in rows]
     return JSON(list_page(data, has_more=has_more))
 

@@ -96,20 +96,21 @@ async def delete_conversation(ex: Executor, *, owner: Owner, conversation_id: st
     return status == "DELETE 1"
 
 
+async def conversation_seq(ex: Executor, *, owner: Owner, conversation_id: str) -> int | None:
+    """Where a conversation of the caller's stands in the listing (a page cursor)."""
+    seq: int | None = await ex.fetchval(
+        f"SELECT seq FROM conversations WHERE {OWNED} AND id = $4",  # noqa: S608
+        *owner.scope(),
+        conversation_id,
+    )
+    return seq
+
+
 async def list_conversations(
-    ex: Executor, *, owner: Owner, after: str | None, limit: int, order: str
+    ex: Executor, *, owner: Owner, after_seq: int | None, limit: int, order: str
 ) -> tuple[list[asyncpg.Record], bool]:
-    """The caller's conversations by creation order; `after` is a conversation ID."""
+    """The caller's conversations by creation order, after the cursor's ``seq``."""
     compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
-    after_seq = None
-    if after is not None:
-        after_seq = await ex.fetchval(
-            f"SELECT seq FROM conversations WHERE {OWNED} AND id = $4",  # noqa: S608
-            *owner.scope(),
-            after,
-        )
-        if after_seq is None:
-            return [], False
     rows = await ex.fetch(
         f"""
         SELECT * FROM conversations

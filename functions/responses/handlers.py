@@ -183,23 +183,32 @@ async def list_input_items(request: Request) -> Response:
       - {name: include, in: query, schema: {type: array, items: {type: string}}}
     responses:
       200: {description: A list of items.}
+      400: {description: Bad pagination parameters.}
       404: {description: No such response for this caller.}
     """
     owner = await owner_of(request)
     query_include(request)
     response_id = request.path_params["response_id"]
     limit, order = limit_param(request), order_param(request)
-    found = await store.list_input_items(
-        runtime_of(request).db.writer,
-        owner=owner,
-        response_id=response_id,
-        after=request.query_params.get("after"),
-        limit=limit,
-        order=order,
-    )
-    if found is None:
-        raise _not_found(response_id)
-    items, has_more = found
+    after = request.query_params.get("after")
+    async with runtime_of(request).db.writer.acquire() as conn:
+        if await store.get_response(conn, owner=owner, response_id=response_id) is None:
+            raise _not_found(response_id)
+        after_seq = None
+        if after is not None:
+            after_seq = await store.input_item_seq(
+                conn, owner=owner, response_id=response_id, item_id=after
+            )
+            if after_seq is None:  # an empty page would read as "no more"
+                raise InvalidRequest(f"No input item '{after}' in this response.", param="after")
+        items, has_more = await store.list_input_items(
+            conn,
+            owner=owner,
+            response_id=response_id,
+            after_seq=after_seq,
+            limit=limit,
+            order=order,
+        )
     return JSON(list_page(items, has_more=has_more))
 
 

@@ -80,27 +80,44 @@ async def delete_response(ex: Executor, *, owner: Owner, response_id: str) -> bo
     return status == "DELETE 1"
 
 
+async def input_item_seq(
+    ex: Executor, *, owner: Owner, response_id: str, item_id: str
+) -> int | None:
+    """Where an input item stands in its response's list (a page cursor)."""
+    seq: int | None = await ex.fetchval(
+        "SELECT seq FROM response_input_items"
+        " WHERE organization_id = $1 AND project_id = $2 AND response_id = $3 AND id = $4",
+        owner.organization_id,
+        owner.project_id,
+        response_id,
+        item_id,
+    )
+    return seq
+
+
 async def list_input_items(
-    ex: Executor, *, owner: Owner, response_id: str, after: str | None, limit: int, order: str
-) -> tuple[list[dict[str, Any]], bool] | None:
-    """A response's input items (keyset on seq); None when the response isn't the caller's."""
-    if await get_response(ex, owner=owner, response_id=response_id) is None:
-        return None
+    ex: Executor,
+    *,
+    owner: Owner,
+    response_id: str,
+    after_seq: int | None,
+    limit: int,
+    order: str,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A response's input items after the cursor's ``seq`` (check the response first)."""
     compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
     rows = await ex.fetch(
         f"""
         SELECT item FROM response_input_items
         WHERE organization_id = $1 AND project_id = $2 AND response_id = $3
-          AND ($4::text IS NULL OR seq {compare} (
-              SELECT seq FROM response_input_items
-              WHERE organization_id = $1 AND project_id = $2 AND response_id = $3 AND id = $4))
+          AND ($4::bigint IS NULL OR seq {compare} $4)
         ORDER BY seq {direction}
         LIMIT $5
         """,  # noqa: S608
         owner.organization_id,
         owner.project_id,
         response_id,
-        after,
+        after_seq,
         limit + 1,
     )
     return [r["item"] for r in rows[:limit]], len(rows) > limit

@@ -165,6 +165,8 @@ async def test_listing_is_newest_first_with_titles(
     ).json()
     assert [c["id"] for c in rest["data"]] == [first["id"]] and rest["has_more"] is False
     assert rest["data"][0]["title"] == "Plan a trip"
+    gone = await client.get("/v1/conversations", params={"after": "conv_nope"}, headers=tenant.user)
+    assert gone.status_code == 400 and gone.json()["error"]["param"] == "after"
 
 
 async def test_nothing_crosses_users_or_tenants(

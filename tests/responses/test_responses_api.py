@@ -53,6 +53,25 @@ async def test_text_response_is_stored_and_retrievable(
     assert (await client.get(f"/v1/responses/{resp['id']}", headers=tenant.user)).status_code == 404
 
 
+async def test_input_items_page_by_cursor(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
+) -> None:
+    said = [{"role": "user", "content": word} for word in ("one", "two", "three")]
+    resp = await create(client, tenant.user, input=said)
+    url = f"/v1/responses/{resp['id']}/input_items"
+    first = (await client.get(url, params={"limit": 2, "order": "asc"}, headers=tenant.user)).json()
+    assert first["has_more"] is True and len(first["data"]) == 2
+    rest = (
+        await client.get(
+            url, params={"order": "asc", "after": first["last_id"]}, headers=tenant.user
+        )
+    ).json()
+    assert [i["content"][0]["text"] for i in rest["data"]] == ["three"]
+    assert rest["has_more"] is False
+    unknown = await client.get(url, params={"after": "msg_nope"}, headers=tenant.user)
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "after"
+
+
 async def test_stream_emits_typed_events_in_order(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
 ) -> None:
