@@ -1,10 +1,11 @@
 """Fetching a web page for a model: SSRF-safe, size- and time-limited, redirects re-checked.
 
-Each hop is resolved and vetted by ``netguard`` and the request goes to the vetted address
-(the name travels in ``Host`` and, for HTTPS, as the TLS server name, so certificates are
-still checked against it). Redirects are followed here, one hop at a time, so a public page
-cannot bounce us into the cluster. The client keeps no idle connections: a pooled
-connection is keyed by address, and reusing one made for another name would mix sites.
+Each hop is resolved and vetted by ``common.netguard`` and the request goes to the vetted
+address (the name travels in ``Host`` and, for HTTPS, as the TLS server name, so
+certificates are still checked against it). Redirects are followed here, one hop at a
+time, so a public page cannot bounce us into the cluster. The client keeps no idle
+connections: a pooled connection is keyed by address, and reusing one made for another
+name would mix sites.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from functions.common.netguard import AddressPolicy, AddressRefused, Unresolvable, vetted_address
 from functions.tools.base import ToolError
-from functions.tools.netguard import AddressPolicy, vetted_address
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -73,7 +74,15 @@ async def _get_once(
     target = _checked_url(url)
     host = target.host
     port = target.port or (443 if target.scheme == "https" else 80)
-    address = await vetted_address(host, port, policy)
+    try:
+        address = await vetted_address(host, port, policy)
+    except AddressRefused as exc:
+        raise ToolError(
+            f"Refusing to fetch {host}: it resolves to a private or reserved address "
+            f"({exc.address}). Only public addresses may be fetched."
+        ) from exc
+    except Unresolvable as exc:
+        raise ToolError(exc.message) from exc
     extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     request = client.build_request(
         "GET",

@@ -8,9 +8,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from functions.common.netguard import AddressPolicy
 from functions.tools.base import TRUNCATION_NOTE, ToolError, ToolResult
 from functions.tools.fetch import fetch_page
-from functions.tools.netguard import AddressPolicy
 from functions.tools.readable import html_to_readable
 
 _HTML = ("text/html", "application/xhtml+xml")

@@ -22,12 +22,12 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from functions.common.netguard import AddressPolicy
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.tools import pages, search, store
 from functions.tools.base import ToolError, ToolLimits, ToolResult, cap_text
 from functions.tools.fetch import fetch_client
-from functions.tools.netguard import AddressPolicy
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The address policy behind the fetch tool's SSRF protection."""
+"""The address policy behind the SSRF protection of the fetch tool and model providers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import ipaddress
 
 import pytest
 
-from functions.tools.base import ToolError
-from functions.tools.netguard import AddressPolicy, is_public, vetted_address
+from functions.common.netguard import (
+    AddressPolicy,
+    AddressRefused,
+    Unresolvable,
+    is_public,
+    vetted_address,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,10 +61,23 @@ def test_allow_list_names_hosts_and_networks() -> None:
     assert not policy.permits("x", ipaddress.ip_address("192.168.0.5"))
 
 
+def test_a_leading_dot_allows_a_domain_and_every_name_under_it() -> None:
+    policy = AddressPolicy.from_entries((".svc.cluster.local",))
+    private = ipaddress.ip_address("10.96.0.12")
+    assert policy.permits("vllm.models.svc.cluster.local", private)
+    assert policy.permits("VLLM.Models.SVC.cluster.local.", private)
+    assert policy.permits("svc.cluster.local", private)
+    assert not policy.permits("evilsvc.cluster.local", private)
+    assert not policy.permits("svc.cluster.local.evil.example", private)
+    assert not policy.permits("169.254.169.254", ipaddress.ip_address("169.254.169.254"))
+
+
 async def test_names_are_resolved_and_every_address_vetted() -> None:
     open_policy = AddressPolicy.from_entries(("localhost",))
     assert (await vetted_address("localhost", 80, open_policy)).is_loopback
-    with pytest.raises(ToolError, match="private or reserved"):
+    with pytest.raises(AddressRefused, match="private or reserved"):
         await vetted_address("localhost", 80, AddressPolicy.from_entries(()))
-    with pytest.raises(ToolError, match="private or reserved"):
+    with pytest.raises(AddressRefused, match="private or reserved"):
         await vetted_address("[::1]", 80, AddressPolicy.from_entries(()))
+    with pytest.raises(Unresolvable):
+        await vetted_address("no-such-host.invalid", 80, AddressPolicy.from_entries(()))
