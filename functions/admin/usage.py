@@ -141,14 +141,15 @@ async def usage_completions(request: Request) -> Response:
             args.append(values)
             where.append(f"{column} = ANY(${len(args)}::text[])")
     group_sql = "".join(f", {g}" for g in groups)
-    rows = await call.db.fetch(
+    sql = (
         "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
         f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
         " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
         f" FROM usage_completions WHERE {' AND '.join(where)}"
-        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}",
-        *args,
+        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
     )
+    # A usage report tolerates replica lag (the ledger itself is written in batches).
+    rows = await call.runtime.db.read(lambda db: db.fetch(sql, *args))
     by_bucket: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_bucket.setdefault(int(row["bucket"]), []).append(_result(dict(row), groups))
