@@ -2,6 +2,11 @@
 the OpenAI-compatible servers (KServe, vLLM, llama.cpp, Ollama, SGLang, OpenAI) an
 organization or one project routes models to.
 
+Base URLs must point at public addresses unless the operator allows the host
+(``JAN_PROVIDER_ALLOWED_HOSTS``): an owner could otherwise aim the gateway at cloud metadata
+or the cluster's own services. Checked here when a URL is set, so the owner hears why at
+once, and again whenever a connection is made (``common.upstream.ProviderGuard``).
+
 Credentials are encrypted at rest (AES-GCM under MODEL_PROVIDER_SECRET) and never returned:
 responses say only whether a key is set. Creating or changing a provider polls each
 endpoint's ``/models`` once, so the answer shows what was discovered and the router in
@@ -10,6 +15,7 @@ this process knows at once; other instances pick it up within seconds.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -35,7 +41,9 @@ from functions.common.crypto import SecretBox
 from functions.common.db import is_unique_violation
 from functions.common.errors import Conflict, InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, list_page
+from functions.common.netguard import AddressError
 from functions.common.runtime import Runtime
+from functions.common.upstream import ProviderGuard
 
 PREFIX = "prov_"
 MAX_ENDPOINTS = 16
@@ -66,6 +74,23 @@ def _base_urls(body: dict[str, Any], kind: str, *, required: bool) -> list[str] 
         if url not in urls:
             urls.append(url)
     return urls
+
+
+async def _check_addresses(runtime: Runtime, body: dict[str, Any], urls: list[str]) -> None:
+    """400 when a base URL's host is, or resolves to, an address providers may not use."""
+    guard = ProviderGuard.from_settings(runtime.settings)
+    outcomes = await asyncio.gather(*map(guard.check, urls), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, AddressError):
+            raise InvalidRequest(
+                f"Base URL not allowed: {outcome.message.rstrip('.')}. Model providers must "
+                "be reachable at a public address unless the operator allows the host "
+                "(JAN_PROVIDER_ALLOWED_HOSTS).",
+                param="base_urls" if "base_urls" in body else "base_url",
+                code="base_url_not_allowed",
+            )
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _models(body: dict[str, Any]) -> list[str] | None:
@@ -178,7 +203,7 @@ async def create_provider(request: Request) -> Response:
               active: {type: boolean}
     responses:
       200: {description: "The organization.model_provider object."}
-      400: {description: Invalid body.}
+      400: {description: "Invalid body, or a base URL at a private address."}
       404: {description: No such project.}
       409: {description: A provider with this name exists in this scope.}
     """
@@ -187,6 +212,8 @@ async def create_provider(request: Request) -> Response:
     name = string_field(body, "name", required=True)
     kind = choice_field(body, "kind", KINDS)
     urls = _base_urls(body, kind, required=True)
+    assert urls is not None
+    await _check_addresses(call.runtime, body, urls)
     api_key = _api_key(body)
     active = _active(body)
     provider_id = ids.new_id(PREFIX)
@@ -278,7 +305,7 @@ async def modify_provider(request: Request) -> Response:
               active: {type: boolean}
     responses:
       200: {description: "The updated organization.model_provider object."}
-      400: {description: Invalid body.}
+      400: {description: "Invalid body, or a base URL at a private address."}
       404: {description: No such provider in this scope.}
       409: {description: The new name is taken.}
     """
@@ -294,6 +321,7 @@ async def modify_provider(request: Request) -> Response:
         kind = changes["kind"] = choice_field(body, "kind", KINDS)
     urls = _base_urls(body, kind, required=False)
     if urls is not None:
+        await _check_addresses(call.runtime, body, urls)
         changes["base_urls"] = urls
     if "api_key" in body:
         api_key = _api_key(body)

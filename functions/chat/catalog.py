@@ -7,6 +7,10 @@ Each endpoint's ``/models`` is polled (discovery); the answers are stored in the
 so any instance, a fresh one included, routes at once. The request path only reads the
 in-memory indexes built here; they are rebuilt from the database every few seconds and
 right away when a request names a model we do not know (rate-limited).
+
+A stored endpoint the provider guard refuses without a lookup (an IP literal outside
+``JAN_PROVIDER_ALLOWED_HOSTS``: rows written before the guard, or before the operator
+narrowed the list) is left out on every load; names are vetted when connected to.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from functions.chat import store
 from functions.chat.health import Endpoint, HealthBook
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.db import Database
+from functions.common.upstream import ProviderGuard
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class Catalog:
     http: Callable[[], httpx.AsyncClient]
     box: SecretBox | None
     builtin_url: str | None = None
+    guard: ProviderGuard | None = None
     reload_seconds: float = 10.0
     discover_seconds: float = 60.0
     discovery_timeout: float = 5.0
@@ -112,6 +118,7 @@ class Catalog:
     _providers: list[Provider] = field(default_factory=list)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
     _headers_by_url: dict[str, dict[str, str]] = field(default_factory=dict)
+    _refused: set[tuple[str, str]] = field(default_factory=set)  # (provider, URL) logged
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -187,11 +194,22 @@ class Catalog:
             project_id=row["project_id"],
             name=row["name"],
             kind=row["kind"],
-            base_urls=tuple(row["base_urls"]),
+            base_urls=tuple(u for u in row["base_urls"] if self._permitted(row["id"], u)),
             api_key=api_key,
             static_models=tuple(row["static_models"]),
             created=int(row["created_at"].timestamp()),
         )
+
+    def _permitted(self, provider_id: str, url: str) -> bool:
+        reason = self.guard.refusal(url) if self.guard is not None else None
+        if reason is None:
+            return True
+        if (provider_id, url) not in self._refused:  # once per process, not every reload
+            self._refused.add((provider_id, url))
+            log.warning(
+                "model provider endpoint refused", extra={"provider": provider_id, "reason": reason}
+            )
+        return False
 
     def builtin_provider(self) -> Provider | None:
         if not self.builtin_url:

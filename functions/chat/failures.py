@@ -12,7 +12,10 @@ ejection logic and the metrics read these fields and nothing else.
               retried elsewhere; connection errors, timeouts and 500/502/504 eject.
               429 and 503 mean "busy", not "broken": retried, never ejected.
     ours      our configuration or code is wrong (the provider refused our credentials,
-              a malformed base URL, a bug): no retry, a 502/500 that says so.
+              a malformed base URL, a bug): no retry, a 502/500 that says so. An endpoint
+              whose address the guard refuses (``JAN_PROVIDER_ALLOWED_HOSTS``) or that
+              answers with a redirect (never followed) is ours too, but another endpoint
+              may serve: retried elsewhere and ejected.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import aiohttp
 import orjson
 
 from functions.common import errors
+from functions.common.netguard import AddressRefused
 
 
 class Fault(enum.StrEnum):
@@ -56,6 +60,19 @@ def _unreachable(reason: str) -> Failure:
     )
 
 
+def _misdirected(reason: str) -> Failure:
+    return Failure(
+        Fault.OURS,
+        reason,
+        retry=True,
+        eject=True,
+        error=errors.UpstreamError(
+            "The model provider's endpoint may not be used: it points at a private address "
+            "or redirects elsewhere."
+        ),
+    )
+
+
 def from_exception(exc: BaseException) -> Failure:
     """Classify an exception raised while calling (or reading from) an upstream."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -75,6 +92,8 @@ def from_exception(exc: BaseException) -> Failure:
             error=errors.UpstreamError("The model provider's base URL is invalid."),
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, AddressRefused):
+            return _misdirected("address_refused")
         return _unreachable("connect")
     if isinstance(exc, StreamCut | aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return _unreachable("cut")
@@ -104,7 +123,9 @@ def upstream_message(body: bytes) -> str | None:
 
 
 def from_status(status: int, body: bytes, retry_after: str | None = None) -> Failure:
-    """Classify an upstream HTTP error response (status >= 400)."""
+    """Classify an upstream HTTP error response (status >= 400) or redirect (3xx)."""
+    if status < 400:
+        return _misdirected(f"status_{status}")
     message = upstream_message(body)
     if status in (401, 403):
         return Failure(
@@ -124,7 +145,7 @@ def from_status(status: int, body: bytes, retry_after: str | None = None) -> Fai
         failure = _unreachable(f"status_{status}")
         return failure
     # Any other 4xx: the request itself was refused; tell the caller what the server said.
-    client_status = 400 if status in (405, 422) or status < 400 else status
+    client_status = 400 if status in (405, 422) else status
     err = errors.for_status(
         client_status, message or f"The model server refused the request ({status})."
     )

@@ -179,7 +179,11 @@ class Router:
             ep.outstanding += 1
             try:
                 async with self.client.session.post(
-                    ep.base_url + path, data=body, headers=headers, timeout=self._reply_timeout
+                    ep.base_url + path,
+                    data=body,
+                    headers=headers,
+                    timeout=self._reply_timeout,
+                    allow_redirects=False,  # a redirect could point past the address guard
                 ) as resp:
                     data = await resp.read()
                     status = resp.status
@@ -189,7 +193,7 @@ class Router:
             except Exception as exc:
                 last = failures.from_exception(exc)
             else:
-                if status < 400:
+                if status < 300:
                     self.health.succeeded(ep)
                     metrics.count_request(route.model, ep.base_url, metrics.OK)
                     return Reply(ep, status, data)
@@ -220,9 +224,13 @@ class Router:
             sent_at = time.perf_counter()
             try:
                 resp = await self.client.session.post(
-                    ep.base_url + path, data=body, headers=headers, timeout=self._stream_timeout
+                    ep.base_url + path,
+                    data=body,
+                    headers=headers,
+                    timeout=self._stream_timeout,
+                    allow_redirects=False,
                 )
-                if resp.status >= 400:
+                if resp.status >= 300:
                     data = await resp.read()
                     last = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
                 else:

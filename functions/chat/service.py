@@ -58,6 +58,7 @@ class Inference:
             builtin_url=settings.jan_inference_model_url.rstrip("/")
             if settings.jan_inference_model_url
             else None,
+            guard=self.client.guard,
         )
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
         self.router = Router(self.health, self.client, **router_options)

@@ -78,7 +78,12 @@ class Settings(BaseSettings):
     searxng_url: str | None = None
     jan_fetch_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
-        description="Hosts or CIDRs the fetch tool may reach although private (comma-separated).",
+        description="Hosts, `.domain` suffixes or CIDRs the fetch tool may reach although private.",
+    )
+    jan_provider_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Hosts, `.domain` suffixes or CIDRs model providers may point at although "
+        "private (comma-separated).",
     )
     jan_tool_timeout_seconds: float = Field(20.0, gt=0, description="Time limit of one tool call.")
     jan_fetch_max_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Largest page fetched.")
@@ -107,7 +112,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be `all` or one of {', '.join(AREAS)}")
         return value
 
-    @field_validator("organization_admin_emails", "jan_fetch_allowed_hosts", mode="before")
+    @field_validator(
+        "organization_admin_emails",
+        "jan_fetch_allowed_hosts",
+        "jan_provider_allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_lowercase(cls, value: Any) -> Any:
         # E-mails and host names compare case-insensitively: lower-cased once, here.

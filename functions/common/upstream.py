@@ -16,15 +16,41 @@ one place for limits.
 Timeouts are per call: ``connect`` bounds pool wait plus connecting; ``idle`` bounds each
 read from the socket (aiohttp's ``sock_read``), which is the per-chunk idle timeout for
 streams and the time-to-headers for everything.
+
+Model providers are created by organization and project owners, so where this client may
+connect is guarded (``ProviderGuard``): the connector's resolver refuses a name that
+resolves to a non-public address unless ``JAN_PROVIDER_ALLOWED_HOSTS`` allows it. That
+check runs when a connection is made (and aiohttp caches answers for a minute), never per
+request, and the connection goes to the address that was checked, so a name cannot
+rebind between check and use. aiohttp never asks the resolver about an IP literal: the
+catalog drops such endpoints itself (``ProviderGuard.refusal``). The built-in provider's
+host (``JAN_INFERENCE_MODEL_URL``, set by the operator) is exempt.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from httpx_aiohttp import AiohttpTransport
 
+from functions.common.netguard import (
+    AddressError,
+    AddressPolicy,
+    AddressRefused,
+    Unresolvable,
+    ip_literal,
+    parse_address,
+    vetted_address,
+)
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 
 MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_HOST = 512
@@ -36,22 +62,104 @@ def timeout(*, connect: float, idle: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=idle)
 
 
+CHECK_SECONDS = 5.0
+
+
+class ProviderGuard:
+    """Where model providers may point: public addresses, and what the operator allows."""
+
+    def __init__(self, policy: AddressPolicy, exempt_hosts: Iterable[str] = ()) -> None:
+        self.policy = policy
+        self.exempt_hosts = frozenset(h.rstrip(".").lower() for h in exempt_hosts)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderGuard:
+        builtin = urlsplit(settings.jan_inference_model_url or "").hostname
+        return cls(
+            AddressPolicy.from_entries(settings.jan_provider_allowed_hosts),
+            [builtin] if builtin else [],
+        )
+
+    def trusts(self, host: str) -> bool:
+        """Connections to this host need no address check (allow-listed, or built-in)."""
+        return self.policy.names(host) or host.rstrip(".").lower() in self.exempt_hosts
+
+    def refusal(self, url: str) -> str | None:
+        """Why a tenant's endpoint is refused without a DNS lookup, or None. Covers what the
+        resolver never sees (IP literals) and the built-in's exemption, which is the
+        operator's alone; a name is checked by the resolver when connected to."""
+        host = urlsplit(url).hostname
+        if host is None:
+            return f"{url} has no host"
+        literal = ip_literal(host)
+        if literal is not None:
+            permitted = self.policy.permits(host, literal)
+            return None if permitted else AddressRefused(host, literal).message
+        if host.rstrip(".").lower() in self.exempt_hosts and not self.policy.names(host):
+            return f"{host} is the built-in model server, configured by the operator"
+        return None
+
+    async def check(self, url: str) -> None:
+        """Resolve a tenant's endpoint now (creating or changing a provider); raise
+        AddressError with the reason when it may not be used."""
+        reason = self.refusal(url)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if reason is not None:
+            raise AddressError(host, reason)
+        if self.policy.names(host):
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(CHECK_SECONDS):
+                await vetted_address(host, port, self.policy)
+        except TimeoutError:
+            raise Unresolvable(host) from None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing addresses the guard does not permit."""
+
+    def __init__(self, guard: ProviderGuard) -> None:
+        self._guard = guard
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if not self._guard.trusts(host):
+            for result in found:
+                address = parse_address(result["host"])
+                if not self._guard.policy.permits(host, address):
+                    raise AddressRefused(host, address)
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class Upstream:
     """The process-wide upstream client. Open inside the serving event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: ProviderGuard | None = None) -> None:
+        self.guard = guard
         self._session: aiohttp.ClientSession | None = None
         self._client: httpx.AsyncClient | None = None
+        self._resolver: GuardedResolver | None = None
 
     def open(self) -> None:
         """Create the session (needs a running event loop; nothing to await)."""
         if self._session is not None:
             return
+        if self.guard is not None:
+            self._resolver = GuardedResolver(self.guard)
         connector = aiohttp.TCPConnector(
             limit=MAX_CONNECTIONS,
             limit_per_host=MAX_CONNECTIONS_PER_HOST,
             keepalive_timeout=KEEPALIVE_SECONDS,
             ttl_dns_cache=60,
+            resolver=self._resolver,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -81,7 +189,10 @@ class Upstream:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()  # closes the shared aiohttp session too
+        if self._resolver is not None:
+            await self._resolver.close()  # a resolver given to the connector is ours to close
         self._session = self._client = None
+        self._resolver = None
 
 
 def ensure(runtime: Runtime) -> Upstream:
@@ -94,7 +205,7 @@ def ensure(runtime: Runtime) -> Upstream:
     if existing is not None:
         assert isinstance(existing, Upstream)
         return existing
-    upstream = Upstream()
+    upstream = Upstream(ProviderGuard.from_settings(runtime.settings))
     upstream.open()
     runtime.services[Upstream] = upstream
     runtime.on_stop(upstream.close)

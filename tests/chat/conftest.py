@@ -35,7 +35,12 @@ async def builtin(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> FakeUpst
 
 @pytest.fixture
 def settings(database_dsn: str, builtin: FakeUpstream) -> Settings:
-    return make_settings(database_dsn, jan_inference_model_url=builtin.base_url)
+    # The fake upstreams listen on loopback, which providers may only use when allowed.
+    return make_settings(
+        database_dsn,
+        jan_inference_model_url=builtin.base_url,
+        jan_provider_allowed_hosts=("127.0.0.1",),
+    )
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible model server: a real HTTP server (aiohttp) on a free port,
 whose behaviour a test switches at will (healthy, slow, 500-ing, cutting streams or
-ending them early, refusing the request, stopped)."""
+ending them early, refusing the request, redirecting it, stopped)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ class FakeUpstream:
     def __init__(self, name: str, *, models: tuple[str, ...] = ("m1",)) -> None:
         self.name = name
         self.models = models
-        self.mode = "ok"  # ok | slow | fail500 | busy | refuse400 | cut | nodone
+        self.mode = "ok"  # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect
+        self.redirect_to = ""  # where mode "redirect" sends every request (a 307)
         self.delay = 0.0
         self.chunk_delay = 0.0
         self.stream_chunks = 3
@@ -78,6 +79,8 @@ class FakeUpstream:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "engine crashed"}}, status=500)
+        if self.mode == "redirect":
+            raise web.HTTPTemporaryRedirect(self.redirect_to + request.path_qs)
         if self.mode == "busy":
             return web.json_response(
                 {"error": {"message": "queue full"}}, status=503, headers={"Retry-After": "3"}

@@ -36,7 +36,9 @@ from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
+from functions.common import settings as jan_settings
 from functions.common.runtime import Runtime
+from tests.conftest import make_settings
 from tests.factories import Tenant, bearer, create_member, create_tenant
 
 Operation = APIOperation[Any, Any, Any, Any]
@@ -49,6 +51,14 @@ EXAMPLES_WITHOUT_CREDENTIALS = max(3, PER_MODE // 4)
 MODEL = "fuzz-model"
 # Port 9 (discard) has no listener here: the model upstream refuses every connection.
 CLOSED_UPSTREAM = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture(name="settings")
+def loopback_providers_allowed(database_dsn: str) -> jan_settings.Settings:
+    """The closed upstream is on loopback, which providers may use only when allowed."""
+    return make_settings(database_dsn, jan_provider_allowed_hosts=("127.0.0.1",))
+
+
 MODEL_CALLS = {
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
