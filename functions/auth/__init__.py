@@ -6,7 +6,7 @@ from starlette.routing import BaseRoute
 
 from functions.auth import oidc, sessions
 from functions.auth.ratelimit import LoginRateLimiter
-from functions.common import bootstrap
+from functions.common import bootstrap, housekeeping
 from functions.common.runtime import Runtime
 
 
@@ -19,4 +19,5 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
     )
     runtime.services[LoginRateLimiter] = limiter
     runtime.on_stop(limiter.close)
+    housekeeping.register(runtime, "auth.refresh_tokens", sessions.sweep_refresh_tokens)
     return [*sessions.routes(), *oidc.routes()]

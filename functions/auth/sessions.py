@@ -43,6 +43,23 @@ async def new_refresh_token(ex: Executor, *, user_id: str, family_id: str | None
     return token
 
 
+async def sweep_refresh_tokens(ex: Executor, *, limit: int) -> int:
+    """Delete up to ``limit`` refresh tokens expired or revoked over a day ago (housekeeping).
+    A spent token stays until then: presented again, it revokes its family."""
+    status = await ex.execute(
+        """
+        DELETE FROM refresh_tokens WHERE id IN (
+            SELECT id FROM refresh_tokens
+            WHERE LEAST(expires_at, revoked_at) < now() - interval '1 day'
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        """,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
 async def user_object(ex: Executor, user_id: str) -> dict[str, Any]:
     user = await ex.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
     if user is None:

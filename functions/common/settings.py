@@ -70,6 +70,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait for the next chunk of an upstream stream (the first included).",
     )
+    jan_housekeeping_interval_seconds: float = Field(
+        300.0, ge=0, description="How often expired rows are swept (0: never, on this instance)."
+    )
+    jan_response_abandoned_after_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A foreground response still in progress this long after it started is "
+        "marked failed (its instance stopped mid-request).",
+    )
     jan_inference_model_url: str | None = Field(
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )

@@ -9,12 +9,14 @@ from functions.common.runtime import Runtime
 from functions.mcp.endpoint import MCPEndpoint
 from functions.mcp.server import MCPService
 from functions.mcp.settings import get_settings, update_settings
+from functions.tools import store as tool_store
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
     service = MCPService(runtime)
     runtime.on_start(service.start)
     runtime.on_stop(service.stop)
+    tool_store.register_sweep(runtime)  # the daily tool-call counters this area fills
     return [
         Route("/v1/mcp", MCPEndpoint(service), methods=["POST"]),
         Route("/v1/mcp/settings", get_settings, methods=["GET"]),

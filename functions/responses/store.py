@@ -16,6 +16,10 @@ from functions.common.db import Executor
 from functions.conversations.owner import OWNED, Owner
 
 MAX_ATTEMPTS = 3
+ABANDONED_ERROR = {
+    "code": "server_error",
+    "message": "The server stopped before the response was complete; send it again.",
+}
 CHAIN_DEPTH = 100
 
 
@@ -202,6 +206,28 @@ async def fail_exhausted(ex: Executor) -> int:
             OR (status = 'in_progress' AND lease_expires_at < now()))
         """,
         MAX_ATTEMPTS,
+    )
+    return int(status.split()[-1])
+
+
+async def fail_abandoned(ex: Executor, *, older_than_seconds: float, limit: int) -> int:
+    """Fail up to ``limit`` foreground responses still `in_progress` long after they started
+    (housekeeping): the instance running them stopped mid-request, and nothing else would
+    ever finish them. Background ones have leases and are left to the worker."""
+    status = await ex.execute(
+        """
+        UPDATE responses SET status = 'failed', completed_at = now(), error = $3
+        WHERE id IN (
+            SELECT id FROM responses
+            WHERE NOT background AND status = 'in_progress' AND lease_owner IS NULL
+              AND created_at < now() - make_interval(secs => $1)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        """,
+        older_than_seconds,
+        limit,
+        ABANDONED_ERROR,
     )
     return int(status.split()[-1])
 

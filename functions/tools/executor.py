@@ -36,6 +36,7 @@ from functions.responses.tools import (
     WebSearchCalls,
     register_executor,
 )
+from functions.tools import store
 from functions.tools.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec, toolbox_of
 
 JAN_MCP_LABEL = "jan"
@@ -155,3 +156,4 @@ def _location_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 def register(runtime: Runtime) -> None:
     """Offer the tool box to the Responses engine on this runtime."""
     register_executor(runtime, JanToolExecutor(runtime))
+    store.register_sweep(runtime)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from functions.common import housekeeping
 from functions.common.db import Executor
+from functions.common.runtime import Runtime
+
+# Only today's counter is read; a few earlier days are kept for anyone looking at the table.
+COUNTER_KEEP_DAYS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +80,20 @@ async def calls_today(ex: Executor, *, organization_id: str, project_id: str) ->
         project_id,
     )
     return int(calls or 0)
+
+
+async def sweep_old_counters(ex: Executor, *, limit: int) -> int:
+    """Delete up to ``limit`` counters older than COUNTER_KEEP_DAYS (housekeeping)."""
+    status = await ex.execute(
+        "DELETE FROM tool_call_counters WHERE (organization_id, project_id, day) IN ("
+        " SELECT organization_id, project_id, day FROM tool_call_counters"
+        " WHERE day < (now() AT TIME ZONE 'utc')::date - $2::integer LIMIT $1)",
+        limit,
+        COUNTER_KEEP_DAYS,
+    )
+    return int(status.split()[-1])
+
+
+def register_sweep(runtime: Runtime) -> None:
+    """Sweep old counters on this runtime (the areas that count tool calls call this)."""
+    housekeeping.register(runtime, "tools.call_counters", sweep_old_counters)
