@@ -46,8 +46,14 @@ def normalize_base_url(kind: str, url: str) -> str:
     """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
+    try:
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"invalid port in {url!r}")
     if not parts.path:
         url += _DEFAULT_PATH.get(kind, "/v1")
     return url

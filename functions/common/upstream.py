@@ -90,7 +90,7 @@ class ProviderGuard:
         operator's alone; a name is checked by the resolver when connected to."""
         host = urlsplit(url).hostname
         if host is None:
-            return f"{url} has no host"
+            return "the URL has no host"
         literal = ip_literal(host)
         if literal is not None:
             permitted = self.policy.permits(host, literal)

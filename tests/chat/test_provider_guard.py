@@ -189,3 +189,13 @@ def test_the_guard_exempts_the_built_in_host_for_connections_only() -> None:
     assert "169.254.169.254" in (guard.refusal("http://169.254.169.254/") or "")
     allowed = ProviderGuard(AddressPolicy.from_entries((".jan.svc.cluster.local",)), [])
     assert allowed.refusal("http://predictor.jan.svc.cluster.local/openai/v1") is None
+
+
+@pytest.mark.parametrize("url", ["http://models.example.com:99999/v1", "http://h:0", "http://h:x/"])
+async def test_an_invalid_port_is_a_400(
+    client: httpx.AsyncClient, runtime: Runtime, url: str
+) -> None:
+    tenant = await create_tenant(runtime)
+    body = {"name": "p", "kind": "vllm", "base_url": url}
+    r = await client.post(ORG, json=body, headers=tenant.admin_headers)
+    assert r.status_code == 400 and "invalid port" in r.json()["error"]["message"]
