@@ -17,11 +17,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from functions.common import keys, tokens
-from functions.common.auth import identity_of
+from functions.common import tokens
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services import keys
+from functions.services.identity import identity_of
 
 
 async def main(iterations: int) -> None:

@@ -43,7 +43,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from functions.common import migrate, tenancy  # noqa: E402
+from functions.common import migrate  # noqa: E402
+from functions.services import tenancy  # noqa: E402
 
 ADMIN_DSN = os.environ.get("JAN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 APIKEY_SECRET = "bench-apikey-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench DB

@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from functions.common import migrate, tenancy
+from functions.common import migrate
+from functions.services import tenancy
 
 EXIT_NOT_FOUND = 1
 

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from functions.common import tenancy, tokens
+from functions.common import tokens
 from functions.common.runtime import Runtime
+from functions.services import tenancy
 
 _counter = itertools.count(1)
 

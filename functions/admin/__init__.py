@@ -18,8 +18,8 @@ from functions.admin import (
     usage,
     users,
 )
-from functions.common import bootstrap
 from functions.common.runtime import Runtime
+from functions.services import bootstrap
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:

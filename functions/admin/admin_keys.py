@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     admin_call,
     deleted,
     fetch_one,
@@ -17,10 +17,10 @@ from functions.admin.common import (
     string_field,
     ts,
 )
-from functions.common import tenancy
 from functions.common.db import Executor
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.services import tenancy
 
 _SELECT = """
 SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     admin_call,
     choice_field,
     deleted,
@@ -30,11 +30,12 @@ from functions.admin.common import (
 )
 from functions.admin.project_users import PROJECT_ROLES
 from functions.admin.users import ORG_ROLES
-from functions.common import ids, tenancy, tokens
-from functions.common.auth import bearer_credential, identity_of
+from functions.common import ids, tokens
 from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from functions.common.http import JSON, json_body, runtime_of
+from functions.services import tenancy
+from functions.services.identity import bearer_credential, identity_of
 
 INVITE_TTL = timedelta(days=7)
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     deleted,
     fetch_one,
     list_response,
@@ -22,10 +22,10 @@ from functions.admin.common import (
     string_field,
     ts,
 )
-from functions.common import tenancy
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
+from functions.services import tenancy
 
 _SELECT = """
 SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,

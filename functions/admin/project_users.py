@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     choice_field,
     deleted,
     fetch_one,
@@ -21,10 +21,10 @@ from functions.admin.common import (
     string_field,
     ts,
 )
-from functions.common import tenancy
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
+from functions.services import tenancy
 
 PROJECT_ROLES = ("owner", "member")
 _SELECT = """

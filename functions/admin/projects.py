@@ -13,16 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     admin_call,
     list_response,
     project_call,
     string_field,
     ts,
 )
-from functions.common import tenancy
-from functions.common.auth import authenticate, refuse_project_credentials, require_admin
 from functions.common.http import JSON, json_body, runtime_of
+from functions.services import tenancy
+from functions.services.identity import authenticate, refuse_project_credentials, require_admin
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     Admin,
     admin_call,
     choice_field,
@@ -33,9 +33,6 @@ from functions.admin.common import (
     string_field,
     ts,
 )
-from functions.chat import store
-from functions.chat.catalog import KINDS, normalize_base_url
-from functions.chat.service import Inference, inference
 from functions.common import ids
 from functions.common.crypto import SecretBox
 from functions.common.db import is_unique_violation
@@ -44,6 +41,9 @@ from functions.common.http import JSON, json_body, list_page
 from functions.common.netguard import AddressError
 from functions.common.runtime import Runtime
 from functions.common.upstream import ProviderGuard
+from functions.services.inference.catalog import KINDS, normalize_base_url
+from functions.services.inference.service import Inference, inference
+from functions.services.providers import store
 
 PREFIX = "prov_"
 MAX_ENDPOINTS = 16

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     deleted,
     fetch_one,
     list_response,
@@ -19,9 +19,9 @@ from functions.admin.common import (
     string_field,
     ts,
 )
-from functions.common import tenancy
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.services import tenancy
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import admin_call
+from functions.admin.call import admin_call
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from functions.admin.common import (
+from functions.admin.call import (
     admin_call,
     choice_field,
     deleted,

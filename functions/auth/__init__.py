@@ -6,8 +6,9 @@ from starlette.routing import BaseRoute
 
 from functions.auth import oidc, sessions
 from functions.auth.ratelimit import LoginRateLimiter
-from functions.common import bootstrap, housekeeping
+from functions.common import housekeeping
 from functions.common.runtime import Runtime
+from functions.services import bootstrap
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:

@@ -26,8 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from functions.auth.ratelimit import LoginRateLimiter
 from functions.auth.sessions import COOKIE, start_session
-from functions.common import tenancy, tokens
-from functions.common.auth import bearer_credential, identity_of
+from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import (
     APIError,
@@ -39,6 +38,8 @@ from functions.common.errors import (
 from functions.common.http import JSON, json_body, runtime_of
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services import tenancy
+from functions.services.identity import bearer_credential, identity_of
 
 log = logging.getLogger(__name__)
 

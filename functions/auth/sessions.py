@@ -16,11 +16,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from functions.auth.ratelimit import LoginRateLimiter
-from functions.common import ids, tenancy, tokens
-from functions.common.auth import authenticate, identity_of
+from functions.common import ids, tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, InvalidRequest, Unauthorized
 from functions.common.http import JSON, runtime_of
+from functions.services import tenancy
+from functions.services.identity import authenticate, identity_of
 
 COOKIE = "jan_refresh_token"
 COOKIE_PATH = "/v1/auth"

@@ -1,7 +1,7 @@
 """The `chat` area: OpenAI's model APIs (chat completions, completions, embeddings,
 models) through the inference router, with the usage ledger.
 
-Other areas call models through ``functions.chat.api`` (see its docstring).
+Other areas call models through ``functions.services.inference.api`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Route, compile_path
 
 from functions.chat import handlers
-from functions.chat.service import inference
 from functions.common.runtime import Runtime
+from functions.services.inference.service import inference
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:

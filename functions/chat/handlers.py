@@ -13,14 +13,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.chat.catalog import ModelRoute
-from functions.chat.service import Inference, inference
-from functions.chat.sse import StreamTally
-from functions.chat.streaming import SSERelay
 from functions.common import errors
-from functions.common.auth import authenticate, require_project
 from functions.common.http import JSON, json_body, runtime_of
 from functions.common.principal import Principal
+from functions.services.identity import authenticate, require_project
+from functions.services.inference.catalog import ModelRoute
+from functions.services.inference.service import Inference, inference
+from functions.services.inference.sse import StreamTally
+from functions.services.inference.streaming import SSERelay
 
 PATHS = {
     "chat.completions": "/chat/completions",

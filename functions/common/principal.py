@@ -1,6 +1,6 @@
 """Who is calling: the result of authenticating a request, used by every area.
 
-Resolution (API key or JWT → Principal) lives in ``functions.common.auth``; this leaf
+Resolution (API key or JWT → Principal) lives in ``functions.services.identity``; this leaf
 module only describes the result so areas can depend on it without importing the
 identity code.
 """

@@ -10,14 +10,14 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
 from functions.common.ids import new_id
-from functions.conversations import references, store
-from functions.conversations.items import (
+from functions.services.conversations import references, store
+from functions.services.conversations.items import (
     MAX_ITEMS_PER_ADD,
     include_param,
     normalize_items,
     validate_metadata,
 )
-from functions.conversations.owner import Owner, owner_of
+from functions.services.owner import Owner, owner_of
 
 
 def _not_found(conversation_id: str) -> NotFound:

@@ -8,8 +8,8 @@ from starlette.routing import BaseRoute, Route
 from functions.common.runtime import Runtime
 from functions.mcp.endpoint import MCPEndpoint
 from functions.mcp.server import MCPService
-from functions.mcp.settings import get_settings, update_settings
-from functions.tools import store as tool_store
+from functions.mcp.tool_settings import get_settings, update_settings
+from functions.services.toolbox import store as tool_store
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:

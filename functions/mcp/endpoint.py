@@ -11,9 +11,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from functions.common.auth import authenticate, require_project
 from functions.common.errors import ServiceUnavailable, Unauthorized
 from functions.mcp.server import MCPService
+from functions.services.identity import authenticate, require_project
 
 
 class MCPEndpoint:

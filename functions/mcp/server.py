@@ -27,7 +27,7 @@ from starlette.requests import Request
 from functions import __version__
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.tools.toolbox import ToolBox, ToolSpec, toolbox_of
+from functions.services.toolbox.toolbox import ToolBox, ToolSpec, toolbox_of
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "jan-server"

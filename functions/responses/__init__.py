@@ -11,7 +11,7 @@ from functions.common.runtime import Runtime
 from functions.responses import handlers as h
 from functions.responses import store
 from functions.responses.worker import BackgroundWorker
-from functions.tools import executor as jan_tools
+from functions.services.toolbox import executor as jan_tools
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from functions.common.ids import new_id
-from functions.conversations.items import new_item_id
-from functions.responses.tools import McpCalls, ServerTool, ToolOutput, WebSearchCalls
+from functions.services.conversations.items import new_item_id
+from functions.services.toolbox.server import McpCalls, ServerTool, ToolOutput, WebSearchCalls
 
 Event = dict[str, Any]
 CALL_TYPES = ("function_call", "web_search_call", "mcp_call")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.conversations.items import item_text
 from functions.responses.calls import CALL_TYPES, model_view
 from functions.responses.params import ResponseRequest
-from functions.responses.tools import ServerTool, chat_tool
+from functions.services.conversations.items import item_text
+from functions.services.toolbox.server import ServerTool, chat_tool
 
 
 def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
 from functions.conversations.handlers import query_include
-from functions.conversations.owner import owner_of
 from functions.responses import store
 from functions.responses.calls import Event
 from functions.responses.engine import run_events
@@ -24,6 +23,7 @@ from functions.responses.objects import response_object
 from functions.responses.params import parse_request
 from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
 from functions.responses.worker import worker_of
+from functions.services.owner import owner_of
 
 
 def _not_found(response_id: str) -> NotFound:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
-from functions.chat import api
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
+from functions.services.inference import api
 
 
 class ChatModel(Protocol):

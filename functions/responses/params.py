@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.common.errors import InvalidRequest
-from functions.conversations.items import normalize_items, validate_metadata
-from functions.responses.tools import function_tool
+from functions.services.conversations.items import normalize_items, validate_metadata
+from functions.services.toolbox.server import function_tool
 
 
 @dataclass(frozen=True)

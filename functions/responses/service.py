@@ -10,13 +10,13 @@ from functions.common.errors import NotFound
 from functions.common.ids import new_id
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.conversations import references
-from functions.conversations import store as conversations
-from functions.conversations.owner import Owner
 from functions.responses import store
 from functions.responses.engine import Run
 from functions.responses.params import ResponseRequest
-from functions.responses.tools import registry_of, resolve_server_tools
+from functions.services.conversations import references
+from functions.services.conversations import store as conversations
+from functions.services.owner import Owner
+from functions.services.toolbox.server import registry_of, resolve_server_tools
 
 # How many of a conversation's latest items a model sees.
 HISTORY_ITEMS = 400

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from functions.common.ids import new_id
-from functions.conversations.items import new_item_id
 from functions.responses import calls
 from functions.responses.calls import Call, Event, where
-from functions.responses.tools import ServerTool
+from functions.services.conversations.items import new_item_id
+from functions.services.toolbox.server import ServerTool
 
 
 class Turn:

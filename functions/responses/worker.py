@@ -25,13 +25,13 @@ import asyncpg
 from functions.common.db import CONNECTION_ERRORS, AnyConnection
 from functions.common.errors import APIError
 from functions.common.runtime import Runtime
-from functions.conversations.owner import Owner
 from functions.responses import store
 from functions.responses.engine import Run, run_events
 from functions.responses.model import model_of
 from functions.responses.params import ResponseRequest
 from functions.responses.service import append_to_conversation, load_history, stored_principal
-from functions.responses.tools import registry_of, resolve_server_tools
+from functions.services.owner import Owner
+from functions.services.toolbox.server import registry_of, resolve_server_tools
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from functions.chat import store
-from functions.chat.service import Inference
 from functions.common.runtime import Runtime
+from functions.services.inference.service import Inference
+from functions.services.providers import store
 from tests.factories import create_tenant
 
 

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import httpx
 import orjson
 
-from functions.chat.service import Inference
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
 from tests.factories import Tenant, bearer, create_project_key, create_tenant
 
@@ -142,9 +142,9 @@ async def test_stream_ended_without_done_counts_against_the_endpoint_on_both_pat
 ) -> None:
     import pytest
 
-    from functions.chat import api
     from functions.common.errors import UpstreamError
     from functions.common.principal import Principal
+    from functions.services.inference import api
 
     tenant = await create_tenant(runtime)
     builtin.mode, builtin.stream_chunks = "nodone", 5
@@ -167,9 +167,9 @@ async def test_in_process_stream_refused_upstream_is_in_the_ledger(
 ) -> None:
     import pytest
 
-    from functions.chat import api
     from functions.common.errors import APIError
     from functions.common.principal import Principal
+    from functions.services.inference import api
 
     tenant = await create_tenant(runtime)
     builtin.mode = "refuse400"
@@ -222,8 +222,8 @@ async def test_completions_and_embeddings(
 async def test_client_disconnect_cancels_the_upstream(
     runtime: Runtime, client: httpx.AsyncClient, builtin: FakeUpstream
 ) -> None:
-    from functions.chat.sse import StreamTally
-    from functions.chat.streaming import SSERelay
+    from functions.services.inference.sse import StreamTally
+    from functions.services.inference.streaming import SSERelay
 
     builtin.stream_chunks, builtin.chunk_delay = 50, 0.05
     svc = runtime.service(Inference)
@@ -282,8 +282,8 @@ async def test_tenant_providers_shadow_the_builtin_and_stay_private(
 async def test_internal_api_for_other_areas(
     client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
 ) -> None:
-    from functions.chat import api
     from functions.common.principal import Principal
+    from functions.services.inference import api
 
     tenant = await create_tenant(runtime)
     who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
@@ -303,7 +303,7 @@ async def test_internal_api_for_other_areas(
 async def test_stream_stalled_midway_times_out_with_an_error_event(
     client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
 ) -> None:
-    from functions.chat.router import Router
+    from functions.services.inference.router import Router
 
     tenant = await create_tenant(runtime)
     svc = runtime.service(Inference)
@@ -335,7 +335,7 @@ async def test_each_stream_has_its_own_headers(
 async def test_serving_raises_the_young_generation_threshold(settings: Settings) -> None:
     import gc
 
-    from functions.chat.service import GC_THRESHOLDS, inference
+    from functions.services.inference.service import GC_THRESHOLDS, inference
 
     before = gc.get_threshold()
     assert before[0] < GC_THRESHOLDS[0]

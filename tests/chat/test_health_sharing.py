@@ -13,12 +13,12 @@ import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
-from functions.chat.catalog import ModelRoute
-from functions.chat.health import DatabaseHealthStore, HealthBook, RedisHealthStore
-from functions.chat.service import Inference
 from functions.common import errors
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services.inference.catalog import ModelRoute
+from functions.services.inference.health import DatabaseHealthStore, HealthBook, RedisHealthStore
+from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
 
 REDIS = "redis://127.0.0.1:6379/0"

@@ -10,11 +10,11 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from functions.chat.health import HealthBook
-from functions.chat.router import Router
 from functions.common import errors
 from functions.common.runtime import Runtime
 from functions.common.upstream import Upstream
+from functions.services.inference.health import HealthBook
+from functions.services.inference.router import Router
 from tests.chat.fakes import FakeUpstream
 from tests.chat.test_router import BODY, route_to
 from tests.factories import create_tenant
@@ -64,7 +64,7 @@ async def test_attempts_failures_and_gauges(upstreams: Start, upstream_client: U
 async def test_streams_count_time_to_first_token_and_mid_stream_faults(
     upstreams: Start, upstream_client: Upstream
 ) -> None:
-    from functions.chat.router import StreamBroken
+    from functions.services.inference.router import StreamBroken
 
     a = await upstreams("a")
     health = HealthBook(None)

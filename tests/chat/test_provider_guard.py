@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from functions.chat import store
-from functions.chat.service import Inference
 from functions.common.netguard import AddressPolicy
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.common.upstream import ProviderGuard
+from functions.services.inference.service import Inference
+from functions.services.providers import store
 from tests.chat.fakes import FakeUpstream
 from tests.conftest import make_settings
 from tests.factories import Tenant, create_tenant

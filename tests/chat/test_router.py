@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 
-from functions.chat.catalog import ModelRoute, Provider
-from functions.chat.health import HealthBook
-from functions.chat.router import Router
-from functions.chat.sse import payloads
 from functions.common import errors
 from functions.common.upstream import Upstream
+from functions.services.inference.catalog import ModelRoute, Provider
+from functions.services.inference.health import HealthBook
+from functions.services.inference.router import Router
+from functions.services.inference.sse import payloads
 from tests.chat.fakes import FakeUpstream
 
 Start = Callable[..., Awaitable[FakeUpstream]]
@@ -188,7 +188,7 @@ async def test_stream_fails_over_before_its_first_event(
 async def test_stream_cut_in_the_middle_raises_stream_broken(
     upstreams: Start, upstream_client: Upstream
 ) -> None:
-    from functions.chat.router import StreamBroken
+    from functions.services.inference.router import StreamBroken
 
     a = await upstreams("a")
     a.mode, a.stream_chunks = "cut", 5
@@ -207,7 +207,7 @@ async def test_stream_cut_in_the_middle_raises_stream_broken(
 async def test_stream_that_stalls_midway_hits_the_idle_timeout(
     upstreams: Start, upstream_client: Upstream
 ) -> None:
-    from functions.chat.router import StreamBroken
+    from functions.services.inference.router import StreamBroken
 
     a = await upstreams("a")
     a.stream_chunks, a.chunk_delay = 3, 5.0  # the first chunk, then silence

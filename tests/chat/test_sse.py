@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from functions.chat.handlers import with_upstream_usage
-from functions.chat.sse import EventSplitter, StreamTally, has_data, payloads
+from functions.services.inference.sse import EventSplitter, StreamTally, has_data, payloads
 
 
 def event(obj: object) -> bytes:

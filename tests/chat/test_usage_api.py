@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from functions.chat.service import Inference
 from functions.common.runtime import Runtime
-from functions.common.usage import UsageRecord, UsageRecorder
+from functions.services.inference.service import Inference
+from functions.services.ledger import UsageRecord, UsageRecorder
 from tests.factories import create_tenant
 
 DAY = 86400

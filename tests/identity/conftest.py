@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from functions.common import errors
-from functions.common.auth import authenticate
 from functions.common.http import JSON
 from functions.common.runtime import Runtime
+from functions.services.identity import authenticate
 
 
 async def _whoami(request: Request) -> Response:

@@ -13,11 +13,12 @@ import pytest
 from pydantic import SecretStr
 
 from functions.app import create_app
-from functions.common import keys, tokens
-from functions.common.auth import identity_of
+from functions.common import tokens
 from functions.common.errors import APIError
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services import keys
+from functions.services.identity import identity_of
 from tests.factories import create_project_key, create_tenant
 
 REDIS = "redis://127.0.0.1:6379/0"

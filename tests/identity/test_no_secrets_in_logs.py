@@ -65,8 +65,9 @@ async def test_credentials_never_logged(
 
 
 def test_redaction_covers_every_credential_shape() -> None:
-    from functions.common import keys, tokens
+    from functions.common import tokens
     from functions.common.logs import redact
+    from functions.services import keys
 
     samples = [
         keys.generate(prefix, b"s").plaintext

@@ -120,7 +120,7 @@ async def test_each_key_kind_only_on_its_own_api(
 def test_bearer_credential_parsing() -> None:
     from starlette.requests import Request
 
-    from functions.common.auth import bearer_credential
+    from functions.services.identity import bearer_credential
 
     def header(value: str) -> Request:
         return Request({"type": "http", "headers": [(b"authorization", value.encode())]})
@@ -133,8 +133,8 @@ def test_bearer_credential_parsing() -> None:
 
 
 async def test_user_principal_edge_cases(whoami: httpx.AsyncClient, runtime: Runtime) -> None:
-    from functions.common import tenancy
-    from functions.common.auth import identity_of
+    from functions.services import tenancy
+    from functions.services.identity import identity_of
 
     t = await create_tenant(runtime)
     other = await create_tenant(runtime)

@@ -15,7 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from functions.common.runtime import Runtime
-from functions.tools import store
+from functions.services.toolbox import store
 from tests.factories import Tenant, bearer
 from tests.tools.fakes import FakeSerper
 

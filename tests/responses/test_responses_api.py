@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from functions.chat.service import inference
 from functions.common.runtime import Runtime
+from functions.services.inference.service import inference
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream

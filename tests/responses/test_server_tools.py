@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from functions.common.runtime import Runtime
-from functions.conversations.owner import Owner
-from functions.responses.tools import ServerTool, ToolOutput, register_executor
+from functions.services.owner import Owner
+from functions.services.toolbox.server import ServerTool, ToolOutput, register_executor
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream

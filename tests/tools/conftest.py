@@ -13,7 +13,7 @@ import pytest
 
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.tools.toolbox import ToolBox, toolbox_of
+from functions.services.toolbox.toolbox import ToolBox, toolbox_of
 from tests.conftest import make_settings
 from tests.factories import create_tenant
 from tests.tools.fakes import serper, site

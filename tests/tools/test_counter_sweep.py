@@ -6,7 +6,7 @@ import httpx
 
 from functions.common.housekeeping import housekeeping_of
 from functions.common.runtime import Runtime
-from functions.tools.store import COUNTER_KEEP_DAYS, calls_today
+from functions.services.toolbox.store import COUNTER_KEEP_DAYS, calls_today
 from tests.factories import create_tenant
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from functions.common.principal import Principal
-from functions.tools import store
-from functions.tools.toolbox import ToolBox
+from functions.services.toolbox import store
+from functions.services.toolbox.toolbox import ToolBox
 from tests.tools.conftest import MakeBox
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
-from functions.tools import store
+from functions.services.toolbox import store
 from tests.conftest import make_settings
 from tests.factories import Tenant, create_tenant
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream

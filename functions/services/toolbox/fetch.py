@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import httpx
 
 from functions.common.netguard import AddressPolicy, AddressRefused, Unresolvable, vetted_address
-from functions.tools.base import ToolError
+from functions.services.toolbox.base import ToolError
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

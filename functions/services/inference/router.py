@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from functions.chat import failures, metrics
-from functions.chat.catalog import ModelRoute
-from functions.chat.health import Endpoint, HealthBook
-from functions.chat.sse import EventSplitter, has_data
 from functions.common import errors, upstream
 from functions.common.logs import request_id_var
+from functions.services.inference import failures, metrics
+from functions.services.inference.catalog import ModelRoute
+from functions.services.inference.health import Endpoint, HealthBook
+from functions.services.inference.sse import EventSplitter, has_data
 
 log = logging.getLogger(__name__)
 

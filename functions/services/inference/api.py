@@ -1,6 +1,6 @@
 """Calling models from other areas (the Responses API's tool loop), in-process.
 
-    from functions.chat import api
+    from functions.services.inference import api
 
     models = await api.list_models(runtime, principal)          # [{"id", "object", …}]
     completion = await api.chat_completion(runtime, principal, body, affinity=conv_id)
@@ -23,13 +23,14 @@ from typing import Any
 
 import orjson
 
-from functions.chat import failures, handlers
-from functions.chat.router import OpenStream, StreamBroken
-from functions.chat.service import inference
-from functions.chat.sse import DONE, StreamTally, payloads
+from functions.chat import handlers
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
+from functions.services.inference import failures
+from functions.services.inference.router import OpenStream, StreamBroken
+from functions.services.inference.service import inference
+from functions.services.inference.sse import DONE, StreamTally, payloads
 
 OPERATION = "chat.completions"
 

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from functions.chat.health import HealthBook
+    from functions.services.inference.health import HealthBook
 
 REQUESTS = Counter(
     "jan_upstream_requests_total",

@@ -1,7 +1,7 @@
 """The per-process inference service: catalog, health, router, usage recorder.
 
 Made and started on first use by whichever area needs it (``chat``, or ``responses``
-through ``functions.chat.api``), inside the serving event loop; its background work
+through ``functions.services.inference.api``), inside the serving event loop; its background work
 stops with the runtime.
 """
 
@@ -15,15 +15,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.chat import metrics
-from functions.chat.catalog import Catalog, ModelRoute
-from functions.chat.health import DatabaseHealthStore, HealthBook, HealthStore, RedisHealthStore
-from functions.chat.router import Router
 from functions.common import errors, upstream
 from functions.common.crypto import SecretBox
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.common.usage import UsageRecord, UsageRecorder
+from functions.services.inference import metrics
+from functions.services.inference.catalog import Catalog, ModelRoute
+from functions.services.inference.health import (
+    DatabaseHealthStore,
+    HealthBook,
+    HealthStore,
+    RedisHealthStore,
+)
+from functions.services.inference.router import Router
+from functions.services.ledger import UsageRecord, UsageRecorder
 
 log = logging.getLogger(__name__)
 START_DISCOVERY_SECONDS = 3.0

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from functions.chat import metrics
 from functions.common.db import Executor
+from functions.services.inference import metrics
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from functions.common.errors import InvalidRequest
 from functions.common.runtime import Runtime
-from functions.conversations.owner import Owner
+from functions.services.owner import Owner
 
 
 @dataclass(frozen=True)

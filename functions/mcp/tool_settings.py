@@ -11,14 +11,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.common.auth import authenticate, require_project
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest
 from functions.common.http import JSON, json_body, runtime_of
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.tools import store
-from functions.tools.toolbox import FAMILIES, enabled_specs, toolbox_of
+from functions.services.identity import authenticate, require_project
+from functions.services.toolbox import store
+from functions.services.toolbox.toolbox import FAMILIES, enabled_specs, toolbox_of
 
 MAX_QUOTA = 10_000_000
 

@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.common.settings import Settings
-from functions.tools.base import ToolError
+from functions.services.toolbox.base import ToolError
 
 # Google's `tbs` time filters that SearXNG's `time_range` can express.
 _TIME_RANGES = {"qdr:h": "day", "qdr:d": "day", "qdr:w": "week", "qdr:m": "month", "qdr:y": "year"}

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from functions.chat import store
-from functions.chat.health import Endpoint, HealthBook
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.db import Database
 from functions.common.upstream import ProviderGuard
+from functions.services.inference.health import Endpoint, HealthBook
+from functions.services.providers import store
 
 log = logging.getLogger(__name__)
 

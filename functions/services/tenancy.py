@@ -12,8 +12,9 @@ from datetime import datetime
 
 import asyncpg
 
-from functions.common import ids, keys
+from functions.common import ids
 from functions.common.db import Executor
+from functions.services import keys
 
 DEFAULT_ORGANIZATION_NAME = "Default Organization"
 DEFAULT_PROJECT_NAME = "Default Project"

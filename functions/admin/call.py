@@ -18,18 +18,18 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.common.auth import (
+from functions.common.db import Executor
+from functions.common.errors import Forbidden, InvalidRequest, NotFound
+from functions.common.http import JSON, limit_param, list_page, order_param, runtime_of
+from functions.common.principal import Principal
+from functions.common.runtime import Runtime
+from functions.services.identity import (
     Identity,
     authenticate,
     identity_of,
     refuse_project_credentials,
     require_admin,
 )
-from functions.common.db import Executor
-from functions.common.errors import Forbidden, InvalidRequest, NotFound
-from functions.common.http import JSON, limit_param, list_page, order_param, runtime_of
-from functions.common.principal import Principal
-from functions.common.runtime import Runtime
 
 
 @dataclass(frozen=True)

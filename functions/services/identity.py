@@ -11,7 +11,7 @@ APIs) or ``require_admin(principal, write=…)`` (Administration API). Credentia
 
 The hot path is a dict lookup plus one HMAC (keys), or two dict lookups (JWTs: a token is
 HS256-verified once, then remembered until it expires); the database is asked only when
-the in-process cache misses (see ``functions.common.keys`` for the staleness bound).
+the in-process cache misses (see ``functions.services.keys`` for the staleness bound).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from datetime import datetime
 
 from starlette.requests import Request
 
-from functions.common import keys, tokens
+from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, NotFound, Unauthorized
 from functions.common.http import runtime_of
 from functions.common.principal import OrgRole, Principal, ProjectRole
-from functions.common.revocations import EVERYTHING, RevocationBus
 from functions.common.runtime import Runtime
+from functions.services import keys
+from functions.services.revocations import EVERYTHING, RevocationBus
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def refuse_project_credentials(principal: Principal) -> None:
 def require_admin(principal: Principal, *, write: bool) -> str:
     """The organization an Administration API request acts on; owners write, readers read.
     (Project-scoped admin endpoints also let a project's owners and members in: see
-    ``functions.admin.common.project_call``.)"""
+    ``functions.admin.call.project_call``.)"""
     refuse_project_credentials(principal)
     if principal.kind == "admin_key" or principal.org_role == "owner":
         return principal.organization_id

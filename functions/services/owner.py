@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from functions.common.auth import authenticate, require_project
 from functions.common.errors import Forbidden
 from functions.common.principal import Principal
+from functions.services.identity import authenticate, require_project
 
 # What an Owner sees, as the first three parameters of a query: `*owner.scope()`.
 OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"

@@ -9,8 +9,8 @@ even across restarts and concurrent starts; the keys never go to the logs.
 
 from __future__ import annotations
 
-from functions.common import tenancy
 from functions.common.runtime import Runtime
+from functions.services import tenancy
 
 MARKER = "bootstrap.first_keys_issued"
 

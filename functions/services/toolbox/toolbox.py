@@ -25,9 +25,9 @@ from pydantic import BaseModel, ValidationError
 from functions.common.netguard import AddressPolicy
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.tools import pages, search, store
-from functions.tools.base import ToolError, ToolLimits, ToolResult, cap_text
-from functions.tools.fetch import fetch_client
+from functions.services.toolbox import pages, search, store
+from functions.services.toolbox.base import ToolError, ToolLimits, ToolResult, cap_text
+from functions.services.toolbox.fetch import fetch_client
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from functions.chat import failures
-from functions.chat.router import OpenStream, StreamBroken
-from functions.chat.sse import StreamTally, error_event
+from functions.services.inference import failures
+from functions.services.inference.router import OpenStream, StreamBroken
+from functions.services.inference.sse import StreamTally, error_event
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from functions.common.netguard import AddressPolicy
-from functions.tools.base import TRUNCATION_NOTE, ToolError, ToolResult
-from functions.tools.fetch import fetch_page
-from functions.tools.readable import html_to_readable
+from functions.services.toolbox.base import TRUNCATION_NOTE, ToolError, ToolResult
+from functions.services.toolbox.fetch import fetch_page
+from functions.services.toolbox.readable import html_to_readable
 
 _HTML = ("text/html", "application/xhtml+xml")
 _TEXT_LIKE = ("application/json", "application/xml", "application/javascript")

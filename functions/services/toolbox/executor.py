@@ -28,16 +28,16 @@ import orjson
 from functions.common.errors import InvalidRequest
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.conversations.owner import Owner
-from functions.responses.tools import (
+from functions.services.owner import Owner
+from functions.services.toolbox import store
+from functions.services.toolbox.server import (
     McpCalls,
     ServerTool,
     ToolOutput,
     WebSearchCalls,
     register_executor,
 )
-from functions.tools import store
-from functions.tools.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec, toolbox_of
+from functions.services.toolbox.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec, toolbox_of
 
 JAN_MCP_LABEL = "jan"
 # tools entry type → (the name the model is offered, the tool box's tool, how calls show)
