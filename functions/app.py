@@ -1,10 +1,22 @@
-"""The app factory: one Starlette app serving the chosen areas plus the ops routes."""
+"""The app factory: builds, once, the services the chosen areas use, hands each area its
+own, and lists every component's lifecycle with the runtime in one place.
+
+    runtime = Runtime(settings)
+    app = create_app(runtime)          # the areas of settings.jan_function
+    await runtime.open()               # database, migrations, then every component's start
+
+What each area gets is a small typed object (``ChatDeps``, ``AdminDeps``, …) of the
+services it uses; an area that is not served builds nothing: a process serving only
+``admin`` has no inference router, catalog loop or upstream session, ``conversations``
+neither a router nor a tool box.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import asyncpg
 from starlette.applications import Starlette
@@ -14,22 +26,165 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from functions import ops
 from functions.common import errors, tracing
+from functions.common.crypto import SecretBox
+from functions.common.housekeeping import Housekeeping
 from functions.common.middleware import RequestContext
-from functions.common.runtime import Runtime
+from functions.common.outbound import Outbound
+from functions.common.routing import bind, unbound
+from functions.common.runtime import Component, Runtime
 from functions.common.settings import AREAS
+from functions.common.upstream import ProviderGuard, Upstream
+from functions.ops.docs import ApiDocs
+from functions.services.bootstrap import Bootstrap
+from functions.services.identity import Identity
+from functions.services.inference.service import Inference
+from functions.services.ledger import UsageRecorder
+from functions.services.providers.directory import Providers
+from functions.services.toolbox.toolbox import ToolBox
 
 log = logging.getLogger(__name__)
 
 
-def area_routes(runtime: Runtime, area: str) -> list[BaseRoute]:
-    """An area package exposes ``routes(runtime)``; it may register start/stop hooks."""
-    if area not in AREAS:
-        raise ValueError(f"unknown area {area!r}")
-    module = importlib.import_module(f"functions.{area}")
-    routes: list[BaseRoute] = module.routes(runtime)
-    return routes
+@dataclass
+class Services:
+    """The shared services of one process, each built the first time an area asks for it
+    while the app is created (never on the request path), in dependency order; that
+    order is the order ``components`` start in (and the reverse, they stop in)."""
+
+    runtime: Runtime
+    areas: frozenset[str] = frozenset()
+    components: list[Component] = field(default_factory=list)
+
+    @property
+    def serves_models(self) -> bool:
+        return bool(self.areas & {"chat", "responses"})
+
+    def _own(self, component: Component) -> None:
+        self.components.append(component)
+
+    @cached_property
+    def housekeeping(self) -> Housekeeping:
+        keeper = Housekeeping(self.runtime, self.runtime.settings.jan_housekeeping_interval_seconds)
+        self._own(keeper)
+        return keeper
+
+    @cached_property
+    def identity(self) -> Identity:
+        identity = Identity(self.runtime)
+        self._own(identity)
+        return identity
+
+    @cached_property
+    def bootstrap(self) -> Bootstrap:
+        first_start = Bootstrap(self.runtime)
+        self._own(first_start)
+        return first_start
+
+    @cached_property
+    def outbound(self) -> Outbound:
+        client = Outbound()
+        self._own(client)
+        return client
+
+    @cached_property
+    def upstream(self) -> Upstream:
+        upstream = Upstream(ProviderGuard.from_settings(self.runtime.settings))
+        self._own(upstream)
+        return upstream
+
+    @cached_property
+    def providers(self) -> Providers:
+        settings = self.runtime.settings
+        secret = settings.model_provider_secret
+        if self.serves_models:
+            upstream = self.upstream
+        else:  # admin alone: a guarded client, opened only when a provider is polled
+            upstream = Upstream(ProviderGuard.from_settings(settings), lazy=True)
+            self._own(upstream)
+        return Providers(
+            self.runtime,
+            upstream,
+            box=SecretBox(secret.get_secret_value()) if secret is not None else None,
+            guard=self.upstream.guard,
+            builtin_url=settings.jan_inference_model_url,
+        )
+
+    @cached_property
+    def usage(self) -> UsageRecorder:
+        recorder = UsageRecorder(self.runtime)
+        self._own(recorder)
+        return recorder
+
+    @cached_property
+    def inference(self) -> Inference:
+        inference = Inference(self.runtime, self.upstream, self.providers, self.usage)
+        self._own(inference)
+        return inference
+
+    @cached_property
+    def toolbox(self) -> ToolBox:
+        box = ToolBox(self.runtime, self.outbound)
+        self._own(box)
+        box.register_sweeps(self.housekeeping)
+        return box
+
+
+def area_routes(services: Services, area: str) -> list[BaseRoute]:
+    """Build what ``area`` uses and bind its route table to it."""
+    s = services
+    settings = s.runtime.settings
+    if area == "auth":
+        from functions import auth
+
+        s.bootstrap  # noqa: B018  (the default organization exists before sign-ins)
+        auth_deps = auth.build(s.runtime, s.identity, s.outbound, s.housekeeping)
+        s.components.append(auth_deps.limiter)
+        return bind(auth.ROUTES, auth_deps)
+    if area == "admin":
+        from functions import admin
+
+        s.bootstrap  # noqa: B018
+        return bind(admin.ROUTES, admin.AdminDeps(s.runtime, s.identity, s.providers))
+    if area == "chat":
+        from functions import chat
+
+        return bind(chat.ROUTES, chat.ChatDeps(s.identity, s.inference))
+    if area == "conversations":
+        from functions import conversations
+
+        return bind(conversations.ROUTES, conversations.ConversationsDeps(s.runtime, s.identity))
+    if area == "responses":
+        from functions import responses
+
+        responses_deps = responses.build(s.runtime, s.identity, s.inference, s.toolbox)
+        s.components.append(responses_deps.worker)
+        responses.register_sweeps(s.housekeeping, settings)
+        return bind(responses.ROUTES, responses_deps)
+    if area == "mcp":
+        from functions import mcp
+
+        mcp_deps = mcp.build(s.runtime, s.identity, s.toolbox)
+        s.components.append(mcp_deps.server)
+        return bind(mcp.ROUTES, mcp_deps)
+    raise ValueError(f"unknown area {area!r}")
+
+
+def described_routes() -> list[BaseRoute]:
+    """Every area's routes as descriptions (no service built): the OpenAPI document's
+    input, whichever areas this process serves."""
+    from functions import admin, auth, chat, conversations, mcp, ops, responses
+
+    tables = (
+        auth.ROUTES,
+        admin.ROUTES,
+        chat.ROUTES,
+        conversations.ROUTES,
+        responses.ROUTES,
+        mcp.ROUTES,
+        ops.ROUTES,
+    )
+    return [route for table in tables for route in unbound(table)]
 
 
 def _http_exception(request: Request, exc: Exception) -> Response:
@@ -64,11 +219,20 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
+    """The app serving ``areas`` (default: the settings' ``JAN_FUNCTION``), with every
+    component it built handed to ``runtime`` to start, drain and stop."""
+    from functions import ops
+
     areas = runtime.settings.areas if areas is None else areas
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        raise ValueError(f"unknown area {unknown[0]!r}")
+    services = Services(runtime, frozenset(areas))
     routes: list[BaseRoute] = []
     for area in areas:
-        routes.extend(area_routes(runtime, area))
-    routes.extend(ops.routes())
+        routes.extend(area_routes(services, area))
+    routes.extend(ops.routes(ops.OpsDeps(runtime, ApiDocs(described_routes))))
+    runtime.manage(*services.components)
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -79,7 +243,7 @@ def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
             Exception: _unexpected,
         },
     )
-    app.state.runtime = runtime
+    app.state.services = services
     wrapped: ASGIApp = RequestContext(app, max_body_bytes=runtime.settings.jan_max_body_bytes)
     return tracing.instrument(wrapped, runtime.settings)
 
@@ -90,3 +254,9 @@ def starlette_app(app: ASGIApp) -> Starlette:
     while not isinstance(inner, Starlette):
         inner = inner.app  # type: ignore[attr-defined]
     return inner
+
+
+def services_of(app: ASGIApp) -> Services:
+    """What ``create_app`` built (for tests and benchmarks)."""
+    services: Services = starlette_app(app).state.services
+    return services

@@ -10,7 +10,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -69,6 +69,16 @@ async def database_dsn(template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
     async with copied_database(template_database) as dsn:
         yield dsn
+
+
+T = TypeVar("T")
+
+
+def component(runtime: Runtime, cls: type[T]) -> T:
+    """The one component of type ``cls`` the app factory handed to ``runtime``."""
+    found = [c for c in runtime.components if isinstance(c, cls)]
+    assert len(found) == 1, f"{len(found)} components of type {cls.__name__}"
+    return found[0]
 
 
 def make_settings(dsn: str, **overrides: Any) -> Settings:

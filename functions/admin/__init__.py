@@ -1,11 +1,10 @@
 """The `admin` area: OpenAI's Administration API under `/v1/organization/*`.
 
-Each resource module exposes ``routes()``; this table concatenates them.
+Each resource module has its ``ROUTES``; this table concatenates them. The handlers get
+``AdminDeps``: the runtime, identity (keys, revocation) and the model providers layer.
 """
 
 from __future__ import annotations
-
-from starlette.routing import BaseRoute
 
 from functions.admin import (
     admin_keys,
@@ -18,20 +17,19 @@ from functions.admin import (
     usage,
     users,
 )
-from functions.common.runtime import Runtime
-from functions.services import bootstrap
+from functions.admin.call import AdminDeps
+from functions.common.routing import Endpoint
 
+__all__ = ["ROUTES", "AdminDeps"]
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    bootstrap.install(runtime)
-    return [
-        *admin_keys.routes(),
-        *users.routes(),
-        *invites.routes(),
-        *projects.routes(),
-        *project_users.routes(),
-        *service_accounts.routes(),
-        *project_keys.routes(),
-        *providers.routes(),
-        *usage.routes(),
-    ]
+ROUTES: list[Endpoint[AdminDeps]] = [
+    *admin_keys.ROUTES,
+    *users.ROUTES,
+    *invites.ROUTES,
+    *projects.ROUTES,
+    *project_users.ROUTES,
+    *service_accounts.ROUTES,
+    *project_keys.ROUTES,
+    *providers.ROUTES,
+    *usage.ROUTES,
+]

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     admin_call,
     deleted,
     fetch_one,
@@ -20,6 +20,7 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 from functions.services import tenancy
 
 _SELECT = """
@@ -68,7 +69,7 @@ async def _get(ex: Executor, organization_id: str, key_id: str) -> asyncpg.Recor
     )
 
 
-async def list_keys(request: Request) -> Response:
+async def list_keys(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List admin API keys
     tags: [admin]
@@ -81,7 +82,7 @@ async def list_keys(request: Request) -> Response:
       401: {description: Bad credentials.}
       403: {description: Not an organization administrator.}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -93,7 +94,7 @@ async def list_keys(request: Request) -> Response:
     )
 
 
-async def create_key(request: Request) -> Response:
+async def create_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Create an admin API key (its value is returned once)
     tags: [admin]
@@ -105,7 +106,7 @@ async def create_key(request: Request) -> Response:
       200: {description: "The organization.admin_api_key, with `value`."}
       400: {description: Invalid body.}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     name = string_field(await json_body(request), "name", required=True)
     owner = call.principal.user_id
     created = await tenancy.create_api_key(
@@ -120,7 +121,7 @@ async def create_key(request: Request) -> Response:
     return JSON(render(row, value=created.plaintext))
 
 
-async def get_key(request: Request) -> Response:
+async def get_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve an admin API key
     tags: [admin]
@@ -128,11 +129,11 @@ async def get_key(request: Request) -> Response:
       200: {description: "The organization.admin_api_key."}
       404: {description: No such key in this organization.}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return JSON(render(await _get(call.db, call.organization_id, request.path_params["key_id"])))
 
 
-async def delete_key(request: Request) -> Response:
+async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Delete an admin API key (refused everywhere from the next request on)
     tags: [admin]
@@ -140,7 +141,7 @@ async def delete_key(request: Request) -> Response:
       200: {description: "organization.admin_api_key.deleted"}
       404: {description: No such key in this organization.}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
     secret_hash = await call.db.fetchval(
         "DELETE FROM api_keys WHERE id = $1 AND organization_id = $2 AND kind = 'admin'"
@@ -154,11 +155,10 @@ async def delete_key(request: Request) -> Response:
     return JSON(deleted("organization.admin_api_key", key_id))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/admin_api_keys"
-    return [
-        Route(base, list_keys, methods=["GET"]),
-        Route(base, create_key, methods=["POST"]),
-        Route(base + "/{key_id}", get_key, methods=["GET"]),
-        Route(base + "/{key_id}", delete_key, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/admin_api_keys"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_keys),
+    Endpoint("POST", _BASE, create_key),
+    Endpoint("GET", _BASE + "/{key_id}", get_key),
+    Endpoint("DELETE", _BASE + "/{key_id}", delete_key),
+]

@@ -20,40 +20,48 @@ from starlette.responses import Response
 
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
-from functions.common.http import JSON, limit_param, list_page, order_param, runtime_of
-from functions.common.principal import Principal
+from functions.common.http import JSON, limit_param, list_page, order_param
+from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
-from functions.services.identity import (
-    Identity,
-    authenticate,
-    identity_of,
-    refuse_project_credentials,
-    require_admin,
-)
+from functions.services.identity import Identity
+from functions.services.providers.directory import Providers
+
+
+@dataclass(frozen=True, slots=True)
+class AdminDeps:
+    """What the admin area uses."""
+
+    runtime: Runtime
+    identity: Identity
+    providers: Providers
 
 
 @dataclass(frozen=True)
 class Admin:
     """An authorised Administration API call: who, on which organization, with what."""
 
-    runtime: Runtime
+    deps: AdminDeps
     principal: Principal
     organization_id: str
 
     @property
+    def runtime(self) -> Runtime:
+        return self.deps.runtime
+
+    @property
     def db(self) -> asyncpg.Pool:
         # Admin traffic is light and callers read their own writes at once: use the writer.
-        return self.runtime.db.writer
+        return self.deps.runtime.db.writer
 
     @property
     def identity(self) -> Identity:
-        return identity_of(self.runtime)
+        return self.deps.identity
 
 
-async def admin_call(request: Request, *, write: bool) -> Admin:
-    principal = await authenticate(request)
+async def admin_call(deps: AdminDeps, request: Request, *, write: bool) -> Admin:
+    principal = await deps.identity.authenticate(request)
     organization_id = require_admin(principal, write=write)
-    return Admin(runtime_of(request), principal, organization_id)
+    return Admin(deps, principal, organization_id)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class ProjectAdmin(Admin):
 
 
 async def project_call(
-    request: Request, *, write: bool, org_owners_only: bool = False
+    deps: AdminDeps, request: Request, *, write: bool, org_owners_only: bool = False
 ) -> ProjectAdmin:
     """Authorise a call on one project of the caller's organization.
 
@@ -78,11 +86,11 @@ async def project_call(
     archiving the project itself). Someone who is neither in the organization nor in the
     project gets 404, as if it did not exist; writes on an archived project get 400.
     """
-    principal = await authenticate(request)
+    principal = await deps.identity.authenticate(request)
     refuse_project_credentials(principal)
     if principal.is_guest:
         raise Forbidden("Guests cannot administer projects; sign in first.")
-    runtime = runtime_of(request)
+    runtime = deps.runtime
     project_id = request.path_params["project_id"]
     row = await runtime.db.writer.fetchrow(
         """
@@ -107,7 +115,7 @@ async def project_call(
                 else "Only organization owners and this project's owners can change it."
             )
         _refuse_archived(row)
-    return ProjectAdmin(runtime, principal, principal.organization_id, row)
+    return ProjectAdmin(deps, principal, principal.organization_id, row)
 
 
 def ts(value: datetime | None) -> int | None:

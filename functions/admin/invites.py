@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     admin_call,
     choice_field,
     deleted,
@@ -33,9 +33,10 @@ from functions.admin.users import ORG_ROLES
 from functions.common import ids, tokens
 from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
-from functions.common.http import JSON, json_body, runtime_of
+from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 from functions.services import tenancy
-from functions.services.identity import bearer_credential, identity_of
+from functions.services.identity import bearer_credential
 
 INVITE_TTL = timedelta(days=7)
 
@@ -86,7 +87,7 @@ def _projects(body: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-async def list_invites(request: Request) -> Response:
+async def list_invites(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List invites
     tags: [admin]
@@ -96,7 +97,7 @@ async def list_invites(request: Request) -> Response:
     responses:
       200: {description: "A list of organization.invite objects."}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -107,7 +108,7 @@ async def list_invites(request: Request) -> Response:
     )
 
 
-async def create_invite(request: Request) -> Response:
+async def create_invite(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Invite a user by e-mail (the response carries the invite code once)
     tags: [admin]
@@ -127,7 +128,7 @@ async def create_invite(request: Request) -> Response:
       200: {description: "The organization.invite, with `code`."}
       409: {description: "Already a member, or already invited."}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     body = await json_body(request)
     email = string_field(body, "email", required=True, max_length=320)
     assert email is not None
@@ -177,7 +178,7 @@ async def create_invite(request: Request) -> Response:
     return JSON(render(row, code=code))
 
 
-async def get_invite(request: Request) -> Response:
+async def get_invite(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve an invite
     tags: [admin]
@@ -185,11 +186,11 @@ async def get_invite(request: Request) -> Response:
       200: {description: "The organization.invite."}
       404: {description: No such invite in this organization.}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return JSON(render(await _get(call.db, call.organization_id, request.path_params["invite_id"])))
 
 
-async def delete_invite(request: Request) -> Response:
+async def delete_invite(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Delete a pending invite
     tags: [admin]
@@ -198,7 +199,7 @@ async def delete_invite(request: Request) -> Response:
       400: {description: The invite was already accepted.}
       404: {description: No such invite in this organization.}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     invite_id = request.path_params["invite_id"]
     async with call.db.acquire() as conn, conn.transaction():
         row = await _get(conn, call.organization_id, invite_id)
@@ -212,7 +213,7 @@ async def delete_invite(request: Request) -> Response:
     return JSON(deleted("organization.invite", invite_id))
 
 
-async def accept_invite(request: Request) -> Response:
+async def accept_invite(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Accept an invite by its code (signed-in user with the invited e-mail)
     tags: [admin]
@@ -226,8 +227,8 @@ async def accept_invite(request: Request) -> Response:
       403: {description: "Signed in with another e-mail, or as a guest."}
       404: {description: "Unknown, used or expired code."}
     """
-    runtime = runtime_of(request)
-    identity = identity_of(runtime)
+    runtime = deps.runtime
+    identity = deps.identity
     token = bearer_credential(request)
     if token is None:
         raise Unauthorized("Sign in first: accepting an invite needs a user access token.")
@@ -284,12 +285,11 @@ async def _join(conn: Executor, invite: asyncpg.Record, user_id: str) -> None:
             )
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/invites"
-    return [
-        Route(base, list_invites, methods=["GET"]),
-        Route(base, create_invite, methods=["POST"]),
-        Route(base + "/verification", accept_invite, methods=["POST"]),
-        Route(base + "/{invite_id}", get_invite, methods=["GET"]),
-        Route(base + "/{invite_id}", delete_invite, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/invites"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_invites),
+    Endpoint("POST", _BASE, create_invite),
+    Endpoint("POST", _BASE + "/verification", accept_invite),
+    Endpoint("GET", _BASE + "/{invite_id}", get_invite),
+    Endpoint("DELETE", _BASE + "/{invite_id}", delete_invite),
+]

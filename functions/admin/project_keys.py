@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     deleted,
     fetch_one,
     list_response,
@@ -25,6 +25,7 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 from functions.services import tenancy
 
 _SELECT = """
@@ -125,7 +126,7 @@ def _expires_at(body: dict[str, Any]) -> datetime | None:
         raise InvalidRequest("'expires_at' is out of range.", param="expires_at") from None
 
 
-async def list_keys(request: Request) -> Response:
+async def list_keys(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List a project's API keys
     tags: [admin]
@@ -136,7 +137,7 @@ async def list_keys(request: Request) -> Response:
       200: {description: "A list of organization.project.api_key objects."}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -148,7 +149,7 @@ async def list_keys(request: Request) -> Response:
     )
 
 
-async def create_key(request: Request) -> Response:
+async def create_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Create a project API key (its value is returned once)
     tags: [admin]
@@ -165,7 +166,7 @@ async def create_key(request: Request) -> Response:
       200: {description: "The organization.project.api_key, with `value`."}
       400: {description: "Invalid body, or the project is archived."}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     body = await json_body(request)
     name = string_field(body, "name", required=False) or "Secret key"
     allowed, expires = _allowed_models(body), _expires_at(body)
@@ -185,7 +186,7 @@ async def create_key(request: Request) -> Response:
     return JSON(render(row, value=created.plaintext))
 
 
-async def get_key(request: Request) -> Response:
+async def get_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a project API key
     tags: [admin]
@@ -193,12 +194,12 @@ async def get_key(request: Request) -> Response:
       200: {description: "The organization.project.api_key."}
       404: {description: No such project or key.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     key_id = request.path_params["key_id"]
     return JSON(render(await _get(call.db, call.organization_id, call.project_id, key_id)))
 
 
-async def delete_key(request: Request) -> Response:
+async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Delete a project API key (refused everywhere from the next request on)
     tags: [admin]
@@ -206,7 +207,7 @@ async def delete_key(request: Request) -> Response:
       200: {description: "organization.project.api_key.deleted"}
       404: {description: No such project or key.}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
     secret_hash = await call.db.fetchval(
         "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
@@ -221,11 +222,10 @@ async def delete_key(request: Request) -> Response:
     return JSON(deleted("organization.project.api_key", key_id))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/projects/{project_id}/api_keys"
-    return [
-        Route(base, list_keys, methods=["GET"]),
-        Route(base, create_key, methods=["POST"]),
-        Route(base + "/{key_id}", get_key, methods=["GET"]),
-        Route(base + "/{key_id}", delete_key, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/projects/{project_id}/api_keys"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_keys),
+    Endpoint("POST", _BASE, create_key),
+    Endpoint("GET", _BASE + "/{key_id}", get_key),
+    Endpoint("DELETE", _BASE + "/{key_id}", delete_key),
+]

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     choice_field,
     deleted,
     fetch_one,
@@ -24,6 +24,7 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 from functions.services import tenancy
 
 PROJECT_ROLES = ("owner", "member")
@@ -55,7 +56,7 @@ async def _get(ex: Executor, org_id: str, project_id: str, user_id: str) -> asyn
     )
 
 
-async def list_members(request: Request) -> Response:
+async def list_members(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List a project's users
     tags: [admin]
@@ -66,7 +67,7 @@ async def list_members(request: Request) -> Response:
       200: {description: "A list of organization.project.user objects."}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -78,7 +79,7 @@ async def list_members(request: Request) -> Response:
     )
 
 
-async def add_member(request: Request) -> Response:
+async def add_member(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Add an organization user to a project
     tags: [admin]
@@ -93,7 +94,7 @@ async def add_member(request: Request) -> Response:
       200: {description: "The organization.project.user."}
       400: {description: "Not an organization user, or the project is archived."}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     body = await json_body(request)
     user_id = string_field(body, "user_id", required=True)
     role = choice_field(body, "role", PROJECT_ROLES)
@@ -121,7 +122,7 @@ async def add_member(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def get_member(request: Request) -> Response:
+async def get_member(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a project user
     tags: [admin]
@@ -129,12 +130,12 @@ async def get_member(request: Request) -> Response:
       200: {description: "The organization.project.user."}
       404: {description: No such project or user.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     user_id = request.path_params["user_id"]
     return JSON(render(await _get(call.db, call.organization_id, call.project_id, user_id)))
 
 
-async def modify_member(request: Request) -> Response:
+async def modify_member(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Change a project user's role
     tags: [admin]
@@ -147,7 +148,7 @@ async def modify_member(request: Request) -> Response:
       400: {description: "Invalid role, or the project is archived."}
       404: {description: No such project or user.}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     role = choice_field(await json_body(request), "role", PROJECT_ROLES)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
@@ -165,7 +166,7 @@ async def modify_member(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def remove_member(request: Request) -> Response:
+async def remove_member(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Remove a user from a project (their keys for it are deleted)
     tags: [admin]
@@ -173,7 +174,7 @@ async def remove_member(request: Request) -> Response:
       200: {description: "organization.project.user.deleted"}
       404: {description: No such project or user.}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
         await _get(conn, call.organization_id, call.project_id, user_id)
@@ -195,12 +196,11 @@ async def remove_member(request: Request) -> Response:
     return JSON(deleted("organization.project.user", user_id))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/projects/{project_id}/users"
-    return [
-        Route(base, list_members, methods=["GET"]),
-        Route(base, add_member, methods=["POST"]),
-        Route(base + "/{user_id}", get_member, methods=["GET"]),
-        Route(base + "/{user_id}", modify_member, methods=["POST"]),
-        Route(base + "/{user_id}", remove_member, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/projects/{project_id}/users"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_members),
+    Endpoint("POST", _BASE, add_member),
+    Endpoint("GET", _BASE + "/{user_id}", get_member),
+    Endpoint("POST", _BASE + "/{user_id}", modify_member),
+    Endpoint("DELETE", _BASE + "/{user_id}", remove_member),
+]

@@ -11,18 +11,19 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     admin_call,
     list_response,
     project_call,
     string_field,
     ts,
 )
-from functions.common.http import JSON, json_body, runtime_of
+from functions.common.http import JSON, json_body
+from functions.common.principal import refuse_project_credentials, require_admin
+from functions.common.routing import Endpoint
 from functions.services import tenancy
-from functions.services.identity import authenticate, refuse_project_credentials, require_admin
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def list_projects(request: Request) -> Response:
+async def list_projects(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List projects
     tags: [admin]
@@ -47,7 +48,7 @@ async def list_projects(request: Request) -> Response:
     responses:
       200: {description: "A list of organization.project objects."}
     """
-    principal = await authenticate(request)
+    principal = await deps.identity.authenticate(request)
     refuse_project_credentials(principal)
     include_archived = request.query_params.get("include_archived", "false").lower() == "true"
     where = "organization_id = $1 AND ($2 OR status = 'active')"
@@ -59,7 +60,7 @@ async def list_projects(request: Request) -> Response:
     else:
         require_admin(principal, write=False)
     return await list_response(
-        runtime_of(request).db.writer,
+        deps.runtime.db.writer,
         request,
         render=render,
         select="SELECT * FROM projects",
@@ -68,7 +69,7 @@ async def list_projects(request: Request) -> Response:
     )
 
 
-async def create_project(request: Request) -> Response:
+async def create_project(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Create a project
     tags: [admin]
@@ -79,7 +80,7 @@ async def create_project(request: Request) -> Response:
     responses:
       200: {description: "The new organization.project."}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     name = string_field(await json_body(request), "name", required=True)
     assert name is not None
     async with call.db.acquire() as conn, conn.transaction():
@@ -95,7 +96,7 @@ async def create_project(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def get_project(request: Request) -> Response:
+async def get_project(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a project
     tags: [admin]
@@ -103,11 +104,11 @@ async def get_project(request: Request) -> Response:
       200: {description: "The organization.project."}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     return JSON(render(call.project))
 
 
-async def modify_project(request: Request) -> Response:
+async def modify_project(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Rename a project (refused when archived)
     tags: [admin]
@@ -120,7 +121,7 @@ async def modify_project(request: Request) -> Response:
       400: {description: "Invalid body, or the project is archived."}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=True, org_owners_only=True)
+    call = await project_call(deps, request, write=True, org_owners_only=True)
     name = string_field(await json_body(request), "name", required=True)
     row = await call.db.fetchrow(
         "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
@@ -132,7 +133,7 @@ async def modify_project(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def archive_project(request: Request) -> Response:
+async def archive_project(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Archive a project (read-only from then on; its keys stop working)
     tags: [admin]
@@ -141,7 +142,7 @@ async def archive_project(request: Request) -> Response:
       400: {description: Already archived.}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=True, org_owners_only=True)
+    call = await project_call(deps, request, write=True, org_owners_only=True)
     row = await call.db.fetchrow(
         "UPDATE projects SET status = 'archived', archived_at = now()"
         " WHERE id = $1 AND organization_id = $2 RETURNING *",
@@ -153,12 +154,11 @@ async def archive_project(request: Request) -> Response:
     return JSON(render(row))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/projects"
-    return [
-        Route(base, list_projects, methods=["GET"]),
-        Route(base, create_project, methods=["POST"]),
-        Route(base + "/{project_id}", get_project, methods=["GET"]),
-        Route(base + "/{project_id}", modify_project, methods=["POST"]),
-        Route(base + "/{project_id}/archive", archive_project, methods=["POST"]),
-    ]
+_BASE = "/v1/organization/projects"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_projects),
+    Endpoint("POST", _BASE, create_project),
+    Endpoint("GET", _BASE + "/{project_id}", get_project),
+    Endpoint("POST", _BASE + "/{project_id}", modify_project),
+    Endpoint("POST", _BASE + "/{project_id}/archive", archive_project),
+]

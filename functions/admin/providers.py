@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
     Admin,
+    AdminDeps,
     admin_call,
     choice_field,
     deleted,
@@ -39,11 +39,9 @@ from functions.common.db import is_unique_violation
 from functions.common.errors import Conflict, InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, list_page
 from functions.common.netguard import AddressError
-from functions.common.runtime import Runtime
-from functions.common.upstream import ProviderGuard
-from functions.services.inference.catalog import KINDS, normalize_base_url
-from functions.services.inference.service import Inference, inference
+from functions.common.routing import Endpoint
 from functions.services.providers import store
+from functions.services.providers.directory import KINDS, Providers, normalize_base_url
 
 PREFIX = "prov_"
 MAX_ENDPOINTS = 16
@@ -76,9 +74,11 @@ def _base_urls(body: dict[str, Any], kind: str, *, required: bool) -> list[str] 
     return urls
 
 
-async def _check_addresses(runtime: Runtime, body: dict[str, Any], urls: list[str]) -> None:
+async def _check_addresses(providers: Providers, body: dict[str, Any], urls: list[str]) -> None:
     """400 when a base URL's host is, or resolves to, an address providers may not use."""
-    guard = ProviderGuard.from_settings(runtime.settings)
+    guard = providers.guard
+    if guard is None:
+        return
     outcomes = await asyncio.gather(*map(guard.check, urls), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, AddressError):
@@ -116,10 +116,9 @@ def _active(body: dict[str, Any]) -> bool | None:
     return value
 
 
-def _box(runtime: Runtime) -> SecretBox:
-    secret = runtime.settings.model_provider_secret
-    assert secret is not None, "local.prepare or require_secrets guarantees it"
-    return SecretBox(secret.get_secret_value())
+def _box(providers: Providers) -> SecretBox:
+    assert providers.box is not None, "local.prepare or require_secrets guarantees it"
+    return providers.box
 
 
 # --- output --------------------------------------------------------------------------------
@@ -149,8 +148,8 @@ async def render(
 
 
 # --- scope ---------------------------------------------------------------------------------
-async def _scope(request: Request, *, write: bool) -> tuple[Admin, str | None]:
-    call = await admin_call(request, write=write)
+async def _scope(deps: AdminDeps, request: Request, *, write: bool) -> tuple[Admin, str | None]:
+    call = await admin_call(deps, request, write=write)
     project_id = request.path_params.get("project_id")
     if project_id is not None:
         await load_project(
@@ -160,13 +159,12 @@ async def _scope(request: Request, *, write: bool) -> tuple[Admin, str | None]:
 
 
 async def _sync_router(call: Admin, provider_id: str) -> None:
-    """Discover the provider's models now and refresh this process's router."""
-    svc: Inference = await inference(call.runtime)
-    await svc.catalog.refresh()
-    provider = svc.catalog.provider(provider_id)
+    """Discover the provider's models now, and tell this process's router (if it runs one)."""
+    providers = call.deps.providers
+    provider = await providers.load(provider_id)
     if provider is not None:
-        await svc.catalog.discover_provider(provider)
-        await svc.catalog.refresh()
+        await providers.discover(provider)
+    await providers.changed()
 
 
 async def _load(call: Admin, project_id: str | None, provider_id: str) -> asyncpg.Record:
@@ -182,7 +180,7 @@ async def _load(call: Admin, project_id: str | None, provider_id: str) -> asyncp
 
 
 # --- handlers ------------------------------------------------------------------------------
-async def create_provider(request: Request) -> Response:
+async def create_provider(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Create a model provider (organization-wide, or for one project)
     tags: [admin]
@@ -207,13 +205,13 @@ async def create_provider(request: Request) -> Response:
       404: {description: No such project.}
       409: {description: A provider with this name exists in this scope.}
     """
-    call, project_id = await _scope(request, write=True)
+    call, project_id = await _scope(deps, request, write=True)
     body = await json_body(request)
     name = string_field(body, "name", required=True)
     kind = choice_field(body, "kind", KINDS)
     urls = _base_urls(body, kind, required=True)
     assert urls is not None
-    await _check_addresses(call.runtime, body, urls)
+    await _check_addresses(call.deps.providers, body, urls)
     api_key = _api_key(body)
     active = _active(body)
     provider_id = ids.new_id(PREFIX)
@@ -226,7 +224,7 @@ async def create_provider(request: Request) -> Response:
             name=name,
             kind=kind,
             base_urls=urls,
-            api_key_ciphertext=_box(call.runtime).encrypt(api_key, associated=provider_id)
+            api_key_ciphertext=_box(call.deps.providers).encrypt(api_key, associated=provider_id)
             if api_key
             else None,
             static_models=_models(body) or [],
@@ -240,7 +238,7 @@ async def create_provider(request: Request) -> Response:
     return JSON(await render(call, row))
 
 
-async def list_providers(request: Request) -> Response:
+async def list_providers(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List model providers
     tags: [admin]
@@ -251,7 +249,7 @@ async def list_providers(request: Request) -> Response:
     responses:
       200: {description: "A list of organization.model_provider objects."}
     """
-    call, project_id = await _scope(request, write=False)
+    call, project_id = await _scope(deps, request, write=False)
     page = page_params(request)
     rows = await store.list_providers(
         call.db,
@@ -268,7 +266,7 @@ async def list_providers(request: Request) -> Response:
     return JSON(list_page(data, has_more=more))
 
 
-async def get_provider(request: Request) -> Response:
+async def get_provider(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a model provider
     tags: [admin]
@@ -278,12 +276,12 @@ async def get_provider(request: Request) -> Response:
       200: {description: "The organization.model_provider object."}
       404: {description: No such provider in this scope.}
     """
-    call, project_id = await _scope(request, write=False)
+    call, project_id = await _scope(deps, request, write=False)
     row = await _load(call, project_id, request.path_params["provider_id"])
     return JSON(await render(call, row))
 
 
-async def modify_provider(request: Request) -> Response:
+async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Modify a model provider (fields given are changed; `api_key` null clears it)
     tags: [admin]
@@ -309,7 +307,7 @@ async def modify_provider(request: Request) -> Response:
       404: {description: No such provider in this scope.}
       409: {description: The new name is taken.}
     """
-    call, project_id = await _scope(request, write=True)
+    call, project_id = await _scope(deps, request, write=True)
     provider_id = request.path_params["provider_id"]
     current = await _load(call, project_id, provider_id)
     body = await json_body(request)
@@ -321,11 +319,11 @@ async def modify_provider(request: Request) -> Response:
         kind = changes["kind"] = choice_field(body, "kind", KINDS)
     urls = _base_urls(body, kind, required=False)
     if urls is not None:
-        await _check_addresses(call.runtime, body, urls)
+        await _check_addresses(call.deps.providers, body, urls)
         changes["base_urls"] = urls
     if "api_key" in body:
         api_key = _api_key(body)
-        box = _box(call.runtime)
+        box = _box(call.deps.providers)
         changes["api_key_ciphertext"] = (
             box.encrypt(api_key, associated=provider_id) if api_key else None
         )
@@ -355,7 +353,7 @@ async def modify_provider(request: Request) -> Response:
     return JSON(await render(call, row))
 
 
-async def delete_provider(request: Request) -> Response:
+async def delete_provider(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Delete a model provider
     tags: [admin]
@@ -365,7 +363,7 @@ async def delete_provider(request: Request) -> Response:
       200: {description: "`{object: organization.model_provider.deleted, id, deleted: true}`"}
       404: {description: No such provider in this scope.}
     """
-    call, project_id = await _scope(request, write=True)
+    call, project_id = await _scope(deps, request, write=True)
     provider_id = request.path_params["provider_id"]
     gone = await store.delete_provider(
         call.db,
@@ -375,26 +373,24 @@ async def delete_provider(request: Request) -> Response:
     )
     if not gone:
         raise NotFound(f"No model provider found with id '{provider_id}'.")
-    svc = call.runtime.services.get(Inference)
-    if isinstance(svc, Inference) and svc.started:
-        await svc.catalog.refresh()
+    await call.deps.providers.changed()
     return JSON(deleted(OBJECT, provider_id))
 
 
 # --- routes ---------------------------------------------------------------------------------
-def routes() -> list[BaseRoute]:
-    # The same handlers serve both scopes; `_scope` reads the path's project_id, and the
-    # OpenAPI document declares that parameter for every path that has it.
-    table: list[BaseRoute] = []
+# The same handlers serve both scopes; `_scope` reads the path's project_id, and the
+# OpenAPI document declares that parameter for every path that has it.
+ROUTES: list[Endpoint[AdminDeps]] = [
+    e
     for base in (
         "/v1/organization/models/providers",
         "/v1/organization/projects/{project_id}/models/providers",
-    ):
-        table += [
-            Route(base, list_providers, methods=["GET"]),
-            Route(base, create_provider, methods=["POST"]),
-            Route(base + "/{provider_id}", get_provider, methods=["GET"]),
-            Route(base + "/{provider_id}", modify_provider, methods=["POST"]),
-            Route(base + "/{provider_id}", delete_provider, methods=["DELETE"]),
-        ]
-    return table
+    )
+    for e in (
+        Endpoint("GET", base, list_providers),
+        Endpoint("POST", base, create_provider),
+        Endpoint("GET", base + "/{provider_id}", get_provider),
+        Endpoint("POST", base + "/{provider_id}", modify_provider),
+        Endpoint("DELETE", base + "/{provider_id}", delete_provider),
+    )
+]

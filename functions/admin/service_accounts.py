@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     deleted,
     fetch_one,
     list_response,
@@ -21,6 +21,7 @@ from functions.admin.call import (
 )
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 from functions.services import tenancy
 
 
@@ -34,7 +35,7 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def list_accounts(request: Request) -> Response:
+async def list_accounts(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List a project's service accounts
     tags: [admin]
@@ -45,7 +46,7 @@ async def list_accounts(request: Request) -> Response:
       200: {description: "A list of organization.project.service_account objects."}
       404: {description: No such project in this organization.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -56,7 +57,7 @@ async def list_accounts(request: Request) -> Response:
     )
 
 
-async def create_account(request: Request) -> Response:
+async def create_account(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Create a service account and its API key (returned once)
     tags: [admin]
@@ -68,7 +69,7 @@ async def create_account(request: Request) -> Response:
       200: {description: "The service account with `api_key.value`."}
       400: {description: "Invalid body, or the project is archived."}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     name = string_field(await json_body(request), "name", required=True)
     assert name is not None
     async with call.db.acquire() as conn, conn.transaction():
@@ -95,7 +96,7 @@ async def create_account(request: Request) -> Response:
     return JSON(out)
 
 
-async def get_account(request: Request) -> Response:
+async def get_account(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a service account
     tags: [admin]
@@ -103,7 +104,7 @@ async def get_account(request: Request) -> Response:
       200: {description: "The organization.project.service_account."}
       404: {description: No such project or service account.}
     """
-    call = await project_call(request, write=False)
+    call = await project_call(deps, request, write=False)
     account_id = request.path_params["service_account_id"]
     row = await fetch_one(
         call.db,
@@ -116,7 +117,7 @@ async def get_account(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def delete_account(request: Request) -> Response:
+async def delete_account(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Delete a service account and its keys
     tags: [admin]
@@ -124,7 +125,7 @@ async def delete_account(request: Request) -> Response:
       200: {description: "organization.project.service_account.deleted"}
       404: {description: No such project or service account.}
     """
-    call = await project_call(request, write=True)
+    call = await project_call(deps, request, write=True)
     account_id = request.path_params["service_account_id"]
     async with call.db.acquire() as conn, conn.transaction():
         hashes = await conn.fetch(
@@ -147,11 +148,10 @@ async def delete_account(request: Request) -> Response:
     return JSON(deleted("organization.project.service_account", account_id))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/projects/{project_id}/service_accounts"
-    return [
-        Route(base, list_accounts, methods=["GET"]),
-        Route(base, create_account, methods=["POST"]),
-        Route(base + "/{service_account_id}", get_account, methods=["GET"]),
-        Route(base + "/{service_account_id}", delete_account, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/projects/{project_id}/service_accounts"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_accounts),
+    Endpoint("POST", _BASE, create_account),
+    Endpoint("GET", _BASE + "/{service_account_id}", get_account),
+    Endpoint("DELETE", _BASE + "/{service_account_id}", delete_account),
+]

@@ -15,11 +15,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from functions.admin.call import admin_call
+from functions.admin.call import AdminDeps, admin_call
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON
+from functions.common.routing import Endpoint
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, maximum)
@@ -71,7 +71,7 @@ def _result(row: dict[str, Any] | None, groups: list[str]) -> dict[str, Any]:
     }
 
 
-async def usage_completions(request: Request) -> Response:
+async def usage_completions(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Completions usage (OpenAI's usage API shape)
     tags: [admin]
@@ -93,7 +93,7 @@ async def usage_completions(request: Request) -> Response:
       200: {description: "`{object: page, data: [bucket], has_more, next_page}`"}
       400: {description: Invalid parameters.}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     width_name = request.query_params.get("bucket_width", "1d")
     if width_name not in WIDTHS:
         raise InvalidRequest("'bucket_width' must be one of 1m, 1h, 1d.", param="bucket_width")
@@ -173,5 +173,6 @@ async def usage_completions(request: Request) -> Response:
     )
 
 
-def routes() -> list[BaseRoute]:
-    return [Route("/v1/organization/usage/completions", usage_completions, methods=["GET"])]
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", "/v1/organization/usage/completions", usage_completions),
+]

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from functions.admin.call import (
+    AdminDeps,
     admin_call,
     choice_field,
     deleted,
@@ -20,6 +20,7 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
+from functions.common.routing import Endpoint
 
 ORG_ROLES = ("owner", "reader")
 _SELECT = """
@@ -63,7 +64,7 @@ async def _refuse_last_owner(ex: Executor, organization_id: str, user_id: str) -
         )
 
 
-async def list_users(request: Request) -> Response:
+async def list_users(deps: AdminDeps, request: Request) -> Response:
     """
     summary: List the organization's users
     tags: [admin]
@@ -73,7 +74,7 @@ async def list_users(request: Request) -> Response:
     responses:
       200: {description: "A list of organization.user objects."}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return await list_response(
         call.db,
         request,
@@ -85,7 +86,7 @@ async def list_users(request: Request) -> Response:
     )
 
 
-async def get_user(request: Request) -> Response:
+async def get_user(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Retrieve a user of the organization
     tags: [admin]
@@ -93,11 +94,11 @@ async def get_user(request: Request) -> Response:
       200: {description: "The organization.user."}
       404: {description: Not a member of this organization.}
     """
-    call = await admin_call(request, write=False)
+    call = await admin_call(deps, request, write=False)
     return JSON(render(await _get(call.db, call.organization_id, request.path_params["user_id"])))
 
 
-async def modify_user(request: Request) -> Response:
+async def modify_user(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Change a user's organization role
     tags: [admin]
@@ -109,7 +110,7 @@ async def modify_user(request: Request) -> Response:
       200: {description: "The updated organization.user."}
       404: {description: Not a member of this organization.}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     role = choice_field(await json_body(request), "role", ORG_ROLES)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
@@ -127,7 +128,7 @@ async def modify_user(request: Request) -> Response:
     return JSON(render(row))
 
 
-async def delete_user(request: Request) -> Response:
+async def delete_user(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Remove a user from the organization (and its projects; their keys are deleted)
     tags: [admin]
@@ -135,7 +136,7 @@ async def delete_user(request: Request) -> Response:
       200: {description: "organization.user.deleted"}
       404: {description: Not a member of this organization.}
     """
-    call = await admin_call(request, write=True)
+    call = await admin_call(deps, request, write=True)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
         current = await _get(conn, call.organization_id, user_id)
@@ -160,11 +161,10 @@ async def delete_user(request: Request) -> Response:
     return JSON(deleted("organization.user", user_id))
 
 
-def routes() -> list[BaseRoute]:
-    base = "/v1/organization/users"
-    return [
-        Route(base, list_users, methods=["GET"]),
-        Route(base + "/{user_id}", get_user, methods=["GET"]),
-        Route(base + "/{user_id}", modify_user, methods=["POST"]),
-        Route(base + "/{user_id}", delete_user, methods=["DELETE"]),
-    ]
+_BASE = "/v1/organization/users"
+ROUTES: list[Endpoint[AdminDeps]] = [
+    Endpoint("GET", _BASE, list_users),
+    Endpoint("GET", _BASE + "/{user_id}", get_user),
+    Endpoint("POST", _BASE + "/{user_id}", modify_user),
+    Endpoint("DELETE", _BASE + "/{user_id}", delete_user),
+]

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
-
 from functions.auth import oidc, sessions
+from functions.auth.deps import AuthDeps
+from functions.auth.oidc_provider import OIDCProvider
 from functions.auth.ratelimit import LoginRateLimiter
-from functions.common import housekeeping
+from functions.common.housekeeping import Housekeeping
+from functions.common.outbound import Outbound
+from functions.common.routing import Endpoint
 from functions.common.runtime import Runtime
-from functions.services import bootstrap
+from functions.services.identity import Identity
+
+__all__ = ["ROUTES", "AuthDeps", "build"]
+
+ROUTES: list[Endpoint[AuthDeps]] = [
+    Endpoint("POST", "/v1/auth/guest-login", sessions.guest_login),
+    Endpoint("POST", "/v1/auth/refresh-token", sessions.refresh),
+    Endpoint("POST", "/v1/auth/logout", sessions.logout),
+    Endpoint("GET", "/v1/auth/me", sessions.me),
+    Endpoint("GET", "/v1/auth/google/login", oidc.login),
+    Endpoint("GET", "/v1/auth/google/callback", oidc.callback),
+    Endpoint("POST", "/v1/auth/google/callback", oidc.callback),
+]
 
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    bootstrap.install(runtime)
-    redis_url = runtime.settings.redis_url
+def build(
+    runtime: Runtime, identity: Identity, outbound: Outbound, keeper: Housekeeping
+) -> AuthDeps:
+    settings = runtime.settings
+    redis_url = settings.redis_url
     limiter = LoginRateLimiter(
         redis_url=redis_url.get_secret_value() if redis_url else None,
-        trusted_proxies=runtime.settings.jan_trusted_proxies,
+        trusted_proxies=settings.jan_trusted_proxies,
     )
-    runtime.services[LoginRateLimiter] = limiter
-    runtime.on_stop(limiter.close)
-    housekeeping.register(runtime, "auth.refresh_tokens", sessions.sweep_refresh_tokens)
-    return [*sessions.routes(), *oidc.routes()]
+    keeper.add("auth.refresh_tokens", sessions.sweep_refresh_tokens)
+    return AuthDeps(runtime, identity, limiter, OIDCProvider(settings, outbound))

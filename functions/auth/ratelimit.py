@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from functions.common.errors import RateLimited
+from functions.common.runtime import Component
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def client_address(
     return str(address)
 
 
-class LoginRateLimiter:
+class LoginRateLimiter(Component):
     def __init__(
         self,
         *,
@@ -141,6 +142,6 @@ class LoginRateLimiter:
             results = await pipe.execute()
         return int(results[2])
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()

@@ -13,15 +13,13 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from functions.auth.ratelimit import LoginRateLimiter
+from functions.auth.deps import AuthDeps
 from functions.common import ids, tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, InvalidRequest, Unauthorized
-from functions.common.http import JSON, runtime_of
+from functions.common.http import JSON
 from functions.services import tenancy
-from functions.services.identity import authenticate, identity_of
 
 COOKIE = "jan_refresh_token"
 COOKIE_PATH = "/v1/auth"
@@ -108,8 +106,8 @@ def session_response(*, access: str, refresh: str, user: dict[str, Any]) -> Resp
     return response
 
 
-async def start_session(request: Request, conn: Executor, user_id: str) -> Response:
-    identity = identity_of(runtime_of(request))
+async def start_session(deps: AuthDeps, conn: Executor, user_id: str) -> Response:
+    identity = deps.identity
     refresh = await new_refresh_token(conn, user_id=user_id)
     access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
     return session_response(access=access, refresh=refresh, user=await user_object(conn, user_id))
@@ -132,7 +130,7 @@ async def refresh_token_of(request: Request) -> str | None:
 
 
 # --- handlers ------------------------------------------------------------------------------
-async def guest_login(request: Request) -> Response:
+async def guest_login(deps: AuthDeps, request: Request) -> Response:
     """
     summary: Sign in as a new guest (a user with its own default project)
     tags: [auth]
@@ -141,13 +139,13 @@ async def guest_login(request: Request) -> Response:
       200: {description: "An auth.session: access token, refresh token (also as a cookie), user."}
       429: {description: Too many sign-in attempts from this address.}
     """
-    runtime = runtime_of(request)
-    await runtime.service(LoginRateLimiter).check(request)
+    runtime = deps.runtime
+    await deps.limiter.check(request)
     async with runtime.db.writer.acquire() as conn, conn.transaction():
         org_id = await tenancy.ensure_default_organization(conn)
         user = await tenancy.create_user(conn, email=None, name="Guest", is_guest=True)
         await tenancy.create_personal_project(conn, organization_id=org_id, user_id=user["id"])
-        return await start_session(request, conn, user["id"])
+        return await start_session(deps, conn, user["id"])
 
 
 async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str] | None:
@@ -171,7 +169,7 @@ async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str] | None:
     return row["user_id"], new
 
 
-async def refresh(request: Request) -> Response:
+async def refresh(deps: AuthDeps, request: Request) -> Response:
     """
     summary: Exchange a refresh token (cookie or body) for a new session; rotates it
     tags: [auth]
@@ -185,12 +183,12 @@ async def refresh(request: Request) -> Response:
       200: {description: "A new auth.session; the old refresh token is spent."}
       401: {description: "Missing, unknown, expired, revoked or reused refresh token."}
     """
-    runtime = runtime_of(request)
-    await runtime.service(LoginRateLimiter).check(request)
+    runtime = deps.runtime
+    await deps.limiter.check(request)
     token = await refresh_token_of(request)
     if token is None:
         raise Unauthorized("No refresh token: send the cookie or 'refresh_token'.")
-    identity = identity_of(runtime)
+    identity = deps.identity
     async with runtime.db.writer.acquire() as conn:
         async with conn.transaction():
             rotated = await _rotate(conn, token)
@@ -205,7 +203,7 @@ async def refresh(request: Request) -> Response:
     return session_response(access=access, refresh=new, user=user)
 
 
-async def logout(request: Request) -> Response:
+async def logout(deps: AuthDeps, request: Request) -> Response:
     """
     summary: Sign out, revoking the refresh token's whole family
     tags: [auth]
@@ -223,7 +221,7 @@ async def logout(request: Request) -> Response:
     """
     token = await refresh_token_of(request)
     if token is not None:
-        await runtime_of(request).db.writer.execute(
+        await deps.runtime.db.writer.execute(
             """
             UPDATE refresh_tokens SET revoked_at = now()
             WHERE revoked_at IS NULL AND family_id =
@@ -236,7 +234,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-async def me(request: Request) -> Response:
+async def me(deps: AuthDeps, request: Request) -> Response:
     """
     summary: The signed-in user
     tags: [auth]
@@ -245,16 +243,7 @@ async def me(request: Request) -> Response:
       401: {description: Not signed in.}
       403: {description: "An API key, not a user session."}
     """
-    principal = await authenticate(request)
+    principal = await deps.identity.authenticate(request)
     if principal.kind != "user" or principal.user_id is None:
         raise Forbidden("This endpoint needs a user access token, not an API key.")
-    return JSON(await user_object(runtime_of(request).db.writer, principal.user_id))
-
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/v1/auth/guest-login", guest_login, methods=["POST"]),
-        Route("/v1/auth/refresh-token", refresh, methods=["POST"]),
-        Route("/v1/auth/logout", logout, methods=["POST"]),
-        Route("/v1/auth/me", me, methods=["GET"]),
-    ]
+    return JSON(await user_object(deps.runtime.db.writer, principal.user_id))

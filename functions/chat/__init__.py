@@ -1,42 +1,19 @@
 """The `chat` area: OpenAI's model APIs (chat completions, completions, embeddings,
-models) through the inference router, with the usage ledger.
-
-Other areas call models through ``functions.services.inference.api`` (see its docstring).
-"""
+models) through the inference service (``functions.services.inference``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from functions.chat import handlers as h
+from functions.chat.handlers import ChatDeps
+from functions.common.routing import Endpoint
 
-from starlette.routing import BaseRoute, Route, compile_path
+__all__ = ["ROUTES", "ChatDeps"]
 
-from functions.chat import handlers
-from functions.common.runtime import Runtime
-from functions.services.inference.service import inference
-
-
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    async def start(rt: Runtime) -> None:
-        # Opened with the runtime so the first request finds the catalog loaded.
-        await inference(rt)
-
-    runtime.on_start(start)
-    return [
-        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
-        Route("/v1/completions", handlers.completions, methods=["POST"]),
-        Route("/v1/embeddings", handlers.embeddings, methods=["POST"]),
-        Route("/v1/models", handlers.list_models, methods=["GET"]),
-        _ModelRoute("/v1/models/{model}", handlers.retrieve_model, methods=["GET"]),
-    ]
-
-
-class _ModelRoute(Route):
-    """``/v1/models/{model}`` where the model may contain slashes (``org/model`` names
-    from the Hugging Face hub are common with vLLM), while the documented path stays
-    OpenAI's."""
-
-    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        self.path_regex, self.path_format, self.param_convertors = compile_path(
-            path.replace("{model}", "{model:path}")
-        )
+ROUTES: list[Endpoint[ChatDeps]] = [
+    Endpoint("POST", "/v1/chat/completions", h.chat_completions),
+    Endpoint("POST", "/v1/completions", h.completions),
+    Endpoint("POST", "/v1/embeddings", h.embeddings),
+    Endpoint("GET", "/v1/models", h.list_models),
+    # Names such as ``org/model`` (common with vLLM) contain slashes.
+    Endpoint("GET", "/v1/models/{model}", h.retrieve_model, match="/v1/models/{model:path}"),
+]

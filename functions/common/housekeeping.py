@@ -1,7 +1,7 @@
 """Periodic housekeeping: rows that nothing else ever removes, swept in small batches.
 
-Areas register their sweeps (``register(runtime, name, sweep)``); this module never
-imports an area. Every ``JAN_HOUSEKEEPING_INTERVAL_SECONDS`` each sweep runs on one
+The app factory adds the sweeps of the areas it builds (``add(name, sweep)``); this module
+imports nothing above ``common``. Every ``JAN_HOUSEKEEPING_INTERVAL_SECONDS`` each sweep runs on one
 instance only: every batch is a transaction that first takes the sweep's advisory lock
 with ``pg_try_advisory_xact_lock`` (a transaction lock, so it is safe behind PgBouncer in
 transaction mode and cannot outlive a crash). An instance that finds the lock taken skips
@@ -19,7 +19,7 @@ import zlib
 from typing import Protocol
 
 from functions.common.db import CONNECTION_ERRORS, Database, Executor
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ def lock_key(name: str) -> int:
     return crc - 2**32 if crc >= 2**31 else crc
 
 
-class Housekeeping:
-    def __init__(self, interval_seconds: float) -> None:
+class Housekeeping(Component):
+    def __init__(self, runtime: Runtime, interval_seconds: float) -> None:
+        self.runtime = runtime
         self.interval_seconds = interval_seconds
         self.sweeps: dict[str, Sweep] = {}
         self._task: asyncio.Task[None] | None = None
@@ -82,10 +83,15 @@ class Housekeeping:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    # --- runtime hooks -------------------------------------------------------------------
-    async def start(self, runtime: Runtime) -> None:
+    def add(self, name: str, sweep: Sweep) -> None:
+        """Run ``sweep`` every round (once per name: areas serving the same tables may
+        both add it)."""
+        self.sweeps[name] = sweep
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
         if self.interval_seconds > 0 and self.sweeps:
-            self._task = asyncio.get_running_loop().create_task(self._forever(runtime))
+            self._task = asyncio.get_running_loop().create_task(self._forever())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -93,31 +99,14 @@ class Housekeeping:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def _forever(self, runtime: Runtime) -> None:
+    async def _forever(self) -> None:
         # A random first wait spreads instances that start together over the interval.
         await asyncio.sleep(self.interval_seconds * random.uniform(0.2, 1.0))  # noqa: S311
         while True:
             try:
-                await self.run_once(runtime.db)
+                await self.run_once(self.runtime.db)
             except CONNECTION_ERRORS as exc:
                 log.warning(
                     "housekeeping skipped: database unavailable", extra={"error": repr(exc)}
                 )
             await asyncio.sleep(self.interval_seconds)
-
-
-def register(runtime: Runtime, name: str, sweep: Sweep) -> None:
-    """Have ``sweep`` run periodically on this runtime (once per name; areas serving the
-    same tables may both register it)."""
-    keeper = runtime.services.get(Housekeeping)
-    if keeper is None:
-        keeper = Housekeeping(runtime.settings.jan_housekeeping_interval_seconds)
-        runtime.services[Housekeeping] = keeper
-        runtime.on_start(keeper.start)
-        runtime.on_stop(keeper.stop)
-    assert isinstance(keeper, Housekeeping)
-    keeper.sweeps[name] = sweep
-
-
-def housekeeping_of(runtime: Runtime) -> Housekeeping:
-    return runtime.service(Housekeeping)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from functions.common.errors import InvalidRequest
-from functions.common.runtime import Runtime
 
 
 class JSON(Response):
@@ -21,8 +20,9 @@ class JSON(Response):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-def runtime_of(request: Request) -> Runtime:
-    return cast(Runtime, request.app.state.runtime)
+def query_list(request: Request, name: str) -> list[str]:
+    """A repeated query parameter, sent as ``name=a&name=b`` or ``name[]=a&name[]=b``."""
+    return request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from functions.common.errors import Forbidden
+
 PrincipalKind = Literal["user", "admin_key", "project_key", "service_account"]
 OrgRole = Literal["owner", "reader"]
 ProjectRole = Literal["owner", "member"]
@@ -34,3 +36,77 @@ class Principal:
 
     def may_use_model(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
+
+
+def require_project(principal: Principal) -> str:
+    """The project a model-API request acts in; admin keys and project-less callers are
+    refused."""
+    if principal.kind == "admin_key":
+        raise Forbidden(
+            "Admin API keys work only on the Administration API (/v1/organization/…); "
+            "use a project API key."
+        )
+    if principal.project_id is None:
+        raise Forbidden(
+            "No project selected: send an OpenAI-Project header naming a project you belong to."
+        )
+    return principal.project_id
+
+
+def refuse_project_credentials(principal: Principal) -> None:
+    """Project and service-account keys work only on the model APIs."""
+    if principal.kind in ("project_key", "service_account"):
+        raise Forbidden(
+            "Project API keys cannot be used on the Administration API; use an admin key "
+            "(sk-admin-…) or sign in as an organization owner."
+        )
+
+
+def require_admin(principal: Principal, *, write: bool) -> str:
+    """The organization an Administration API request acts on; owners write, readers read.
+    (Project-scoped admin endpoints also let a project's owners and members in: see
+    ``functions.admin.call.project_call``.)"""
+    refuse_project_credentials(principal)
+    if principal.kind == "admin_key" or principal.org_role == "owner":
+        return principal.organization_id
+    if principal.org_role == "reader" and not write:
+        return principal.organization_id
+    if principal.org_role == "reader":
+        raise Forbidden("Organization readers cannot change anything; ask an owner.")
+    raise Forbidden("You are not a member of this organization's administrators.")
+
+
+# What an Owner sees, as the first three parameters of a query: `*owner.scope()`.
+OWNED = "organization_id = $1 AND project_id = $2 AND ($3::text IS NULL OR user_id = $3)"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    organization_id: str
+    project_id: str
+    # Stamped on rows the caller creates.
+    user_id: str | None
+    api_key_id: str | None
+    # The user whose rows the caller may see; None: every row of the project.
+    visible_user_id: str | None
+    principal: Principal
+
+    @classmethod
+    def of(cls, principal: Principal) -> Owner:
+        project_id = require_project(principal)
+        project_wide = principal.kind in ("project_key", "service_account")
+        if not project_wide and principal.user_id is None:
+            # Never widen a user's view to the whole project for want of an ID.
+            raise Forbidden("These credentials cannot use stored conversations or responses.")
+        return cls(
+            organization_id=principal.organization_id,
+            project_id=project_id,
+            user_id=principal.user_id,
+            api_key_id=principal.api_key_id,
+            visible_user_id=None if project_wide else principal.user_id,
+            principal=principal,
+        )
+
+    def scope(self) -> tuple[str, str, str | None]:
+        """$1..$3 of an `OWNED` condition."""
+        return self.organization_id, self.project_id, self.visible_user_id

@@ -1,5 +1,9 @@
-"""The per-process runtime: settings, database pools, the shared HTTP client, and the
-start/stop hooks areas register. Built by the app factory, opened once, closed on stop.
+"""The per-process runtime: settings, the database pools, and the lifecycle of the
+components the app factory built (``manage``). Opened once, closed on stop.
+
+A component declares its own work at ``start`` (inside the serving loop, once the database
+is open), ``drain`` (write what must not be lost, on a connection the runtime gives it) and
+``stop``; the runtime runs them in the order the factory listed them, stops in reverse.
 
 func-python calls ``start``/``stop`` without awaiting them and cancels whatever is still
 running once the server exits, so work that must survive shutdown (queued usage records)
@@ -14,21 +18,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 import asyncpg
-import httpx
 
 from functions.common import migrate
 from functions.common.db import AnyConnection, Database
 from functions.common.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-StartHook = Callable[["Runtime"], Awaitable[None]]
-StopHook = Callable[[], Awaitable[None]]
-DrainHook = Callable[[AnyConnection], Awaitable[None]]
 DRAIN_TIMEOUT_SECONDS = 20.0
 
 
@@ -36,21 +34,31 @@ class NotOpen(RuntimeError):
     """A database-backed request arrived before the runtime could open."""
 
 
+class Component:
+    """A long-lived part of the process. Override what applies; each runs once."""
+
+    async def start(self) -> None:
+        """Begin background work (the database is open; called inside the serving loop)."""
+
+    async def drain(self, conn: AnyConnection) -> None:
+        """Write what must survive shutdown. May run on another thread's loop (see
+        ``Runtime.stop_sync``): touch only plain state and ``conn``, no tasks."""
+
+    async def stop(self) -> None:
+        """Cancel background work and close clients."""
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._db: Database | None = None
-        self._http: httpx.AsyncClient | None = None
         self.ready = False
         self.ready_message = "starting"
-        self.services: dict[type[Any], Any] = {}
-        self._start_hooks: list[StartHook] = []
-        self._stop_hooks: list[StopHook] = []
-        self._drain_hooks: list[DrainHook] = []
+        self.components: list[Component] = []
+        self._started: list[Component] = []
         self._open_lock = asyncio.Lock()
         self._closed = False
 
-    # --- what handlers use -------------------------------------------------------------
     @property
     def db(self) -> Database:
         if self._db is None:
@@ -58,33 +66,16 @@ class Runtime:
         return self._db
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            raise NotOpen("runtime not open")
-        return self._http
-
-    @property
     def is_open(self) -> bool:
-        return self._db is not None and self._http is not None
+        return self._db is not None
 
-    def service(self, cls: type[T]) -> T:
-        """A process-wide object an area registered at start (typed lookup)."""
-        found: T = self.services[cls]
-        return found
-
-    # --- what areas register -----------------------------------------------------------
-    def on_start(self, hook: StartHook) -> None:
-        self._start_hooks.append(hook)
-
-    def on_stop(self, hook: StopHook) -> None:
-        self._stop_hooks.append(hook)
-
-    def on_drain(self, hook: DrainHook) -> None:
-        self._drain_hooks.append(hook)
+    def manage(self, *components: Component) -> None:
+        """Run these components' start, drain and stop with the runtime (in this order)."""
+        self.components.extend(components)
 
     # --- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        """Connect, migrate (or check migrations), run start hooks. Safe to call twice."""
+        """Connect, migrate (or check migrations), start the components. Safe to call twice."""
         async with self._open_lock:
             if self.is_open:
                 return
@@ -110,12 +101,9 @@ class Runtime:
                 await db.close()
                 raise
             self._db = db
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=5, read=600, write=30, pool=30),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            )
-            for hook in self._start_hooks:
-                await hook(self)
+            for component in self.components:
+                await component.start()
+                self._started.append(component)
             if state.current:
                 self.ready = True
                 self.ready_message = "OK"
@@ -138,7 +126,7 @@ class Runtime:
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
-        """Full async shutdown: drain, stop hooks, close clients and pools."""
+        """Full async shutdown: drain, stop the components, close the pools."""
         if self._closed:
             return
         self._closed = True
@@ -154,7 +142,7 @@ class Runtime:
             return
         self._closed = True
         self.ready = False
-        if self._drain_hooks and self.settings.db_postgresql_write_dsn is not None:
+        if self._started and self.settings.db_postgresql_write_dsn is not None:
             dsn = self.settings.db_postgresql_write_dsn.get_secret_value()
             thread = threading.Thread(target=asyncio.run, args=(self._drain_on(dsn),))
             thread.start()
@@ -176,16 +164,15 @@ class Runtime:
             await conn.close()
 
     async def _run_drains(self, conn: AnyConnection) -> None:
-        for hook in self._drain_hooks:
+        for component in self._started:
             try:
-                await hook(conn)
+                await component.drain(conn)
             except Exception:
-                log.exception("drain hook failed")
+                log.exception("drain failed", extra={"component": type(component).__name__})
 
     async def _close_resources(self) -> None:
-        steps: list[StopHook] = list(reversed(self._stop_hooks))
-        if self._http is not None:
-            steps.append(self._http.aclose)
+        steps: list[Callable[[], Awaitable[None]]] = [c.stop for c in reversed(self._started)]
+        self._started = []
         if self._db is not None:
             steps.append(self._db.close)
         current = asyncio.current_task()

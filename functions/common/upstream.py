@@ -49,7 +49,7 @@ from functions.common.netguard import (
     parse_address,
     vetted_address,
 )
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component
 from functions.common.settings import Settings
 
 MAX_CONNECTIONS = 1000
@@ -139,14 +139,29 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-class Upstream:
-    """The process-wide upstream client. Open inside the serving event loop."""
+class Upstream(Component):
+    """The process-wide upstream client. Open inside the serving event loop.
 
-    def __init__(self, guard: ProviderGuard | None = None) -> None:
+    ``lazy``: open on first use instead of at start (a process that serves no models
+    needs it only when an administrator adds a provider, to poll its ``/models``)."""
+
+    def __init__(self, guard: ProviderGuard | None = None, *, lazy: bool = False) -> None:
         self.guard = guard
+        self.lazy = lazy
         self._session: aiohttp.ClientSession | None = None
         self._client: httpx.AsyncClient | None = None
         self._resolver: GuardedResolver | None = None
+
+    async def start(self) -> None:
+        if not self.lazy:
+            self.open()
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    async def stop(self) -> None:
+        await self.close()
 
     def open(self) -> None:
         """Create the session (needs a running event loop; nothing to await)."""
@@ -176,12 +191,16 @@ class Upstream:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._session is None and self.lazy:
+            self.open()
         if self._session is None:
             raise RuntimeError("upstream client not open")
         return self._session
 
     @property
     def client(self) -> httpx.AsyncClient:
+        if self._client is None and self.lazy:
+            self.open()
         if self._client is None:
             raise RuntimeError("upstream client not open")
         return self._client
@@ -193,20 +212,3 @@ class Upstream:
             await self._resolver.close()  # a resolver given to the connector is ours to close
         self._session = self._client = None
         self._resolver = None
-
-
-def ensure(runtime: Runtime) -> Upstream:
-    """The runtime's Upstream, opened and registered to close on stop (idempotent).
-
-    Call from inside the running loop (a start hook or a handler); nothing here awaits, so
-    two callers cannot race.
-    """
-    existing = runtime.services.get(Upstream)
-    if existing is not None:
-        assert isinstance(existing, Upstream)
-        return existing
-    upstream = Upstream(ProviderGuard.from_settings(runtime.settings))
-    upstream.open()
-    runtime.services[Upstream] = upstream
-    runtime.on_stop(upstream.close)
-    return upstream

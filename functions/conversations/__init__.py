@@ -1,27 +1,24 @@
 """The `conversations` area: OpenAI's Conversations API over PostgreSQL, plus Jan's
-listing of a caller's conversations (`GET /v1/conversations`)."""
+listing of a caller's conversations (`GET /v1/conversations`). The storage is the shared
+``functions.services.conversations`` (the Responses API writes to it too)."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
-
-from functions.common.runtime import Runtime
+from functions.common.routing import Endpoint
 from functions.conversations import handlers as h
+from functions.conversations.handlers import ConversationsDeps
 
+__all__ = ["ROUTES", "ConversationsDeps"]
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    return [
-        Route("/v1/conversations", h.create_conversation, methods=["POST"]),
-        Route("/v1/conversations", h.list_conversations, methods=["GET"]),
-        Route("/v1/conversations/{conversation_id}", h.get_conversation, methods=["GET"]),
-        Route("/v1/conversations/{conversation_id}", h.update_conversation, methods=["POST"]),
-        Route("/v1/conversations/{conversation_id}", h.delete_conversation, methods=["DELETE"]),
-        Route("/v1/conversations/{conversation_id}/items", h.create_items, methods=["POST"]),
-        Route("/v1/conversations/{conversation_id}/items", h.list_items, methods=["GET"]),
-        Route("/v1/conversations/{conversation_id}/items/{item_id}", h.get_item, methods=["GET"]),
-        Route(
-            "/v1/conversations/{conversation_id}/items/{item_id}",
-            h.delete_item,
-            methods=["DELETE"],
-        ),
-    ]
+_ONE = "/v1/conversations/{conversation_id}"
+ROUTES: list[Endpoint[ConversationsDeps]] = [
+    Endpoint("POST", "/v1/conversations", h.create_conversation),
+    Endpoint("GET", "/v1/conversations", h.list_conversations),
+    Endpoint("GET", _ONE, h.get_conversation),
+    Endpoint("POST", _ONE, h.update_conversation),
+    Endpoint("DELETE", _ONE, h.delete_conversation),
+    Endpoint("POST", _ONE + "/items", h.create_items),
+    Endpoint("GET", _ONE + "/items", h.list_items),
+    Endpoint("GET", _ONE + "/items/{item_id}", h.get_item),
+    Endpoint("DELETE", _ONE + "/items/{item_id}", h.delete_item),
+]

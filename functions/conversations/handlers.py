@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
+from functions.common.http import (
+    JSON,
+    json_body,
+    limit_param,
+    list_page,
+    order_param,
+    query_list,
+)
 from functions.common.ids import new_id
+from functions.common.principal import Owner
+from functions.common.runtime import Runtime
 from functions.services.conversations import references, store
 from functions.services.conversations.items import (
     MAX_ITEMS_PER_ADD,
@@ -17,19 +28,22 @@ from functions.services.conversations.items import (
     normalize_items,
     validate_metadata,
 )
-from functions.services.owner import Owner, owner_of
+from functions.services.identity import Identity
 
 
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")
 
 
-def query_include(request: Request) -> list[str]:
-    values = request.query_params.getlist("include") + request.query_params.getlist("include[]")
-    return include_param(values)
+@dataclass(frozen=True, slots=True)
+class ConversationsDeps:
+    """What the conversations area uses."""
+
+    runtime: Runtime
+    identity: Identity
 
 
-async def create_conversation(request: Request) -> Response:
+async def create_conversation(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Create a conversation
     tags: [conversations]
@@ -46,11 +60,11 @@ async def create_conversation(request: Request) -> Response:
       200: {description: The conversation object.}
       400: {description: Malformed items or metadata.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     body = await json_body(request)
     items = normalize_items(body.get("items") or [], param="items", limit=MAX_ITEMS_PER_ADD)
     metadata = validate_metadata(body.get("metadata"))
-    db = runtime_of(request).db
+    db = deps.runtime.db
     async with db.writer.acquire() as conn, conn.transaction():
         items = await references.resolve(conn, owner=owner, items=items, param="items")
         row = await store.create_conversation(
@@ -59,7 +73,7 @@ async def create_conversation(request: Request) -> Response:
     return JSON(store.conversation_object(row))
 
 
-async def list_conversations(request: Request) -> Response:
+async def list_conversations(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: List the caller's conversations (Jan extension)
     tags: [conversations]
@@ -72,7 +86,7 @@ async def list_conversations(request: Request) -> Response:
       200: {description: A list of conversation objects.}
       400: {description: Bad pagination parameters.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     after = request.query_params.get("after")
     limit, order = limit_param(request), order_param(request)
 
@@ -86,12 +100,12 @@ async def list_conversations(request: Request) -> Response:
             ex, owner=owner, after_seq=after_seq, limit=limit, order=order
         )
 
-    rows, has_more = await runtime_of(request).db.read(page)
+    rows, has_more = await deps.runtime.db.read(page)
     data = [store.conversation_object(r, with_title=True) for r in rows]
     return JSON(list_page(data, has_more=has_more))
 
 
-async def get_conversation(request: Request) -> Response:
+async def get_conversation(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Retrieve a conversation
     tags: [conversations]
@@ -101,17 +115,17 @@ async def get_conversation(request: Request) -> Response:
       200: {description: The conversation object.}
       404: {description: No such conversation for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     conversation_id = request.path_params["conversation_id"]
     row = await store.get_conversation(
-        runtime_of(request).db.writer, owner=owner, conversation_id=conversation_id
+        deps.runtime.db.writer, owner=owner, conversation_id=conversation_id
     )
     if row is None:
         raise _not_found(conversation_id)
     return JSON(store.conversation_object(row))
 
 
-async def update_conversation(request: Request) -> Response:
+async def update_conversation(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Update a conversation's metadata
     tags: [conversations]
@@ -130,14 +144,14 @@ async def update_conversation(request: Request) -> Response:
       400: {description: Malformed metadata.}
       404: {description: No such conversation for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     conversation_id = request.path_params["conversation_id"]
     body = await json_body(request)
     if "metadata" not in body:
         raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
     metadata = validate_metadata(body["metadata"])
     row = await store.update_metadata(
-        runtime_of(request).db.writer,
+        deps.runtime.db.writer,
         owner=owner,
         conversation_id=conversation_id,
         metadata=metadata,
@@ -147,7 +161,7 @@ async def update_conversation(request: Request) -> Response:
     return JSON(store.conversation_object(row))
 
 
-async def delete_conversation(request: Request) -> Response:
+async def delete_conversation(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Delete a conversation and its items
     tags: [conversations]
@@ -157,10 +171,10 @@ async def delete_conversation(request: Request) -> Response:
       200: {description: "`conversation.deleted`"}
       404: {description: No such conversation for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     conversation_id = request.path_params["conversation_id"]
     deleted = await store.delete_conversation(
-        runtime_of(request).db.writer, owner=owner, conversation_id=conversation_id
+        deps.runtime.db.writer, owner=owner, conversation_id=conversation_id
     )
     if not deleted:
         raise _not_found(conversation_id)
@@ -179,7 +193,7 @@ async def _owned_conversation(
     return row
 
 
-async def create_items(request: Request) -> Response:
+async def create_items(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Add items to a conversation
     tags: [conversations]
@@ -199,20 +213,20 @@ async def create_items(request: Request) -> Response:
       400: {description: Malformed items.}
       404: {description: No such conversation for this caller.}
     """
-    owner = await owner_of(request)
-    query_include(request)
+    owner = await deps.identity.owner(request)
+    include_param(query_list(request, "include"))
     body = await json_body(request)
     if "items" not in body:
         raise InvalidRequest("Missing required parameter: 'items'.", param="items")
     items = normalize_items(body["items"], param="items", limit=MAX_ITEMS_PER_ADD)
-    async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
+    async with deps.runtime.db.writer.acquire() as conn, conn.transaction():
         conversation = await _owned_conversation(request, owner, conn, lock=True)
         items = await references.resolve(conn, owner=owner, items=items, param="items")
         await store.insert_items(conn, owner=owner, conversation_id=conversation["id"], items=items)
     return JSON(list_page(items, has_more=False))
 
 
-async def list_items(request: Request) -> Response:
+async def list_items(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: List a conversation's items
     tags: [conversations]
@@ -227,11 +241,11 @@ async def list_items(request: Request) -> Response:
       400: {description: Bad pagination parameters.}
       404: {description: No such conversation for this caller.}
     """
-    owner = await owner_of(request)
-    query_include(request)
+    owner = await deps.identity.owner(request)
+    include_param(query_list(request, "include"))
     limit, order = limit_param(request), order_param(request)
     after = request.query_params.get("after")
-    async with runtime_of(request).db.writer.acquire() as conn:
+    async with deps.runtime.db.writer.acquire() as conn:
         conversation_id = (await _owned_conversation(request, owner, conn, lock=False))["id"]
         after_seq = None
         if after is not None:
@@ -251,7 +265,7 @@ async def list_items(request: Request) -> Response:
     return JSON(list_page(items, has_more=has_more))
 
 
-async def get_item(request: Request) -> Response:
+async def get_item(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Retrieve one item of a conversation
     tags: [conversations]
@@ -263,10 +277,10 @@ async def get_item(request: Request) -> Response:
       200: {description: The item.}
       404: {description: No such conversation or item for this caller.}
     """
-    owner = await owner_of(request)
-    query_include(request)
+    owner = await deps.identity.owner(request)
+    include_param(query_list(request, "include"))
     item_id = request.path_params["item_id"]
-    async with runtime_of(request).db.writer.acquire() as conn:
+    async with deps.runtime.db.writer.acquire() as conn:
         conversation_id = (await _owned_conversation(request, owner, conn, lock=False))["id"]
         item = await store.get_item(
             conn, owner=owner, conversation_id=conversation_id, item_id=item_id
@@ -276,7 +290,7 @@ async def get_item(request: Request) -> Response:
     return JSON(item)
 
 
-async def delete_item(request: Request) -> Response:
+async def delete_item(deps: ConversationsDeps, request: Request) -> Response:
     """
     summary: Delete one item of a conversation
     tags: [conversations]
@@ -287,9 +301,9 @@ async def delete_item(request: Request) -> Response:
       200: {description: The conversation the item was removed from.}
       404: {description: No such conversation or item for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     item_id = request.path_params["item_id"]
-    async with runtime_of(request).db.writer.acquire() as conn, conn.transaction():
+    async with deps.runtime.db.writer.acquire() as conn, conn.transaction():
         conversation = await _owned_conversation(request, owner, conn, lock=True)
         deleted = await store.delete_item(
             conn, owner=owner, conversation_id=conversation["id"], item_id=item_id

@@ -3,22 +3,23 @@ the per-project tool settings at ``/v1/mcp/settings``."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
-
+from functions.common.routing import Endpoint, RawEndpoint
 from functions.common.runtime import Runtime
-from functions.mcp.endpoint import MCPEndpoint
+from functions.mcp.deps import MCPDeps
+from functions.mcp.endpoint import mcp_endpoint
 from functions.mcp.server import MCPService
 from functions.mcp.tool_settings import get_settings, update_settings
-from functions.services.toolbox import store as tool_store
+from functions.services.identity import Identity
+from functions.services.toolbox.toolbox import ToolBox
+
+__all__ = ["ROUTES", "MCPDeps", "build"]
+
+ROUTES: list[Endpoint[MCPDeps] | RawEndpoint[MCPDeps]] = [
+    RawEndpoint("POST", "/v1/mcp", mcp_endpoint),
+    Endpoint("GET", "/v1/mcp/settings", get_settings),
+    Endpoint("POST", "/v1/mcp/settings", update_settings),
+]
 
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    service = MCPService(runtime)
-    runtime.on_start(service.start)
-    runtime.on_stop(service.stop)
-    tool_store.register_sweep(runtime)  # the daily tool-call counters this area fills
-    return [
-        Route("/v1/mcp", MCPEndpoint(service), methods=["POST"]),
-        Route("/v1/mcp/settings", get_settings, methods=["GET"]),
-        Route("/v1/mcp/settings", update_settings, methods=["POST"]),
-    ]
+def build(runtime: Runtime, identity: Identity, toolbox: ToolBox) -> MCPDeps:
+    return MCPDeps(runtime, identity, toolbox, MCPService(toolbox))

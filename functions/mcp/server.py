@@ -7,7 +7,7 @@ on the request's state, where the handlers here find it.
 
 The SDK's session manager runs its requests inside an anyio task group that must be
 entered and left by the same task; func-python consumes the ASGI lifespan, so a task of
-our own holds it open from the runtime's start hook to its stop hook.
+our own holds it open from ``MCPService.start`` to ``stop``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from starlette.requests import Request
 
 from functions import __version__
 from functions.common.principal import Principal
-from functions.common.runtime import Runtime
-from functions.services.toolbox.toolbox import ToolBox, ToolSpec, toolbox_of
+from functions.common.runtime import Component
+from functions.services.toolbox.toolbox import ToolBox, ToolSpec
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "jan-server"
@@ -37,8 +37,7 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(runtime: Runtime) -> Server[Any]:
-    box = toolbox_of(runtime)
+def build_server(box: ToolBox) -> Server[Any]:
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -102,16 +101,16 @@ def _principal(ctx: ServerRequestContext[Any]) -> Principal:
     return principal
 
 
-class MCPService:
-    """The session manager of one runtime, run by a task of its own between start and stop."""
+class MCPService(Component):
+    """The session manager of one process, run by a task of its own between start and stop."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.server = build_server(runtime)
+    def __init__(self, box: ToolBox) -> None:
+        self.server = build_server(box)
         self.manager: StreamableHTTPSessionManager | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, runtime: Runtime) -> None:
+    async def start(self) -> None:
         manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
         running = asyncio.Event()
 

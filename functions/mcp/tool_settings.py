@@ -13,17 +13,16 @@ from starlette.responses import Response
 
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest
-from functions.common.http import JSON, json_body, runtime_of
-from functions.common.principal import Principal
-from functions.common.runtime import Runtime
-from functions.services.identity import authenticate, require_project
+from functions.common.http import JSON, json_body
+from functions.common.principal import Principal, require_project
+from functions.mcp.deps import MCPDeps
 from functions.services.toolbox import store
-from functions.services.toolbox.toolbox import FAMILIES, enabled_specs, toolbox_of
+from functions.services.toolbox.toolbox import FAMILIES, enabled_specs
 
 MAX_QUOTA = 10_000_000
 
 
-async def get_settings(request: Request) -> Response:
+async def get_settings(deps: MCPDeps, request: Request) -> Response:
     """
     summary: Tool settings of the caller's project
     tags: [mcp]
@@ -33,17 +32,17 @@ async def get_settings(request: Request) -> Response:
         content: {application/json: {schema: {type: object}}}
       401: {description: Missing or invalid credential.}
     """
-    principal = await authenticate(request)
+    principal = await deps.identity.authenticate(request)
     project_id = require_project(principal)
-    runtime = runtime_of(request)
+    runtime = deps.runtime
     async with runtime.db.writer.acquire() as conn:
         saved = await store.get_settings(
             conn, organization_id=principal.organization_id, project_id=project_id
         )
-        return JSON(await _render(conn, runtime, principal, project_id, saved))
+        return JSON(await _render(conn, deps, principal, project_id, saved))
 
 
-async def update_settings(request: Request) -> Response:
+async def update_settings(deps: MCPDeps, request: Request) -> Response:
     """
     summary: Change the tool settings of the caller's project
     description: >
@@ -69,12 +68,12 @@ async def update_settings(request: Request) -> Response:
       400: {description: Invalid settings.}
       403: {description: Not an owner of the project.}
     """
-    principal = await authenticate(request)
+    principal = await deps.identity.authenticate(request)
     project_id = require_project(principal)
     if principal.kind != "user" or "owner" not in (principal.project_role, principal.org_role):
         raise Forbidden("Only project owners and organization owners change tool settings.")
     body = await json_body(request)
-    runtime = runtime_of(request)
+    runtime = deps.runtime
     async with runtime.db.writer.acquire() as conn, conn.transaction():
         current = await store.get_settings(
             conn, organization_id=principal.organization_id, project_id=project_id
@@ -93,7 +92,7 @@ async def update_settings(request: Request) -> Response:
             project_id=project_id,
             settings=changed,
         )
-        return JSON(await _render(conn, runtime, principal, project_id, changed))
+        return JSON(await _render(conn, deps, principal, project_id, changed))
 
 
 def _enabled(value: Any) -> frozenset[str] | None:
@@ -125,7 +124,7 @@ def _quota(value: Any) -> int | None:
 
 async def _render(
     conn: Executor,
-    runtime: Runtime,
+    deps: MCPDeps,
     principal: Principal,
     project_id: str,
     saved: store.ProjectToolSettings,
@@ -140,7 +139,7 @@ async def _render(
         "enabled_tools": list(enabled),
         "daily_call_quota": saved.daily_call_quota,
         "effective_daily_call_quota": (
-            toolbox_of(runtime).limits.default_daily_calls
+            deps.toolbox.limits.default_daily_calls
             if saved.daily_call_quota is None
             else saved.daily_call_quota
         ),

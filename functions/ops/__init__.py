@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from functions import __version__
-from functions.common.http import JSON, runtime_of
-from functions.ops.docs import docs_routes
+from functions.common.http import JSON
+from functions.common.routing import Endpoint, bind
+from functions.common.runtime import Runtime
+from functions.ops.docs import ApiDocs, openapi_json, swagger_assets, swagger_index
 
 
-async def healthcheck(request: Request) -> Response:
+@dataclass(frozen=True, slots=True)
+class OpsDeps:
+    runtime: Runtime
+    docs: ApiDocs
+
+
+async def healthcheck(deps: OpsDeps, request: Request) -> Response:
     """
     summary: Liveness
     tags: [ops]
@@ -24,7 +33,7 @@ async def healthcheck(request: Request) -> Response:
     return JSON({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
+async def readyz(deps: OpsDeps, request: Request) -> Response:
     """
     summary: Readiness (database answers, migrations current)
     tags: [ops]
@@ -32,7 +41,7 @@ async def readyz(request: Request) -> Response:
       200: {description: Ready to serve.}
       503: {description: Not ready; the body says why.}
     """
-    runtime = runtime_of(request)
+    runtime = deps.runtime
     ok, message = runtime.ready, runtime.ready_message
     if ok:
         try:
@@ -45,14 +54,14 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def version(request: Request) -> Response:
+async def version(deps: OpsDeps, request: Request) -> Response:
     """
     summary: Version of this server
     tags: [ops]
     responses:
       200: {description: "version, commit and Python version"}
     """
-    settings = runtime_of(request).settings
+    settings = deps.runtime.settings
     return JSON(
         {
             "version": __version__,
@@ -63,7 +72,7 @@ async def version(request: Request) -> Response:
     )
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(deps: OpsDeps, request: Request) -> Response:
     """
     summary: Prometheus metrics
     tags: [ops]
@@ -73,14 +82,18 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/healthcheck", healthcheck, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/v1/version", version, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        *docs_routes(),
-    ]
+ROUTES: list[Endpoint[OpsDeps]] = [
+    Endpoint("GET", "/healthcheck", healthcheck),
+    Endpoint("GET", "/readyz", readyz),
+    Endpoint("GET", "/v1/version", version),
+    Endpoint("GET", "/metrics", metrics),
+    Endpoint("GET", "/openapi.json", openapi_json),
+    Endpoint("GET", "/api/swagger/index.html", swagger_index),
+]
+
+
+def routes(deps: OpsDeps) -> list[BaseRoute]:
+    return [*bind(ROUTES, deps), swagger_assets()]
 
 
 NO_DATABASE_PATHS = frozenset(

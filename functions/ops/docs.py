@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
@@ -137,7 +137,27 @@ def _declare_path_parameters(document: dict[str, Any]) -> None:
             )
 
 
-async def openapi_json(request: Request) -> Response:
+class ApiDocs:
+    """The OpenAPI document of the whole API, whichever areas this instance serves (one
+    base URL serves the whole API, so its description must too). Built on first request
+    from the route tables ``describe`` returns, then kept."""
+
+    def __init__(self, describe: Callable[[], list[BaseRoute]]) -> None:
+        self._describe = describe
+        self._document: dict[str, Any] | None = None
+
+    def document(self) -> dict[str, Any]:
+        if self._document is None:
+            self._document = openapi_document(self._describe())
+        return self._document
+
+
+class HasDocs(Protocol):
+    @property
+    def docs(self) -> ApiDocs: ...
+
+
+async def openapi_json(deps: HasDocs, request: Request) -> Response:
     """
     summary: This OpenAPI document
     tags: [ops]
@@ -145,27 +165,7 @@ async def openapi_json(request: Request) -> Response:
     responses:
       200: {description: OpenAPI 3 document.}
     """
-    cached = getattr(request.app.state, "openapi", None)
-    if cached is None:
-        cached = openapi_document(_every_route(request))
-        request.app.state.openapi = cached
-    return JSON(cached)
-
-
-def _every_route(request: Request) -> list[BaseRoute]:
-    """The routes of every area, whichever area this instance serves: one base URL serves
-    the whole API, so its description must too. Built on a throwaway runtime so the
-    areas' start hooks are never registered on the live one."""
-    from functions.app import create_app, starlette_app  # app imports ops: import late
-    from functions.common.runtime import Runtime
-
-    settings = request.app.state.runtime.settings
-    if settings.jan_function == "all":
-        return list(request.app.routes)
-    everything = starlette_app(
-        create_app(Runtime(settings.model_copy(update={"jan_function": "all"})))
-    )
-    return list(everything.routes)
+    return JSON(deps.docs.document())
 
 
 _INDEX = """<!doctype html>
@@ -181,7 +181,7 @@ window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
 """
 
 
-async def swagger_index(request: Request) -> Response:
+async def swagger_index(deps: HasDocs, request: Request) -> Response:
     """
     summary: Swagger UI
     tags: [ops]
@@ -192,9 +192,5 @@ async def swagger_index(request: Request) -> Response:
     return HTMLResponse(_INDEX)
 
 
-def docs_routes() -> list[BaseRoute]:
-    return [
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/api/swagger/index.html", swagger_index, methods=["GET"]),
-        Mount("/api/swagger", app=StaticFiles(directory=str(swagger_ui_path)), name="swagger"),
-    ]
+def swagger_assets() -> Mount:
+    return Mount("/api/swagger", app=StaticFiles(directory=str(swagger_ui_path)), name="swagger")

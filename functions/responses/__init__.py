@@ -1,36 +1,52 @@
-"""The `responses` area: OpenAI's Responses API, computed through the inference router,
+"""The `responses` area: OpenAI's Responses API, computed through the inference service,
 stored in PostgreSQL, with background runs claimed from the database."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
-
-from functions.common import housekeeping
 from functions.common.db import Executor
+from functions.common.housekeeping import Housekeeping
+from functions.common.routing import Endpoint
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 from functions.responses import handlers as h
 from functions.responses import store
+from functions.responses.handlers import ResponsesDeps
+from functions.responses.model import RouterModel
 from functions.responses.worker import BackgroundWorker
-from functions.services.toolbox import executor as jan_tools
+from functions.services.identity import Identity
+from functions.services.inference.service import Inference
+from functions.services.toolbox.executor import JanToolExecutor
+from functions.services.toolbox.server import ToolRegistry
+from functions.services.toolbox.toolbox import ToolBox
+
+__all__ = ["ROUTES", "ResponsesDeps", "build", "register_sweeps"]
+
+_ONE = "/v1/responses/{response_id}"
+ROUTES: list[Endpoint[ResponsesDeps]] = [
+    Endpoint("POST", "/v1/responses", h.create_response),
+    Endpoint("GET", _ONE, h.get_response),
+    Endpoint("DELETE", _ONE, h.delete_response),
+    Endpoint("GET", _ONE + "/input_items", h.list_input_items),
+    Endpoint("POST", _ONE + "/cancel", h.cancel_response),
+]
 
 
-def routes(runtime: Runtime) -> list[BaseRoute]:
-    worker = BackgroundWorker()
-    runtime.services[BackgroundWorker] = worker
-    runtime.on_start(worker.start)
-    runtime.on_drain(worker.drain)
-    runtime.on_stop(worker.stop)
-    jan_tools.register(runtime)  # web_search, fetch and Jan's MCP tools, run server-side
-    abandoned_after = runtime.settings.jan_response_abandoned_after_seconds
+def build(
+    runtime: Runtime, identity: Identity, inference: Inference, toolbox: ToolBox
+) -> ResponsesDeps:
+    """The area's services: the model behind the inference router, the server-side tools
+    (web_search, fetch and Jan's MCP tools), the background worker."""
+    model = RouterModel(inference)
+    tools = ToolRegistry([JanToolExecutor(toolbox)])
+    worker = BackgroundWorker(runtime, model, tools)
+    return ResponsesDeps(runtime, identity, model, tools, worker)
+
+
+def register_sweeps(keeper: Housekeeping, settings: Settings) -> None:
+    """Foreground responses left in progress by a crashed instance become failed."""
+    abandoned_after = settings.jan_response_abandoned_after_seconds
 
     async def fail_abandoned(ex: Executor, *, limit: int) -> int:
         return await store.fail_abandoned(ex, older_than_seconds=abandoned_after, limit=limit)
 
-    housekeeping.register(runtime, "responses.abandoned", fail_abandoned)
-    return [
-        Route("/v1/responses", h.create_response, methods=["POST"]),
-        Route("/v1/responses/{response_id}", h.get_response, methods=["GET"]),
-        Route("/v1/responses/{response_id}", h.delete_response, methods=["DELETE"]),
-        Route("/v1/responses/{response_id}/input_items", h.list_input_items, methods=["GET"]),
-        Route("/v1/responses/{response_id}/cancel", h.cancel_response, methods=["POST"]),
-    ]
+    keeper.add("responses.abandoned", fail_abandoned)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import anyio
 
 from functions.common.errors import APIError, UpstreamError
+from functions.common.principal import Owner
 from functions.responses import calls
 from functions.responses.calls import Call, Event
 from functions.responses.convert import chat_body, chat_messages
@@ -33,7 +34,6 @@ from functions.responses.model import ChatModel
 from functions.responses.objects import response_object, usage_object
 from functions.responses.params import ResponseRequest
 from functions.responses.turn import Turn
-from functions.services.owner import Owner
 from functions.services.toolbox.server import ServerTool, ToolOutput
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 import anyio
 import orjson
@@ -13,24 +14,44 @@ from starlette.types import Receive, Scope, Send
 
 from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, limit_param, list_page, order_param, runtime_of
-from functions.conversations.handlers import query_include
+from functions.common.http import (
+    JSON,
+    json_body,
+    limit_param,
+    list_page,
+    order_param,
+    query_list,
+)
+from functions.common.runtime import Runtime
 from functions.responses import store
 from functions.responses.calls import Event
 from functions.responses.engine import run_events
-from functions.responses.model import model_of
+from functions.responses.model import ChatModel
 from functions.responses.objects import response_object
 from functions.responses.params import parse_request
 from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
-from functions.responses.worker import worker_of
-from functions.services.owner import owner_of
+from functions.responses.worker import BackgroundWorker
+from functions.services.conversations.items import include_param
+from functions.services.identity import Identity
+from functions.services.toolbox.server import ToolRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesDeps:
+    """What the responses area uses."""
+
+    runtime: Runtime
+    identity: Identity
+    model: ChatModel
+    tools: ToolRegistry
+    worker: BackgroundWorker
 
 
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
 
 
-async def create_response(request: Request) -> Response:
+async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     """
     summary: Create a model response
     tags: [responses]
@@ -66,7 +87,7 @@ async def create_response(request: Request) -> Response:
       400: {description: Invalid request.}
       404: {description: "Unknown model, conversation or previous response."}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     body = await json_body(request)
     params = parse_request(body)
     if not owner.principal.may_use_model(params.model):
@@ -75,16 +96,14 @@ async def create_response(request: Request) -> Response:
             param="model",
             code="model_not_found",
         )
-    runtime = runtime_of(request)
-    run = await prepare_run(runtime, owner=owner, request=params)
+    runtime = deps.runtime
+    run = await prepare_run(runtime, deps.tools, owner=owner, request=params)
     if params.background:
         await enqueue_background(runtime, run)
-        worker = worker_of(runtime)
-        if worker is not None:
-            worker.wake()
+        deps.worker.wake()
         return JSON(run.snapshot())
 
-    events = run_events(run, model_of(runtime), ForegroundRecorder(runtime))
+    events = run_events(run, deps.model, ForegroundRecorder(runtime))
     first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
     if params.stream:
         return EventStream(_sse(first, events))
@@ -130,7 +149,7 @@ def _frame(event: Event) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def get_response(request: Request) -> Response:
+async def get_response(deps: ResponsesDeps, request: Request) -> Response:
     """
     summary: Retrieve a response
     tags: [responses]
@@ -141,18 +160,16 @@ async def get_response(request: Request) -> Response:
       200: {description: The response object.}
       404: {description: No such response for this caller.}
     """
-    owner = await owner_of(request)
-    query_include(request)
+    owner = await deps.identity.owner(request)
+    include_param(query_list(request, "include"))
     response_id = request.path_params["response_id"]
-    row = await store.get_response(
-        runtime_of(request).db.writer, owner=owner, response_id=response_id
-    )
+    row = await store.get_response(deps.runtime.db.writer, owner=owner, response_id=response_id)
     if row is None:
         raise _not_found(response_id)
     return JSON(response_object(row))
 
 
-async def delete_response(request: Request) -> Response:
+async def delete_response(deps: ResponsesDeps, request: Request) -> Response:
     """
     summary: Delete a response
     tags: [responses]
@@ -162,16 +179,16 @@ async def delete_response(request: Request) -> Response:
       200: {description: "`response.deleted`"}
       404: {description: No such response for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     response_id = request.path_params["response_id"]
     if not await store.delete_response(
-        runtime_of(request).db.writer, owner=owner, response_id=response_id
+        deps.runtime.db.writer, owner=owner, response_id=response_id
     ):
         raise _not_found(response_id)
     return JSON({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
-async def list_input_items(request: Request) -> Response:
+async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
     """
     summary: List a response's input items
     tags: [responses]
@@ -186,12 +203,12 @@ async def list_input_items(request: Request) -> Response:
       400: {description: Bad pagination parameters.}
       404: {description: No such response for this caller.}
     """
-    owner = await owner_of(request)
-    query_include(request)
+    owner = await deps.identity.owner(request)
+    include_param(query_list(request, "include"))
     response_id = request.path_params["response_id"]
     limit, order = limit_param(request), order_param(request)
     after = request.query_params.get("after")
-    async with runtime_of(request).db.writer.acquire() as conn:
+    async with deps.runtime.db.writer.acquire() as conn:
         if await store.get_response(conn, owner=owner, response_id=response_id) is None:
             raise _not_found(response_id)
         after_seq = None
@@ -212,7 +229,7 @@ async def list_input_items(request: Request) -> Response:
     return JSON(list_page(items, has_more=has_more))
 
 
-async def cancel_response(request: Request) -> Response:
+async def cancel_response(deps: ResponsesDeps, request: Request) -> Response:
     """
     summary: Cancel a background response
     tags: [responses]
@@ -223,9 +240,9 @@ async def cancel_response(request: Request) -> Response:
       400: {description: "Not a background response, or already finished."}
       404: {description: No such response for this caller.}
     """
-    owner = await owner_of(request)
+    owner = await deps.identity.owner(request)
     response_id = request.path_params["response_id"]
-    async with runtime_of(request).db.writer.acquire() as conn:
+    async with deps.runtime.db.writer.acquire() as conn:
         row = await store.cancel_response(conn, owner=owner, response_id=response_id)
         if row is None:
             row = await store.get_response(conn, owner=owner, response_id=response_id)

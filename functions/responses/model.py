@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from functions.common import errors
 from functions.common.principal import Principal
-from functions.common.runtime import Runtime
 from functions.services.inference import api
+from functions.services.inference.service import Inference
 
 
 class ChatModel(Protocol):
@@ -28,13 +28,13 @@ class RouterModel:
     """The inference router (the `chat` area's in-process API): endpoint choice, failover
     and the usage ledger, exactly as for `/v1/chat/completions`."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, inference: Inference) -> None:
+        self.inference = inference
 
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
     ) -> AsyncIterator[dict[str, Any]]:
-        chunks = api.stream_chat_completion(self.runtime, principal, body, affinity=affinity)
+        chunks = api.stream_chat_completion(self.inference, principal, body, affinity=affinity)
         try:
             first = await anext(chunks)  # early failures surface here, as plain errors
         except StopAsyncIteration:
@@ -54,13 +54,3 @@ async def _prepend(
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-def model_of(runtime: Runtime) -> ChatModel:
-    """The process's ChatModel: one registered as a service (tests may), else the router."""
-    found = runtime.services.get(ChatModel)
-    if found is None:
-        found = RouterModel(runtime)
-        runtime.services[ChatModel] = found
-    model: ChatModel = found
-    return model

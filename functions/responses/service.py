@@ -8,15 +8,14 @@ from typing import Any
 from functions.common.db import Executor
 from functions.common.errors import NotFound
 from functions.common.ids import new_id
-from functions.common.principal import Principal
+from functions.common.principal import Owner, Principal
 from functions.common.runtime import Runtime
 from functions.responses import store
 from functions.responses.engine import Run
 from functions.responses.params import ResponseRequest
 from functions.services.conversations import references
 from functions.services.conversations import store as conversations
-from functions.services.owner import Owner
-from functions.services.toolbox.server import registry_of, resolve_server_tools
+from functions.services.toolbox.server import ToolRegistry, resolve_server_tools
 
 # How many of a conversation's latest items a model sees.
 HISTORY_ITEMS = 400
@@ -50,7 +49,12 @@ async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) 
 
 
 async def prepare_run(
-    runtime: Runtime, *, owner: Owner, request: ResponseRequest, response_id: str | None = None
+    runtime: Runtime,
+    tools: ToolRegistry,
+    *,
+    owner: Owner,
+    request: ResponseRequest,
+    response_id: str | None = None,
 ) -> Run:
     async with runtime.db.writer.acquire() as conn:
         history = await load_history(conn, owner=owner, request=request)
@@ -58,13 +62,13 @@ async def prepare_run(
             conn, owner=owner, items=request.input_items, param="input"
         )
     request = replace(request, input_items=inputs)
-    tools = await resolve_server_tools(registry_of(runtime), request.tools, owner)
+    server_tools = await resolve_server_tools(tools, request.tools, owner)
     return Run(
         response_id=response_id or new_id("resp_"),
         owner=owner,
         request=request,
         history=history,
-        server_tools=tools,
+        server_tools=server_tools,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import Executor
-from functions.services.owner import OWNED, Owner
+from functions.common.principal import OWNED, Owner
 
 MAX_ATTEMPTS = 3
 ABANDONED_ERROR = {

@@ -24,21 +24,24 @@ import asyncpg
 
 from functions.common.db import CONNECTION_ERRORS, AnyConnection
 from functions.common.errors import APIError
-from functions.common.runtime import Runtime
+from functions.common.principal import Owner
+from functions.common.runtime import Component, Runtime
 from functions.responses import store
 from functions.responses.engine import Run, run_events
-from functions.responses.model import model_of
+from functions.responses.model import ChatModel
 from functions.responses.params import ResponseRequest
 from functions.responses.service import append_to_conversation, load_history, stored_principal
-from functions.services.owner import Owner
-from functions.services.toolbox.server import registry_of, resolve_server_tools
+from functions.services.toolbox.server import ToolRegistry, resolve_server_tools
 
 log = logging.getLogger(__name__)
 
 
-class BackgroundWorker:
+class BackgroundWorker(Component):
     def __init__(
         self,
+        runtime: Runtime,
+        model: ChatModel,
+        tools: ToolRegistry,
         *,
         concurrency: int = 4,
         lease_seconds: float = 30.0,
@@ -51,11 +54,12 @@ class BackgroundWorker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._runtime: Runtime | None = None
-
-    # --- runtime hooks -------------------------------------------------------------------
-    async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self.model = model
+        self.tools = tools
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
         self._wakeup = asyncio.Event()  # bound to the serving loop
         self._loop_task = asyncio.get_running_loop().create_task(self._claim_forever())
 
@@ -91,7 +95,6 @@ class BackgroundWorker:
 
     async def claim_available(self) -> None:
         runtime = self._runtime
-        assert runtime is not None
         writer = runtime.db.writer
         await store.fail_exhausted(writer)
         while len(self.running) < self.concurrency:
@@ -119,7 +122,7 @@ class BackgroundWorker:
         heartbeat = asyncio.get_running_loop().create_task(self._renew(runtime, response_id, work))
         try:
             run = await self._rebuild(runtime, row)
-            events = run_events(run, model_of(runtime), _Recorder(runtime, self.worker_id))
+            events = run_events(run, self.model, _Recorder(runtime, self.worker_id))
             async with contextlib.aclosing(events):
                 async for _ in events:
                     pass
@@ -166,7 +169,7 @@ class BackgroundWorker:
             owner=owner,
             request=request,
             history=history,
-            server_tools=await resolve_server_tools(registry_of(runtime), request.tools, owner),
+            server_tools=await resolve_server_tools(self.tools, request.tools, owner),
             created_at=row["created_at"].timestamp(),
         )
 
@@ -210,8 +213,3 @@ class _Recorder:
         async with self.runtime.db.writer.acquire() as conn, conn.transaction():
             if await store.finish_response(conn, response=final, worker_id=self.worker_id):
                 await append_to_conversation(conn, run)
-
-
-def worker_of(runtime: Runtime) -> BackgroundWorker | None:
-    found = runtime.services.get(BackgroundWorker)
-    return found if isinstance(found, BackgroundWorker) else None

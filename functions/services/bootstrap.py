@@ -1,6 +1,6 @@
 """First start: the default organization exists; in embedded mode, first keys are printed.
 
-Registered as a start hook by the `auth` and `admin` areas (once per process). In embedded
+Built by the app factory for the `auth` and `admin` areas (once per process). In embedded
 (local) mode the very first start also creates a project in the default organization and
 prints one admin key and one project key on stdout, each on its own line, so a fresh
 install is usable without a browser. A marker row makes sure that happens exactly once,
@@ -9,20 +9,18 @@ even across restarts and concurrent starts; the keys never go to the logs.
 
 from __future__ import annotations
 
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component, Runtime
 from functions.services import tenancy
 
 MARKER = "bootstrap.first_keys_issued"
 
 
-class _Installed:
-    """Marks in ``runtime.services`` that the hook is registered."""
+class Bootstrap(Component):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-
-def install(runtime: Runtime) -> None:
-    if _Installed not in runtime.services:
-        runtime.services[_Installed] = _Installed()
-        runtime.on_start(bootstrap)
+    async def start(self) -> None:
+        await bootstrap(self.runtime)
 
 
 async def bootstrap(runtime: Runtime) -> None:

@@ -28,9 +28,8 @@ from starlette.requests import Request
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, NotFound, Unauthorized
-from functions.common.http import runtime_of
-from functions.common.principal import OrgRole, Principal, ProjectRole
-from functions.common.runtime import Runtime
+from functions.common.principal import OrgRole, Owner, Principal, ProjectRole
+from functions.common.runtime import Component, Runtime
 from functions.services import keys
 from functions.services.revocations import EVERYTHING, RevocationBus
 
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 _UserCacheKey = tuple[str, str | None, str | None]
 
 
-class Identity:
+class Identity(Component):
     """Per-process credential verification state: caches, revocations, last-used batches."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -60,12 +59,10 @@ class Identity:
         self._flusher: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
-    def start(self) -> None:
-        """Start background work (called on first use, inside the running loop)."""
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-            if self.bus is not None:
-                self.bus.start()
+    async def start(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        if self.bus is not None:
+            self.bus.start()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -84,6 +81,28 @@ class Identity:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self.bus is not None:
             await self.bus.close()
+
+    async def authenticate(self, request: Request) -> Principal:
+        """Resolve the caller; 401 for missing, malformed, unknown, expired or revoked creds."""
+        credential = bearer_credential(request)
+        if credential is None:
+            if not request.headers.get("authorization"):
+                raise Unauthorized(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+                    code="missing_api_key",
+                )
+            raise Unauthorized("Expected 'Authorization: Bearer YOUR_KEY'.")
+        if credential.startswith(keys.KEY_PREFIXES):
+            return await self.verify_key(credential)
+        return await self.verify_user_token(
+            credential,
+            project_id=request.headers.get("openai-project") or None,
+            organization_id=request.headers.get("openai-organization") or None,
+        )
+
+    async def owner(self, request: Request) -> Owner:
+        """Authenticate the request and return the scope its stored objects live in."""
+        return Owner.of(await self.authenticate(request))
 
     # --- revocation ----------------------------------------------------------------------
     def _on_revocation(self, message: bytes) -> None:
@@ -124,8 +143,6 @@ class Identity:
         if cached.project_archived:
             raise Forbidden("This API key's project is archived.", code="project_archived")
         self.last_used.touch(cached.id, now)
-        if self._flusher is None:
-            self.start()
         return cached.principal
 
     async def verify_user_token(
@@ -143,8 +160,6 @@ class Identity:
         hit = self.users.get(cache_key)
         if hit is not None and now - hit[1] <= keys.KEY_CACHE_TTL_SECONDS:
             return hit[0]
-        if self._flusher is None:
-            self.start()
         principal = await resolve_user(
             self.runtime.db.writer,
             user_id=user_id,
@@ -157,82 +172,11 @@ class Identity:
         return principal
 
 
-def identity_of(runtime: Runtime) -> Identity:
-    """The process's Identity, made on first use so every area (whichever are served) has
-    one; its drain and stop hooks are registered then."""
-    found = runtime.services.get(Identity)
-    if found is None:
-        found = Identity(runtime)
-        runtime.services[Identity] = found
-        runtime.on_drain(found.drain)
-        runtime.on_stop(found.stop)
-    assert isinstance(found, Identity)
-    return found
-
-
 def bearer_credential(request: Request) -> str | None:
     """The credential of an ``Authorization: Bearer …`` header; None if absent or malformed."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     credential = credential.strip()
     return credential if scheme.lower() == "bearer" and credential else None
-
-
-async def authenticate(request: Request) -> Principal:
-    """Resolve the caller; 401 for missing, malformed, unknown, expired or revoked creds."""
-    credential = bearer_credential(request)
-    if credential is None:
-        if not request.headers.get("authorization"):
-            raise Unauthorized(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
-                code="missing_api_key",
-            )
-        raise Unauthorized("Expected 'Authorization: Bearer YOUR_KEY'.")
-    identity = identity_of(runtime_of(request))
-    if credential.startswith(keys.KEY_PREFIXES):
-        return await identity.verify_key(credential)
-    return await identity.verify_user_token(
-        credential,
-        project_id=request.headers.get("openai-project") or None,
-        organization_id=request.headers.get("openai-organization") or None,
-    )
-
-
-def require_project(principal: Principal) -> str:
-    """The project a model-API request acts in; admin keys and project-less callers are
-    refused."""
-    if principal.kind == "admin_key":
-        raise Forbidden(
-            "Admin API keys work only on the Administration API (/v1/organization/…); "
-            "use a project API key."
-        )
-    if principal.project_id is None:
-        raise Forbidden(
-            "No project selected: send an OpenAI-Project header naming a project you belong to."
-        )
-    return principal.project_id
-
-
-def refuse_project_credentials(principal: Principal) -> None:
-    """Project and service-account keys work only on the model APIs."""
-    if principal.kind in ("project_key", "service_account"):
-        raise Forbidden(
-            "Project API keys cannot be used on the Administration API; use an admin key "
-            "(sk-admin-…) or sign in as an organization owner."
-        )
-
-
-def require_admin(principal: Principal, *, write: bool) -> str:
-    """The organization an Administration API request acts on; owners write, readers read.
-    (Project-scoped admin endpoints also let a project's owners and members in: see
-    ``functions.admin.call.project_call``.)"""
-    refuse_project_credentials(principal)
-    if principal.kind == "admin_key" or principal.org_role == "owner":
-        return principal.organization_id
-    if principal.org_role == "reader" and not write:
-        return principal.organization_id
-    if principal.org_role == "reader":
-        raise Forbidden("Organization readers cannot change anything; ask an owner.")
-    raise Forbidden("You are not a member of this organization's administrators.")
 
 
 # --- lookups -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from functions.common.db import AnyConnection
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,22 @@ COLUMNS = tuple(f.name for f in fields(UsageRecord))
 _as_row = operator.attrgetter(*COLUMNS)  # a record as a COPY row, without a deep copy
 
 
-class UsageRecorder:
+class UsageRecorder(Component):
     def __init__(
-        self, *, batch_size: int = 500, idle_seconds: float = 1.0, max_queue: int = 100_000
+        self,
+        runtime: Runtime,
+        *,
+        batch_size: int = 500,
+        idle_seconds: float = 1.0,
+        max_queue: int = 100_000,
     ) -> None:
+        self._runtime = runtime
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.max_queue = max_queue
         self._queue: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._runtime: Runtime | None = None
 
     # --- the request path -------------------------------------------------------------
     def record(self, rec: UsageRecord) -> None:
@@ -83,15 +88,11 @@ class UsageRecorder:
         return len(self._queue)
 
     # --- lifecycle --------------------------------------------------------------------
-    def attach(self, runtime: Runtime) -> None:
-        """Start flushing in the background and register the drain and stop hooks."""
-        self._runtime = runtime
+    async def start(self) -> None:
+        """Flush in the background: every ``batch_size`` records, and when idle."""
         self._task = asyncio.get_running_loop().create_task(self._run())
-        runtime.on_drain(self.drain)
-        runtime.on_stop(self.stop)
 
     async def _run(self) -> None:
-        assert self._runtime is not None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.idle_seconds)

@@ -13,6 +13,7 @@ import pytest
 from functions.common.runtime import Runtime
 from functions.services.inference.service import Inference
 from functions.services.providers import store
+from tests.conftest import component
 from tests.factories import create_tenant
 
 
@@ -50,8 +51,8 @@ async def test_stale_providers_are_discovered_concurrently(
             static_models=[],
             active=True,
         )
-    catalog = runtime.service(Inference).catalog
-    catalog.discovery_timeout = 0.5
+    catalog = component(runtime, Inference).catalog
+    catalog.providers.discovery_timeout = 0.5
     await catalog.refresh()
     started = time.perf_counter()
     await catalog.discover_stale()

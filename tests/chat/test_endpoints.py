@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 import httpx
 import orjson
 
+from functions.app import create_app
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
+from tests.conftest import component
 from tests.factories import Tenant, bearer, create_project_key, create_tenant
 
 Start = Callable[..., Awaitable[FakeUpstream]]
@@ -24,7 +26,7 @@ def sse_payloads(text: str) -> list[str]:
 
 
 async def usage_rows(runtime: Runtime) -> list[dict[str, object]]:
-    svc = runtime.service(Inference)
+    svc = component(runtime, Inference)
     async with runtime.db.writer.acquire() as conn:
         await svc.usage.flush(conn)
         rows = await conn.fetch("SELECT * FROM usage_completions ORDER BY id")
@@ -152,11 +154,11 @@ async def test_stream_ended_without_done_counts_against_the_endpoint_on_both_pat
         "/v1/chat/completions", json={**CHAT, "stream": True}, headers=tenant.project_headers
     )
     assert orjson.loads(sse_payloads(r.text)[-1])["error"]["type"] == "upstream_error"
-    endpoint = runtime.service(Inference).health.endpoint(builtin.base_url)
+    endpoint = component(runtime, Inference).health.endpoint(builtin.base_url)
     assert endpoint.failures == 1
     who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
     with pytest.raises(UpstreamError, match="ended the stream early"):
-        async for _ in api.stream_chat_completion(runtime, who, CHAT):
+        async for _ in api.stream_chat_completion(component(runtime, Inference), who, CHAT):
             pass
     assert endpoint.failures == 2  # the in-process API classifies it the same way
     assert [row["status"] for row in await usage_rows(runtime)] == [502, 502]
@@ -175,7 +177,7 @@ async def test_in_process_stream_refused_upstream_is_in_the_ledger(
     builtin.mode = "refuse400"
     who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
     with pytest.raises(APIError) as refused:
-        async for _ in api.stream_chat_completion(runtime, who, CHAT):
+        async for _ in api.stream_chat_completion(component(runtime, Inference), who, CHAT):
             pass
     assert refused.value.status == 400
     [row] = await usage_rows(runtime)  # like the HTTP endpoint's failed requests
@@ -226,7 +228,7 @@ async def test_client_disconnect_cancels_the_upstream(
     from functions.services.inference.streaming import SSERelay
 
     builtin.stream_chunks, builtin.chunk_delay = 50, 0.05
-    svc = runtime.service(Inference)
+    svc = component(runtime, Inference)
     route = svc.catalog.resolve("org_x", None, "m1")
     assert route is not None
     body = orjson.dumps({**CHAT, "stream": True})
@@ -287,10 +289,11 @@ async def test_internal_api_for_other_areas(
 
     tenant = await create_tenant(runtime)
     who = Principal("user", tenant.organization_id, tenant.project_id, user_id="user_x")
-    assert [m["id"] for m in await api.list_models(runtime, who)] == ["m1", "m2"]
-    done = await api.chat_completion(runtime, who, {**CHAT, "stream": True}, affinity="conv_1")
+    svc = component(runtime, Inference)
+    assert [m["id"] for m in await api.list_models(svc, who)] == ["m1", "m2"]
+    done = await api.chat_completion(svc, who, {**CHAT, "stream": True}, affinity="conv_1")
     assert done["choices"][0]["message"]["content"] == "hi from builtin"
-    chunks = [c async for c in api.stream_chat_completion(runtime, who, CHAT)]
+    chunks = [c async for c in api.stream_chat_completion(svc, who, CHAT)]
     assert chunks[-1]["usage"]["completion_tokens"] == 5
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks[:-1]).startswith("builtin-0")
     rows = await usage_rows(runtime)
@@ -306,7 +309,7 @@ async def test_stream_stalled_midway_times_out_with_an_error_event(
     from functions.services.inference.router import Router
 
     tenant = await create_tenant(runtime)
-    svc = runtime.service(Inference)
+    svc = component(runtime, Inference)
     svc.router = Router(svc.health, svc.client, stream_idle_timeout=0.3)
     builtin.stream_chunks, builtin.chunk_delay = 3, 5.0
     r = await client.post(
@@ -335,13 +338,13 @@ async def test_each_stream_has_its_own_headers(
 async def test_serving_raises_the_young_generation_threshold(settings: Settings) -> None:
     import gc
 
-    from functions.services.inference.service import GC_THRESHOLDS, inference
+    from functions.services.inference.service import GC_THRESHOLDS
 
     before = gc.get_threshold()
     assert before[0] < GC_THRESHOLDS[0]
     rt = Runtime(settings)
+    create_app(rt, ["chat"])
     await rt.open()
-    await inference(rt)
     assert gc.get_threshold() == GC_THRESHOLDS
     await rt.close()
     assert gc.get_threshold() == before  # given back when the service stops

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
+from functions.app import create_app
 from functions.common import errors
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
@@ -20,6 +21,7 @@ from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import DatabaseHealthStore, HealthBook, RedisHealthStore
 from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
+from tests.conftest import component
 
 REDIS = "redis://127.0.0.1:6379/0"
 BODY = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]})
@@ -64,11 +66,11 @@ async def redis_key() -> AsyncIterator[str]:
 async def started(settings: Settings, key: str) -> Inference:
     """A second (third, …) instance: its own runtime and Inference, sharing via Redis."""
     rt = Runtime(settings)
-    await rt.open()
-    svc = rt.services[Inference] = Inference(rt)
+    create_app(rt, ["chat"])
+    svc = component(rt, Inference)
     assert isinstance(svc.health.store, RedisHealthStore)  # chosen because REDIS_URL is set
     svc.health.store.key = key
-    await svc.start()
+    await rt.open()
     return svc
 
 

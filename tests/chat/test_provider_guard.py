@@ -18,7 +18,7 @@ from functions.common.upstream import ProviderGuard
 from functions.services.inference.service import Inference
 from functions.services.providers import store
 from tests.chat.fakes import FakeUpstream
-from tests.conftest import make_settings
+from tests.conftest import component, make_settings
 from tests.factories import Tenant, create_tenant
 
 Start = Callable[..., Awaitable[FakeUpstream]]
@@ -53,7 +53,7 @@ async def _stored(runtime: Runtime, tenant: Tenant, url: str, model: str) -> Non
         static_models=[model],
         active=True,
     )
-    await runtime.service(Inference).catalog.refresh()
+    await component(runtime, Inference).catalog.refresh()
 
 
 def _chat(model: str) -> dict[str, object]:

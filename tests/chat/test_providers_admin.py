@@ -111,7 +111,7 @@ async def test_invalid_bodies(client: httpx.AsyncClient, runtime: Runtime) -> No
 
 
 def test_base_urls_get_their_kinds_default_path() -> None:
-    from functions.services.inference.catalog import normalize_base_url
+    from functions.services.providers.directory import normalize_base_url
 
     assert normalize_base_url("kserve", "http://isvc.ns/") == "http://isvc.ns/openai/v1"
     assert normalize_base_url("vllm", "http://h:8000") == "http://h:8000/v1"

@@ -12,10 +12,11 @@ import pytest
 
 from functions.common import errors
 from functions.common.upstream import Upstream
-from functions.services.inference.catalog import ModelRoute, Provider
+from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import HealthBook
 from functions.services.inference.router import Router
 from functions.services.inference.sse import payloads
+from functions.services.providers.directory import Provider
 from tests.chat.fakes import FakeUpstream
 
 Start = Callable[..., Awaitable[FakeUpstream]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from functions.chat.handlers import with_upstream_usage
+from functions.services.inference.requests import with_upstream_usage
 from functions.services.inference.sse import EventSplitter, StreamTally, has_data, payloads
 
 

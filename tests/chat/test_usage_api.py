@@ -11,6 +11,7 @@ import httpx
 from functions.common.runtime import Runtime
 from functions.services.inference.service import Inference
 from functions.services.ledger import UsageRecord, UsageRecorder
+from tests.conftest import component
 from tests.factories import create_tenant
 
 DAY = 86400
@@ -30,7 +31,7 @@ def rec(
 async def test_records_wait_in_memory_and_drain_in_one_go(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
-    recorder = UsageRecorder(batch_size=1000, idle_seconds=60)
+    recorder = UsageRecorder(runtime, batch_size=1000, idle_seconds=60)
     for i in range(25):
         recorder.record(rec("org_d", at=time.time(), tokens=i))
     assert recorder.pending == 25
@@ -44,7 +45,7 @@ async def test_records_wait_in_memory_and_drain_in_one_go(
 async def test_runtime_close_drains_what_requests_queued(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
-    svc = runtime.service(Inference)
+    svc = component(runtime, Inference)
     svc.usage.idle_seconds = 60
     svc.usage.record(rec("org_c", at=time.time()))
     await runtime.close()
@@ -64,7 +65,7 @@ async def test_usage_in_openai_shape_with_buckets_groups_and_pages(
     tenant = await create_tenant(runtime)
     org = tenant.organization_id
     day0 = (int(time.time()) // DAY - 3) * DAY
-    svc = runtime.service(Inference)
+    svc = component(runtime, Inference)
     for record in (
         rec(org, at=day0 + 10, tokens=1),
         rec(org, at=day0 + 20, tokens=2, model="m2"),

@@ -13,6 +13,7 @@ from starlette.types import Message
 
 from functions import entry
 from functions.common.db import AnyConnection
+from functions.common.runtime import Component
 from functions.common.settings import Settings
 from functions.entry import new
 
@@ -46,12 +47,13 @@ async def test_func_python_drives_start_ready_handle_stop(settings: Settings) ->
     function = new(settings)
     drained: list[str] = []
 
-    async def drain(conn: AnyConnection) -> None:
-        # Work queued in memory must reach the database even though stop() is synchronous.
-        await conn.execute("INSERT INTO system_settings (key, value) VALUES ('drained', '1')")
-        drained.append("yes")
+    class Queued(Component):
+        async def drain(self, conn: AnyConnection) -> None:
+            # Work queued in memory must reach the database although stop() is synchronous.
+            await conn.execute("INSERT INTO system_settings (key, value) VALUES ('drained', '1')")
+            drained.append("yes")
 
-    function.runtime.on_drain(drain)
+    function.runtime.manage(Queued())
     asgi = ASGIApplication(function)
     transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=False)
     lifespan = Lifespan(asgi)

@@ -11,9 +11,20 @@ import pytest
 
 from functions.common import housekeeping
 from functions.common.db import Executor
-from functions.common.housekeeping import BATCH, MAX_BATCHES, housekeeping_of
+from functions.common.housekeeping import BATCH, MAX_BATCHES, Housekeeping, Sweep
 from functions.common.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import component, make_settings
+
+
+def register(runtime: Runtime, name: str, sweep: Sweep) -> None:
+    """Add a sweep to the runtime's housekeeping (made on the first call)."""
+    found = [c for c in runtime.components if isinstance(c, Housekeeping)]
+    if found:
+        keeper = found[0]
+    else:
+        keeper = Housekeeping(runtime, runtime.settings.jan_housekeeping_interval_seconds)
+        runtime.manage(keeper)
+    keeper.add(name, sweep)
 
 
 @pytest.fixture
@@ -48,18 +59,18 @@ async def test_only_one_instance_sweeps_at_a_time(
         return sweep
 
     first, second = open_runtimes(), open_runtimes()
-    housekeeping.register(first, "test.sweep", sweep_as("first"))
-    housekeeping.register(second, "test.sweep", sweep_as("second"))
+    register(first, "test.sweep", sweep_as("first"))
+    register(second, "test.sweep", sweep_as("second"))
     await first.open()
     await second.open()
-    running = asyncio.create_task(housekeeping_of(first).run_once(first.db))
+    running = asyncio.create_task(component(first, Housekeeping).run_once(first.db))
     await asyncio.wait_for(entered.wait(), 5)
-    assert await housekeeping_of(second).run_once(second.db) == {"test.sweep": None}
+    assert await component(second, Housekeeping).run_once(second.db) == {"test.sweep": None}
     release.set()
     assert await running == {"test.sweep": 3}
     assert sweepers == ["first"]
     # The lock went with the transaction: the other instance sweeps next time.
-    assert await housekeeping_of(second).run_once(second.db) == {"test.sweep": 3}
+    assert await component(second, Housekeeping).run_once(second.db) == {"test.sweep": 3}
     assert sweepers == ["first", "second"]
 
 
@@ -70,8 +81,8 @@ async def test_a_lock_held_elsewhere_skips_only_that_sweep(
         return 3
 
     runtime = open_runtimes()
-    housekeeping.register(runtime, "held", three)
-    housekeeping.register(runtime, "free", three)
+    register(runtime, "held", three)
+    register(runtime, "free", three)
     await runtime.open()
     async with runtime.db.writer.acquire() as other:
         await other.execute(
@@ -79,7 +90,7 @@ async def test_a_lock_held_elsewhere_skips_only_that_sweep(
             housekeeping.LOCK_NAMESPACE,
             housekeeping.lock_key("held"),
         )
-        done = await housekeeping_of(runtime).run_once(runtime.db)
+        done = await component(runtime, Housekeeping).run_once(runtime.db)
         await other.execute("SELECT pg_advisory_unlock_all()")
     assert done == {"held": None, "free": 3}
 
@@ -99,10 +110,10 @@ async def test_a_backlog_drains_in_bounded_batches(open_runtimes: Callable[..., 
         return taken
 
     runtime = open_runtimes()
-    housekeeping.register(runtime, "full", always_full)
-    housekeeping.register(runtime, "backlog", backlog)
+    register(runtime, "full", always_full)
+    register(runtime, "backlog", backlog)
     await runtime.open()
-    done = await housekeeping_of(runtime).run_once(runtime.db)
+    done = await component(runtime, Housekeeping).run_once(runtime.db)
     assert done == {"full": BATCH * MAX_BATCHES, "backlog": BATCH + 5}
     assert limits == [BATCH] * MAX_BATCHES  # the round stops there; the next one goes on
 
@@ -117,10 +128,10 @@ async def test_a_failing_sweep_does_not_stop_the_others(
         return await ex.fetchval("SELECT 2")  # type: ignore[no-any-return]
 
     runtime = open_runtimes()
-    housekeeping.register(runtime, "broken", broken)
-    housekeeping.register(runtime, "fine", fine)
+    register(runtime, "broken", broken)
+    register(runtime, "fine", fine)
     await runtime.open()
-    assert await housekeeping_of(runtime).run_once(runtime.db) == {"broken": 0, "fine": 2}
+    assert await component(runtime, Housekeeping).run_once(runtime.db) == {"broken": 0, "fine": 2}
 
 
 async def test_the_runtime_runs_the_loop_and_stops_it(
@@ -134,7 +145,7 @@ async def test_the_runtime_runs_the_loop_and_stops_it(
         return 0
 
     runtime = open_runtimes(jan_housekeeping_interval_seconds=0.05)
-    housekeeping.register(runtime, "count", count)
+    register(runtime, "count", count)
     await runtime.open()
     for _ in range(100):
         if calls >= 2:
@@ -152,6 +163,6 @@ async def test_an_interval_of_zero_sweeps_nothing(open_runtimes: Callable[..., R
         raise AssertionError("swept with an interval of 0")
 
     runtime = open_runtimes(jan_housekeeping_interval_seconds=0)
-    housekeeping.register(runtime, "never", never)
+    register(runtime, "never", never)
     await runtime.open()
-    assert not housekeeping_of(runtime).running
+    assert not component(runtime, Housekeeping).running

@@ -10,16 +10,16 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from functions.common import errors
 from functions.common.http import JSON
+from functions.common.routing import Endpoint, bind
 from functions.common.runtime import Runtime
-from functions.services.identity import authenticate
+from functions.services.identity import Identity
 
 
-async def _whoami(request: Request) -> Response:
-    principal = await authenticate(request)
+async def _whoami(identity: Identity, request: Request) -> Response:
+    principal = await identity.authenticate(request)
     data = asdict(principal)
     if principal.allowed_models is not None:
         data["allowed_models"] = sorted(principal.allowed_models)
@@ -29,10 +29,12 @@ async def _whoami(request: Request) -> Response:
 @pytest.fixture
 async def whoami(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """A client for an app whose only route answers the resolved Principal."""
+    identity = Identity(runtime)
+    runtime.manage(identity)
     app = Starlette(
-        routes=[Route("/whoami", _whoami)], exception_handlers={errors.APIError: errors.render}
+        routes=bind([Endpoint("GET", "/whoami", _whoami)], identity),
+        exception_handlers={errors.APIError: errors.render},
     )
-    app.state.runtime = runtime
     await runtime.open()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:

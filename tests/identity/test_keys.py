@@ -18,7 +18,8 @@ from functions.common.errors import APIError
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.services import keys
-from functions.services.identity import identity_of
+from functions.services.identity import Identity
+from tests.conftest import component
 from tests.factories import create_project_key, create_tenant
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -49,7 +50,7 @@ async def test_only_the_hmac_is_stored(opened: Runtime) -> None:
         "SELECT * FROM api_keys WHERE kind = 'project' AND organization_id = $1", t.organization_id
     )
     assert row is not None
-    secret = identity_of(opened).apikey_secret
+    secret = component(opened, Identity).apikey_secret
     assert row["secret_hash"] == keys.hash_key(secret, t.project_key)
     assert t.project_key not in str(dict(row)) and row["redacted_value"].endswith(
         t.project_key[-4:]
@@ -60,7 +61,7 @@ async def test_only_the_hmac_is_stored(opened: Runtime) -> None:
 
 async def test_cached_verification_needs_no_database(opened: Runtime) -> None:
     t = await create_tenant(opened)
-    identity = identity_of(opened)
+    identity = component(opened, Identity)
     first = await identity.verify_key(t.project_key)
     real = opened.db.writer
     opened.db.writer = _NoDatabase()  # type: ignore[assignment]
@@ -72,7 +73,7 @@ async def test_cached_verification_needs_no_database(opened: Runtime) -> None:
 
 async def test_expiry_is_exact_and_deletion_bounded_by_ttl(opened: Runtime) -> None:
     t = await create_tenant(opened)
-    identity = identity_of(opened)
+    identity = component(opened, Identity)
     soon = datetime.now(UTC) + timedelta(seconds=1)
     expiring = await create_project_key(opened, t, expires_at=soon)
     await identity.verify_key(expiring)  # cached while valid
@@ -94,7 +95,7 @@ async def test_revocation_is_broadcast_through_redis(settings: Settings) -> None
     a, b = await _open(with_redis), await _open(with_redis)
     try:
         t = await create_tenant(a)
-        ia, ib = identity_of(a), identity_of(b)
+        ia, ib = component(a, Identity), component(b, Identity)
         await ib.verify_key(t.project_key)  # b caches it, with a long TTL
         ib.keys.ttl = 3600
         assert ib.bus is not None
@@ -116,7 +117,7 @@ async def test_revocation_is_broadcast_through_redis(settings: Settings) -> None
 
 async def test_last_used_is_batched_and_drained(opened: Runtime) -> None:
     t = await create_tenant(opened)
-    identity = identity_of(opened)
+    identity = component(opened, Identity)
     for _ in range(50):
         await identity.verify_key(t.project_key)
     assert len(identity.last_used) == 1  # one pending entry, however many requests
@@ -145,7 +146,7 @@ def test_cache_is_bounded() -> None:
 
 async def test_verified_access_tokens_still_expire_exactly(opened: Runtime) -> None:
     t = await create_tenant(opened)
-    identity = identity_of(opened)
+    identity = component(opened, Identity)
     issued = int(time.time()) - 10
     token = tokens.issue_access_token(
         identity.jwt_secret, user_id=t.owner_user_id, ttl=12, now=issued

@@ -134,7 +134,8 @@ def test_bearer_credential_parsing() -> None:
 
 async def test_user_principal_edge_cases(whoami: httpx.AsyncClient, runtime: Runtime) -> None:
     from functions.services import tenancy
-    from functions.services.identity import identity_of
+    from functions.services.identity import Identity
+    from tests.conftest import component
 
     t = await create_tenant(runtime)
     other = await create_tenant(runtime)
@@ -171,7 +172,7 @@ async def test_user_principal_edge_cases(whoami: httpx.AsyncClient, runtime: Run
     await runtime.db.writer.execute(
         "UPDATE projects SET status = 'archived' WHERE id = $1", t.project_id
     )
-    await identity_of(runtime).revoke_all()
+    await component(runtime, Identity).revoke_all()
     p = (await whoami_as(t.access_token)).json()
     assert (p["project_id"], p["org_role"]) == (None, "owner")
     named = await whoami_as(t.access_token, **{"OpenAI-Project": t.project_id})

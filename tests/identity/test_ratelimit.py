@@ -15,7 +15,7 @@ from functions.app import create_app
 from functions.auth.ratelimit import LoginRateLimiter, client_address
 from functions.common.errors import RateLimited
 from functions.common.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import component, make_settings
 
 
 def _request(address: str) -> Request:
@@ -35,8 +35,8 @@ async def test_limit_per_address(redis_url: str) -> None:
         with pytest.raises(RateLimited):
             await limiter.check(_request(address))
     finally:
-        await first.close()
-        await second.close()
+        await first.stop()
+        await second.stop()
 
 
 TRUSTED = [ipaddress.ip_network(n) for n in ("127.0.0.1/32", "::1/128", "10.0.0.0/8")]
@@ -77,7 +77,7 @@ async def _login_statuses(database_dsn: str, trusted: str, clients: list[str]) -
     runtime = Runtime(make_settings(database_dsn, jan_trusted_proxies=trusted))
     app = create_app(runtime)
     await runtime.open()
-    runtime.service(LoginRateLimiter).limit = 2
+    component(runtime, LoginRateLimiter).limit = 2
     try:
         transport = httpx.ASGITransport(app=app)  # the peer is 127.0.0.1
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

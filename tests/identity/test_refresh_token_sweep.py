@@ -7,8 +7,9 @@ import httpx
 
 from functions.auth import sessions
 from functions.common import tokens
-from functions.common.housekeeping import housekeeping_of
+from functions.common.housekeeping import Housekeeping
 from functions.common.runtime import Runtime
+from tests.conftest import component
 
 REFRESH = "/v1/auth/refresh-token"
 # Each token's state, written over what new_refresh_token stored.
@@ -35,7 +36,7 @@ async def test_dead_refresh_tokens_are_swept_a_day_later(
                 tokens.hash_refresh_token(made[name]),
             )
 
-    done = await housekeeping_of(runtime).run_once(runtime.db)
+    done = await component(runtime, Housekeeping).run_once(runtime.db)
 
     assert done["auth.refresh_tokens"] == 2
     rows = await runtime.db.writer.fetch("SELECT token_hash FROM refresh_tokens")
@@ -46,4 +47,4 @@ async def test_dead_refresh_tokens_are_swept_a_day_later(
     reused = await client.post(REFRESH, json={"refresh_token": made["spent"]})
     assert reused.status_code == 401
     assert reused.json()["error"]["code"] == "refresh_token_reused"
-    assert (await housekeeping_of(runtime).run_once(runtime.db))["auth.refresh_tokens"] == 0
+    assert (await component(runtime, Housekeeping).run_once(runtime.db))["auth.refresh_tokens"] == 0

@@ -12,8 +12,9 @@ import pytest
 
 from functions.app import create_app
 from functions.auth.ratelimit import LoginRateLimiter
+from functions.common.outbound import Outbound
 from functions.common.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import component, make_settings
 from tests.factories import bearer
 from tests.identity.oidc_issuer import CLIENT_ID, CLIENT_SECRET, Issuer
 
@@ -211,9 +212,10 @@ async def test_oidc_refuses_bad_state_code_and_tokens(
     # ID tokens: forged signature, wrong audience, wrong nonce.
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from functions.auth.oidc import provider_of
+    from functions.auth.oidc_provider import OIDCProvider
 
-    provider = provider_of(oidc_client.runtime)  # type: ignore[attr-defined]
+    runtime: Runtime = oidc_client.runtime  # type: ignore[attr-defined]
+    provider = OIDCProvider(runtime.settings, component(runtime, Outbound))
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for token, nonce in [
         (issuer.id_token({"sub": "s", "nonce": "n"}, key=other_key), "n"),
@@ -229,7 +231,7 @@ async def test_oidc_refuses_bad_state_code_and_tokens(
 async def test_login_endpoints_are_rate_limited(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    runtime.service(LoginRateLimiter).limit = 3
+    component(runtime, LoginRateLimiter).limit = 3
     codes = [(await client.post("/v1/auth/guest-login")).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     r = await client.post("/v1/auth/refresh-token")

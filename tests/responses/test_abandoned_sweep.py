@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import httpx
 
-from functions.common.housekeeping import housekeeping_of
+from functions.common.housekeeping import Housekeeping
 from functions.common.runtime import Runtime
+from tests.conftest import component
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create
 
@@ -52,7 +53,7 @@ async def test_abandoned_foreground_responses_are_failed(
         "UPDATE responses SET created_at = now() - interval '2 hours' WHERE id = $1", finished
     )
 
-    done = await housekeeping_of(runtime).run_once(runtime.db)
+    done = await component(runtime, Housekeeping).run_once(runtime.db)
 
     assert done["responses.abandoned"] == 1
     failed = (await client.get(f"/v1/responses/{abandoned}", headers=tenant.user)).json()

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from functions.common.runtime import Runtime
-from functions.responses.worker import BackgroundWorker, worker_of
+from functions.responses.worker import BackgroundWorker
+from tests.conftest import component
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create
 from tests.responses.upstream import Reply, ScriptedUpstream
@@ -44,8 +45,9 @@ async def _take_over(
     client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, response_id: str, until: set[str]
 ) -> Any:
     """A fresh instance's worker claims what is claimable; the response once in `until`."""
-    successor = BackgroundWorker(poll_seconds=0.05)
-    await successor.start(runtime)
+    worker = component(runtime, BackgroundWorker)
+    successor = BackgroundWorker(runtime, worker.model, worker.tools, poll_seconds=0.05)
+    await successor.start()
     try:
         return await _poll(client, tenant, response_id, until)
     finally:
@@ -69,7 +71,7 @@ async def test_background_response_is_polled_to_completion(
 async def test_background_response_is_cancelled(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, runtime: Runtime
 ) -> None:
-    worker = worker_of(runtime)
+    worker = component(runtime, BackgroundWorker)
     assert worker is not None
     worker.lease_seconds = 0.3  # renewals (which notice the cancel) every 0.1 s
     upstream.script.append(Reply(text="never " * 100, delay=0.05))
@@ -92,7 +94,7 @@ async def test_background_response_is_cancelled(
 async def test_work_abandoned_by_a_dead_instance_is_finished_by_another(
     client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
-    this = worker_of(runtime)
+    this = component(runtime, BackgroundWorker)
     assert this is not None
     await this.stop()  # this instance claims nothing from here on
     queued = await create(client, tenant.user, input="survive", background=True)
@@ -108,7 +110,7 @@ async def test_work_abandoned_by_a_dead_instance_is_finished_by_another(
 async def test_draining_hands_work_back_and_exhausted_work_fails(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, runtime: Runtime
 ) -> None:
-    first = worker_of(runtime)
+    first = component(runtime, BackgroundWorker)
     assert first is not None
     upstream.script.append(Reply(text="slow " * 50, delay=0.05))
     queued = await create(client, tenant.user, input="handover", background=True)

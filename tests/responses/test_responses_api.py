@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 
 from functions.common.runtime import Runtime
-from functions.services.inference.service import inference
+from functions.services.inference.service import Inference
+from tests.conftest import component
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
@@ -231,7 +232,7 @@ async def test_usage_is_recorded_like_chat_completions(
     client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
     await create(client, tenant.user, input="count me")
-    svc = await inference(runtime)
+    svc = component(runtime, Inference)
     async with runtime.db.writer.acquire() as conn:
         await svc.usage.flush(conn)
         row = await conn.fetchrow("SELECT * FROM usage_completions")

@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 
+from functions.common.principal import Owner
 from functions.common.runtime import Runtime
-from functions.services.owner import Owner
-from functions.services.toolbox.server import ServerTool, ToolOutput, register_executor
+from functions.responses.worker import BackgroundWorker
+from functions.services.toolbox.server import ServerTool, ToolOutput
+from tests.conftest import component
 from tests.conversations.tenants import Tenant
 from tests.responses.helpers import create, sse_events
 from tests.responses.upstream import MODEL, Reply, ScriptedUpstream
@@ -42,7 +44,7 @@ async def test_server_tool_loop_is_run_stored_and_streamed(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, runtime: Runtime
 ) -> None:
     executor = ClockExecutor()
-    register_executor(runtime, executor)
+    component(runtime, BackgroundWorker).tools.executors.append(executor)
     conv = (await client.post("/v1/conversations", json={}, headers=tenant.user)).json()
     upstream.script.extend(
         [Reply(tool_calls=[("clock", '{"tz": "UTC"}')]), Reply(text="It is 12:00.")]
@@ -94,7 +96,7 @@ async def test_server_tool_loop_is_run_stored_and_streamed(
 async def test_client_calls_stop_the_loop_after_server_calls(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream, runtime: Runtime
 ) -> None:
-    register_executor(runtime, ClockExecutor())
+    component(runtime, BackgroundWorker).tools.executors.append(ClockExecutor())
     mine = {"type": "function", "name": "ask_user", "parameters": {"type": "object"}}
     upstream.script.append(Reply(tool_calls=[("clock", "{}"), ("ask_user", "{}")]))
     resp = await create(client, tenant.user, input="x", tools=[{"type": "clock"}, mine])

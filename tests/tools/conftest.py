@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from functions.common.outbound import Outbound
 from functions.common.principal import Principal
 from functions.common.runtime import Runtime
-from functions.services.toolbox.toolbox import ToolBox, toolbox_of
+from functions.services.toolbox.toolbox import ToolBox
 from tests.conftest import make_settings
 from tests.factories import create_tenant
 from tests.tools.fakes import serper, site
@@ -34,6 +35,9 @@ async def make_box(database_dsn: str) -> AsyncIterator[MakeBox]:
     async def make(**overrides: Any) -> tuple[ToolBox, Principal]:
         runtime = Runtime(make_settings(database_dsn, **{**TEST_LIMITS, **overrides}))
         opened.append(runtime)
+        outbound = Outbound()
+        box = ToolBox(runtime, outbound)
+        runtime.manage(outbound, box)
         await runtime.open()
         tenant = await create_tenant(runtime)
         principal = Principal(
@@ -41,7 +45,7 @@ async def make_box(database_dsn: str) -> AsyncIterator[MakeBox]:
             organization_id=tenant.organization_id,
             project_id=tenant.project_id,
         )
-        return toolbox_of(runtime), principal
+        return box, principal
 
     yield make
     for runtime in opened:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import httpx
 
-from functions.common.housekeeping import housekeeping_of
+from functions.common.housekeeping import Housekeeping
 from functions.common.runtime import Runtime
 from functions.services.toolbox.store import COUNTER_KEEP_DAYS, calls_today
+from tests.conftest import component
 from tests.factories import create_tenant
 
 
@@ -21,7 +22,7 @@ async def test_old_tool_call_counters_are_swept(
         [(tenant.organization_id, tenant.project_id, age) for age in ages],
     )
 
-    done = await housekeeping_of(runtime).run_once(runtime.db)
+    done = await component(runtime, Housekeeping).run_once(runtime.db)
 
     assert done["tools.call_counters"] == 2
     left = await runtime.db.writer.fetch(

@@ -14,8 +14,8 @@ from typing import Any
 
 from functions.common.db import Executor
 from functions.common.errors import NotFound
+from functions.common.principal import Owner
 from functions.services.conversations.items import new_item_id
-from functions.services.owner import Owner
 
 # $1..$3: the Owner scope; $4: the IDs. Each source filters its tenant columns itself.
 _FIND_ITEMS = """

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import Executor
+from functions.common.principal import OWNED, Owner
 from functions.services.conversations.items import title_from
-from functions.services.owner import OWNED, Owner
 
 # Item queries: the conversation was checked against the owner first; the tenant columns
 # are filtered again so no query can reach another tenant's rows.

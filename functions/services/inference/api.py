@@ -2,9 +2,9 @@
 
     from functions.services.inference import api
 
-    models = await api.list_models(runtime, principal)          # [{"id", "object", …}]
-    completion = await api.chat_completion(runtime, principal, body, affinity=conv_id)
-    async for chunk in api.stream_chat_completion(runtime, principal, body, affinity=conv_id):
+    models = await api.list_models(inference, principal)          # [{"id", "object", …}]
+    completion = await api.chat_completion(inference, principal, body, affinity=conv_id)
+    async for chunk in api.stream_chat_completion(inference, principal, body, affinity=conv_id):
         ...  # each a parsed chat.completion.chunk dict; the last carries "usage"
 
 ``body`` is a Chat Completions request (a dict, as a client would send it); ``model`` must
@@ -23,33 +23,30 @@ from typing import Any
 
 import orjson
 
-from functions.chat import handlers
 from functions.common import errors
 from functions.common.principal import Principal
-from functions.common.runtime import Runtime
 from functions.services.inference import failures
+from functions.services.inference.requests import PATHS, validate
 from functions.services.inference.router import OpenStream, StreamBroken
-from functions.services.inference.service import inference
+from functions.services.inference.service import Inference
 from functions.services.inference.sse import DONE, StreamTally, payloads
 
 OPERATION = "chat.completions"
 
 
-async def list_models(runtime: Runtime, principal: Principal) -> list[dict[str, Any]]:
-    svc = await inference(runtime)
+async def list_models(svc: Inference, principal: Principal) -> list[dict[str, Any]]:
     return [route.card() for route in svc.models_for(principal)]
 
 
 async def chat_completion(
-    runtime: Runtime, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
+    svc: Inference, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
 ) -> dict[str, Any]:
     """A non-streamed chat completion, as the parsed ``chat.completion`` object."""
-    svc = await inference(runtime)
     body = {**body, "stream": False}
-    handlers.validate(OPERATION, body)
+    validate(OPERATION, body)
     route = await svc.route_for(principal, body.get("model"))
-    response = await handlers.forward(
-        svc, principal, route, OPERATION, orjson.dumps(body), body, stream=False,
+    response = await svc.forward(
+        principal, route, OPERATION, orjson.dumps(body), body, stream=False,
         affinity=affinity,
     )  # fmt: skip
     result: dict[str, Any] = orjson.loads(bytes(response.body))
@@ -57,18 +54,17 @@ async def chat_completion(
 
 
 async def stream_chat_completion(
-    runtime: Runtime, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
+    svc: Inference, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     """A streamed chat completion, chunk by chunk (parsed), ending with the usage chunk."""
-    svc = await inference(runtime)
     options = body.get("stream_options") or {}
     body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
-    handlers.validate(OPERATION, body)
+    validate(OPERATION, body)
     route = await svc.route_for(principal, body.get("model"))
     entry = svc.ledger(principal, route, OPERATION, streamed=True)
     try:
         opened = await svc.router.open_stream(
-            route, handlers.PATHS[OPERATION], orjson.dumps(body), affinity=affinity
+            route, PATHS[OPERATION], orjson.dumps(body), affinity=affinity
         )
     except errors.APIError as exc:
         entry.write(exc.status)

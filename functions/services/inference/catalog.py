@@ -18,65 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 
-from functions.common.crypto import DecryptError, SecretBox
-from functions.common.db import Database
-from functions.common.upstream import ProviderGuard
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.providers import store
+from functions.services.providers.directory import BUILTIN_ID, Provider, Providers
 
 log = logging.getLogger(__name__)
 
-KINDS = ("kserve", "vllm", "llamacpp", "ollama", "sglang", "openai")
-BUILTIN_ID = "builtin"
-# The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
-_DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
 MISS_RELOAD_SECONDS = 2.0
 DISCOVERY_CONCURRENCY = 4
-
-
-def normalize_base_url(kind: str, url: str) -> str:
-    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    try:
-        port = parts.port  # raises for a port out of range or not a number
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError(f"invalid port in {url!r}")
-    if not parts.path:
-        url += _DEFAULT_PATH.get(kind, "/v1")
-    return url
-
-
-@dataclass(frozen=True, slots=True)
-class Provider:
-    id: str
-    organization_id: str | None
-    project_id: str | None
-    name: str
-    kind: str
-    base_urls: tuple[str, ...]
-    api_key: str | None
-    static_models: tuple[str, ...] = ()
-    created: int = 0
-
-    @property
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
-        return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +65,14 @@ class _Discovered:
 @dataclass
 class Catalog:
     health: HealthBook
-    database: Callable[[], Database]
-    http: Callable[[], httpx.AsyncClient]
-    box: SecretBox | None
-    builtin_url: str | None = None
-    guard: ProviderGuard | None = None
+    providers: Providers
     reload_seconds: float = 10.0
     discover_seconds: float = 60.0
-    discovery_timeout: float = 5.0
     _scopes: dict[Scope, dict[str, ModelRoute]] = field(default_factory=dict)
     _builtin: dict[str, ModelRoute] = field(default_factory=dict)
     _providers: list[Provider] = field(default_factory=list)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
     _headers_by_url: dict[str, dict[str, str]] = field(default_factory=dict)
-    _refused: set[tuple[str, str]] = field(default_factory=set)  # (provider, URL) logged
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -166,10 +114,10 @@ class Catalog:
         """Reload providers, discovered models and shared health; rebuild the indexes."""
         async with self._reload_lock:
             self._last_reload = time.monotonic()
-            db = self.database()
+            db = self.providers.runtime.db
             rows = await db.read(store.active_providers)
             found = await db.read(store.discovered_models)
-            self._providers = [p for p in map(self._provider, rows) if p is not None]
+            self._providers = [p for p in map(self.providers.from_row, rows) if p is not None]
             # Stored answers are authoritative for stored providers; the built-in
             # provider's answer lives only in memory.
             discovered = {k: v for k, v in self._discovered.items() if k[0] == BUILTIN_ID}
@@ -183,44 +131,6 @@ class Catalog:
             self._discovered = discovered
             await self.health.pull()
             self._rebuild()
-
-    def _provider(self, row: asyncpg.Record) -> Provider | None:
-        api_key = None
-        if row["api_key_ciphertext"] is not None:
-            if self.box is None:
-                return None
-            try:
-                api_key = self.box.decrypt(row["api_key_ciphertext"], associated=row["id"])
-            except DecryptError:
-                log.error("provider credentials do not decrypt", extra={"provider": row["id"]})
-                return None
-        return Provider(
-            id=row["id"],
-            organization_id=row["organization_id"],
-            project_id=row["project_id"],
-            name=row["name"],
-            kind=row["kind"],
-            base_urls=tuple(u for u in row["base_urls"] if self._permitted(row["id"], u)),
-            api_key=api_key,
-            static_models=tuple(row["static_models"]),
-            created=int(row["created_at"].timestamp()),
-        )
-
-    def _permitted(self, provider_id: str, url: str) -> bool:
-        reason = self.guard.refusal(url) if self.guard is not None else None
-        if reason is None:
-            return True
-        if (provider_id, url) not in self._refused:  # once per process, not every reload
-            self._refused.add((provider_id, url))
-            log.warning(
-                "model provider endpoint refused", extra={"provider": provider_id, "reason": reason}
-            )
-        return False
-
-    def builtin_provider(self) -> Provider | None:
-        if not self.builtin_url:
-            return None
-        return Provider(BUILTIN_ID, None, None, "built-in", "kserve", (self.builtin_url,), None)
 
     def _routes_for(self, provider: Provider) -> dict[str, ModelRoute]:
         serving: dict[str, list[Endpoint]] = {}
@@ -251,7 +161,7 @@ class Catalog:
                 scope.setdefault(model, route)  # the oldest provider wins a name clash
             for url in provider.base_urls:
                 headers_by_url.setdefault(url, provider.headers)
-        builtin = self.builtin_provider()
+        builtin = self.providers.builtin()
         if builtin is not None:
             self._builtin = self._routes_for(builtin)
             headers_by_url.setdefault(builtin.base_urls[0], builtin.headers)
@@ -259,59 +169,25 @@ class Catalog:
         self._headers_by_url = headers_by_url
 
     # --- discovery --------------------------------------------------------------------
-    async def list_models(
-        self, base_url: str, headers: dict[str, str]
-    ) -> list[tuple[str, str | None]]:
-        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure."""
-        response = await self.http().get(
-            f"{base_url}/models", headers=headers, timeout=self.discovery_timeout
-        )
-        response.raise_for_status()
-        data = response.json().get("data")
-        if not isinstance(data, list):
-            raise ValueError("no data list in /models")
-        return [
-            (str(m["id"]), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
-            for m in data
-            if isinstance(m, dict) and isinstance(m.get("id"), str)
-        ]
-
     async def discover_builtin(self) -> None:
-        builtin = self.builtin_provider()
+        builtin = self.providers.builtin()
         if builtin is None:
             return
         url = builtin.base_urls[0]
         try:
-            models = await self.list_models(url, builtin.headers)
+            models = await self.providers.list_models(url, builtin.headers)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
             return
         self._discovered[(BUILTIN_ID, url)] = _Discovered(models, time.time())
         self._rebuild()
 
-    async def discover_provider(self, provider: Provider) -> dict[str, str | None]:
-        """Poll each endpoint of a stored provider and store the answers.
-
-        Returns each base URL's error (None when it answered)."""
-        assert provider.organization_id is not None
-        outcome: dict[str, str | None] = {}
-        for url in provider.base_urls:
-            try:
-                models = await self.list_models(url, provider.headers)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                outcome[url] = type(exc).__name__
-                continue
-            async with self.database().writer.acquire() as conn:
-                await store.replace_discovered_models(
-                    conn,
-                    provider_id=provider.id,
-                    organization_id=provider.organization_id,
-                    base_url=url,
-                    models=models,
-                )
-            self._discovered[(provider.id, url)] = _Discovered(models, time.time())
-            outcome[url] = None
-        return outcome
+    async def discover_provider(self, provider: Provider) -> None:
+        """Poll a stored provider's endpoints; what answered counts from now on."""
+        now = time.time()
+        for url, found in (await self.providers.discover(provider)).items():
+            if not isinstance(found, str):
+                self._discovered[(provider.id, url)] = _Discovered(found, now)
 
     async def discover_stale(self) -> None:
         now = time.time()
@@ -339,9 +215,9 @@ class Catalog:
                 log.error(
                     "model discovery failed", extra={"provider": provider.id}, exc_info=outcome
                 )
-        builtin_key = (BUILTIN_ID, self.builtin_url or "")
-        found = self._discovered.get(builtin_key)
-        if self.builtin_url and (found is None or now - found.at > self.discover_seconds):
+        builtin_url = self.providers.builtin_url
+        found = self._discovered.get((BUILTIN_ID, builtin_url or ""))
+        if builtin_url and (found is None or now - found.at > self.discover_seconds):
             await self.discover_builtin()
         self._rebuild()
 
@@ -349,7 +225,7 @@ class Catalog:
         """Health probe before an ejected endpoint returns: its ``/models`` answers."""
         headers = self._headers_by_url.get(base_url, {})
         try:
-            await self.list_models(base_url, headers)
+            await self.providers.list_models(base_url, headers)
         except (httpx.HTTPError, ValueError, KeyError):
             return False
         return True
@@ -368,7 +244,7 @@ class Catalog:
                     await self.refresh()
                 if now >= next_discovery:
                     # Retry soon while the built-in upstream has not answered yet.
-                    empty = bool(self.builtin_url) and not self._builtin
+                    empty = bool(self.providers.builtin_url) and not self._builtin
                     next_discovery = now + (2.0 if empty else self.discover_seconds / 2)
                     await self.discover_stale()
             except asyncio.CancelledError:

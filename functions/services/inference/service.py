@@ -15,10 +15,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.common import errors, upstream
-from functions.common.crypto import SecretBox
+from starlette.responses import Response
+
+from functions.common import errors
 from functions.common.principal import Principal
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component, Runtime
+from functions.common.upstream import Upstream
 from functions.services.inference import metrics
 from functions.services.inference.catalog import Catalog, ModelRoute
 from functions.services.inference.health import (
@@ -27,8 +29,12 @@ from functions.services.inference.health import (
     HealthStore,
     RedisHealthStore,
 )
+from functions.services.inference.requests import PATHS, usage_of, with_upstream_usage
 from functions.services.inference.router import Router
+from functions.services.inference.sse import StreamTally
+from functions.services.inference.streaming import SSERelay
 from functions.services.ledger import UsageRecord, UsageRecorder
+from functions.services.providers.directory import Providers
 
 log = logging.getLogger(__name__)
 START_DISCOVERY_SECONDS = 3.0
@@ -43,50 +49,40 @@ START_DISCOVERY_SECONDS = 3.0
 GC_THRESHOLDS = (50_000, 50, 100)
 
 
-class Inference:
-    def __init__(self, runtime: Runtime, **router_options: Any) -> None:
+class Inference(Component):
+    def __init__(
+        self,
+        runtime: Runtime,
+        upstream: Upstream,
+        providers: Providers,
+        usage: UsageRecorder,
+        **router_options: Any,
+    ) -> None:
         settings = runtime.settings
         self.runtime = runtime
-        self.client = upstream.ensure(runtime)
+        self.client = upstream
         store: HealthStore
         if settings.redis_url is not None:
             store = RedisHealthStore(settings.redis_url.get_secret_value())
         else:
             store = DatabaseHealthStore(lambda: runtime.db.writer)
         self.health = HealthBook(store)
-        secret = settings.model_provider_secret
-        self.catalog = Catalog(
-            health=self.health,
-            database=lambda: runtime.db,
-            http=lambda: self.client.client,
-            box=SecretBox(secret.get_secret_value()) if secret is not None else None,
-            builtin_url=settings.jan_inference_model_url.rstrip("/")
-            if settings.jan_inference_model_url
-            else None,
-            guard=self.client.guard,
-        )
+        self.catalog = Catalog(health=self.health, providers=providers)
+        providers.subscribe(self.catalog.refresh)
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
-        self.router = Router(self.health, self.client, **router_options)
-        self.usage = UsageRecorder()
-        self.started = False
-        self._start_lock = asyncio.Lock()
+        self.router = Router(self.health, upstream, **router_options)
+        self.usage = usage
         self._upkeep: asyncio.Task[None] | None = None
         self._gc_before: tuple[int, int, int] | None = None
 
     async def start(self) -> None:
-        async with self._start_lock:
-            if self.started:
-                return
-            await self.catalog.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
-            self.usage.attach(self.runtime)
-            if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-                self._gc_before = gc.get_threshold()
-                gc.set_threshold(*GC_THRESHOLDS)
-            self._upkeep = asyncio.get_running_loop().create_task(self.catalog.run())
-            self.runtime.on_stop(self.stop)
-            self.started = True
+        await self.catalog.refresh()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
+        if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
+            self._gc_before = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLDS)
+        self._upkeep = asyncio.get_running_loop().create_task(self.catalog.run())
 
     async def stop(self) -> None:
         if self._gc_before is not None:  # a process that goes on (tests) gets its own back
@@ -120,6 +116,39 @@ class Inference:
     def models_for(self, principal: Principal) -> list[ModelRoute]:
         routes = self.catalog.visible(principal.organization_id, principal.project_id)
         return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
+
+    async def forward(
+        self,
+        principal: Principal,
+        route: ModelRoute,
+        operation: str,
+        raw: bytes,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        affinity: str | None,
+    ) -> Response | SSERelay:
+        entry = self.ledger(principal, route, operation, streamed=stream)
+        path = PATHS[operation]
+        if stream:
+            upstream_body, keep_usage = with_upstream_usage(body, raw)
+            try:
+                opened = await self.router.open_stream(
+                    route, path, upstream_body, affinity=affinity
+                )
+            except errors.APIError as exc:
+                entry.write(exc.status)
+                raise
+            entry.first_event(opened.endpoint.base_url)
+            return SSERelay(opened, StreamTally(keep_usage_chunk=keep_usage), entry.write)
+        try:
+            reply = await self.router.send(route, path, raw, affinity=affinity)
+        except errors.APIError as exc:
+            entry.write(exc.status)
+            raise
+        entry.endpoint = reply.endpoint.base_url
+        entry.write(reply.status, usage_of(reply.body))
+        return Response(reply.body, status_code=reply.status, media_type="application/json")
 
     def ledger(
         self, principal: Principal, route: ModelRoute, operation: str, *, streamed: bool
@@ -196,14 +225,3 @@ class LedgerEntry:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
-
-
-async def inference(runtime: Runtime) -> Inference:
-    """The runtime's Inference service, started (made on first use)."""
-    svc = runtime.services.get(Inference)
-    if svc is None:
-        svc = runtime.services[Inference] = Inference(runtime)
-    assert isinstance(svc, Inference)
-    if not svc.started:
-        await svc.start()
-    return svc

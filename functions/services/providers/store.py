@@ -40,6 +40,13 @@ async def active_providers(ex: Executor) -> list[asyncpg.Record]:
     )
 
 
+async def active_provider(ex: Executor, *, provider_id: str) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        f"SELECT {PROVIDER_COLUMNS} FROM model_providers WHERE id = $1 AND active",  # noqa: S608
+        provider_id,
+    )
+
+
 async def discovered_models(
     ex: Executor, *, provider_ids: Sequence[str] | None = None
 ) -> list[DiscoveredModel]:

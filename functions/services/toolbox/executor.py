@@ -26,18 +26,14 @@ from typing import Any
 import orjson
 
 from functions.common.errors import InvalidRequest
-from functions.common.principal import Principal
-from functions.common.runtime import Runtime
-from functions.services.owner import Owner
-from functions.services.toolbox import store
+from functions.common.principal import Owner, Principal
 from functions.services.toolbox.server import (
     McpCalls,
     ServerTool,
     ToolOutput,
     WebSearchCalls,
-    register_executor,
 )
-from functions.services.toolbox.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec, toolbox_of
+from functions.services.toolbox.toolbox import FETCH, WEB_SEARCH, ToolBox, ToolSpec
 
 JAN_MCP_LABEL = "jan"
 # tools entry type → (the name the model is offered, the tool box's tool, how calls show)
@@ -49,12 +45,10 @@ _BUILT_INS: dict[str, tuple[str, str, WebSearchCalls]] = {
 
 
 class JanToolExecutor:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    """The tool box's tools as Responses server tools (built-ins and Jan's MCP server)."""
 
-    @property
-    def box(self) -> ToolBox:
-        return toolbox_of(self.runtime)
+    def __init__(self, box: ToolBox) -> None:
+        self.box = box
 
     async def resolve(self, spec: dict[str, Any], owner: Owner) -> list[ServerTool] | None:
         kind = spec.get("type")
@@ -151,9 +145,3 @@ def _location_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     if place:
         defaults["location"] = ", ".join(place)
     return defaults
-
-
-def register(runtime: Runtime) -> None:
-    """Offer the tool box to the Responses engine on this runtime."""
-    register_executor(runtime, JanToolExecutor(runtime))
-    store.register_sweep(runtime)

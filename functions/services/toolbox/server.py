@@ -5,11 +5,11 @@ response ends with a ``function_call`` item and the client answers with a
 ``function_call_output`` item in its next request.
 
 Server-side tools (built-in ``web_search``/``fetch``, ``{"type": "mcp", ...}``) come from
-``ToolExecutor``s registered on the runtime. For each ``tools`` entry that is not a
-function tool, the engine asks the executors in turn; the first that recognises it returns
-the ``ServerTool``s it stands for. They are offered to the model as functions too, but
-when the model calls one the engine runs it, records the call and its output as items,
-and asks the model again, in a bounded loop.
+the ``ToolExecutor``s of the ``ToolRegistry`` the app factory gives the Responses area.
+For each ``tools`` entry that is not a function tool, the engine asks the executors in
+turn; the first that recognises it returns the ``ServerTool``s it stands for. They are
+offered to the model as functions too, but when the model calls one the engine runs it,
+records the call and its output as items, and asks the model again, in a bounded loop.
 
 A server tool's ``items`` says how its calls appear in a response, as OpenAI shows its own
 server-run tools: ``WebSearchCalls`` → ``web_search_call`` items, ``McpCalls`` →
@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from functions.common.errors import InvalidRequest
-from functions.common.runtime import Runtime
-from functions.services.owner import Owner
+from functions.common.principal import Owner
 
 
 @dataclass(frozen=True)
@@ -71,20 +70,6 @@ class ToolExecutor(Protocol):
 @dataclass
 class ToolRegistry:
     executors: list[ToolExecutor] = field(default_factory=list)
-
-
-def register_executor(runtime: Runtime, executor: ToolExecutor) -> None:
-    """Let responses on this runtime use the executor's tools (call from an area's routes())."""
-    registry_of(runtime).executors.append(executor)
-
-
-def registry_of(runtime: Runtime) -> ToolRegistry:
-    found = runtime.services.get(ToolRegistry)
-    if found is None:
-        found = ToolRegistry()
-        runtime.services[ToolRegistry] = found
-    assert isinstance(found, ToolRegistry)
-    return found
 
 
 def function_tool(spec: dict[str, Any], param: str) -> dict[str, Any]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functions.common import housekeeping
 from functions.common.db import Executor
-from functions.common.runtime import Runtime
 
 # Only today's counter is read; a few earlier days are kept for anyone looking at the table.
 COUNTER_KEEP_DAYS = 7
@@ -92,8 +90,3 @@ async def sweep_old_counters(ex: Executor, *, limit: int) -> int:
         COUNTER_KEEP_DAYS,
     )
     return int(status.split()[-1])
-
-
-def register_sweep(runtime: Runtime) -> None:
-    """Sweep old counters on this runtime (the areas that count tool calls call this)."""
-    housekeeping.register(runtime, "tools.call_counters", sweep_old_counters)

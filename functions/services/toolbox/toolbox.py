@@ -5,7 +5,7 @@ checks the project's enablement and daily quota, validates the arguments, bounds
 and caps the output. Every failure comes back as a ``ToolResult`` with ``is_error`` set;
 ``call`` raises only for our own bugs.
 
-    box = toolbox_of(runtime)
+    box = ToolBox(runtime, outbound)   # built once by the app factory
     specs = await box.available(principal)           # what this project may call
     result = await box.call(principal, "google_search", {"q": "jan.ai"})
 """
@@ -22,9 +22,11 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from functions.common.housekeeping import Housekeeping
 from functions.common.netguard import AddressPolicy
+from functions.common.outbound import Outbound
 from functions.common.principal import Principal
-from functions.common.runtime import Runtime
+from functions.common.runtime import Component, Runtime
 from functions.services.toolbox import pages, search, store
 from functions.services.toolbox.base import ToolError, ToolLimits, ToolResult, cap_text
 from functions.services.toolbox.fetch import fetch_client
@@ -48,11 +50,12 @@ class ToolSpec:
     run: Callable[[ToolBox, Any], Awaitable[ToolResult]]
 
 
-class ToolBox:
+class ToolBox(Component):
     """Process-wide: the clients the tools use and the limits from settings."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, outbound: Outbound) -> None:
         self.runtime = runtime
+        self.outbound = outbound
         self.settings = runtime.settings
         self.limits = ToolLimits.from_settings(runtime.settings)
         self.policy = AddressPolicy.from_entries(self.limits.allowed_hosts)
@@ -64,7 +67,11 @@ class ToolBox:
             self._fetch_client = fetch_client()
         return self._fetch_client
 
-    async def close(self) -> None:
+    def register_sweeps(self, keeper: Housekeeping) -> None:
+        """The daily tool-call counters this box fills are swept after a few days."""
+        keeper.add("tools.call_counters", store.sweep_old_counters)
+
+    async def stop(self) -> None:
         if self._fetch_client is not None:
             await self._fetch_client.aclose()
             self._fetch_client = None
@@ -171,20 +178,9 @@ def _parse_args(spec: ToolSpec, arguments: Any) -> BaseModel:
         raise ToolError(f"Invalid argument {where} for {spec.name}: {first['msg']}.") from None
 
 
-def toolbox_of(runtime: Runtime) -> ToolBox:
-    """The process's ToolBox, made on first use (whichever areas are served)."""
-    found = runtime.services.get(ToolBox)
-    if found is None:
-        found = ToolBox(runtime)
-        runtime.services[ToolBox] = found
-        runtime.on_stop(found.close)
-    assert isinstance(found, ToolBox)
-    return found
-
-
 # --- the tools -----------------------------------------------------------------------------
 async def _google_search(box: ToolBox, args: search.SearchArgs) -> ToolResult:
-    found = await search.web_search(box.runtime.http, box.settings, args)
+    found = await search.web_search(box.outbound.client, box.settings, args)
     return ToolResult(text=search.render_results(found), structured=found)
 
 

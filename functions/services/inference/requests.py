@@ -1,0 +1,75 @@
+"""What the gateway reads from a model request: the operation's upstream path, the few
+checks it needs, the affinity key, and the usage an answer reports.
+
+The request body is decoded once (to learn the model, whether to stream, and to validate
+the little we must); unless the gateway has to change it, the original bytes are what
+the upstream receives, so every field we do not know passes through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from functions.common import errors
+
+PATHS = {
+    "chat.completions": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
+_REQUIRED = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+def validate(operation: str, body: dict[str, Any]) -> bool:
+    """The checks the gateway itself needs; returns whether the caller asked to stream."""
+    field = _REQUIRED[operation]
+    value = body.get(field)
+    if value is None:
+        raise errors.InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
+    if operation == "chat.completions" and (not isinstance(value, list) or not value):
+        raise errors.InvalidRequest(
+            "'messages' must be a non-empty array of messages.", param="messages"
+        )
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.InvalidRequest("'stream' must be a boolean.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise errors.InvalidRequest("'stream_options' must be an object.", param="stream_options")
+    if operation == "embeddings" and stream:
+        raise errors.InvalidRequest("Embeddings cannot be streamed.", param="stream")
+    return stream is True
+
+
+_ASK_USAGE = b',"stream_options":{"include_usage":true}}'
+
+
+def with_upstream_usage(body: dict[str, Any], raw: bytes) -> tuple[bytes, bool]:
+    """For a stream: the body to send upstream so it reports usage, and whether the
+    client itself asked for the usage chunk."""
+    if "stream_options" not in body and body:
+        # The usual case: add the field to the client's own bytes rather than re-encode
+        # the whole conversation. ``raw`` decoded to a non-empty object, so it ends in "}".
+        return raw.rstrip()[:-1] + _ASK_USAGE, False
+    options = body.get("stream_options") or {}
+    if options.get("include_usage") is True:
+        return raw, True
+    body["stream_options"] = {**options, "include_usage": True}
+    return orjson.dumps(body), False
+
+
+def affinity_of(body: dict[str, Any]) -> str | None:
+    """Which requests should land on the same endpoint (the engine's prompt cache)."""
+    key = body.get("prompt_cache_key") or body.get("user")
+    return key if isinstance(key, str) and key else None
+
+
+def usage_of(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return usage if isinstance(usage, dict) else None

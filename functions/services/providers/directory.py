@@ -1,0 +1,190 @@
+"""Model providers, the layer below the areas that admin and chat both use.
+
+A provider is an OpenAI-compatible server (KServe, vLLM, llama.cpp, Ollama, SGLang,
+OpenAI) stored per organization or per project (``store``), with its credential
+encrypted under MODEL_PROVIDER_SECRET. ``Providers`` turns stored rows into ``Provider``
+values (decrypting, leaving out endpoints the guard refuses), and discovers which models
+an endpoint serves by polling its ``/models`` (answers stored, so every instance routes
+at once). Admin calls ``discover`` after a change and then ``changed()``, which tells the
+subscribers in this process (the inference catalog, when this process serves models).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from functions.common.crypto import DecryptError, SecretBox
+from functions.common.runtime import Runtime
+from functions.common.upstream import ProviderGuard, Upstream
+from functions.services.providers import store
+
+log = logging.getLogger(__name__)
+
+KINDS = ("kserve", "vllm", "llamacpp", "ollama", "sglang", "openai")
+BUILTIN_ID = "builtin"
+# The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
+_DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
+DISCOVERY_TIMEOUT_SECONDS = 5.0
+
+
+def normalize_base_url(kind: str, url: str) -> str:
+    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    try:
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"invalid port in {url!r}")
+    if not parts.path:
+        url += _DEFAULT_PATH.get(kind, "/v1")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    id: str
+    organization_id: str | None
+    project_id: str | None
+    name: str
+    kind: str
+    base_urls: tuple[str, ...]
+    api_key: str | None
+    static_models: tuple[str, ...] = ()
+    created: int = 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+Discovered = list[tuple[str, str | None]]  # (model id, owned_by) as an endpoint lists them
+Subscriber = Callable[[], Awaitable[None]]
+
+
+class Providers:
+    def __init__(
+        self,
+        runtime: Runtime,
+        upstream: Upstream,
+        *,
+        box: SecretBox | None,
+        guard: ProviderGuard | None,
+        builtin_url: str | None = None,
+        discovery_timeout: float = DISCOVERY_TIMEOUT_SECONDS,
+    ) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+        self.box = box
+        self.guard = guard
+        self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
+        self.discovery_timeout = discovery_timeout
+        self.subscribers: list[Subscriber] = []
+        self._refused: set[tuple[str, str]] = set()  # (provider, URL) logged once
+
+    # --- stored rows ------------------------------------------------------------------
+    def from_row(self, row: asyncpg.Record) -> Provider | None:
+        """A stored provider, or None when its credential cannot be decrypted here."""
+        api_key = None
+        if row["api_key_ciphertext"] is not None:
+            if self.box is None:
+                return None
+            try:
+                api_key = self.box.decrypt(row["api_key_ciphertext"], associated=row["id"])
+            except DecryptError:
+                log.error("provider credentials do not decrypt", extra={"provider": row["id"]})
+                return None
+        return Provider(
+            id=row["id"],
+            organization_id=row["organization_id"],
+            project_id=row["project_id"],
+            name=row["name"],
+            kind=row["kind"],
+            base_urls=tuple(u for u in row["base_urls"] if self._permitted(row["id"], u)),
+            api_key=api_key,
+            static_models=tuple(row["static_models"]),
+            created=int(row["created_at"].timestamp()),
+        )
+
+    def _permitted(self, provider_id: str, url: str) -> bool:
+        reason = self.guard.refusal(url) if self.guard is not None else None
+        if reason is None:
+            return True
+        if (provider_id, url) not in self._refused:  # once per process, not every reload
+            self._refused.add((provider_id, url))
+            log.warning(
+                "model provider endpoint refused", extra={"provider": provider_id, "reason": reason}
+            )
+        return False
+
+    def builtin(self) -> Provider | None:
+        """The provider of ``JAN_INFERENCE_MODEL_URL`` (never stored, exempt from the guard)."""
+        if not self.builtin_url:
+            return None
+        return Provider(BUILTIN_ID, None, None, "built-in", "kserve", (self.builtin_url,), None)
+
+    async def load(self, provider_id: str) -> Provider | None:
+        """One active stored provider, by ID."""
+        row = await store.active_provider(self.runtime.db.writer, provider_id=provider_id)
+        return self.from_row(row) if row is not None else None
+
+    # --- discovery --------------------------------------------------------------------
+    async def list_models(self, base_url: str, headers: dict[str, str]) -> Discovered:
+        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure."""
+        response = await self.upstream.client.get(
+            f"{base_url}/models", headers=headers, timeout=self.discovery_timeout
+        )
+        response.raise_for_status()
+        data = response.json().get("data")
+        if not isinstance(data, list):
+            raise ValueError("no data list in /models")
+        return [
+            (str(m["id"]), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
+            for m in data
+            if isinstance(m, dict) and isinstance(m.get("id"), str)
+        ]
+
+    async def discover(self, provider: Provider) -> dict[str, Discovered | str]:
+        """Poll each endpoint of a stored provider and store the answers.
+
+        Returns, per base URL, the models it listed, or the error's name."""
+        assert provider.organization_id is not None
+        outcome: dict[str, Discovered | str] = {}
+        for url in provider.base_urls:
+            try:
+                models = await self.list_models(url, provider.headers)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                outcome[url] = type(exc).__name__
+                continue
+            async with self.runtime.db.writer.acquire() as conn:
+                await store.replace_discovered_models(
+                    conn,
+                    provider_id=provider.id,
+                    organization_id=provider.organization_id,
+                    base_url=url,
+                    models=models,
+                )
+            outcome[url] = models
+        return outcome
+
+    # --- change notification ----------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Be told when providers change in this process (other instances reload on their
+        own clock)."""
+        self.subscribers.append(subscriber)
+
+    async def changed(self) -> None:
+        for subscriber in self.subscribers:
+            await subscriber()
