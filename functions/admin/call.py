@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
-from functions.common.http import JSON, limit_param, list_page, order_param
+from functions.common.http import JSON
+from functions.common.pagination import Order, limit_param, list_page, order_param
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
@@ -131,7 +132,7 @@ class Page:
     order: str
 
 
-def page_params(request: Request, *, default_order: str = "asc") -> Page:
+def page_params(request: Request, *, default_order: Order = "asc") -> Page:
     return Page(
         after=request.query_params.get("after") or None,
         limit=limit_param(request),

@@ -37,8 +37,9 @@ from functions.common import ids
 from functions.common.crypto import SecretBox
 from functions.common.db import is_unique_violation
 from functions.common.errors import Conflict, InvalidRequest, NotFound
-from functions.common.http import JSON, json_body, list_page
+from functions.common.http import JSON, json_body
 from functions.common.netguard import AddressError
+from functions.common.pagination import list_page
 from functions.common.routing import Endpoint
 from functions.services.providers import store
 from functions.services.providers.directory import KINDS, Providers, normalize_base_url

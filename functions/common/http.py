@@ -37,34 +37,3 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest("Request body must be a JSON object.")
     return data
-
-
-def list_page(data: list[dict[str, Any]], *, has_more: bool, id_key: str = "id") -> dict[str, Any]:
-    """OpenAI's list envelope."""
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0][id_key] if data else None,
-        "last_id": data[-1][id_key] if data else None,
-        "has_more": has_more,
-    }
-
-
-def limit_param(request: Request, *, default: int = 20, maximum: int = 100) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest("limit must be an integer.", param="limit") from None
-    if not 1 <= value <= maximum:
-        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit")
-    return value
-
-
-def order_param(request: Request, *, default: str = "desc") -> str:
-    value = request.query_params.get("order", default)
-    if value not in ("asc", "desc"):
-        raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
-    return value

@@ -10,15 +10,9 @@ from starlette.responses import Response
 
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import (
-    JSON,
-    json_body,
-    limit_param,
-    list_page,
-    order_param,
-    query_list,
-)
+from functions.common.http import JSON, json_body, query_list
 from functions.common.ids import new_id
+from functions.common.pagination import limit_param, list_page, order_param
 from functions.common.principal import Owner
 from functions.common.runtime import Runtime
 from functions.services.conversations import references, store

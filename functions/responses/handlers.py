@@ -14,14 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
-from functions.common.http import (
-    JSON,
-    json_body,
-    limit_param,
-    list_page,
-    order_param,
-    query_list,
-)
+from functions.common.http import JSON, json_body, query_list
+from functions.common.pagination import limit_param, list_page, order_param
 from functions.common.runtime import Runtime
 from functions.responses import store
 from functions.responses.calls import Event
