@@ -106,7 +106,7 @@ class Services:
             self.runtime,
             upstream,
             box=SecretBox(secret.get_secret_value()) if secret is not None else None,
-            guard=self.upstream.guard,
+            guard=upstream.guard,
             builtin_url=settings.jan_inference_model_url,
         )
 

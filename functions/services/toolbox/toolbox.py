@@ -26,7 +26,7 @@ from functions.common.housekeeping import Housekeeping
 from functions.common.netguard import AddressPolicy
 from functions.common.outbound import Outbound
 from functions.common.principal import Principal
-from functions.common.runtime import Component, Runtime
+from functions.common.runtime import Component, NotOpen, Runtime
 from functions.services.toolbox import pages, search, store
 from functions.services.toolbox.base import ToolError, ToolLimits, ToolResult, cap_text
 from functions.services.toolbox.fetch import fetch_client
@@ -64,8 +64,11 @@ class ToolBox(Component):
     @property
     def fetch_client(self) -> httpx.AsyncClient:
         if self._fetch_client is None:
-            self._fetch_client = fetch_client()
+            raise NotOpen("the tool box is not started")
         return self._fetch_client
+
+    async def start(self) -> None:
+        self._fetch_client = fetch_client()
 
     def register_sweeps(self, keeper: Housekeeping) -> None:
         """The daily tool-call counters this box fills are swept after a few days."""
