@@ -34,14 +34,24 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "conversations": ({"Identity"}, {"Identity._flush_forever"}),
     "responses": (
         {
-            "Identity", "Upstream", "UsageRecorder", "Inference", "Outbound", "ToolBox",
-            "Housekeeping", "BackgroundWorker",
+            "Identity",
+            "Upstream",
+            "UsageRecorder",
+            "Inference",
+            "Outbound",
+            "ToolBox",
+            "Housekeeping",
+            "BackgroundWorker",
         },
         {
-            "Identity._flush_forever", "UsageRecorder._run", "Catalog.run", WAIT_FOR,
-            "Housekeeping._forever", "BackgroundWorker._claim_forever",
+            "Identity._flush_forever",
+            "UsageRecorder._run",
+            "Catalog.run",
+            WAIT_FOR,
+            "Housekeeping._forever",
+            "BackgroundWorker._claim_forever",
         },
-    ),  # fmt: skip
+    ),
     "mcp": (
         {"Identity", "Outbound", "ToolBox", "Housekeeping", "MCPService"},
         {"Identity._flush_forever", "Housekeeping._forever", "MCPService.start.<locals>.hold"},
