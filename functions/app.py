@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import asyncpg
 from starlette.applications import Starlette
@@ -27,21 +28,22 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from functions.common import errors, tracing
-from functions.common.crypto import SecretBox
-from functions.common.housekeeping import Housekeeping
 from functions.common.middleware import RequestContext
-from functions.common.outbound import Outbound
 from functions.common.routing import bind, unbound
 from functions.common.runtime import Component, Runtime
 from functions.common.settings import AREAS
-from functions.common.upstream import ProviderGuard, Upstream
 from functions.ops.docs import ApiDocs
-from functions.services.bootstrap import Bootstrap
-from functions.services.identity import Identity
-from functions.services.inference.service import Inference
-from functions.services.ledger import UsageRecorder
-from functions.services.providers.directory import Providers
-from functions.services.toolbox.toolbox import ToolBox
+
+if TYPE_CHECKING:
+    from functions.common.housekeeping import Housekeeping
+    from functions.common.outbound import Outbound
+    from functions.common.upstream import Upstream
+    from functions.services.bootstrap import Bootstrap
+    from functions.services.identity import Identity
+    from functions.services.inference.service import Inference
+    from functions.services.ledger import UsageRecorder
+    from functions.services.providers.directory import Providers
+    from functions.services.toolbox.toolbox import ToolBox
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 class Services:
     """The shared services of one process, each built the first time an area asks for it
     while the app is created (never on the request path), in dependency order; that
-    order is the order ``components`` start in (and the reverse, they stop in)."""
+    order is the order ``components`` start in (and the reverse, they stop in). Each
+    service's module is imported only when it is built: a process does not load what its
+    areas do not use (a cold start pays for every import)."""
 
     runtime: Runtime
     areas: frozenset[str] = frozenset()
@@ -65,36 +69,50 @@ class Services:
 
     @cached_property
     def housekeeping(self) -> Housekeeping:
+        from functions.common.housekeeping import Housekeeping
+
         keeper = Housekeeping(self.runtime, self.runtime.settings.jan_housekeeping_interval_seconds)
         self._own(keeper)
         return keeper
 
     @cached_property
     def identity(self) -> Identity:
+        from functions.services.identity import Identity
+
         identity = Identity(self.runtime)
         self._own(identity)
         return identity
 
     @cached_property
     def bootstrap(self) -> Bootstrap:
+        from functions.services.bootstrap import Bootstrap
+
         first_start = Bootstrap(self.runtime)
         self._own(first_start)
         return first_start
 
     @cached_property
     def outbound(self) -> Outbound:
+        from functions.common.outbound import Outbound
+
         client = Outbound()
         self._own(client)
         return client
 
     @cached_property
     def upstream(self) -> Upstream:
+        from functions.common.upstream import ProviderGuard, Upstream
+
         upstream = Upstream(ProviderGuard.from_settings(self.runtime.settings))
         self._own(upstream)
         return upstream
 
     @cached_property
     def providers(self) -> Providers:
+        from functions.common.crypto import SecretBox
+        from functions.common.upstream import ProviderGuard, Upstream
+        from functions.services.providers.directory import Providers
+
         settings = self.runtime.settings
         secret = settings.model_provider_secret
         if self.serves_models:
@@ -112,18 +130,24 @@ class Services:
 
     @cached_property
     def usage(self) -> UsageRecorder:
+        from functions.services.ledger import UsageRecorder
+
         recorder = UsageRecorder(self.runtime)
         self._own(recorder)
         return recorder
 
     @cached_property
     def inference(self) -> Inference:
+        from functions.services.inference.service import Inference
+
         inference = Inference(self.runtime, self.upstream, self.providers, self.usage)
         self._own(inference)
         return inference
 
     @cached_property
     def toolbox(self) -> ToolBox:
+        from functions.services.toolbox.toolbox import ToolBox
+
         box = ToolBox(self.runtime, self.outbound)
         self._own(box)
         box.register_sweeps(self.housekeeping)

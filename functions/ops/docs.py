@@ -10,11 +10,9 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount
-from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -96,22 +94,23 @@ _BASE: dict[str, Any] = {
 }
 
 
-class _Generator(SchemaGenerator):
-    """Starlette's generator, naming the handler whose docstring is not valid YAML."""
-
-    def parse_docstring(self, func_or_method: Callable[..., Any]) -> dict[str, Any]:
-        try:
-            return super().parse_docstring(func_or_method)
-        except yaml.YAMLError as exc:
-            name = f"{func_or_method.__module__}.{func_or_method.__qualname__}"
-            raise ValueError(f"{name}: docstring is not valid OpenAPI YAML: {exc}") from None
-
-
-_generator = _Generator(_BASE)
-
-
 def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
-    document = _generator.get_schema(routes)
+    # Imported here: YAML and the generator are needed only when a document is built,
+    # not on every cold start of every area.
+    import yaml
+    from starlette.schemas import SchemaGenerator
+
+    class Generator(SchemaGenerator):
+        """Starlette's generator, naming the handler whose docstring is not valid YAML."""
+
+        def parse_docstring(self, func_or_method: Callable[..., Any]) -> dict[str, Any]:
+            try:
+                return super().parse_docstring(func_or_method)
+            except yaml.YAMLError as exc:
+                name = f"{func_or_method.__module__}.{func_or_method.__qualname__}"
+                raise ValueError(f"{name}: docstring is not valid OpenAPI YAML: {exc}") from None
+
+    document: dict[str, Any] = Generator(_BASE).get_schema(routes)
     _declare_path_parameters(document)
     return document
 

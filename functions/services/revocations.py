@@ -14,9 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "jan:auth:revocations"
@@ -25,6 +22,11 @@ EVERYTHING: Final = b"*"
 
 class RevocationBus:
     def __init__(self, url: str, on_message: Callable[[bytes], None]) -> None:
+        # Imported here: a process without Redis never loads the client (cold starts).
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
         self._client: Any = aioredis.from_url(url, socket_connect_timeout=2)
         self._on_message = on_message
         self._task: asyncio.Task[None] | None = None
@@ -37,7 +39,7 @@ class RevocationBus:
     async def publish(self, message: bytes) -> None:
         try:
             await self._client.publish(CHANNEL, message)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             # Others fall back to the cache TTL; the caller's own cache is already evicted.
             log.warning("revocation broadcast failed", extra={"error": type(exc).__name__})
 
@@ -48,7 +50,7 @@ class RevocationBus:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except self._errors as exc:
                 self.subscribed.clear()
                 log.warning("revocation listener lost Redis", extra={"error": type(exc).__name__})
             self._on_message(EVERYTHING)  # we may have missed messages
@@ -65,12 +67,12 @@ class RevocationBus:
                 if message.get("type") == "message":
                     self._on_message(bytes(message["data"]))
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*self._errors):
                 await pubsub.aclose()
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*self._errors):
             await self._client.aclose()
