@@ -9,8 +9,6 @@ become owners of the default organization when the account is first signed in.
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -22,21 +20,11 @@ from functions.auth.oidc_provider import OIDCIdentity
 from functions.auth.sessions import COOKIE, start_session
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
-from functions.common.errors import (
-    APIError,
-    Conflict,
-    InvalidRequest,
-)
+from functions.common.errors import APIError, Conflict, InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.settings import Settings
 from functions.services import tenancy
 from functions.services.identity import bearer_credential
-
-log = logging.getLogger(__name__)
-
-STATE_TTL = timedelta(minutes=10)
-METADATA_TTL_SECONDS = 3600.0
-_ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
 
 async def sign_in(
