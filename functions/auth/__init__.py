@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functions.auth import oidc, sessions
+from functions.auth import oidc, sessions, store
 from functions.auth.deps import AuthDeps
 from functions.auth.oidc_provider import OIDCProvider
 from functions.auth.ratelimit import LoginRateLimiter
@@ -34,5 +34,5 @@ def build(
         redis_url=redis_url.get_secret_value() if redis_url else None,
         trusted_proxies=settings.jan_trusted_proxies,
     )
-    keeper.add("auth.refresh_tokens", sessions.sweep_refresh_tokens)
+    keeper.add("auth.refresh_tokens", store.sweep_refresh_tokens)
     return AuthDeps(runtime, identity, limiter, OIDCProvider(settings, outbound))

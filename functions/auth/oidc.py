@@ -9,33 +9,22 @@ become owners of the default organization when the account is first signed in.
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.auth import store
 from functions.auth.deps import AuthDeps
 from functions.auth.oidc_provider import OIDCIdentity
 from functions.auth.sessions import COOKIE, start_session
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
-from functions.common.errors import (
-    APIError,
-    Conflict,
-    InvalidRequest,
-)
+from functions.common.errors import APIError, Conflict, InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.settings import Settings
 from functions.services import tenancy
 from functions.services.identity import bearer_credential
-
-log = logging.getLogger(__name__)
-
-STATE_TTL = timedelta(minutes=10)
-METADATA_TTL_SECONDS = 3600.0
-_ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
 
 async def sign_in(
@@ -43,24 +32,14 @@ async def sign_in(
 ) -> str:
     """The user for this identity: known, linked by verified e-mail, an upgraded guest,
     or new. Returns the user ID."""
-    user_id: str | None = await conn.fetchval(
-        "SELECT id FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2",
-        who.issuer,
-        who.subject,
-    )
+    user_id = await store.user_id_by_oidc(conn, issuer=who.issuer, subject=who.subject)
     if user_id is not None:
         return user_id
     if who.email is not None:
-        user_id = await conn.fetchval(
-            "UPDATE users SET oidc_issuer = $2, oidc_subject = $3, is_guest = false,"
-            " updated_at = now() WHERE lower(email) = $1 AND oidc_subject IS NULL RETURNING id",
-            who.email,
-            who.issuer,
-            who.subject,
+        user_id = await store.link_oidc_by_email(
+            conn, email=who.email, issuer=who.issuer, subject=who.subject
         )
-        if user_id is None and await conn.fetchval(
-            "SELECT 1 FROM users WHERE lower(email) = $1", who.email
-        ):
+        if user_id is None and await store.email_in_use(conn, email=who.email):
             # Linked to another identity already: never merge accounts on an e-mail alone.
             raise Conflict(
                 "This e-mail address belongs to an account that signs in another way.",
@@ -68,14 +47,13 @@ async def sign_in(
             )
     org_id = await tenancy.ensure_default_organization(conn)
     if user_id is None and guest_id is not None:
-        user_id = await conn.fetchval(
-            "UPDATE users SET email = $2, name = $3, is_guest = false, oidc_issuer = $4,"
-            " oidc_subject = $5, updated_at = now() WHERE id = $1 AND is_guest RETURNING id",
-            guest_id,
-            who.email,
-            who.name,
-            who.issuer,
-            who.subject,
+        user_id = await store.upgrade_guest(
+            conn,
+            user_id=guest_id,
+            email=who.email,
+            name=who.name,
+            issuer=who.issuer,
+            subject=who.subject,
         )
     if user_id is None:
         user = await tenancy.create_user(
@@ -98,11 +76,8 @@ async def _guest_of(request: Request, conn: Executor, jwt_secret: str) -> str | 
     """A guest signing in: from its refresh cookie (browser) or access token (API)."""
     token = request.cookies.get(COOKIE)
     if token:
-        found: str | None = await conn.fetchval(
-            "SELECT u.id FROM refresh_tokens r JOIN users u ON u.id = r.user_id"
-            " WHERE r.token_hash = $1 AND r.revoked_at IS NULL AND r.used_at IS NULL"
-            " AND r.expires_at > now() AND u.is_guest",
-            tokens.hash_refresh_token(token),
+        found = await store.guest_id_by_refresh_token(
+            conn, token_hash=tokens.hash_refresh_token(token)
         )
         if found is not None:
             return found
@@ -112,10 +87,7 @@ async def _guest_of(request: Request, conn: Executor, jwt_secret: str) -> str | 
             user_id = tokens.verify_access_token(jwt_secret, credential)
         except APIError:
             return None
-        guest: str | None = await conn.fetchval(
-            "SELECT id FROM users WHERE id = $1 AND is_guest", user_id
-        )
-        return guest
+        return await store.guest_id(conn, user_id=user_id)
     return None
 
 

@@ -16,6 +16,7 @@ import httpx
 import jwt
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from functions.auth import store
 from functions.common.db import Executor
 from functions.common.errors import (
     InvalidRequest,
@@ -112,14 +113,12 @@ class OIDCProvider:
         nonce = secrets.token_urlsafe(16)
         verifier = secrets.token_urlsafe(48)
         # Abandoned sign-ins are swept here, so anyone calling login cannot grow the table.
-        await ex.execute(
-            "WITH swept AS (DELETE FROM oidc_login_states WHERE expires_at <= now())"
-            " INSERT INTO oidc_login_states (state_hash, code_verifier, nonce, expires_at)"
-            " VALUES ($1, $2, $3, $4)",
-            _hash(state),
-            verifier,
-            nonce,
-            datetime.now(UTC) + STATE_TTL,
+        await store.insert_login_state(
+            ex,
+            state_hash=_hash(state),
+            code_verifier=verifier,
+            nonce=nonce,
+            expires_at=datetime.now(UTC) + STATE_TTL,
         )
         async with self._client() as client:
             url, _ = client.create_authorization_url(
@@ -129,9 +128,7 @@ class OIDCProvider:
 
     async def exchange(self, ex: Executor, *, code: str, state: str) -> OIDCIdentity:
         self._require_configured()
-        login = await ex.fetchrow(
-            "DELETE FROM oidc_login_states WHERE state_hash = $1 RETURNING *", _hash(state)
-        )
+        login = await store.consume_login_state(ex, state_hash=_hash(state))
         if login is None or login["expires_at"] <= datetime.now(UTC):
             raise InvalidRequest("Unknown or expired sign-in state; start again.", param="state")
         meta = await self.metadata()

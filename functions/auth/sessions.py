@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.auth import store
 from functions.auth.deps import AuthDeps
 from functions.common import ids, tokens
 from functions.common.db import AnyConnection, Executor
@@ -27,47 +28,24 @@ COOKIE_PATH = "/v1/auth"
 
 # --- issuing ------------------------------------------------------------------------------
 async def new_refresh_token(ex: Executor, *, user_id: str, family_id: str | None = None) -> str:
+    """A new refresh token for the user, in ``family_id`` or a new family; only its hash
+    is stored."""
     token, token_hash = tokens.new_refresh_token()
-    await ex.execute(
-        """
-        INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
-        VALUES ($1, $2, $3, $4, $5)
-        """,
-        ids.new_id(ids.REFRESH_TOKEN),
-        user_id,
-        family_id or ids.new_id(ids.TOKEN_FAMILY),
-        token_hash,
-        datetime.now(UTC) + timedelta(seconds=tokens.REFRESH_TOKEN_TTL_SECONDS),
+    await store.insert_refresh_token(
+        ex,
+        user_id=user_id,
+        family_id=family_id or ids.new_id(ids.TOKEN_FAMILY),
+        token_hash=token_hash,
+        expires_at=datetime.now(UTC) + timedelta(seconds=tokens.REFRESH_TOKEN_TTL_SECONDS),
     )
     return token
 
 
-async def sweep_refresh_tokens(ex: Executor, *, limit: int) -> int:
-    """Delete up to ``limit`` refresh tokens expired or revoked over a day ago (housekeeping).
-    A spent token stays until then: presented again, it revokes its family."""
-    status = await ex.execute(
-        """
-        DELETE FROM refresh_tokens WHERE id IN (
-            SELECT id FROM refresh_tokens
-            WHERE LEAST(expires_at, revoked_at) < now() - interval '1 day'
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
-        )
-        """,
-        limit,
-    )
-    return int(status.split()[-1])
-
-
 async def user_object(ex: Executor, user_id: str) -> dict[str, Any]:
-    user = await ex.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    user = await store.get_user(ex, user_id=user_id)
     if user is None:
         raise Unauthorized("This account no longer exists.", code="invalid_token")
-    orgs = await ex.fetch(
-        "SELECT organization_id AS id, role FROM organization_members WHERE user_id = $1"
-        " ORDER BY organization_id",
-        user_id,
-    )
+    orgs = await store.list_memberships(ex, user_id=user_id)
     return {
         "object": "user",
         "id": user["id"],
@@ -151,20 +129,13 @@ async def guest_login(deps: AuthDeps, request: Request) -> Response:
 async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str] | None:
     """(user ID, new refresh token); None when a spent token came back (the family is
     revoked then, and the caller must let that commit before refusing)."""
-    row = await conn.fetchrow(
-        "SELECT * FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-        tokens.hash_refresh_token(token),
-    )
+    row = await store.lock_refresh_token(conn, token_hash=tokens.hash_refresh_token(token))
     if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
         raise Unauthorized("Invalid or expired refresh token; sign in again.", code="invalid_token")
     if row["used_at"] is not None:
-        await conn.execute(
-            "UPDATE refresh_tokens SET revoked_at = now()"
-            " WHERE family_id = $1 AND revoked_at IS NULL",
-            row["family_id"],
-        )
+        await store.revoke_token_family(conn, family_id=row["family_id"])
         return None
-    await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
+    await store.mark_refresh_token_used(conn, token_id=row["id"])
     new = await new_refresh_token(conn, user_id=row["user_id"], family_id=row["family_id"])
     return row["user_id"], new
 
@@ -221,13 +192,8 @@ async def logout(deps: AuthDeps, request: Request) -> Response:
     """
     token = await refresh_token_of(request)
     if token is not None:
-        await deps.runtime.db.writer.execute(
-            """
-            UPDATE refresh_tokens SET revoked_at = now()
-            WHERE revoked_at IS NULL AND family_id =
-                (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
-            """,
-            tokens.hash_refresh_token(token),
+        await store.revoke_token_family_of(
+            deps.runtime.db.writer, token_hash=tokens.hash_refresh_token(token)
         )
     response = JSON({"object": "auth.logout", "revoked": token is not None})
     response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=True, httponly=True, samesite="lax")
