@@ -21,7 +21,7 @@ from starlette.responses import Response
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
 from functions.common.http import JSON
-from functions.common.pagination import Order, limit_param, list_page, order_param
+from functions.common.pagination import Page
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
@@ -125,21 +125,6 @@ def ts(value: datetime | None) -> int | None:
 
 
 # --- paging --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Page:
-    after: str | None
-    limit: int
-    order: str
-
-
-def page_params(request: Request, *, default_order: Order = "asc") -> Page:
-    return Page(
-        after=request.query_params.get("after") or None,
-        limit=limit_param(request),
-        order=order_param(request, default=default_order),
-    )
-
-
 async def fetch_page(
     ex: Executor,
     *,
@@ -148,8 +133,8 @@ async def fetch_page(
     args: Sequence[Any],
     page: Page,
     id_column: str = "id",
-) -> tuple[list[asyncpg.Record], bool]:
-    """Rows after the cursor in ID order (IDs are time-ordered), and whether more exist.
+) -> list[asyncpg.Record]:
+    """Up to ``page.fetch`` rows after the cursor in ID order (IDs are time-ordered).
 
     ``select``, ``where`` and ``id_column`` are constant SQL from the callers; values go
     through ``args`` only.
@@ -158,14 +143,12 @@ async def fetch_page(
     condition = where
     if page.after is not None:
         params.append(page.after)
-        condition += f" AND {id_column} {'>' if page.order == 'asc' else '<'} ${len(params)}"
-    params.append(page.limit + 1)
-    direction = "ASC" if page.order == "asc" else "DESC"
-    rows = await ex.fetch(
-        f"{select} WHERE {condition} ORDER BY {id_column} {direction} LIMIT ${len(params)}",
+        condition += f" AND {id_column} {page.comparison} ${len(params)}"
+    params.append(page.fetch)
+    return await ex.fetch(
+        f"{select} WHERE {condition} ORDER BY {id_column} {page.direction} LIMIT ${len(params)}",
         *params,
     )
-    return rows[: page.limit], len(rows) > page.limit
 
 
 async def list_response(
@@ -179,10 +162,11 @@ async def list_response(
     id_column: str = "id",
 ) -> Response:
     """A list endpoint's whole answer: one page of rendered rows in OpenAI's envelope."""
-    rows, more = await fetch_page(
-        ex, select=select, where=where, args=args, page=page_params(request), id_column=id_column
+    page = Page.of(request, default_order="asc")
+    rows = await fetch_page(
+        ex, select=select, where=where, args=args, page=page, id_column=id_column
     )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
+    return JSON(page.answer(rows, render))
 
 
 # --- body fields ---------------------------------------------------------------------------
