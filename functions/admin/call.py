@@ -18,6 +18,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
 from functions.common.http import JSON
@@ -91,18 +92,12 @@ async def project_call(
     refuse_project_credentials(principal)
     if principal.is_guest:
         raise Forbidden("Guests cannot administer projects; sign in first.")
-    runtime = deps.runtime
     project_id = request.path_params["project_id"]
-    row = await runtime.db.writer.fetchrow(
-        """
-        SELECT p.*, pm.role AS caller_project_role
-        FROM projects p
-        LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $3
-        WHERE p.id = $1 AND p.organization_id = $2
-        """,
-        project_id,
-        principal.organization_id,
-        principal.user_id if principal.kind == "user" else None,
+    row = await store.get_project_for_caller(
+        deps.runtime.db.writer,
+        organization_id=principal.organization_id,
+        project_id=project_id,
+        user_id=principal.user_id if principal.kind == "user" else None,
     )
     project_role = row["caller_project_role"] if row is not None else None
     if row is None or (principal.org_role is None and project_role is None):
@@ -202,11 +197,7 @@ async def load_project(
     ex: Executor, *, organization_id: str, project_id: str, for_write: bool
 ) -> asyncpg.Record:
     """The organization's project; 404 if it is another's, 400 on writes when archived."""
-    row = await ex.fetchrow(
-        "SELECT * FROM projects WHERE id = $1 AND organization_id = $2",
-        project_id,
-        organization_id,
-    )
+    row = await store.get_project(ex, organization_id=organization_id, project_id=project_id)
     if row is None:
         raise NotFound(f"No project found with id '{project_id}'.")
     if for_write:

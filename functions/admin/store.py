@@ -1,0 +1,144 @@
+"""SQL of the Administration API: projects, members, keys, service accounts, invites, usage.
+
+Functions take the executor first and keyword-only arguments; the caller owns the
+transaction. Every query on tenant rows filters by organization_id (and project_id where
+the row belongs to a project). SQL text is constant: values travel only as ``$n``
+parameters. Lists page by ID (IDs are time-ordered) and read ``page.fetch`` rows, one more
+than the page, for ``Page.answer`` to tell whether more follow.
+
+Rows shared with other areas are written through ``functions.services.tenancy`` (creating
+projects, keys, service accounts; setting roles) and model providers through
+``functions.services.providers.store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from functions.common.db import Executor
+from functions.common.pagination import Page
+
+
+# --- paging ------------------------------------------------------------------------------
+async def _page_by_id(
+    ex: Executor,
+    *,
+    select: str,
+    where: str,
+    args: Sequence[Any],
+    page: Page,
+    id_column: str = "id",
+) -> list[asyncpg.Record]:
+    """Up to ``page.fetch`` rows after the cursor, in ID order.
+
+    ``select``, ``where`` and ``id_column`` are this module's constants, and
+    ``page.comparison`` / ``page.direction`` are constant fragments too: no caller text
+    reaches the SQL. Values (the ``where`` arguments, the cursor, the limit) go through
+    ``args`` as parameters numbered after those ``where`` uses.
+    """
+    params = list(args)
+    condition = where
+    if page.after is not None:
+        params.append(page.after)
+        condition += f" AND {id_column} {page.comparison} ${len(params)}"
+    params.append(page.fetch)
+    return await ex.fetch(
+        f"{select} WHERE {condition} ORDER BY {id_column} {page.direction} LIMIT ${len(params)}",
+        *params,
+    )
+
+
+# --- projects ----------------------------------------------------------------------------
+async def get_project(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM projects WHERE id = $1 AND organization_id = $2",
+        project_id,
+        organization_id,
+    )
+
+
+async def get_project_for_caller(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str | None
+) -> asyncpg.Record | None:
+    """The organization's project, with ``caller_project_role``: the user's role in it
+    (None when ``user_id`` is None or not a member)."""
+    return await ex.fetchrow(
+        """
+        SELECT p.*, pm.role AS caller_project_role
+        FROM projects p
+        LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $3
+        WHERE p.id = $1 AND p.organization_id = $2
+        """,
+        project_id,
+        organization_id,
+        user_id,
+    )
+
+
+_PROJECTS_WHERE = "organization_id = $1 AND ($2 OR status = 'active')"
+_MEMBER_PROJECTS_WHERE = (
+    "organization_id = $1 AND ($2 OR status = 'active')"
+    " AND id IN (SELECT project_id FROM project_members WHERE user_id = $3)"
+)
+
+
+async def list_projects(
+    ex: Executor, *, organization_id: str, include_archived: bool, page: Page
+) -> list[asyncpg.Record]:
+    """The organization's projects (active ones only unless ``include_archived``)."""
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM projects",
+        where=_PROJECTS_WHERE,
+        args=[organization_id, include_archived],
+        page=page,
+    )
+
+
+async def list_member_projects(
+    ex: Executor, *, organization_id: str, user_id: str, include_archived: bool, page: Page
+) -> list[asyncpg.Record]:
+    """The organization's projects the user is a member of."""
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM projects",
+        where=_MEMBER_PROJECTS_WHERE,
+        args=[organization_id, include_archived, user_id],
+        page=page,
+    )
+
+
+async def is_active_project(ex: Executor, *, organization_id: str, project_id: str) -> bool:
+    found = await ex.fetchval(
+        "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2 AND status = 'active'",
+        project_id,
+        organization_id,
+    )
+    return found is not None
+
+
+async def rename_project(
+    ex: Executor, *, organization_id: str, project_id: str, name: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
+        project_id,
+        organization_id,
+        name,
+    )
+
+
+async def archive_project(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "UPDATE projects SET status = 'archived', archived_at = now()"
+        " WHERE id = $1 AND organization_id = $2 RETURNING *",
+        project_id,
+        organization_id,
+    )
