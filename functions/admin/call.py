@@ -221,5 +221,12 @@ async def fetch_one(ex: Executor, query: str, *args: Any, missing: str) -> async
     return row
 
 
+def found(row: asyncpg.Record | None, *, missing: str) -> asyncpg.Record:
+    """``row``, or 404 with the message ``missing`` when there is none."""
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
 def deleted(object_name: str, object_id: str) -> dict[str, Any]:
     return {"object": f"{object_name}.deleted", "id": object_id, "deleted": True}

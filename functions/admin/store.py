@@ -142,3 +142,169 @@ async def archive_project(
         project_id,
         organization_id,
     )
+
+
+# --- organization users ------------------------------------------------------------------
+_ORGANIZATION_USERS = """
+SELECT u.id, u.name, u.email, om.role, om.created_at AS added_at
+FROM organization_members om JOIN users u ON u.id = om.user_id
+"""
+
+
+async def get_organization_user(
+    ex: Executor, *, organization_id: str, user_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        _ORGANIZATION_USERS + " WHERE om.organization_id = $1 AND om.user_id = $2",
+        organization_id,
+        user_id,
+    )
+
+
+async def list_organization_users(
+    ex: Executor, *, organization_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_ORGANIZATION_USERS,
+        where="om.organization_id = $1",
+        args=[organization_id],
+        page=page,
+        id_column="u.id",
+    )
+
+
+async def organization_role(ex: Executor, *, organization_id: str, user_id: str) -> str | None:
+    """The user's role in the organization; None when not a member."""
+    role: str | None = await ex.fetchval(
+        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+    return role
+
+
+async def is_member_by_email(ex: Executor, *, organization_id: str, email: str) -> bool:
+    """Whether a member of the organization has this e-mail (case-insensitive)."""
+    found = await ex.fetchval(
+        "SELECT 1 FROM organization_members om JOIN users u ON u.id = om.user_id"
+        " WHERE om.organization_id = $1 AND lower(u.email) = lower($2)",
+        organization_id,
+        email,
+    )
+    return bool(found)
+
+
+async def count_other_owners(ex: Executor, *, organization_id: str, user_id: str) -> int:
+    """How many owners the organization has besides ``user_id``."""
+    count: int = await ex.fetchval(
+        "SELECT count(*) FROM organization_members"
+        " WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
+        organization_id,
+        user_id,
+    )
+    return count
+
+
+async def update_organization_role(
+    ex: Executor, *, organization_id: str, user_id: str, role: str
+) -> None:
+    """Change an existing member's role (``tenancy.set_organization_role`` also adds)."""
+    await ex.execute(
+        "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+        role,
+    )
+
+
+async def remove_organization_user(ex: Executor, *, organization_id: str, user_id: str) -> None:
+    """Delete the user's keys, project memberships and membership in the organization
+    (call inside a transaction)."""
+    await ex.execute(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND owner_user_id = $2",
+        organization_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM project_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+
+
+async def get_user_email(ex: Executor, *, user_id: str) -> asyncpg.Record | None:
+    """The user's ``email`` and ``is_guest``."""
+    return await ex.fetchrow("SELECT email, is_guest FROM users WHERE id = $1", user_id)
+
+
+# --- project users -----------------------------------------------------------------------
+_PROJECT_USERS = """
+SELECT u.id, u.name, u.email, pm.role, pm.created_at AS added_at
+FROM project_members pm JOIN users u ON u.id = pm.user_id
+"""
+
+
+async def get_project_user(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        _PROJECT_USERS
+        + " WHERE pm.organization_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
+
+
+async def list_project_users(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_PROJECT_USERS,
+        where="pm.organization_id = $1 AND pm.project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+        id_column="u.id",
+    )
+
+
+async def update_project_role(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str, role: str
+) -> None:
+    """Change an existing member's role (``tenancy.set_project_role`` also adds)."""
+    await ex.execute(
+        "UPDATE project_members SET role = $4"
+        " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+        role,
+    )
+
+
+async def remove_project_user(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str
+) -> None:
+    """Delete the user's keys for the project and their membership (call inside a
+    transaction)."""
+    await ex.execute(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+        " AND owner_user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM project_members"
+        " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
