@@ -308,3 +308,152 @@ async def remove_project_user(
         project_id,
         user_id,
     )
+
+
+# --- admin API keys ----------------------------------------------------------------------
+_ADMIN_KEYS = """
+SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,
+       om.role AS owner_role
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN organization_members om
+       ON om.organization_id = k.organization_id AND om.user_id = k.owner_user_id
+"""
+
+
+async def get_admin_key(
+    ex: Executor, *, organization_id: str, key_id: str
+) -> asyncpg.Record | None:
+    """The admin key with its owner's ``owner_name``, ``owner_email``,
+    ``owner_created_at`` and ``owner_role``."""
+    return await ex.fetchrow(
+        _ADMIN_KEYS + " WHERE k.id = $1 AND k.organization_id = $2 AND k.kind = 'admin'",
+        key_id,
+        organization_id,
+    )
+
+
+async def list_admin_keys(
+    ex: Executor, *, organization_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_ADMIN_KEYS,
+        where="k.organization_id = $1 AND k.kind = 'admin'",
+        args=[organization_id],
+        page=page,
+        id_column="k.id",
+    )
+
+
+async def delete_admin_key(ex: Executor, *, organization_id: str, key_id: str) -> bytes | None:
+    """The deleted key's ``secret_hash`` (to revoke), or None if there was none."""
+    secret_hash: bytes | None = await ex.fetchval(
+        "DELETE FROM api_keys WHERE id = $1 AND organization_id = $2 AND kind = 'admin'"
+        " RETURNING secret_hash",
+        key_id,
+        organization_id,
+    )
+    return secret_hash
+
+
+# --- project API keys --------------------------------------------------------------------
+_PROJECT_KEYS = """
+SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,
+       pm.role AS user_role, sa.name AS sa_name, sa.role AS sa_role,
+       sa.created_at AS sa_created_at
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN project_members pm ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+LEFT JOIN service_accounts sa ON sa.id = k.service_account_id
+"""
+
+
+async def get_project_key(
+    ex: Executor, *, organization_id: str, project_id: str, key_id: str
+) -> asyncpg.Record | None:
+    """A key of the project (a user's or a service account's), with its owner's columns."""
+    return await ex.fetchrow(
+        _PROJECT_KEYS + " WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3",
+        organization_id,
+        project_id,
+        key_id,
+    )
+
+
+async def list_project_keys(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_PROJECT_KEYS,
+        where="k.organization_id = $1 AND k.project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+        id_column="k.id",
+    )
+
+
+async def delete_project_key(
+    ex: Executor, *, organization_id: str, project_id: str, key_id: str
+) -> bytes | None:
+    """The deleted key's ``secret_hash`` (to revoke), or None if there was none."""
+    secret_hash: bytes | None = await ex.fetchval(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
+        " RETURNING secret_hash",
+        organization_id,
+        project_id,
+        key_id,
+    )
+    return secret_hash
+
+
+# --- service accounts --------------------------------------------------------------------
+async def get_service_account(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+
+
+async def list_service_accounts(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM service_accounts",
+        where="organization_id = $1 AND project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+    )
+
+
+async def delete_service_account_keys(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> list[bytes]:
+    """Delete the service account's keys; their ``secret_hash``es, to revoke."""
+    rows = await ex.fetch(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+        " AND service_account_id = $3 RETURNING secret_hash",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+    return [r["secret_hash"] for r in rows]
+
+
+async def delete_service_account(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> bool:
+    gone = await ex.fetchval(
+        "DELETE FROM service_accounts"
+        " WHERE organization_id = $1 AND project_id = $2 AND id = $3 RETURNING id",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+    return gone is not None
