@@ -14,10 +14,12 @@ projects, keys, service accounts; setting roles) and model providers through
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from functions.common import ids
 from functions.common.db import Executor
 from functions.common.pagination import Page
 
@@ -457,3 +459,89 @@ async def delete_service_account(
         service_account_id,
     )
     return gone is not None
+
+
+# --- invites -----------------------------------------------------------------------------
+async def get_invite(
+    ex: Executor, *, organization_id: str, invite_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM invites WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        invite_id,
+    )
+
+
+async def list_invites(ex: Executor, *, organization_id: str, page: Page) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM invites",
+        where="organization_id = $1",
+        args=[organization_id],
+        page=page,
+    )
+
+
+async def expire_stale_invites(ex: Executor, *, organization_id: str, email: str) -> None:
+    """Mark the address's pending invites that are past their expiry as expired."""
+    await ex.execute(
+        "UPDATE invites SET status = 'expired' WHERE organization_id = $1"
+        " AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()",
+        organization_id,
+        email,
+    )
+
+
+async def insert_invite(
+    ex: Executor,
+    *,
+    organization_id: str,
+    email: str,
+    role: str,
+    projects: list[dict[str, str]],
+    code_hash: bytes,
+    expires_at: datetime,
+) -> asyncpg.Record:
+    """A new pending invite (UniqueViolationError: the address has a pending one)."""
+    row = await ex.fetchrow(
+        """
+        INSERT INTO invites (id, organization_id, email, role, projects, code_hash,
+                             expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+        """,
+        ids.new_id(ids.INVITE),
+        organization_id,
+        email,
+        role,
+        projects,
+        code_hash,
+        expires_at,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_invite(ex: Executor, *, organization_id: str, invite_id: str) -> None:
+    await ex.execute(
+        "DELETE FROM invites WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        invite_id,
+    )
+
+
+async def lock_pending_invite(ex: Executor, *, code_hash: bytes) -> asyncpg.Record | None:
+    """The unexpired pending invite with this code, locked until the transaction ends."""
+    return await ex.fetchrow(
+        "SELECT * FROM invites WHERE code_hash = $1 AND status = 'pending'"
+        " AND expires_at > now() FOR UPDATE",
+        code_hash,
+    )
+
+
+async def mark_invite_accepted(ex: Executor, *, invite_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        "UPDATE invites SET status = 'accepted', accepted_at = now() WHERE id = $1 RETURNING *",
+        invite_id,
+    )
+    assert row is not None
+    return row
