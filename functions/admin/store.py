@@ -13,7 +13,7 @@ projects, keys, service accounts; setting roles) and model providers through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -545,3 +545,49 @@ async def mark_invite_accepted(ex: Executor, *, invite_id: str) -> asyncpg.Recor
     )
     assert row is not None
     return row
+
+
+# --- usage -------------------------------------------------------------------------------
+# The ledger's columns a usage report may group and filter by.
+USAGE_COLUMNS = ("project_id", "user_id", "api_key_id", "model")
+
+
+async def usage_buckets(
+    ex: Executor,
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+) -> list[asyncpg.Record]:
+    """Completions usage from ``start`` to ``stop`` summed per ``width``-second bucket
+    (``bucket``: Unix seconds, aligned to the epoch) and per ``groups``, ordered by bucket
+    then groups. ``filters`` keeps, per column, the rows with one of the given values.
+    ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
+    """
+    unknown = {*groups, *filters} - set(USAGE_COLUMNS)
+    if unknown:
+        raise ValueError(f"Not usage columns: {sorted(unknown)}")
+    # Assembled with f-strings, yet safe: every fragment put in is constant text of this
+    # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
+    # among them, they are never copied in) and "$n" placeholders. Every value, filter
+    # values included, travels as a parameter.
+    chosen = [column for column in USAGE_COLUMNS if column in groups]
+    args: list[Any] = [organization_id, start, stop, width]
+    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
+    for column in USAGE_COLUMNS:
+        values = filters.get(column)
+        if values:
+            args.append(list(values))
+            where.append(f"{column} = ANY(${len(args)}::text[])")
+    group_sql = "".join(f", {column}" for column in chosen)
+    sql = (
+        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
+        f" FROM usage_completions WHERE {' AND '.join(where)}"
+        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
+    )
+    return await ex.fetch(sql, *args)
