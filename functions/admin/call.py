@@ -1,6 +1,7 @@
 """What the Administration API handlers share: who may call (``admin_call`` for the
-organization, ``project_call`` for one project), paging, body fields, and loading a
-project of the caller's organization (404 otherwise; archived refused on writes).
+organization, ``project_call`` for one project), body fields, and loading a project of the
+caller's organization (404 otherwise; archived refused on writes). Their SQL is in
+``functions.admin.store``; lists page with ``functions.common.pagination.Page``.
 
 Roles, as in OpenAI: organization owners (and admin keys) change everything, organization
 readers read everything; a project's owners manage its users, service accounts and API
@@ -9,20 +10,17 @@ keys, its members read it. A project the caller may not see answers 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import Response
 
 from functions.admin import store
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
-from functions.common.http import JSON
-from functions.common.pagination import Page
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
@@ -119,51 +117,6 @@ def ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-# --- paging --------------------------------------------------------------------------------
-async def fetch_page(
-    ex: Executor,
-    *,
-    select: str,
-    where: str,
-    args: Sequence[Any],
-    page: Page,
-    id_column: str = "id",
-) -> list[asyncpg.Record]:
-    """Up to ``page.fetch`` rows after the cursor in ID order (IDs are time-ordered).
-
-    ``select``, ``where`` and ``id_column`` are constant SQL from the callers; values go
-    through ``args`` only.
-    """
-    params = list(args)
-    condition = where
-    if page.after is not None:
-        params.append(page.after)
-        condition += f" AND {id_column} {page.comparison} ${len(params)}"
-    params.append(page.fetch)
-    return await ex.fetch(
-        f"{select} WHERE {condition} ORDER BY {id_column} {page.direction} LIMIT ${len(params)}",
-        *params,
-    )
-
-
-async def list_response(
-    ex: Executor,
-    request: Request,
-    *,
-    render: Callable[[asyncpg.Record], dict[str, Any]],
-    select: str,
-    where: str,
-    args: Sequence[Any],
-    id_column: str = "id",
-) -> Response:
-    """A list endpoint's whole answer: one page of rendered rows in OpenAI's envelope."""
-    page = Page.of(request, default_order="asc")
-    rows = await fetch_page(
-        ex, select=select, where=where, args=args, page=page, id_column=id_column
-    )
-    return JSON(page.answer(rows, render))
-
-
 # --- body fields ---------------------------------------------------------------------------
 def string_field(
     body: dict[str, Any], name: str, *, required: bool, max_length: int = 256
@@ -211,14 +164,6 @@ def _refuse_archived(project: asyncpg.Record) -> None:
             f"Project '{project['id']}' is archived; archived projects are read-only.",
             code="project_archived",
         )
-
-
-async def fetch_one(ex: Executor, query: str, *args: Any, missing: str) -> asyncpg.Record:
-    """The row ``query`` finds, or 404 with the message ``missing``."""
-    row = await ex.fetchrow(query, *args)
-    if row is None:
-        raise NotFound(missing)
-    return row
 
 
 def found(row: asyncpg.Record | None, *, missing: str) -> asyncpg.Record:
