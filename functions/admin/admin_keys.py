@@ -8,29 +8,21 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import (
     AdminDeps,
     admin_call,
     deleted,
-    fetch_one,
-    list_response,
+    found,
     string_field,
     ts,
 )
 from functions.common.db import Executor
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 from functions.services import tenancy
-
-_SELECT = """
-SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,
-       om.role AS owner_role
-FROM api_keys k
-LEFT JOIN users u ON u.id = k.owner_user_id
-LEFT JOIN organization_members om
-       ON om.organization_id = k.organization_id AND om.user_id = k.owner_user_id
-"""
 
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
@@ -60,11 +52,8 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, organization_id: str, key_id: str) -> asyncpg.Record:
-    return await fetch_one(
-        ex,
-        _SELECT + " WHERE k.id = $1 AND k.organization_id = $2 AND k.kind = 'admin'",
-        key_id,
-        organization_id,
+    return found(
+        await store.get_admin_key(ex, organization_id=organization_id, key_id=key_id),
         missing=f"No admin API key found with id '{key_id}'.",
     )
 
@@ -83,15 +72,9 @@ async def list_keys(deps: AdminDeps, request: Request) -> Response:
       403: {description: Not an organization administrator.}
     """
     call = await admin_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select=_SELECT,
-        where="k.organization_id = $1 AND k.kind = 'admin'",
-        args=[call.organization_id],
-        id_column="k.id",
-    )
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_admin_keys(call.db, organization_id=call.organization_id, page=page)
+    return JSON(page.answer(rows, render))
 
 
 async def create_key(deps: AdminDeps, request: Request) -> Response:
@@ -143,11 +126,8 @@ async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     call = await admin_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
-    secret_hash = await call.db.fetchval(
-        "DELETE FROM api_keys WHERE id = $1 AND organization_id = $2 AND kind = 'admin'"
-        " RETURNING secret_hash",
-        key_id,
-        call.organization_id,
+    secret_hash = await store.delete_admin_key(
+        call.db, organization_id=call.organization_id, key_id=key_id
     )
     if secret_hash is None:
         raise NotFound(f"No admin API key found with id '{key_id}'.")

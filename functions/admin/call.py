@@ -1,6 +1,7 @@
 """What the Administration API handlers share: who may call (``admin_call`` for the
-organization, ``project_call`` for one project), paging, body fields, and loading a
-project of the caller's organization (404 otherwise; archived refused on writes).
+organization, ``project_call`` for one project), body fields, and loading a project of the
+caller's organization (404 otherwise; archived refused on writes). Their SQL is in
+``functions.admin.store``; lists page with ``functions.common.pagination.Page``.
 
 Roles, as in OpenAI: organization owners (and admin keys) change everything, organization
 readers read everything; a project's owners manage its users, service accounts and API
@@ -9,19 +10,17 @@ keys, its members read it. A project the caller may not see answers 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import Response
 
+from functions.admin import store
 from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
-from functions.common.http import JSON
-from functions.common.pagination import Order, limit_param, list_page, order_param
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
@@ -91,18 +90,12 @@ async def project_call(
     refuse_project_credentials(principal)
     if principal.is_guest:
         raise Forbidden("Guests cannot administer projects; sign in first.")
-    runtime = deps.runtime
     project_id = request.path_params["project_id"]
-    row = await runtime.db.writer.fetchrow(
-        """
-        SELECT p.*, pm.role AS caller_project_role
-        FROM projects p
-        LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $3
-        WHERE p.id = $1 AND p.organization_id = $2
-        """,
-        project_id,
-        principal.organization_id,
-        principal.user_id if principal.kind == "user" else None,
+    row = await store.get_project_for_caller(
+        deps.runtime.db.writer,
+        organization_id=principal.organization_id,
+        project_id=project_id,
+        user_id=principal.user_id if principal.kind == "user" else None,
     )
     project_role = row["caller_project_role"] if row is not None else None
     if row is None or (principal.org_role is None and project_role is None):
@@ -122,67 +115,6 @@ async def project_call(
 def ts(value: datetime | None) -> int | None:
     """OpenAI's timestamps: Unix seconds."""
     return int(value.timestamp()) if value is not None else None
-
-
-# --- paging --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Page:
-    after: str | None
-    limit: int
-    order: str
-
-
-def page_params(request: Request, *, default_order: Order = "asc") -> Page:
-    return Page(
-        after=request.query_params.get("after") or None,
-        limit=limit_param(request),
-        order=order_param(request, default=default_order),
-    )
-
-
-async def fetch_page(
-    ex: Executor,
-    *,
-    select: str,
-    where: str,
-    args: Sequence[Any],
-    page: Page,
-    id_column: str = "id",
-) -> tuple[list[asyncpg.Record], bool]:
-    """Rows after the cursor in ID order (IDs are time-ordered), and whether more exist.
-
-    ``select``, ``where`` and ``id_column`` are constant SQL from the callers; values go
-    through ``args`` only.
-    """
-    params = list(args)
-    condition = where
-    if page.after is not None:
-        params.append(page.after)
-        condition += f" AND {id_column} {'>' if page.order == 'asc' else '<'} ${len(params)}"
-    params.append(page.limit + 1)
-    direction = "ASC" if page.order == "asc" else "DESC"
-    rows = await ex.fetch(
-        f"{select} WHERE {condition} ORDER BY {id_column} {direction} LIMIT ${len(params)}",
-        *params,
-    )
-    return rows[: page.limit], len(rows) > page.limit
-
-
-async def list_response(
-    ex: Executor,
-    request: Request,
-    *,
-    render: Callable[[asyncpg.Record], dict[str, Any]],
-    select: str,
-    where: str,
-    args: Sequence[Any],
-    id_column: str = "id",
-) -> Response:
-    """A list endpoint's whole answer: one page of rendered rows in OpenAI's envelope."""
-    rows, more = await fetch_page(
-        ex, select=select, where=where, args=args, page=page_params(request), id_column=id_column
-    )
-    return JSON(list_page([render(r) for r in rows], has_more=more))
 
 
 # --- body fields ---------------------------------------------------------------------------
@@ -218,11 +150,7 @@ async def load_project(
     ex: Executor, *, organization_id: str, project_id: str, for_write: bool
 ) -> asyncpg.Record:
     """The organization's project; 404 if it is another's, 400 on writes when archived."""
-    row = await ex.fetchrow(
-        "SELECT * FROM projects WHERE id = $1 AND organization_id = $2",
-        project_id,
-        organization_id,
-    )
+    row = await store.get_project(ex, organization_id=organization_id, project_id=project_id)
     if row is None:
         raise NotFound(f"No project found with id '{project_id}'.")
     if for_write:
@@ -238,9 +166,8 @@ def _refuse_archived(project: asyncpg.Record) -> None:
         )
 
 
-async def fetch_one(ex: Executor, query: str, *args: Any, missing: str) -> asyncpg.Record:
-    """The row ``query`` finds, or 404 with the message ``missing``."""
-    row = await ex.fetchrow(query, *args)
+def found(row: asyncpg.Record | None, *, missing: str) -> asyncpg.Record:
+    """``row``, or 404 with the message ``missing`` when there is none."""
     if row is None:
         raise NotFound(missing)
     return row

@@ -17,23 +17,24 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import (
     AdminDeps,
     admin_call,
     choice_field,
     deleted,
-    fetch_one,
-    list_response,
+    found,
     load_project,
     string_field,
     ts,
 )
 from functions.admin.project_users import PROJECT_ROLES
 from functions.admin.users import ORG_ROLES
-from functions.common import ids, tokens
+from functions.common import tokens
 from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 from functions.services import tenancy
 from functions.services.identity import bearer_credential
@@ -66,11 +67,8 @@ def render(row: asyncpg.Record, *, code: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, invite_id: str) -> asyncpg.Record:
-    return await fetch_one(
-        ex,
-        "SELECT * FROM invites WHERE organization_id = $1 AND id = $2",
-        org_id,
-        invite_id,
+    return found(
+        await store.get_invite(ex, organization_id=org_id, invite_id=invite_id),
         missing=f"No invite found with id '{invite_id}'.",
     )
 
@@ -98,14 +96,9 @@ async def list_invites(deps: AdminDeps, request: Request) -> Response:
       200: {description: "A list of organization.invite objects."}
     """
     call = await admin_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select="SELECT * FROM invites",
-        where="organization_id = $1",
-        args=[call.organization_id],
-    )
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_invites(call.db, organization_id=call.organization_id, page=page)
+    return JSON(page.answer(rows, render))
 
 
 async def create_invite(deps: AdminDeps, request: Request) -> Response:
@@ -142,39 +135,22 @@ async def create_invite(deps: AdminDeps, request: Request) -> Response:
             await load_project(
                 conn, organization_id=call.organization_id, project_id=p["id"], for_write=True
             )
-        member = await conn.fetchval(
-            "SELECT 1 FROM organization_members om JOIN users u ON u.id = om.user_id"
-            " WHERE om.organization_id = $1 AND lower(u.email) = lower($2)",
-            call.organization_id,
-            email,
-        )
-        if member:
+        if await store.is_member_by_email(conn, organization_id=call.organization_id, email=email):
             raise Conflict(f"{email} is already a member of this organization.", param="email")
         # A stale pending invite for the same address makes way for the new one.
-        await conn.execute(
-            "UPDATE invites SET status = 'expired' WHERE organization_id = $1"
-            " AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()",
-            call.organization_id,
-            email,
-        )
+        await store.expire_stale_invites(conn, organization_id=call.organization_id, email=email)
         try:
-            row = await conn.fetchrow(
-                """
-                INSERT INTO invites (id, organization_id, email, role, projects, code_hash,
-                                     expires_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
-                """,
-                ids.new_id(ids.INVITE),
-                call.organization_id,
-                email,
-                role,
-                projects,
-                _hash(code),
-                datetime.now(UTC) + INVITE_TTL,
+            row = await store.insert_invite(
+                conn,
+                organization_id=call.organization_id,
+                email=email,
+                role=role,
+                projects=projects,
+                code_hash=_hash(code),
+                expires_at=datetime.now(UTC) + INVITE_TTL,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"{email} already has a pending invite.", param="email") from None
-    assert row is not None
     return JSON(render(row, code=code))
 
 
@@ -205,11 +181,7 @@ async def delete_invite(deps: AdminDeps, request: Request) -> Response:
         row = await _get(conn, call.organization_id, invite_id)
         if row["status"] == "accepted":
             raise InvalidRequest("An accepted invite cannot be deleted.", code="invite_accepted")
-        await conn.execute(
-            "DELETE FROM invites WHERE organization_id = $1 AND id = $2",
-            call.organization_id,
-            invite_id,
-        )
+        await store.delete_invite(conn, organization_id=call.organization_id, invite_id=invite_id)
     return JSON(deleted("organization.invite", invite_id))
 
 
@@ -236,46 +208,29 @@ async def accept_invite(deps: AdminDeps, request: Request) -> Response:
     code = string_field(await json_body(request), "code", required=True)
     assert code is not None
     async with runtime.db.writer.acquire() as conn, conn.transaction():
-        user = await conn.fetchrow("SELECT email, is_guest FROM users WHERE id = $1", user_id)
+        user = await store.get_user_email(conn, user_id=user_id)
         if user is None:
             raise Unauthorized("This account no longer exists.", code="invalid_token")
-        invite = await conn.fetchrow(
-            "SELECT * FROM invites WHERE code_hash = $1 AND status = 'pending'"
-            " AND expires_at > now() FOR UPDATE",
-            _hash(code),
-        )
+        invite = await store.lock_pending_invite(conn, code_hash=_hash(code))
         if invite is None:
             raise NotFound("No pending invite matches this code.", param="code")
         if user["is_guest"] or (user["email"] or "").lower() != invite["email"].lower():
             raise Forbidden("This invite was sent to another e-mail address.")
         await _join(conn, invite, user_id)
-        row = await conn.fetchrow(
-            "UPDATE invites SET status = 'accepted', accepted_at = now() WHERE id = $1 RETURNING *",
-            invite["id"],
-        )
+        row = await store.mark_invite_accepted(conn, invite_id=invite["id"])
     await identity.revoke_all()
-    assert row is not None
     return JSON(render(row))
 
 
 async def _join(conn: Executor, invite: asyncpg.Record, user_id: str) -> None:
     org_id = invite["organization_id"]
-    current = await conn.fetchval(
-        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-        org_id,
-        user_id,
-    )
+    current = await store.organization_role(conn, organization_id=org_id, user_id=user_id)
     if current != "owner":  # never demote an existing owner by accepting a reader invite
         await tenancy.set_organization_role(
             conn, organization_id=org_id, user_id=user_id, role=invite["role"]
         )
     for project in invite["projects"]:
-        active = await conn.fetchval(
-            "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2 AND status = 'active'",
-            project["id"],
-            org_id,
-        )
-        if active:
+        if await store.is_active_project(conn, organization_id=org_id, project_id=project["id"]):
             await tenancy.set_project_role(
                 conn,
                 organization_id=org_id,

@@ -13,11 +13,11 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import (
     AdminDeps,
     deleted,
-    fetch_one,
-    list_response,
+    found,
     project_call,
     string_field,
     ts,
@@ -25,18 +25,10 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 from functions.services import tenancy
 
-_SELECT = """
-SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,
-       pm.role AS user_role, sa.name AS sa_name, sa.role AS sa_role,
-       sa.created_at AS sa_created_at
-FROM api_keys k
-LEFT JOIN users u ON u.id = k.owner_user_id
-LEFT JOIN project_members pm ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
-LEFT JOIN service_accounts sa ON sa.id = k.service_account_id
-"""
 _MAX_MODELS = 256
 
 
@@ -85,12 +77,10 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, project_id: str, key_id: str) -> asyncpg.Record:
-    return await fetch_one(
-        ex,
-        _SELECT + " WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3",
-        org_id,
-        project_id,
-        key_id,
+    return found(
+        await store.get_project_key(
+            ex, organization_id=org_id, project_id=project_id, key_id=key_id
+        ),
         missing=f"No API key found with id '{key_id}' in this project.",
     )
 
@@ -138,15 +128,11 @@ async def list_keys(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select=_SELECT,
-        where="k.organization_id = $1 AND k.project_id = $2",
-        args=[call.organization_id, call.project_id],
-        id_column="k.id",
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_project_keys(
+        call.db, organization_id=call.organization_id, project_id=call.project_id, page=page
     )
+    return JSON(page.answer(rows, render))
 
 
 async def create_key(deps: AdminDeps, request: Request) -> Response:
@@ -209,12 +195,8 @@ async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     call = await project_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
-    secret_hash = await call.db.fetchval(
-        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
-        " RETURNING secret_hash",
-        call.organization_id,
-        call.project_id,
-        key_id,
+    secret_hash = await store.delete_project_key(
+        call.db, organization_id=call.organization_id, project_id=call.project_id, key_id=key_id
     )
     if secret_hash is None:
         raise NotFound(f"No API key found with id '{key_id}' in this project.")

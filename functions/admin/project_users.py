@@ -11,12 +11,12 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import (
     AdminDeps,
     choice_field,
     deleted,
-    fetch_one,
-    list_response,
+    found,
     project_call,
     string_field,
     ts,
@@ -24,14 +24,11 @@ from functions.admin.call import (
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 from functions.services import tenancy
 
 PROJECT_ROLES = ("owner", "member")
-_SELECT = """
-SELECT u.id, u.name, u.email, pm.role, pm.created_at AS added_at
-FROM project_members pm JOIN users u ON u.id = pm.user_id
-"""
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -46,12 +43,10 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, org_id: str, project_id: str, user_id: str) -> asyncpg.Record:
-    return await fetch_one(
-        ex,
-        _SELECT + " WHERE pm.organization_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
-        org_id,
-        project_id,
-        user_id,
+    return found(
+        await store.get_project_user(
+            ex, organization_id=org_id, project_id=project_id, user_id=user_id
+        ),
         missing=f"No user found with id '{user_id}' in this project.",
     )
 
@@ -68,15 +63,11 @@ async def list_members(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select=_SELECT,
-        where="pm.organization_id = $1 AND pm.project_id = $2",
-        args=[call.organization_id, call.project_id],
-        id_column="u.id",
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_project_users(
+        call.db, organization_id=call.organization_id, project_id=call.project_id, page=page
     )
+    return JSON(page.answer(rows, render))
 
 
 async def add_member(deps: AdminDeps, request: Request) -> Response:
@@ -100,12 +91,10 @@ async def add_member(deps: AdminDeps, request: Request) -> Response:
     role = choice_field(body, "role", PROJECT_ROLES)
     assert user_id is not None
     async with call.db.acquire() as conn, conn.transaction():
-        member = await conn.fetchval(
-            "SELECT 1 FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-            call.organization_id,
-            user_id,
+        org_role = await store.organization_role(
+            conn, organization_id=call.organization_id, user_id=user_id
         )
-        if member is None:
+        if org_role is None:
             raise InvalidRequest(
                 f"User '{user_id}' is not a member of this organization; invite them first.",
                 param="user_id",
@@ -153,13 +142,12 @@ async def modify_member(deps: AdminDeps, request: Request) -> Response:
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
         await _get(conn, call.organization_id, call.project_id, user_id)
-        await conn.execute(
-            "UPDATE project_members SET role = $4"
-            " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
-            call.organization_id,
-            call.project_id,
-            user_id,
-            role,
+        await store.update_project_role(
+            conn,
+            organization_id=call.organization_id,
+            project_id=call.project_id,
+            user_id=user_id,
+            role=role,
         )
         row = await _get(conn, call.organization_id, call.project_id, user_id)
     await call.identity.revoke_all()
@@ -178,19 +166,8 @@ async def remove_member(deps: AdminDeps, request: Request) -> Response:
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
         await _get(conn, call.organization_id, call.project_id, user_id)
-        await conn.execute(
-            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
-            " AND owner_user_id = $3",
-            call.organization_id,
-            call.project_id,
-            user_id,
-        )
-        await conn.execute(
-            "DELETE FROM project_members"
-            " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
-            call.organization_id,
-            call.project_id,
-            user_id,
+        await store.remove_project_user(
+            conn, organization_id=call.organization_id, project_id=call.project_id, user_id=user_id
         )
     await call.identity.revoke_all()  # membership changed; the deleted keys go with the rest
     return JSON(deleted("organization.project.user", user_id))

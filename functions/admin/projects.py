@@ -12,15 +12,10 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.admin.call import (
-    AdminDeps,
-    admin_call,
-    list_response,
-    project_call,
-    string_field,
-    ts,
-)
+from functions.admin import store
+from functions.admin.call import AdminDeps, admin_call, project_call, string_field, ts
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.principal import refuse_project_credentials, require_admin
 from functions.common.routing import Endpoint
 from functions.services import tenancy
@@ -51,22 +46,29 @@ async def list_projects(deps: AdminDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     refuse_project_credentials(principal)
     include_archived = request.query_params.get("include_archived", "false").lower() == "true"
-    where = "organization_id = $1 AND ($2 OR status = 'active')"
-    args: list[object] = [principal.organization_id, include_archived]
-    if principal.kind == "user" and principal.org_role is None and not principal.is_guest:
-        # In some of the organization's projects but not in the organization: those only.
-        where += " AND id IN (SELECT project_id FROM project_members WHERE user_id = $3)"
-        args.append(principal.user_id)
-    else:
+    # In some of the organization's projects but not in the organization: those only.
+    member_only = principal.kind == "user" and principal.org_role is None and not principal.is_guest
+    if not member_only:
         require_admin(principal, write=False)
-    return await list_response(
-        deps.runtime.db.writer,
-        request,
-        render=render,
-        select="SELECT * FROM projects",
-        where=where,
-        args=args,
-    )
+    page = Page.of(request, default_order="asc")
+    db = deps.runtime.db.writer
+    if member_only:
+        assert principal.user_id is not None  # a user's principal always names the user
+        rows = await store.list_member_projects(
+            db,
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            include_archived=include_archived,
+            page=page,
+        )
+    else:
+        rows = await store.list_projects(
+            db,
+            organization_id=principal.organization_id,
+            include_archived=include_archived,
+            page=page,
+        )
+    return JSON(page.answer(rows, render))
 
 
 async def create_project(deps: AdminDeps, request: Request) -> Response:
@@ -123,11 +125,9 @@ async def modify_project(deps: AdminDeps, request: Request) -> Response:
     """
     call = await project_call(deps, request, write=True, org_owners_only=True)
     name = string_field(await json_body(request), "name", required=True)
-    row = await call.db.fetchrow(
-        "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
-        call.project_id,
-        call.organization_id,
-        name,
+    assert name is not None
+    row = await store.rename_project(
+        call.db, organization_id=call.organization_id, project_id=call.project_id, name=name
     )
     assert row is not None
     return JSON(render(row))
@@ -143,11 +143,8 @@ async def archive_project(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=True, org_owners_only=True)
-    row = await call.db.fetchrow(
-        "UPDATE projects SET status = 'archived', archived_at = now()"
-        " WHERE id = $1 AND organization_id = $2 RETURNING *",
-        call.project_id,
-        call.organization_id,
+    row = await store.archive_project(
+        call.db, organization_id=call.organization_id, project_id=call.project_id
     )
     assert row is not None
     await call.identity.revoke_all()

@@ -29,7 +29,6 @@ from functions.admin.call import (
     choice_field,
     deleted,
     load_project,
-    page_params,
     string_field,
     ts,
 )
@@ -39,7 +38,7 @@ from functions.common.db import is_unique_violation
 from functions.common.errors import Conflict, InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.netguard import AddressError
-from functions.common.pagination import list_page
+from functions.common.pagination import Page, list_page
 from functions.common.routing import Endpoint
 from functions.services.providers import store
 from functions.services.providers.directory import KINDS, Providers, normalize_base_url
@@ -251,17 +250,17 @@ async def list_providers(deps: AdminDeps, request: Request) -> Response:
       200: {description: "A list of organization.model_provider objects."}
     """
     call, project_id = await _scope(deps, request, write=False)
-    page = page_params(request)
-    rows = await store.list_providers(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        after=page.after,
-        limit=page.limit,
-        order=page.order,
+    page = Page.of(request, default_order="asc")
+    rows, more = page.split(
+        await store.list_providers(
+            call.db,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            after=page.after,
+            limit=page.limit,
+            order=page.order,
+        )
     )
-    more = len(rows) > page.limit
-    rows = rows[: page.limit]
     found = await store.discovered_models(call.db, provider_ids=[r["id"] for r in rows])
     data = [await render(call, r, [d for d in found if d.provider_id == r["id"]]) for r in rows]
     return JSON(list_page(data, has_more=more))

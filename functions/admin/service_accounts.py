@@ -10,17 +10,18 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import (
     AdminDeps,
     deleted,
-    fetch_one,
-    list_response,
+    found,
     project_call,
     string_field,
     ts,
 )
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 from functions.services import tenancy
 
@@ -47,14 +48,11 @@ async def list_accounts(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select="SELECT * FROM service_accounts",
-        where="organization_id = $1 AND project_id = $2",
-        args=[call.organization_id, call.project_id],
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_service_accounts(
+        call.db, organization_id=call.organization_id, project_id=call.project_id, page=page
     )
+    return JSON(page.answer(rows, render))
 
 
 async def create_account(deps: AdminDeps, request: Request) -> Response:
@@ -106,12 +104,13 @@ async def get_account(deps: AdminDeps, request: Request) -> Response:
     """
     call = await project_call(deps, request, write=False)
     account_id = request.path_params["service_account_id"]
-    row = await fetch_one(
-        call.db,
-        "SELECT * FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3",
-        call.organization_id,
-        call.project_id,
-        account_id,
+    row = found(
+        await store.get_service_account(
+            call.db,
+            organization_id=call.organization_id,
+            project_id=call.project_id,
+            service_account_id=account_id,
+        ),
         missing=f"No service account found with id '{account_id}'.",
     )
     return JSON(render(row))
@@ -128,23 +127,21 @@ async def delete_account(deps: AdminDeps, request: Request) -> Response:
     call = await project_call(deps, request, write=True)
     account_id = request.path_params["service_account_id"]
     async with call.db.acquire() as conn, conn.transaction():
-        hashes = await conn.fetch(
-            "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
-            " AND service_account_id = $3 RETURNING secret_hash",
-            call.organization_id,
-            call.project_id,
-            account_id,
+        hashes = await store.delete_service_account_keys(
+            conn,
+            organization_id=call.organization_id,
+            project_id=call.project_id,
+            service_account_id=account_id,
         )
-        gone = await conn.fetchval(
-            "DELETE FROM service_accounts"
-            " WHERE organization_id = $1 AND project_id = $2 AND id = $3 RETURNING id",
-            call.organization_id,
-            call.project_id,
-            account_id,
+        gone = await store.delete_service_account(
+            conn,
+            organization_id=call.organization_id,
+            project_id=call.project_id,
+            service_account_id=account_id,
         )
-        if gone is None:
+        if not gone:
             raise NotFound(f"No service account found with id '{account_id}'.")
-    await call.identity.revoke_keys(r["secret_hash"] for r in hashes)
+    await call.identity.revoke_keys(hashes)
     return JSON(deleted("organization.project.service_account", account_id))
 
 

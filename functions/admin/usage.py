@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.admin import store
 from functions.admin.call import AdminDeps, admin_call
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON
@@ -23,7 +24,7 @@ from functions.common.routing import Endpoint
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, maximum)
-GROUPS = ("project_id", "user_id", "api_key_id", "model")
+GROUPS = store.USAGE_COLUMNS  # project_id, user_id, api_key_id, model
 FILTERS = {"project_ids": "project_id", "user_ids": "user_id", "api_key_ids": "api_key_id",
            "models": "model"}  # fmt: skip
 
@@ -114,7 +115,7 @@ async def usage_completions(deps: AdminDeps, request: Request) -> Response:
     groups = _list_param(request, "group_by")
     if any(g not in GROUPS for g in groups):
         raise InvalidRequest(f"'group_by' accepts {', '.join(GROUPS)}.", param="group_by")
-    groups = [g for g in GROUPS if g in groups]  # canonical order; column names from GROUPS
+    groups = [g for g in GROUPS if g in groups]  # canonical order
 
     first = start - start % width
     page = request.query_params.get("page")
@@ -128,28 +129,19 @@ async def usage_completions(deps: AdminDeps, request: Request) -> Response:
     count = min(limit, math.ceil((end - first) / width))
     stop = min(first + count * width, end)
 
-    args: list[Any] = [
-        call.organization_id,
-        datetime.fromtimestamp(max(first, start), UTC),
-        datetime.fromtimestamp(stop, UTC),
-        width,
-    ]
-    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
-    for param, column in FILTERS.items():
-        values = _list_param(request, param)
-        if values:
-            args.append(values)
-            where.append(f"{column} = ANY(${len(args)}::text[])")
-    group_sql = "".join(f", {g}" for g in groups)
-    sql = (
-        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
-        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
-        f" FROM usage_completions WHERE {' AND '.join(where)}"
-        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
-    )
+    filters = {column: _list_param(request, param) for param, column in FILTERS.items()}
     # A usage report tolerates replica lag (the ledger itself is written in batches).
-    rows = await call.runtime.db.read(lambda db: db.fetch(sql, *args))
+    rows = await call.runtime.db.read(
+        lambda db: store.usage_buckets(
+            db,
+            organization_id=call.organization_id,
+            start=datetime.fromtimestamp(max(first, start), UTC),
+            stop=datetime.fromtimestamp(stop, UTC),
+            width=width,
+            groups=groups,
+            filters=filters,
+        )
+    )
     by_bucket: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_bucket.setdefault(int(row["bucket"]), []).append(_result(dict(row), groups))

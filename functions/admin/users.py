@@ -8,25 +8,15 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.admin.call import (
-    AdminDeps,
-    admin_call,
-    choice_field,
-    deleted,
-    fetch_one,
-    list_response,
-    ts,
-)
+from functions.admin import store
+from functions.admin.call import AdminDeps, admin_call, choice_field, deleted, found, ts
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
+from functions.common.pagination import Page
 from functions.common.routing import Endpoint
 
 ORG_ROLES = ("owner", "reader")
-_SELECT = """
-SELECT u.id, u.name, u.email, om.role, om.created_at AS added_at
-FROM organization_members om JOIN users u ON u.id = om.user_id
-"""
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -41,22 +31,14 @@ def render(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _get(ex: Executor, organization_id: str, user_id: str) -> asyncpg.Record:
-    return await fetch_one(
-        ex,
-        _SELECT + " WHERE om.organization_id = $1 AND om.user_id = $2",
-        organization_id,
-        user_id,
+    return found(
+        await store.get_organization_user(ex, organization_id=organization_id, user_id=user_id),
         missing=f"No user found with id '{user_id}' in this organization.",
     )
 
 
 async def _refuse_last_owner(ex: Executor, organization_id: str, user_id: str) -> None:
-    others = await ex.fetchval(
-        "SELECT count(*) FROM organization_members"
-        " WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
-        organization_id,
-        user_id,
-    )
+    others = await store.count_other_owners(ex, organization_id=organization_id, user_id=user_id)
     if others == 0:
         raise InvalidRequest(
             "This is the organization's last owner; make another user owner first.",
@@ -75,15 +57,11 @@ async def list_users(deps: AdminDeps, request: Request) -> Response:
       200: {description: "A list of organization.user objects."}
     """
     call = await admin_call(deps, request, write=False)
-    return await list_response(
-        call.db,
-        request,
-        render=render,
-        select=_SELECT,
-        where="om.organization_id = $1",
-        args=[call.organization_id],
-        id_column="u.id",
+    page = Page.of(request, default_order="asc")
+    rows = await store.list_organization_users(
+        call.db, organization_id=call.organization_id, page=page
     )
+    return JSON(page.answer(rows, render))
 
 
 async def get_user(deps: AdminDeps, request: Request) -> Response:
@@ -117,11 +95,8 @@ async def modify_user(deps: AdminDeps, request: Request) -> Response:
         current = await _get(conn, call.organization_id, user_id)
         if current["role"] == "owner" and role != "owner":
             await _refuse_last_owner(conn, call.organization_id, user_id)
-        await conn.execute(
-            "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2",
-            call.organization_id,
-            user_id,
-            role,
+        await store.update_organization_role(
+            conn, organization_id=call.organization_id, user_id=user_id, role=role
         )
         row = await _get(conn, call.organization_id, user_id)
     await call.identity.revoke_all()
@@ -142,20 +117,8 @@ async def delete_user(deps: AdminDeps, request: Request) -> Response:
         current = await _get(conn, call.organization_id, user_id)
         if current["role"] == "owner":
             await _refuse_last_owner(conn, call.organization_id, user_id)
-        await conn.execute(
-            "DELETE FROM api_keys WHERE organization_id = $1 AND owner_user_id = $2",
-            call.organization_id,
-            user_id,
-        )
-        await conn.execute(
-            "DELETE FROM project_members WHERE organization_id = $1 AND user_id = $2",
-            call.organization_id,
-            user_id,
-        )
-        await conn.execute(
-            "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-            call.organization_id,
-            user_id,
+        await store.remove_organization_user(
+            conn, organization_id=call.organization_id, user_id=user_id
         )
     await call.identity.revoke_all()  # memberships changed; the deleted keys go with the rest
     return JSON(deleted("organization.user", user_id))

@@ -1,0 +1,593 @@
+"""SQL of the Administration API: projects, members, keys, service accounts, invites, usage.
+
+Functions take the executor first and keyword-only arguments; the caller owns the
+transaction. Every query on tenant rows filters by organization_id (and project_id where
+the row belongs to a project). SQL text is constant: values travel only as ``$n``
+parameters. Lists page by ID (IDs are time-ordered) and read ``page.fetch`` rows, one more
+than the page, for ``Page.answer`` to tell whether more follow.
+
+Rows shared with other areas are written through ``functions.services.tenancy`` (creating
+projects, keys, service accounts; setting roles) and model providers through
+``functions.services.providers.store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from functions.common import ids
+from functions.common.db import Executor
+from functions.common.pagination import Page
+
+
+# --- paging ------------------------------------------------------------------------------
+async def _page_by_id(
+    ex: Executor,
+    *,
+    select: str,
+    where: str,
+    args: Sequence[Any],
+    page: Page,
+    id_column: str = "id",
+) -> list[asyncpg.Record]:
+    """Up to ``page.fetch`` rows after the cursor, in ID order.
+
+    ``select``, ``where`` and ``id_column`` are this module's constants, and
+    ``page.comparison`` / ``page.direction`` are constant fragments too: no caller text
+    reaches the SQL. Values (the ``where`` arguments, the cursor, the limit) go through
+    ``args`` as parameters numbered after those ``where`` uses.
+    """
+    params = list(args)
+    condition = where
+    if page.after is not None:
+        params.append(page.after)
+        condition += f" AND {id_column} {page.comparison} ${len(params)}"
+    params.append(page.fetch)
+    return await ex.fetch(
+        f"{select} WHERE {condition} ORDER BY {id_column} {page.direction} LIMIT ${len(params)}",
+        *params,
+    )
+
+
+# --- projects ----------------------------------------------------------------------------
+async def get_project(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM projects WHERE id = $1 AND organization_id = $2",
+        project_id,
+        organization_id,
+    )
+
+
+async def get_project_for_caller(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str | None
+) -> asyncpg.Record | None:
+    """The organization's project, with ``caller_project_role``: the user's role in it
+    (None when ``user_id`` is None or not a member)."""
+    return await ex.fetchrow(
+        """
+        SELECT p.*, pm.role AS caller_project_role
+        FROM projects p
+        LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = $3
+        WHERE p.id = $1 AND p.organization_id = $2
+        """,
+        project_id,
+        organization_id,
+        user_id,
+    )
+
+
+_PROJECTS_WHERE = "organization_id = $1 AND ($2 OR status = 'active')"
+_MEMBER_PROJECTS_WHERE = (
+    "organization_id = $1 AND ($2 OR status = 'active')"
+    " AND id IN (SELECT project_id FROM project_members WHERE user_id = $3)"
+)
+
+
+async def list_projects(
+    ex: Executor, *, organization_id: str, include_archived: bool, page: Page
+) -> list[asyncpg.Record]:
+    """The organization's projects (active ones only unless ``include_archived``)."""
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM projects",
+        where=_PROJECTS_WHERE,
+        args=[organization_id, include_archived],
+        page=page,
+    )
+
+
+async def list_member_projects(
+    ex: Executor, *, organization_id: str, user_id: str, include_archived: bool, page: Page
+) -> list[asyncpg.Record]:
+    """The organization's projects the user is a member of."""
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM projects",
+        where=_MEMBER_PROJECTS_WHERE,
+        args=[organization_id, include_archived, user_id],
+        page=page,
+    )
+
+
+async def is_active_project(ex: Executor, *, organization_id: str, project_id: str) -> bool:
+    found = await ex.fetchval(
+        "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2 AND status = 'active'",
+        project_id,
+        organization_id,
+    )
+    return found is not None
+
+
+async def rename_project(
+    ex: Executor, *, organization_id: str, project_id: str, name: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "UPDATE projects SET name = $3 WHERE id = $1 AND organization_id = $2 RETURNING *",
+        project_id,
+        organization_id,
+        name,
+    )
+
+
+async def archive_project(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "UPDATE projects SET status = 'archived', archived_at = now()"
+        " WHERE id = $1 AND organization_id = $2 RETURNING *",
+        project_id,
+        organization_id,
+    )
+
+
+# --- organization users ------------------------------------------------------------------
+_ORGANIZATION_USERS = """
+SELECT u.id, u.name, u.email, om.role, om.created_at AS added_at
+FROM organization_members om JOIN users u ON u.id = om.user_id
+"""
+
+
+async def get_organization_user(
+    ex: Executor, *, organization_id: str, user_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        _ORGANIZATION_USERS + " WHERE om.organization_id = $1 AND om.user_id = $2",
+        organization_id,
+        user_id,
+    )
+
+
+async def list_organization_users(
+    ex: Executor, *, organization_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_ORGANIZATION_USERS,
+        where="om.organization_id = $1",
+        args=[organization_id],
+        page=page,
+        id_column="u.id",
+    )
+
+
+async def organization_role(ex: Executor, *, organization_id: str, user_id: str) -> str | None:
+    """The user's role in the organization; None when not a member."""
+    role: str | None = await ex.fetchval(
+        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+    return role
+
+
+async def is_member_by_email(ex: Executor, *, organization_id: str, email: str) -> bool:
+    """Whether a member of the organization has this e-mail (case-insensitive)."""
+    found = await ex.fetchval(
+        "SELECT 1 FROM organization_members om JOIN users u ON u.id = om.user_id"
+        " WHERE om.organization_id = $1 AND lower(u.email) = lower($2)",
+        organization_id,
+        email,
+    )
+    return bool(found)
+
+
+async def count_other_owners(ex: Executor, *, organization_id: str, user_id: str) -> int:
+    """How many owners the organization has besides ``user_id``."""
+    count: int = await ex.fetchval(
+        "SELECT count(*) FROM organization_members"
+        " WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
+        organization_id,
+        user_id,
+    )
+    return count
+
+
+async def update_organization_role(
+    ex: Executor, *, organization_id: str, user_id: str, role: str
+) -> None:
+    """Change an existing member's role (``tenancy.set_organization_role`` also adds)."""
+    await ex.execute(
+        "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+        role,
+    )
+
+
+async def remove_organization_user(ex: Executor, *, organization_id: str, user_id: str) -> None:
+    """Delete the user's keys, project memberships and membership in the organization
+    (call inside a transaction)."""
+    await ex.execute(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND owner_user_id = $2",
+        organization_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM project_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id,
+        user_id,
+    )
+
+
+async def get_user_email(ex: Executor, *, user_id: str) -> asyncpg.Record | None:
+    """The user's ``email`` and ``is_guest``."""
+    return await ex.fetchrow("SELECT email, is_guest FROM users WHERE id = $1", user_id)
+
+
+# --- project users -----------------------------------------------------------------------
+_PROJECT_USERS = """
+SELECT u.id, u.name, u.email, pm.role, pm.created_at AS added_at
+FROM project_members pm JOIN users u ON u.id = pm.user_id
+"""
+
+
+async def get_project_user(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        _PROJECT_USERS
+        + " WHERE pm.organization_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
+
+
+async def list_project_users(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_PROJECT_USERS,
+        where="pm.organization_id = $1 AND pm.project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+        id_column="u.id",
+    )
+
+
+async def update_project_role(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str, role: str
+) -> None:
+    """Change an existing member's role (``tenancy.set_project_role`` also adds)."""
+    await ex.execute(
+        "UPDATE project_members SET role = $4"
+        " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+        role,
+    )
+
+
+async def remove_project_user(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str
+) -> None:
+    """Delete the user's keys for the project and their membership (call inside a
+    transaction)."""
+    await ex.execute(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+        " AND owner_user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
+    await ex.execute(
+        "DELETE FROM project_members"
+        " WHERE organization_id = $1 AND project_id = $2 AND user_id = $3",
+        organization_id,
+        project_id,
+        user_id,
+    )
+
+
+# --- admin API keys ----------------------------------------------------------------------
+_ADMIN_KEYS = """
+SELECT k.*, u.name AS owner_name, u.email AS owner_email, u.created_at AS owner_created_at,
+       om.role AS owner_role
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN organization_members om
+       ON om.organization_id = k.organization_id AND om.user_id = k.owner_user_id
+"""
+
+
+async def get_admin_key(
+    ex: Executor, *, organization_id: str, key_id: str
+) -> asyncpg.Record | None:
+    """The admin key with its owner's ``owner_name``, ``owner_email``,
+    ``owner_created_at`` and ``owner_role``."""
+    return await ex.fetchrow(
+        _ADMIN_KEYS + " WHERE k.id = $1 AND k.organization_id = $2 AND k.kind = 'admin'",
+        key_id,
+        organization_id,
+    )
+
+
+async def list_admin_keys(
+    ex: Executor, *, organization_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_ADMIN_KEYS,
+        where="k.organization_id = $1 AND k.kind = 'admin'",
+        args=[organization_id],
+        page=page,
+        id_column="k.id",
+    )
+
+
+async def delete_admin_key(ex: Executor, *, organization_id: str, key_id: str) -> bytes | None:
+    """The deleted key's ``secret_hash`` (to revoke), or None if there was none."""
+    secret_hash: bytes | None = await ex.fetchval(
+        "DELETE FROM api_keys WHERE id = $1 AND organization_id = $2 AND kind = 'admin'"
+        " RETURNING secret_hash",
+        key_id,
+        organization_id,
+    )
+    return secret_hash
+
+
+# --- project API keys --------------------------------------------------------------------
+_PROJECT_KEYS = """
+SELECT k.*, u.name AS user_name, u.email AS user_email, u.created_at AS user_created_at,
+       pm.role AS user_role, sa.name AS sa_name, sa.role AS sa_role,
+       sa.created_at AS sa_created_at
+FROM api_keys k
+LEFT JOIN users u ON u.id = k.owner_user_id
+LEFT JOIN project_members pm ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+LEFT JOIN service_accounts sa ON sa.id = k.service_account_id
+"""
+
+
+async def get_project_key(
+    ex: Executor, *, organization_id: str, project_id: str, key_id: str
+) -> asyncpg.Record | None:
+    """A key of the project (a user's or a service account's), with its owner's columns."""
+    return await ex.fetchrow(
+        _PROJECT_KEYS + " WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3",
+        organization_id,
+        project_id,
+        key_id,
+    )
+
+
+async def list_project_keys(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select=_PROJECT_KEYS,
+        where="k.organization_id = $1 AND k.project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+        id_column="k.id",
+    )
+
+
+async def delete_project_key(
+    ex: Executor, *, organization_id: str, project_id: str, key_id: str
+) -> bytes | None:
+    """The deleted key's ``secret_hash`` (to revoke), or None if there was none."""
+    secret_hash: bytes | None = await ex.fetchval(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2 AND id = $3"
+        " RETURNING secret_hash",
+        organization_id,
+        project_id,
+        key_id,
+    )
+    return secret_hash
+
+
+# --- service accounts --------------------------------------------------------------------
+async def get_service_account(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+
+
+async def list_service_accounts(
+    ex: Executor, *, organization_id: str, project_id: str, page: Page
+) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM service_accounts",
+        where="organization_id = $1 AND project_id = $2",
+        args=[organization_id, project_id],
+        page=page,
+    )
+
+
+async def delete_service_account_keys(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> list[bytes]:
+    """Delete the service account's keys; their ``secret_hash``es, to revoke."""
+    rows = await ex.fetch(
+        "DELETE FROM api_keys WHERE organization_id = $1 AND project_id = $2"
+        " AND service_account_id = $3 RETURNING secret_hash",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+    return [r["secret_hash"] for r in rows]
+
+
+async def delete_service_account(
+    ex: Executor, *, organization_id: str, project_id: str, service_account_id: str
+) -> bool:
+    gone = await ex.fetchval(
+        "DELETE FROM service_accounts"
+        " WHERE organization_id = $1 AND project_id = $2 AND id = $3 RETURNING id",
+        organization_id,
+        project_id,
+        service_account_id,
+    )
+    return gone is not None
+
+
+# --- invites -----------------------------------------------------------------------------
+async def get_invite(
+    ex: Executor, *, organization_id: str, invite_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        "SELECT * FROM invites WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        invite_id,
+    )
+
+
+async def list_invites(ex: Executor, *, organization_id: str, page: Page) -> list[asyncpg.Record]:
+    return await _page_by_id(
+        ex,
+        select="SELECT * FROM invites",
+        where="organization_id = $1",
+        args=[organization_id],
+        page=page,
+    )
+
+
+async def expire_stale_invites(ex: Executor, *, organization_id: str, email: str) -> None:
+    """Mark the address's pending invites that are past their expiry as expired."""
+    await ex.execute(
+        "UPDATE invites SET status = 'expired' WHERE organization_id = $1"
+        " AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()",
+        organization_id,
+        email,
+    )
+
+
+async def insert_invite(
+    ex: Executor,
+    *,
+    organization_id: str,
+    email: str,
+    role: str,
+    projects: list[dict[str, str]],
+    code_hash: bytes,
+    expires_at: datetime,
+) -> asyncpg.Record:
+    """A new pending invite (UniqueViolationError: the address has a pending one)."""
+    row = await ex.fetchrow(
+        """
+        INSERT INTO invites (id, organization_id, email, role, projects, code_hash,
+                             expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+        """,
+        ids.new_id(ids.INVITE),
+        organization_id,
+        email,
+        role,
+        projects,
+        code_hash,
+        expires_at,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_invite(ex: Executor, *, organization_id: str, invite_id: str) -> None:
+    await ex.execute(
+        "DELETE FROM invites WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        invite_id,
+    )
+
+
+async def lock_pending_invite(ex: Executor, *, code_hash: bytes) -> asyncpg.Record | None:
+    """The unexpired pending invite with this code, locked until the transaction ends."""
+    return await ex.fetchrow(
+        "SELECT * FROM invites WHERE code_hash = $1 AND status = 'pending'"
+        " AND expires_at > now() FOR UPDATE",
+        code_hash,
+    )
+
+
+async def mark_invite_accepted(ex: Executor, *, invite_id: str) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        "UPDATE invites SET status = 'accepted', accepted_at = now() WHERE id = $1 RETURNING *",
+        invite_id,
+    )
+    assert row is not None
+    return row
+
+
+# --- usage -------------------------------------------------------------------------------
+# The ledger's columns a usage report may group and filter by.
+USAGE_COLUMNS = ("project_id", "user_id", "api_key_id", "model")
+
+
+async def usage_buckets(
+    ex: Executor,
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+) -> list[asyncpg.Record]:
+    """Completions usage from ``start`` to ``stop`` summed per ``width``-second bucket
+    (``bucket``: Unix seconds, aligned to the epoch) and per ``groups``, ordered by bucket
+    then groups. ``filters`` keeps, per column, the rows with one of the given values.
+    ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
+    """
+    unknown = {*groups, *filters} - set(USAGE_COLUMNS)
+    if unknown:
+        raise ValueError(f"Not usage columns: {sorted(unknown)}")
+    # Assembled with f-strings, yet safe: every fragment put in is constant text of this
+    # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
+    # among them, they are never copied in) and "$n" placeholders. Every value, filter
+    # values included, travels as a parameter.
+    chosen = [column for column in USAGE_COLUMNS if column in groups]
+    args: list[Any] = [organization_id, start, stop, width]
+    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
+    for column in USAGE_COLUMNS:
+        values = filters.get(column)
+        if values:
+            args.append(list(values))
+            where.append(f"{column} = ANY(${len(args)}::text[])")
+    group_sql = "".join(f", {column}" for column in chosen)
+    sql = (
+        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
+        f" FROM usage_completions WHERE {' AND '.join(where)}"
+        f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
+    )
+    return await ex.fetch(sql, *args)
