@@ -40,7 +40,7 @@ from functions.common.http import JSON, json_body
 from functions.common.netguard import AddressError
 from functions.common.pagination import Page, list_page
 from functions.common.routing import Endpoint
-from functions.services.providers import store
+from functions.services.providers import store as provider_store
 from functions.services.providers.directory import KINDS, Providers, normalize_base_url
 
 PREFIX = "prov_"
@@ -123,10 +123,10 @@ def _box(providers: Providers) -> SecretBox:
 
 # --- output --------------------------------------------------------------------------------
 async def render(
-    call: Admin, row: asyncpg.Record, found: list[store.DiscoveredModel] | None = None
+    call: Admin, row: asyncpg.Record, found: list[provider_store.DiscoveredModel] | None = None
 ) -> dict[str, Any]:
     if found is None:
-        found = await store.discovered_models(call.db, provider_ids=[row["id"]])
+        found = await provider_store.discovered_models(call.db, provider_ids=[row["id"]])
     by_url: dict[str, list[str]] = {}
     for d in found:
         by_url.setdefault(d.base_url, []).append(d.model)
@@ -168,7 +168,7 @@ async def _sync_router(call: Admin, provider_id: str) -> None:
 
 
 async def _load(call: Admin, project_id: str | None, provider_id: str) -> asyncpg.Record:
-    row = await store.get_provider(
+    row = await provider_store.get_provider(
         call.db,
         organization_id=call.organization_id,
         project_id=project_id,
@@ -216,7 +216,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     active = _active(body)
     provider_id = ids.new_id(PREFIX)
     try:
-        row = await store.insert_provider(
+        row = await provider_store.insert_provider(
             call.db,
             id=provider_id,
             organization_id=call.organization_id,
@@ -252,7 +252,7 @@ async def list_providers(deps: AdminDeps, request: Request) -> Response:
     call, project_id = await _scope(deps, request, write=False)
     page = Page.of(request, default_order="asc")
     rows, more = page.split(
-        await store.list_providers(
+        await provider_store.list_providers(
             call.db,
             organization_id=call.organization_id,
             project_id=project_id,
@@ -261,7 +261,7 @@ async def list_providers(deps: AdminDeps, request: Request) -> Response:
             order=page.order,
         )
     )
-    found = await store.discovered_models(call.db, provider_ids=[r["id"] for r in rows])
+    found = await provider_store.discovered_models(call.db, provider_ids=[r["id"] for r in rows])
     data = [await render(call, r, [d for d in found if d.provider_id == r["id"]]) for r in rows]
     return JSON(list_page(data, has_more=more))
 
@@ -336,7 +336,7 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     if not changes:
         return JSON(await render(call, current))
     try:
-        row = await store.update_provider(
+        row = await provider_store.update_provider(
             call.db,
             organization_id=call.organization_id,
             project_id=project_id,
@@ -365,7 +365,7 @@ async def delete_provider(deps: AdminDeps, request: Request) -> Response:
     """
     call, project_id = await _scope(deps, request, write=True)
     provider_id = request.path_params["provider_id"]
-    gone = await store.delete_provider(
+    gone = await provider_store.delete_provider(
         call.db,
         organization_id=call.organization_id,
         project_id=project_id,
