@@ -16,7 +16,7 @@ import orjson
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.common.errors import GENERIC_500, APIError, PayloadTooLarge
+from functions.common.errors import APIError, PayloadTooLarge, internal_error
 from functions.common.logs import request_id_var
 from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -72,7 +72,7 @@ class RequestContext:
         except Exception:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not response_started:
-                await _send_error(send_wrapper, GENERIC_500)
+                await _send_error(send_wrapper, internal_error())
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
