@@ -6,7 +6,7 @@ generic 500 whose cause is logged, never sent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -155,4 +155,24 @@ def render(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-GENERIC_500 = ServerError("The server had an error while processing your request.")
+INTERNAL_ERROR_MESSAGE = "The server had an error while processing your request."
+
+
+def internal_error() -> ServerError:
+    """The generic 500 for anything unexpected (its cause is logged, never sent).
+
+    A fresh instance every time: one shared exception instance, raised again and again,
+    would add each raise's frames to its ``__traceback__`` and keep them all alive."""
+    return ServerError(INTERNAL_ERROR_MESSAGE)
+
+
+# ``GENERIC_500`` was one shared instance; it remains a name for ``internal_error()`` (a
+# fresh error on every access) until its last users call ``internal_error()`` themselves.
+if TYPE_CHECKING:
+    GENERIC_500: ServerError
+else:
+
+    def __getattr__(name: str) -> ServerError:
+        if name == "GENERIC_500":
+            return internal_error()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,24 +10,22 @@ import logging
 import os
 import re
 import time
-from typing import Any
 
 import orjson
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.common.errors import GENERIC_500, APIError, PayloadTooLarge
+from functions.common.errors import APIError, PayloadTooLarge, internal_error
 from functions.common.logs import request_id_var
-from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS, LabelCache
 
 log = logging.getLogger("jan.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # The method is a metric label: any other token a client sends counts as OTHER, so made-up
 # methods cannot grow the number of series (and of cached children below) without bound.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Metric children per label values: ``labels()`` takes a lock and builds a key each call.
-_counted: dict[tuple[str, str, int], Any] = {}
-_timed: dict[tuple[str, str], Any] = {}
+_counted = LabelCache(HTTP_REQUESTS)
+_timed = LabelCache(HTTP_LATENCY)
 
 
 class RequestContext:
@@ -72,7 +70,7 @@ class RequestContext:
         except Exception:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not response_started:
-                await _send_error(send_wrapper, GENERIC_500)
+                await _send_error(send_wrapper, internal_error())
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
@@ -92,16 +90,8 @@ class RequestContext:
 
 
 def _observe(route: str, method: str, status: int, elapsed: float) -> None:
-    counter = _counted.get((route, method, status))
-    if counter is None:
-        counter = _counted[(route, method, status)] = HTTP_REQUESTS.labels(
-            route, method, str(status)
-        )
-    counter.inc()
-    timer = _timed.get((route, method))
-    if timer is None:
-        timer = _timed[(route, method)] = HTTP_LATENCY.labels(route, method)
-    timer.observe(elapsed)
+    _counted[route, method, status].inc()
+    _timed[route, method].observe(elapsed)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -227,3 +227,49 @@ async def test_stream_that_stalls_midway_hits_the_idle_timeout(
     assert failure.reason == "timeout" and failure.error.status == 504
     ep = health.endpoint(a.base_url)
     assert ep.failures == 1 and ep.outstanding == 0
+
+
+# --- send and open_stream share one failover loop: the same tries, errors and bookkeeping
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_send_and_open_stream_fail_over_alike(
+    upstreams: Start, upstream_client: Upstream, streamed: bool
+) -> None:
+    fakes = [await upstreams(n) for n in "abcd"]
+    health = HealthBook(None)
+    router = Router(health, upstream_client, backoff_seconds=0, max_attempts=3)
+    route = route_to(health, *fakes)
+    call = router.open_stream if streamed else router.send
+    body = orjson.dumps({"model": "m1", "messages": [], "stream": streamed})
+
+    def calls() -> int:
+        return sum(f.calls for f in fakes)
+
+    for f in fakes:
+        f.mode = "fail500"
+    with pytest.raises(errors.UpstreamError):
+        await call(route, "/chat/completions", body)
+    assert calls() == 3  # bounded, each on another endpoint
+    assert sum(ep.failures for ep in route.endpoints) == 3
+
+    for f in fakes:
+        f.mode = "refuse400"
+    with pytest.raises(errors.InvalidRequest):
+        await call(route, "/chat/completions", body)
+    assert calls() == 4  # the caller's fault: no retry
+
+    for f in fakes:
+        f.mode = "busy"
+    with pytest.raises(errors.ServiceUnavailable) as caught:
+        await call(route, "/chat/completions", body)
+    assert caught.value.headers["Retry-After"] == "3" and calls() == 7
+    assert all(ep.outstanding == 0 for ep in route.endpoints)
+
+    for f in fakes:
+        f.mode, f.delay = "slow", 5.0
+    task = asyncio.ensure_future(call(route, "/chat/completions", body))
+    while calls() == 7:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(ep.outstanding == 0 for ep in route.endpoints)  # given back when cancelled

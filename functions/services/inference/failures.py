@@ -99,7 +99,7 @@ def from_exception(exc: BaseException) -> Failure:
         return _unreachable("cut")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return _unreachable("io")
-    return Failure(Fault.OURS, "bug", retry=False, eject=False, error=errors.GENERIC_500)
+    return Failure(Fault.OURS, "bug", retry=False, eject=False, error=errors.internal_error())
 
 
 def upstream_message(body: bytes) -> str | None:

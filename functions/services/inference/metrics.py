@@ -14,17 +14,19 @@
         gauges read from the health book at scrape time (nothing on the request path)
 
 The request path pays one dict lookup per metric: label children are made once per label
-values and kept here (``labels()`` would take a lock and build a tuple every time).
+values and kept (``functions.common.metrics.LabelCache``).
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from functions.common.metrics import LabelCache
 
 if TYPE_CHECKING:
     from functions.services.inference.health import HealthBook
@@ -54,16 +56,13 @@ TOKENS = Counter(
 OK = "ok"
 CANCELLED = "cancelled"
 
-_requests: dict[tuple[str, str, str], Any] = {}
-_ttft: dict[str, Any] = {}
-_tokens: dict[str, tuple[Any, Any]] = {}
+_requests = LabelCache(REQUESTS)
+_ttft = LabelCache(TTFT)
+_tokens = LabelCache(TOKENS)
 
 
 def count_request(model: str, endpoint: str, outcome: str) -> None:
-    child = _requests.get((model, endpoint, outcome))
-    if child is None:
-        child = _requests[(model, endpoint, outcome)] = REQUESTS.labels(model, endpoint, outcome)
-    child.inc()
+    _requests[model, endpoint, outcome].inc()
 
 
 def count_failure(endpoint: str, fault: str, reason: str) -> None:
@@ -71,20 +70,17 @@ def count_failure(endpoint: str, fault: str, reason: str) -> None:
 
 
 def observe_ttft(model: str, seconds: float) -> None:
-    child = _ttft.get(model)
-    if child is None:
-        child = _ttft[model] = TTFT.labels(model)
-    child.observe(seconds)
+    _ttft[model].observe(seconds)
 
 
 def count_tokens(model: str, prompt: int, completion: int) -> None:
-    pair = _tokens.get(model)
-    if pair is None:
-        pair = _tokens[model] = (TOKENS.labels(model, "prompt"), TOKENS.labels(model, "completion"))
+    # Both series exist from a model's first report, zero or not.
+    prompt_child = _tokens[model, "prompt"]
+    completion_child = _tokens[model, "completion"]
     if prompt:
-        pair[0].inc(prompt)
+        prompt_child.inc(prompt)
     if completion:
-        pair[1].inc(completion)
+        completion_child.inc(completion)
 
 
 class _HealthCollector:

@@ -20,8 +20,9 @@ import itertools
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -35,6 +36,12 @@ from functions.services.inference.sse import EventSplitter, has_data
 log = logging.getLogger(__name__)
 
 AFFINITY_SLACK = 4
+
+T = TypeVar("T")
+# One try on one endpoint: (route, endpoint, url, body, headers) -> the result or a Failure.
+Attempt = Callable[
+    [ModelRoute, Endpoint, str, bytes, dict[str, str]], Awaitable[T | failures.Failure]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,98 +174,107 @@ class Router:
         self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
     ) -> Reply:
         """A non-streamed call with failover; raises the classified APIError."""
+        return await self._with_failover(self._reply_attempt, route, path, body, affinity)
+
+    async def open_stream(
+        self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
+    ) -> OpenStream:
+        """Start a stream with failover until its first event arrives."""
+        return await self._with_failover(self._stream_attempt, route, path, body, affinity)
+
+    async def _with_failover(
+        self,
+        attempt: Attempt[T],
+        route: ModelRoute,
+        path: str,
+        body: bytes,
+        affinity: str | None,
+    ) -> T:
+        """The failover loop of every call: pick an endpoint not tried yet, back off, make
+        one ``attempt`` on it, and on a retryable failure go on, at most ``max_attempts``
+        in all; then raise the last failure's error.
+
+        The endpoint counts one more outstanding request during the attempt. An attempt
+        returns its result (which then owns that count: a reply gives it back at once, a
+        stream when it closes) or a ``Failure``; an exception it raises is classified by
+        ``failures``. Either way a failed attempt has released its upstream response."""
         tried: list[Endpoint] = []
         last: failures.Failure | None = None
         headers = self._headers(route)
-        for attempt in range(self.max_attempts):
+        for n in range(self.max_attempts):
             ep = self.pick(route, tried, affinity)
             if ep is None:
                 break
-            if attempt:
-                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            if n:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (n - 1))
             ep.outstanding += 1
             try:
-                async with self.client.session.post(
-                    ep.base_url + path,
-                    data=body,
-                    headers=headers,
-                    timeout=self._reply_timeout,
-                    allow_redirects=False,  # a redirect could point past the address guard
-                ) as resp:
-                    data = await resp.read()
-                    status = resp.status
-                    retry_after = resp.headers.get("retry-after")
-            except asyncio.CancelledError:
-                raise
+                result = await attempt(route, ep, ep.base_url + path, body, headers)
             except Exception as exc:
-                last = failures.from_exception(exc)
-            else:
-                if status < 300:
-                    self.health.succeeded(ep)
-                    metrics.count_request(route.model, ep.base_url, metrics.OK)
-                    return Reply(ep, status, data)
-                last = failures.from_status(status, data, retry_after)
-            finally:
+                result = failures.from_exception(exc)
+            except BaseException:  # cancelled: the caller is gone, nothing to classify
                 ep.outstanding -= 1
+                raise
+            if not isinstance(result, failures.Failure):
+                return result
+            ep.outstanding -= 1
+            last = result
             self._note(route, ep, last)
             if not last.retry:
                 break
             tried.append(ep)
         raise self._final(route, last)
 
-    async def open_stream(
-        self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
-    ) -> OpenStream:
-        """Start a stream with failover until its first event arrives."""
-        tried: list[Endpoint] = []
-        last: failures.Failure | None = None
-        headers = self._headers(route)
-        for attempt in range(self.max_attempts):
-            ep = self.pick(route, tried, affinity)
-            if ep is None:
-                break
-            if attempt:
-                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-            ep.outstanding += 1
-            resp: aiohttp.ClientResponse | None = None
-            sent_at = time.perf_counter()
-            try:
-                resp = await self.client.session.post(
-                    ep.base_url + path,
-                    data=body,
-                    headers=headers,
-                    timeout=self._stream_timeout,
-                    allow_redirects=False,
-                )
-                if resp.status >= 300:
-                    data = await resp.read()
-                    last = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
-                else:
-                    splitter = EventSplitter()
-                    first = b""
-                    while True:
-                        chunk = await resp.content.readany()
-                        if not chunk:
-                            raise failures.StreamCut("stream ended before its first event")
-                        first += splitter.feed(chunk)
-                        if has_data(first):  # comments alone (keep-alives) do not count
-                            metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
-                            return OpenStream(self.health, route.model, ep, resp, splitter, first)
-            except asyncio.CancelledError:
-                ep.outstanding -= 1
-                if resp is not None:
-                    resp.close()
-                raise
-            except Exception as exc:
-                last = failures.from_exception(exc)
-            ep.outstanding -= 1
-            if resp is not None:
-                resp.close()
-            self._note(route, ep, last)
-            if not last.retry:
-                break
-            tried.append(ep)
-        raise self._final(route, last)
+    async def _reply_attempt(
+        self, route: ModelRoute, ep: Endpoint, url: str, body: bytes, headers: dict[str, str]
+    ) -> Reply | failures.Failure:
+        async with self.client.session.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=self._reply_timeout,
+            allow_redirects=False,  # a redirect could point past the address guard
+        ) as resp:
+            data = await resp.read()
+            status = resp.status
+            retry_after = resp.headers.get("retry-after")
+        if status >= 300:
+            return failures.from_status(status, data, retry_after)
+        ep.outstanding -= 1
+        self.health.succeeded(ep)
+        metrics.count_request(route.model, ep.base_url, metrics.OK)
+        return Reply(ep, status, data)
+
+    async def _stream_attempt(
+        self, route: ModelRoute, ep: Endpoint, url: str, body: bytes, headers: dict[str, str]
+    ) -> OpenStream | failures.Failure:
+        sent_at = time.perf_counter()
+        resp = await self.client.session.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=self._stream_timeout,
+            allow_redirects=False,
+        )
+        try:
+            if resp.status < 300:
+                splitter = EventSplitter()
+                first = b""
+                while True:
+                    chunk = await resp.content.readany()
+                    if not chunk:
+                        raise failures.StreamCut("stream ended before its first event")
+                    first += splitter.feed(chunk)
+                    if has_data(first):  # comments alone (keep-alives) do not count
+                        metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
+                        return OpenStream(self.health, route.model, ep, resp, splitter, first)
+            data = await resp.read()
+            failure = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
+        except BaseException:
+            resp.close()
+            raise
+        resp.close()
+        return failure
 
     def _note(self, route: ModelRoute, ep: Endpoint, failure: failures.Failure) -> None:
         metrics.count_request(route.model, ep.base_url, failure.fault)

@@ -8,6 +8,10 @@ with its Content-Length. A failure after
 the first byte becomes an error event (``data: {"error": …}``, which the OpenAI SDKs
 raise on) and a clean end of the stream. The last bytes travel with ``more_body: False``
 rather than in a message of their own.
+
+``StreamOutcome`` is the bookkeeping of any reader of an upstream stream (this relay, and
+the in-process ``api.stream_chat_completion``): the status and failure it ended with, the
+usage, and at the end the upstream's close and the ledger entry, once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,63 @@ _HEADERS = (
 )
 
 Finish = Callable[[int, dict[str, Any] | None], None]
+
+
+class StreamOutcome:
+    """How one upstream stream ended, and the one place that records it.
+
+    Made once the stream's first event is in; the reader says what happened (``ended``,
+    ``broke``; nothing if the client left: 499), then ``finish()`` (or leaving the
+    ``with`` block) closes the upstream (its health and metrics hear the outcome) and
+    calls ``record(status, usage)``, the usage ledger, exactly once. ``tally`` holds the
+    usage; ``tally.error`` (an error event of the upstream's own) makes an otherwise
+    complete stream a 502."""
+
+    __slots__ = ("_record", "failure", "status", "stream", "tally")
+
+    def __init__(self, stream: OpenStream, tally: StreamTally, record: Finish) -> None:
+        self.stream = stream
+        self.tally = tally
+        self.status = CLIENT_CLOSED
+        self.failure: failures.Failure | None = None  # set when the stream broke
+        self._record: Finish | None = record
+
+    def ended(self) -> None:
+        """The upstream stopped sending: 200 after its ``[DONE]`` (``tally.done``), 502
+        after an error event of its own (``tally.error``), and without either a cut
+        (``failures``' 502, see ``broke``)."""
+        tally = self.tally
+        if tally.error:
+            self.status = 502
+        elif tally.done:
+            self.status = 200
+        else:
+            self.broke(failures.from_exception(failures.StreamCut("no [DONE]")))
+
+    def broke(self, failure: failures.Failure) -> failures.Failure:
+        """The stream failed after its first event (reading raised ``StreamBroken``, or the
+        reader found an error event): the status is the failure's error's."""
+        self.failure = failure
+        self.status = failure.error.status
+        return failure
+
+    def finish(self) -> None:
+        """Close the upstream and write the ledger entry (again: nothing)."""
+        record = self._record
+        if record is None:
+            return
+        self._record = None
+        failure = self.failure
+        if failure is None and self.tally.error:
+            failure = failures.error_event()
+        self.stream.close(ok=self.status == 200, failure=failure)
+        record(self.status, self.tally.usage)
+
+    def __enter__(self) -> StreamOutcome:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
 
 
 class SSERelay(Response):
@@ -78,10 +139,8 @@ class SSERelay(Response):
         return True
 
     async def _relay(self, send: Send, first: bytes) -> None:
-        status = CLIENT_CLOSED
-        failure: failures.Failure | None = None
         tally = self.tally
-        try:
+        with StreamOutcome(self.stream, tally, self.finish) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
             headers = [*_HEADERS]
             if tally.done:
@@ -90,7 +149,7 @@ class SSERelay(Response):
                 headers.append((b"content-length", str(len(first)).encode()))
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": first, "more_body": False})
-                status = 502 if tally.error else 200
+                outcome.ended()
                 return
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -103,17 +162,9 @@ class SSERelay(Response):
                         break
                     if data:
                         await send({"type": "http.response.body", "body": data, "more_body": True})
-                if not tally.done and not tally.error:
-                    failure = failures.from_exception(failures.StreamCut("no [DONE]"))
-                    raise StreamBroken(failure)
-                status = 502 if tally.error else 200
+                outcome.ended()
             except StreamBroken as broken:
-                failure = broken.failure
-                status = failure.error.status
-                last = error_event(failure.error.body())
+                outcome.broke(broken.failure)
+            if outcome.failure is not None:  # ours to tell (an upstream's error event went)
+                last = error_event(outcome.failure.error.body())
             await send({"type": "http.response.body", "body": last, "more_body": False})
-        finally:
-            if tally.error and failure is None:
-                failure = failures.error_event()
-            self.stream.close(ok=status == 200, failure=failure)
-            self.finish(status, tally.usage)
