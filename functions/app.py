@@ -239,7 +239,7 @@ def _unstorable_text(request: Request, exc: Exception) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     # The cause is logged by RequestContext when Starlette re-raises; never sent.
-    return errors.error_response(errors.GENERIC_500)
+    return errors.error_response(errors.internal_error())
 
 
 def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:

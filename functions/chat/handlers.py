@@ -15,8 +15,10 @@ from starlette.responses import Response
 from functions.common.http import JSON, json_body
 from functions.common.principal import require_project
 from functions.services.identity import Identity
-from functions.services.inference.requests import affinity_of, validate
-from functions.services.inference.service import Inference
+from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
+from functions.services.inference.service import Inference, ModelStream
+from functions.services.inference.sse import StreamTally
+from functions.services.inference.streaming import SSERelay
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +32,18 @@ class ChatDeps:
 async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
-    svc = deps.inference
     body = await json_body(request)
     raw = await request.body()  # the bytes json_body decoded (Starlette keeps them)
     stream = validate(operation, body)
-    route = await svc.route_for(principal, body.get("model"))
-    return await svc.forward(
-        principal, route, operation, raw, body, stream=stream, affinity=affinity_of(body)
+    keep_usage = True
+    if stream:
+        raw, keep_usage = with_upstream_usage(body, raw)
+    call = await deps.inference.call(
+        principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
     )
+    if isinstance(call, ModelStream):
+        return SSERelay(call.stream, StreamTally(keep_usage_chunk=keep_usage), call.entry.write)
+    return Response(call.body, status_code=call.status, media_type="application/json")
 
 
 # --- routes --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ generic 500 whose cause is logged, never sent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -164,15 +164,3 @@ def internal_error() -> ServerError:
     A fresh instance every time: one shared exception instance, raised again and again,
     would add each raise's frames to its ``__traceback__`` and keep them all alive."""
     return ServerError(INTERNAL_ERROR_MESSAGE)
-
-
-# ``GENERIC_500`` was one shared instance; it remains a name for ``internal_error()`` (a
-# fresh error on every access) until its last users call ``internal_error()`` themselves.
-if TYPE_CHECKING:
-    GENERIC_500: ServerError
-else:
-
-    def __getattr__(name: str) -> ServerError:
-        if name == "GENERIC_500":
-            return internal_error()
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

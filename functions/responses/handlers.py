@@ -107,7 +107,7 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
             last = event
     final = last["response"]
     if final["status"] == "failed":
-        raise run.failure or errors.GENERIC_500
+        raise run.failure or errors.internal_error()
     return JSON(final)
 
 

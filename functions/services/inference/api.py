@@ -26,10 +26,11 @@ import orjson
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.services.inference import failures
-from functions.services.inference.requests import PATHS, validate
-from functions.services.inference.router import OpenStream, StreamBroken
-from functions.services.inference.service import Inference
+from functions.services.inference.requests import validate
+from functions.services.inference.router import OpenStream, Reply, StreamBroken
+from functions.services.inference.service import Inference, ModelStream
 from functions.services.inference.sse import DONE, StreamTally, payloads
+from functions.services.inference.streaming import StreamOutcome
 
 OPERATION = "chat.completions"
 
@@ -44,12 +45,11 @@ async def chat_completion(
     """A non-streamed chat completion, as the parsed ``chat.completion`` object."""
     body = {**body, "stream": False}
     validate(OPERATION, body)
-    route = await svc.route_for(principal, body.get("model"))
-    response = await svc.forward(
-        principal, route, OPERATION, orjson.dumps(body), body, stream=False,
-        affinity=affinity,
-    )  # fmt: skip
-    result: dict[str, Any] = orjson.loads(bytes(response.body))
+    reply = await svc.call(
+        principal, OPERATION, body, orjson.dumps(body), stream=False, affinity=affinity
+    )
+    assert isinstance(reply, Reply)
+    result: dict[str, Any] = orjson.loads(reply.body)
     return result
 
 
@@ -60,44 +60,33 @@ async def stream_chat_completion(
     options = body.get("stream_options") or {}
     body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
     validate(OPERATION, body)
-    route = await svc.route_for(principal, body.get("model"))
-    entry = svc.ledger(principal, route, OPERATION, streamed=True)
-    try:
-        opened = await svc.router.open_stream(
-            route, PATHS[OPERATION], orjson.dumps(body), affinity=affinity
-        )
-    except errors.APIError as exc:
-        entry.write(exc.status)
-        raise
-    entry.first_event(opened.endpoint.base_url)
-    tally = StreamTally(keep_usage_chunk=True)
-    status = 499  # the caller stopped iterating
-    failure: failures.Failure | None = None
-    try:
-        async for payload in _payloads(opened):
-            if payload == DONE:
-                status = 200
-                return
-            chunk = orjson.loads(payload)
-            if not isinstance(chunk, dict):
-                continue
-            if isinstance(chunk.get("error"), dict):
-                status, failure = 502, failures.error_event()
-                message = chunk["error"].get("message") or "The model server failed."
-                raise errors.UpstreamError(str(message))
-            if isinstance(chunk.get("usage"), dict):
-                tally.usage = chunk["usage"]
-            yield chunk
-        failure = failures.from_exception(failures.StreamCut("no [DONE]"))
-        status = 502
-        raise errors.UpstreamError("The model server ended the stream early.")
-    except StreamBroken as broken:
-        failure = broken.failure
-        status = failure.error.status
-        raise failure.error from None
-    finally:
-        opened.close(ok=status == 200, failure=failure)
-        entry.write(status, tally.usage)
+    call = await svc.call(
+        principal, OPERATION, body, orjson.dumps(body), stream=True, affinity=affinity
+    )
+    assert isinstance(call, ModelStream)
+    opened = call.stream
+    with StreamOutcome(opened, StreamTally(keep_usage_chunk=True), call.entry.write) as outcome:
+        tally = outcome.tally
+        try:
+            async for payload in _payloads(opened):
+                if payload == DONE:
+                    tally.done = True
+                    outcome.ended()
+                    return
+                chunk = orjson.loads(payload)
+                if not isinstance(chunk, dict):
+                    continue
+                if isinstance(chunk.get("error"), dict):
+                    outcome.broke(failures.error_event())
+                    message = chunk["error"].get("message") or "The model server failed."
+                    raise errors.UpstreamError(str(message))
+                if isinstance(chunk.get("usage"), dict):
+                    tally.usage = chunk["usage"]
+                yield chunk
+            outcome.ended()  # no [DONE]: a cut
+            raise errors.UpstreamError("The model server ended the stream early.")
+        except StreamBroken as broken:
+            raise outcome.broke(broken.failure).error from None
 
 
 async def _payloads(opened: OpenStream) -> AsyncIterator[bytes]:

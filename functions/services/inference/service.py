@@ -12,10 +12,9 @@ import contextlib
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from starlette.responses import Response
 
 from functions.common import errors
 from functions.common.principal import Principal
@@ -29,10 +28,8 @@ from functions.services.inference.health import (
     HealthStore,
     RedisHealthStore,
 )
-from functions.services.inference.requests import PATHS, usage_of, with_upstream_usage
-from functions.services.inference.router import Router
-from functions.services.inference.sse import StreamTally
-from functions.services.inference.streaming import SSERelay
+from functions.services.inference.requests import PATHS, usage_of
+from functions.services.inference.router import OpenStream, Reply, Router
 from functions.services.ledger import UsageRecord, UsageRecorder
 from functions.services.providers.directory import Providers
 
@@ -117,44 +114,47 @@ class Inference(Component):
         routes = self.catalog.visible(principal.organization_id, principal.project_id)
         return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
 
-    async def forward(
+    async def call(
         self,
         principal: Principal,
-        route: ModelRoute,
         operation: str,
-        raw: bytes,
         body: dict[str, Any],
+        raw: bytes,
         *,
         stream: bool,
         affinity: str | None,
-    ) -> Response | SSERelay:
-        entry = self.ledger(principal, route, operation, streamed=stream)
+    ) -> Reply | ModelStream:
+        """The one way to call a model, for the HTTP endpoints and Responses alike:
+        admission (the model must be one the caller may use), routing with failover, and
+        the usage ledger. ``raw`` is what the upstream receives (the client's own bytes
+        when the gateway changed nothing). Non-streamed: the upstream's answer, recorded.
+        Streamed: the open stream, whose ``entry`` the consumer writes when it ends."""
+        route = await self.route_for(principal, body.get("model"))
+        entry = LedgerEntry(self, principal, route, operation, stream)
         path = PATHS[operation]
-        if stream:
-            upstream_body, keep_usage = with_upstream_usage(body, raw)
-            try:
-                opened = await self.router.open_stream(
-                    route, path, upstream_body, affinity=affinity
-                )
-            except errors.APIError as exc:
-                entry.write(exc.status)
-                raise
-            entry.first_event(opened.endpoint.base_url)
-            return SSERelay(opened, StreamTally(keep_usage_chunk=keep_usage), entry.write)
         try:
-            reply = await self.router.send(route, path, raw, affinity=affinity)
+            if stream:
+                opened = await self.router.open_stream(route, path, raw, affinity=affinity)
+            else:
+                reply = await self.router.send(route, path, raw, affinity=affinity)
         except errors.APIError as exc:
             entry.write(exc.status)
             raise
+        if stream:
+            entry.first_event(opened.endpoint.base_url)
+            return ModelStream(opened, entry)
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
-        return Response(reply.body, status_code=reply.status, media_type="application/json")
+        return reply
 
-    def ledger(
-        self, principal: Principal, route: ModelRoute, operation: str, *, streamed: bool
-    ) -> LedgerEntry:
-        """The usage-ledger entry of a request about to be sent (its clock starts now)."""
-        return LedgerEntry(self, principal, route, operation, streamed)
+
+@dataclass(frozen=True, slots=True)
+class ModelStream:
+    """A model's stream whose first event has arrived, with its ledger entry (written by
+    whoever consumes the stream, through ``StreamOutcome``)."""
+
+    stream: OpenStream
+    entry: LedgerEntry
 
 
 class LedgerEntry:
