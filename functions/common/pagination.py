@@ -68,9 +68,12 @@ class Page:
         kept, more = self.split(rows)
         return list_page([render(r) for r in kept], has_more=more, id_key=id_key)
 
-    def unknown_cursor(self, what: str) -> InvalidRequest:
-        """The error for an ``after`` that names no ``what`` the caller can see."""
-        return InvalidRequest(f"No {what} '{self.after}' to list after.", param="after")
+    def unknown_cursor(self, what: str, *, within: str | None = None) -> InvalidRequest:
+        """The error for an ``after`` that names no ``what`` the caller can see: "No item 'x'
+        to list after.", or with ``within`` (a list inside a parent) "No item 'x' in this
+        conversation."."""
+        where = f"in {within}" if within is not None else "to list after"
+        return InvalidRequest(f"No {what} '{self.after}' {where}.", param="after")
 
 
 def list_page(data: list[dict[str, Any]], *, has_more: bool, id_key: str = "id") -> dict[str, Any]:

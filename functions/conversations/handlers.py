@@ -12,7 +12,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, query_list
 from functions.common.ids import new_id
-from functions.common.pagination import limit_param, list_page, order_param
+from functions.common.pagination import Page, list_page
 from functions.common.principal import Owner
 from functions.common.runtime import Runtime
 from functions.services.conversations import references, store
@@ -81,22 +81,18 @@ async def list_conversations(deps: ConversationsDeps, request: Request) -> Respo
       400: {description: Bad pagination parameters.}
     """
     owner = await deps.identity.owner(request)
-    after = request.query_params.get("after")
-    limit, order = limit_param(request), order_param(request)
+    page = Page.of(request)
 
-    async def page(ex: Executor) -> tuple[list[asyncpg.Record], bool]:
+    async def read(ex: Executor) -> list[asyncpg.Record]:
         after_seq = None
-        if after is not None:
-            after_seq = await store.conversation_seq(ex, owner=owner, conversation_id=after)
+        if page.after is not None:
+            after_seq = await store.conversation_seq(ex, owner=owner, conversation_id=page.after)
             if after_seq is None:  # an empty page would read as "no more"
-                raise InvalidRequest(f"No conversation '{after}' to list after.", param="after")
-        return await store.list_conversations(
-            ex, owner=owner, after_seq=after_seq, limit=limit, order=order
-        )
+                raise page.unknown_cursor("conversation")
+        return await store.list_conversations(ex, owner=owner, page=page, after_seq=after_seq)
 
-    rows, has_more = await deps.runtime.db.read(page)
-    data = [store.conversation_object(r, with_title=True) for r in rows]
-    return JSON(list_page(data, has_more=has_more))
+    rows = await deps.runtime.db.read(read)
+    return JSON(page.answer(rows, lambda r: store.conversation_object(r, with_title=True)))
 
 
 async def get_conversation(deps: ConversationsDeps, request: Request) -> Response:
@@ -237,26 +233,20 @@ async def list_items(deps: ConversationsDeps, request: Request) -> Response:
     """
     owner = await deps.identity.owner(request)
     include_param(query_list(request, "include"))
-    limit, order = limit_param(request), order_param(request)
-    after = request.query_params.get("after")
+    page = Page.of(request)
     async with deps.runtime.db.writer.acquire() as conn:
         conversation_id = (await _owned_conversation(request, owner, conn, lock=False))["id"]
         after_seq = None
-        if after is not None:
+        if page.after is not None:
             after_seq = await store.item_seq(
-                conn, owner=owner, conversation_id=conversation_id, item_id=after
+                conn, owner=owner, conversation_id=conversation_id, item_id=page.after
             )
-            if after_seq is None:
-                raise InvalidRequest(f"No item '{after}' in this conversation.", param="after")
-        items, has_more = await store.list_items(
-            conn,
-            owner=owner,
-            conversation_id=conversation_id,
-            after_seq=after_seq,
-            limit=limit,
-            order=order,
+            if after_seq is None:  # an empty page would read as "no more"
+                raise page.unknown_cursor("item", within="this conversation")
+        items = await store.list_items(
+            conn, owner=owner, conversation_id=conversation_id, page=page, after_seq=after_seq
         )
-    return JSON(list_page(items, has_more=has_more))
+    return JSON(page.answer(items, lambda item: item))
 
 
 async def get_item(deps: ConversationsDeps, request: Request) -> Response:

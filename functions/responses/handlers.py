@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, query_list
-from functions.common.pagination import limit_param, list_page, order_param
+from functions.common.pagination import Page
 from functions.common.runtime import Runtime
 from functions.responses import store
 from functions.responses.calls import Event
@@ -200,27 +200,21 @@ async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
     owner = await deps.identity.owner(request)
     include_param(query_list(request, "include"))
     response_id = request.path_params["response_id"]
-    limit, order = limit_param(request), order_param(request)
-    after = request.query_params.get("after")
+    page = Page.of(request)
     async with deps.runtime.db.writer.acquire() as conn:
         if await store.get_response(conn, owner=owner, response_id=response_id) is None:
             raise _not_found(response_id)
         after_seq = None
-        if after is not None:
+        if page.after is not None:
             after_seq = await store.input_item_seq(
-                conn, owner=owner, response_id=response_id, item_id=after
+                conn, owner=owner, response_id=response_id, item_id=page.after
             )
             if after_seq is None:  # an empty page would read as "no more"
-                raise InvalidRequest(f"No input item '{after}' in this response.", param="after")
-        items, has_more = await store.list_input_items(
-            conn,
-            owner=owner,
-            response_id=response_id,
-            after_seq=after_seq,
-            limit=limit,
-            order=order,
+                raise page.unknown_cursor("input item", within="this response")
+        items = await store.list_input_items(
+            conn, owner=owner, response_id=response_id, page=page, after_seq=after_seq
         )
-    return JSON(list_page(items, has_more=has_more))
+    return JSON(page.answer(items, lambda item: item))
 
 
 async def cancel_response(deps: ResponsesDeps, request: Request) -> Response:

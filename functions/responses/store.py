@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import Executor
+from functions.common.pagination import Page
 from functions.common.principal import OWNED, Owner
 
 MAX_ATTEMPTS = 3
@@ -100,31 +101,25 @@ async def input_item_seq(
 
 
 async def list_input_items(
-    ex: Executor,
-    *,
-    owner: Owner,
-    response_id: str,
-    after_seq: int | None,
-    limit: int,
-    order: str,
-) -> tuple[list[dict[str, Any]], bool]:
-    """A response's input items after the cursor's ``seq`` (check the response first)."""
-    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    ex: Executor, *, owner: Owner, response_id: str, page: Page, after_seq: int | None
+) -> list[dict[str, Any]]:
+    """A response's input items after the cursor's ``seq`` (check the response first): up
+    to ``page.fetch`` of them, for ``page.answer``."""
     rows = await ex.fetch(
         f"""
         SELECT item FROM response_input_items
         WHERE organization_id = $1 AND project_id = $2 AND response_id = $3
-          AND ($4::bigint IS NULL OR seq {compare} $4)
-        ORDER BY seq {direction}
+          AND ($4::bigint IS NULL OR seq {page.comparison} $4)
+        ORDER BY seq {page.direction}
         LIMIT $5
         """,  # noqa: S608
         owner.organization_id,
         owner.project_id,
         response_id,
         after_seq,
-        limit + 1,
+        page.fetch,
     )
-    return [r["item"] for r in rows[:limit]], len(rows) > limit
+    return [r["item"] for r in rows]
 
 
 async def chain_items(ex: Executor, *, owner: Owner, response_id: str) -> list[dict[str, Any]]:

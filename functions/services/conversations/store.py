@@ -1,8 +1,9 @@
 """SQL for conversations and their items. Every query is scoped by the caller's Owner.
 
 Functions take the executor first and keyword-only arguments; the caller owns the
-transaction. Lists page in SQL by `seq` (keyset), fetching one row more than asked to
-know whether more follow.
+transaction. Lists page in SQL by `seq` (keyset): they take the caller's ``Page`` and the
+cursor's ``seq`` (looked up with ``conversation_seq``/``item_seq``) and return the rows read,
+up to ``page.fetch``, for ``page.answer`` to split.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import Executor
+from functions.common.pagination import Page
 from functions.common.principal import OWNED, Owner
 from functions.services.conversations.items import title_from
 
@@ -107,22 +109,21 @@ async def conversation_seq(ex: Executor, *, owner: Owner, conversation_id: str) 
 
 
 async def list_conversations(
-    ex: Executor, *, owner: Owner, after_seq: int | None, limit: int, order: str
-) -> tuple[list[asyncpg.Record], bool]:
-    """The caller's conversations by creation order, after the cursor's ``seq``."""
-    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
-    rows = await ex.fetch(
+    ex: Executor, *, owner: Owner, page: Page, after_seq: int | None
+) -> list[asyncpg.Record]:
+    """The caller's conversations by creation order after the cursor's ``seq``: up to
+    ``page.fetch`` rows."""
+    return await ex.fetch(
         f"""
         SELECT * FROM conversations
-        WHERE {OWNED} AND ($4::bigint IS NULL OR seq {compare} $4)
-        ORDER BY seq {direction}
+        WHERE {OWNED} AND ($4::bigint IS NULL OR seq {page.comparison} $4)
+        ORDER BY seq {page.direction}
         LIMIT $5
         """,  # noqa: S608
         *owner.scope(),
         after_seq,
-        limit + 1,
+        page.fetch,
     )
-    return rows[:limit], len(rows) > limit
 
 
 async def insert_items(
@@ -167,27 +168,21 @@ async def item_seq(ex: Executor, *, owner: Owner, conversation_id: str, item_id:
 
 
 async def list_items(
-    ex: Executor,
-    *,
-    owner: Owner,
-    conversation_id: str,
-    after_seq: int | None,
-    limit: int,
-    order: str,
-) -> tuple[list[dict[str, Any]], bool]:
-    compare, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    ex: Executor, *, owner: Owner, conversation_id: str, page: Page, after_seq: int | None
+) -> list[dict[str, Any]]:
+    """A conversation's items after the cursor's ``seq``: up to ``page.fetch`` of them."""
     rows = await ex.fetch(
         f"""
         SELECT item FROM conversation_items
-        WHERE {_IN_CONVERSATION} AND ($4::bigint IS NULL OR seq {compare} $4)
-        ORDER BY seq {direction}
+        WHERE {_IN_CONVERSATION} AND ($4::bigint IS NULL OR seq {page.comparison} $4)
+        ORDER BY seq {page.direction}
         LIMIT $5
         """,  # noqa: S608
         *_tenant(owner, conversation_id),
         after_seq,
-        limit + 1,
+        page.fetch,
     )
-    return [r["item"] for r in rows[:limit]], len(rows) > limit
+    return [r["item"] for r in rows]
 
 
 async def recent_items(
