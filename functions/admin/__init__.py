@@ -18,11 +18,11 @@ from functions.admin import (
     users,
 )
 from functions.admin.call import AdminDeps
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 
 __all__ = ["ROUTES", "AdminDeps"]
 
-ROUTES: list[Endpoint[AdminDeps]] = [
+ROUTES: list[Operation[AdminDeps]] = [
     *admin_keys.ROUTES,
     *users.ROUTES,
     *invites.ROUTES,

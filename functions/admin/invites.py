@@ -35,7 +35,7 @@ from functions.common.db import Executor
 from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services import tenancy
 from functions.services.identity import bearer_credential
 
@@ -241,10 +241,10 @@ async def _join(conn: Executor, invite: asyncpg.Record, user_id: str) -> None:
 
 
 _BASE = "/v1/organization/invites"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_invites),
-    Endpoint("POST", _BASE, create_invite),
-    Endpoint("POST", _BASE + "/verification", accept_invite),
-    Endpoint("GET", _BASE + "/{invite_id}", get_invite),
-    Endpoint("DELETE", _BASE + "/{invite_id}", delete_invite),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_invites),
+    Operation("POST", _BASE, create_invite),
+    Operation("POST", _BASE + "/verification", accept_invite),
+    Operation("GET", _BASE + "/{invite_id}", get_invite),
+    Operation("DELETE", _BASE + "/{invite_id}", delete_invite),
 ]

@@ -26,7 +26,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services import tenancy
 
 _MAX_MODELS = 256
@@ -205,9 +205,9 @@ async def delete_key(deps: AdminDeps, request: Request) -> Response:
 
 
 _BASE = "/v1/organization/projects/{project_id}/api_keys"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_keys),
-    Endpoint("POST", _BASE, create_key),
-    Endpoint("GET", _BASE + "/{key_id}", get_key),
-    Endpoint("DELETE", _BASE + "/{key_id}", delete_key),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_keys),
+    Operation("POST", _BASE, create_key),
+    Operation("GET", _BASE + "/{key_id}", get_key),
+    Operation("DELETE", _BASE + "/{key_id}", delete_key),
 ]

@@ -25,7 +25,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services import tenancy
 
 PROJECT_ROLES = ("owner", "member")
@@ -174,10 +174,10 @@ async def remove_member(deps: AdminDeps, request: Request) -> Response:
 
 
 _BASE = "/v1/organization/projects/{project_id}/users"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_members),
-    Endpoint("POST", _BASE, add_member),
-    Endpoint("GET", _BASE + "/{user_id}", get_member),
-    Endpoint("POST", _BASE + "/{user_id}", modify_member),
-    Endpoint("DELETE", _BASE + "/{user_id}", remove_member),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_members),
+    Operation("POST", _BASE, add_member),
+    Operation("GET", _BASE + "/{user_id}", get_member),
+    Operation("POST", _BASE + "/{user_id}", modify_member),
+    Operation("DELETE", _BASE + "/{user_id}", remove_member),
 ]

@@ -17,7 +17,7 @@ from functions.admin.call import AdminDeps, admin_call, project_call, string_fie
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
 from functions.common.principal import refuse_project_credentials, require_admin
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services import tenancy
 
 
@@ -152,10 +152,10 @@ async def archive_project(deps: AdminDeps, request: Request) -> Response:
 
 
 _BASE = "/v1/organization/projects"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_projects),
-    Endpoint("POST", _BASE, create_project),
-    Endpoint("GET", _BASE + "/{project_id}", get_project),
-    Endpoint("POST", _BASE + "/{project_id}", modify_project),
-    Endpoint("POST", _BASE + "/{project_id}/archive", archive_project),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_projects),
+    Operation("POST", _BASE, create_project),
+    Operation("GET", _BASE + "/{project_id}", get_project),
+    Operation("POST", _BASE + "/{project_id}", modify_project),
+    Operation("POST", _BASE + "/{project_id}/archive", archive_project),
 ]

@@ -39,7 +39,7 @@ from functions.common.errors import Conflict, InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.netguard import AddressError
 from functions.common.pagination import Page, list_page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services.providers import store as provider_store
 from functions.services.providers.directory import KINDS, Providers, normalize_base_url
 
@@ -256,9 +256,7 @@ async def list_providers(deps: AdminDeps, request: Request) -> Response:
             call.db,
             organization_id=call.organization_id,
             project_id=project_id,
-            after=page.after,
-            limit=page.limit,
-            order=page.order,
+            page=page,
         )
     )
     found = await provider_store.discovered_models(call.db, provider_ids=[r["id"] for r in rows])
@@ -380,17 +378,17 @@ async def delete_provider(deps: AdminDeps, request: Request) -> Response:
 # --- routes ---------------------------------------------------------------------------------
 # The same handlers serve both scopes; `_scope` reads the path's project_id, and the
 # OpenAPI document declares that parameter for every path that has it.
-ROUTES: list[Endpoint[AdminDeps]] = [
+ROUTES: list[Operation[AdminDeps]] = [
     e
     for base in (
         "/v1/organization/models/providers",
         "/v1/organization/projects/{project_id}/models/providers",
     )
     for e in (
-        Endpoint("GET", base, list_providers),
-        Endpoint("POST", base, create_provider),
-        Endpoint("GET", base + "/{provider_id}", get_provider),
-        Endpoint("POST", base + "/{provider_id}", modify_provider),
-        Endpoint("DELETE", base + "/{provider_id}", delete_provider),
+        Operation("GET", base, list_providers),
+        Operation("POST", base, create_provider),
+        Operation("GET", base + "/{provider_id}", get_provider),
+        Operation("POST", base + "/{provider_id}", modify_provider),
+        Operation("DELETE", base + "/{provider_id}", delete_provider),
     )
 ]

@@ -22,7 +22,7 @@ from functions.admin.call import (
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.services import tenancy
 
 
@@ -146,9 +146,9 @@ async def delete_account(deps: AdminDeps, request: Request) -> Response:
 
 
 _BASE = "/v1/organization/projects/{project_id}/service_accounts"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_accounts),
-    Endpoint("POST", _BASE, create_account),
-    Endpoint("GET", _BASE + "/{service_account_id}", get_account),
-    Endpoint("DELETE", _BASE + "/{service_account_id}", delete_account),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_accounts),
+    Operation("POST", _BASE, create_account),
+    Operation("GET", _BASE + "/{service_account_id}", get_account),
+    Operation("DELETE", _BASE + "/{service_account_id}", delete_account),
 ]

@@ -20,7 +20,7 @@ from functions.admin import store
 from functions.admin.call import AdminDeps, admin_call
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, maximum)
@@ -165,6 +165,6 @@ async def usage_completions(deps: AdminDeps, request: Request) -> Response:
     )
 
 
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", "/v1/organization/usage/completions", usage_completions),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", "/v1/organization/usage/completions", usage_completions),
 ]

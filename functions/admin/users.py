@@ -14,7 +14,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 
 ORG_ROLES = ("owner", "reader")
 
@@ -125,9 +125,9 @@ async def delete_user(deps: AdminDeps, request: Request) -> Response:
 
 
 _BASE = "/v1/organization/users"
-ROUTES: list[Endpoint[AdminDeps]] = [
-    Endpoint("GET", _BASE, list_users),
-    Endpoint("GET", _BASE + "/{user_id}", get_user),
-    Endpoint("POST", _BASE + "/{user_id}", modify_user),
-    Endpoint("DELETE", _BASE + "/{user_id}", delete_user),
+ROUTES: list[Operation[AdminDeps]] = [
+    Operation("GET", _BASE, list_users),
+    Operation("GET", _BASE + "/{user_id}", get_user),
+    Operation("POST", _BASE + "/{user_id}", modify_user),
+    Operation("DELETE", _BASE + "/{user_id}", delete_user),
 ]

@@ -8,20 +8,20 @@ from functions.auth.oidc_provider import OIDCProvider
 from functions.auth.ratelimit import LoginRateLimiter
 from functions.common.housekeeping import Housekeeping
 from functions.common.outbound import Outbound
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
 
 __all__ = ["ROUTES", "AuthDeps", "build"]
 
-ROUTES: list[Endpoint[AuthDeps]] = [
-    Endpoint("POST", "/v1/auth/guest-login", sessions.guest_login),
-    Endpoint("POST", "/v1/auth/refresh-token", sessions.refresh),
-    Endpoint("POST", "/v1/auth/logout", sessions.logout),
-    Endpoint("GET", "/v1/auth/me", sessions.me),
-    Endpoint("GET", "/v1/auth/google/login", oidc.login),
-    Endpoint("GET", "/v1/auth/google/callback", oidc.callback),
-    Endpoint("POST", "/v1/auth/google/callback", oidc.callback),
+ROUTES: list[Operation[AuthDeps]] = [
+    Operation("POST", "/v1/auth/guest-login", sessions.guest_login),
+    Operation("POST", "/v1/auth/refresh-token", sessions.refresh),
+    Operation("POST", "/v1/auth/logout", sessions.logout),
+    Operation("GET", "/v1/auth/me", sessions.me),
+    Operation("GET", "/v1/auth/google/login", oidc.login),
+    Operation("GET", "/v1/auth/google/callback", oidc.callback),
+    Operation("POST", "/v1/auth/google/callback", oidc.callback),
 ]
 
 

@@ -1,6 +1,7 @@
 """Route tables as plain data, bound to an area's dependencies when the app is built.
 
-An area lists its endpoints once, as ``Endpoint(method, path, handler)`` where a handler
+An area lists its operations (an OpenAPI word: a method on a path) once, as
+``Operation(method, path, handler)`` where a handler
 is ``async def handler(deps, request) -> Response`` and ``deps`` is the small typed object
 of services the area uses (built once by ``functions.app``). ``bind`` turns the table into
 Starlette routes for a running app; ``unbound`` turns it into routes that only describe
@@ -24,7 +25,7 @@ D = TypeVar("D")
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint(Generic[D]):
+class Operation(Generic[D]):
     method: str
     path: str
     handler: Callable[[D, Request], Awaitable[Response]]
@@ -34,7 +35,7 @@ class Endpoint(Generic[D]):
 
 
 @dataclass(frozen=True, slots=True)
-class RawEndpoint(Generic[D]):
+class RawOperation(Generic[D]):
     """An endpoint that speaks ASGI itself (a streaming protocol such as MCP's)."""
 
     method: str
@@ -42,7 +43,7 @@ class RawEndpoint(Generic[D]):
     handler: Callable[[D, Scope, Receive, Send], Awaitable[None]]
 
 
-Table = Iterable[Endpoint[D] | RawEndpoint[D]]
+Table = Iterable[Operation[D] | RawOperation[D]]
 
 
 class _BoundASGI:
@@ -61,7 +62,7 @@ def bind(table: Table[D], deps: D) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     for e in table:
         name = e.handler.__name__
-        if isinstance(e, RawEndpoint):
+        if isinstance(e, RawOperation):
             routes.append(Route(e.path, _BoundASGI(e.handler, deps), methods=[e.method], name=name))
         else:
             route = Route(e.path, functools.partial(e.handler, deps), methods=[e.method], name=name)

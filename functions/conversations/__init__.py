@@ -4,21 +4,21 @@ listing of a caller's conversations (`GET /v1/conversations`). The storage is th
 
 from __future__ import annotations
 
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.conversations import handlers as h
 from functions.conversations.handlers import ConversationsDeps
 
 __all__ = ["ROUTES", "ConversationsDeps"]
 
 _ONE = "/v1/conversations/{conversation_id}"
-ROUTES: list[Endpoint[ConversationsDeps]] = [
-    Endpoint("POST", "/v1/conversations", h.create_conversation),
-    Endpoint("GET", "/v1/conversations", h.list_conversations),
-    Endpoint("GET", _ONE, h.get_conversation),
-    Endpoint("POST", _ONE, h.update_conversation),
-    Endpoint("DELETE", _ONE, h.delete_conversation),
-    Endpoint("POST", _ONE + "/items", h.create_items),
-    Endpoint("GET", _ONE + "/items", h.list_items),
-    Endpoint("GET", _ONE + "/items/{item_id}", h.get_item),
-    Endpoint("DELETE", _ONE + "/items/{item_id}", h.delete_item),
+ROUTES: list[Operation[ConversationsDeps]] = [
+    Operation("POST", "/v1/conversations", h.create_conversation),
+    Operation("GET", "/v1/conversations", h.list_conversations),
+    Operation("GET", _ONE, h.get_conversation),
+    Operation("POST", _ONE, h.update_conversation),
+    Operation("DELETE", _ONE, h.delete_conversation),
+    Operation("POST", _ONE + "/items", h.create_items),
+    Operation("GET", _ONE + "/items", h.list_items),
+    Operation("GET", _ONE + "/items/{item_id}", h.get_item),
+    Operation("DELETE", _ONE + "/items/{item_id}", h.delete_item),
 ]

@@ -3,7 +3,7 @@ the per-project tool settings at ``/v1/mcp/settings``."""
 
 from __future__ import annotations
 
-from functions.common.routing import Endpoint, RawEndpoint
+from functions.common.routing import Operation, RawOperation
 from functions.common.runtime import Runtime
 from functions.mcp.deps import MCPDeps
 from functions.mcp.endpoint import mcp_endpoint
@@ -14,10 +14,10 @@ from functions.services.toolbox.toolbox import ToolBox
 
 __all__ = ["ROUTES", "MCPDeps", "build"]
 
-ROUTES: list[Endpoint[MCPDeps] | RawEndpoint[MCPDeps]] = [
-    RawEndpoint("POST", "/v1/mcp", mcp_endpoint),
-    Endpoint("GET", "/v1/mcp/settings", get_settings),
-    Endpoint("POST", "/v1/mcp/settings", update_settings),
+ROUTES: list[Operation[MCPDeps] | RawOperation[MCPDeps]] = [
+    RawOperation("POST", "/v1/mcp", mcp_endpoint),
+    Operation("GET", "/v1/mcp/settings", get_settings),
+    Operation("POST", "/v1/mcp/settings", update_settings),
 ]
 
 

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute
 
 from functions import __version__
 from functions.common.http import JSON
-from functions.common.routing import Endpoint, bind
+from functions.common.routing import Operation, bind
 from functions.common.runtime import Runtime
 from functions.ops.docs import ApiDocs, openapi_json, swagger_assets, swagger_index
 
@@ -82,13 +82,13 @@ async def metrics(deps: OpsDeps, request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-ROUTES: list[Endpoint[OpsDeps]] = [
-    Endpoint("GET", "/healthcheck", healthcheck),
-    Endpoint("GET", "/readyz", readyz),
-    Endpoint("GET", "/v1/version", version),
-    Endpoint("GET", "/metrics", metrics),
-    Endpoint("GET", "/openapi.json", openapi_json),
-    Endpoint("GET", "/api/swagger/index.html", swagger_index),
+ROUTES: list[Operation[OpsDeps]] = [
+    Operation("GET", "/healthcheck", healthcheck),
+    Operation("GET", "/readyz", readyz),
+    Operation("GET", "/v1/version", version),
+    Operation("GET", "/metrics", metrics),
+    Operation("GET", "/openapi.json", openapi_json),
+    Operation("GET", "/api/swagger/index.html", swagger_index),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functions.common.db import Executor
 from functions.common.housekeeping import Housekeeping
-from functions.common.routing import Endpoint
+from functions.common.routing import Operation
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.responses import handlers as h
@@ -22,12 +22,12 @@ from functions.services.toolbox.toolbox import ToolBox
 __all__ = ["ROUTES", "ResponsesDeps", "build", "register_sweeps"]
 
 _ONE = "/v1/responses/{response_id}"
-ROUTES: list[Endpoint[ResponsesDeps]] = [
-    Endpoint("POST", "/v1/responses", h.create_response),
-    Endpoint("GET", _ONE, h.get_response),
-    Endpoint("DELETE", _ONE, h.delete_response),
-    Endpoint("GET", _ONE + "/input_items", h.list_input_items),
-    Endpoint("POST", _ONE + "/cancel", h.cancel_response),
+ROUTES: list[Operation[ResponsesDeps]] = [
+    Operation("POST", "/v1/responses", h.create_response),
+    Operation("GET", _ONE, h.get_response),
+    Operation("DELETE", _ONE, h.delete_response),
+    Operation("GET", _ONE + "/input_items", h.list_input_items),
+    Operation("POST", _ONE + "/cancel", h.cancel_response),
 ]
 
 

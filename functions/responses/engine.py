@@ -90,7 +90,7 @@ class Recorder(Protocol):
     async def finished(self, run: Run, final: dict[str, Any]) -> None: ...
 
 
-class _Upstream:
+class _ModelRound:
     """The model stream of the current round."""
 
     def __init__(self, chunks: AsyncIterator[Any]) -> None:
@@ -111,7 +111,7 @@ async def run_events(run: Run, model: ChatModel, recorder: Recorder) -> AsyncGen
         return event
 
     items = [*run.history, *run.request.input_items]
-    upstream = _Upstream(await _open(run, model, items))
+    upstream = _ModelRound(await _open(run, model, items))
     try:
         await recorder.started(run)
     except BaseException:
@@ -151,7 +151,7 @@ async def _finish(run: Run, recorder: Recorder) -> dict[str, Any]:
 
 
 async def _rounds(
-    run: Run, model: ChatModel, items: list[dict[str, Any]], upstream: _Upstream
+    run: Run, model: ChatModel, items: list[dict[str, Any]], upstream: _ModelRound
 ) -> AsyncGenerator[Event, None]:
     """Model turns and server tool calls until an answer; the run's status at the end."""
     try:

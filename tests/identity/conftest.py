@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from functions.common import errors
 from functions.common.http import JSON
-from functions.common.routing import Endpoint, bind
+from functions.common.routing import Operation, bind
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
 
@@ -32,7 +32,7 @@ async def whoami(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     identity = Identity(runtime)
     runtime.manage(identity)
     app = Starlette(
-        routes=bind([Endpoint("GET", "/whoami", _whoami)], identity),
+        routes=bind([Operation("GET", "/whoami", _whoami)], identity),
         exception_handlers={errors.APIError: errors.render},
     )
     await runtime.open()

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from functions.common.db import AnyConnection, Executor
+from functions.common.pagination import Page
 
 # Interpolated into the SQL below (a constant, never input: hence the S608 waivers).
 PROVIDER_COLUMNS = (
@@ -126,20 +127,18 @@ async def list_providers(
     *,
     organization_id: str,
     project_id: str | None,
-    after: str | None,
-    limit: int,
-    order: str,
+    page: Page,
 ) -> list[asyncpg.Record]:
-    """One page (limit + 1 rows, to tell whether there is more) in ID order."""
-    op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+    """The rows of one page in ID order (``page.fetch`` of them: see ``Page.split``)."""
     return await ex.fetch(
         f"SELECT {PROVIDER_COLUMNS} FROM model_providers"  # noqa: S608
         " WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2"
-        f" AND ($3::text IS NULL OR id {op} $3) ORDER BY id {direction} LIMIT $4",
+        f" AND ($3::text IS NULL OR id {page.comparison} $3) ORDER BY id {page.direction}"
+        " LIMIT $4",
         organization_id,
         project_id,
-        after,
-        limit + 1,
+        page.after,
+        page.fetch,
     )
 
 
