@@ -11,7 +11,7 @@ that answer and its peak VmHWM (/proc/<pid>/status). The process then writes its
 `jan-server` console script), which tells which heavy packages the area pulled in.
 
     .venv/bin/python bench/coldstart.py [--runs 7] [--area chat] [--baseline DIR]
-        [--log-level INFO] [--json FILE]
+        [--bytecode cached|none] [--importtime N] [--log-level INFO] [--json FILE]
 
 ``--area`` (default chat; also `all`): chat and all send POST /v1/chat/completions with a
 project key; conversations GET /v1/conversations, mcp GET /v1/mcp/settings (project key),
@@ -19,6 +19,9 @@ admin GET /v1/organization/projects (admin key), responses POST /v1/responses wi
 ``store: false``, auth POST /v1/auth/guest-login. ``--baseline DIR`` measures the
 `functions` package of another source tree too (e.g. ``git archive <commit> | tar -x -C
 DIR``), alternating run by run with this tree, so before/after come from one run.
+``--importtime N`` adds one start under ``-X importtime`` and prints the N largest import
+costs by package and by the module of ours that pulled them in. ``--bytecode``: see
+bench/README.md (bytecode is kept under a PYTHONPYCACHEPREFIX of the bench's own).
 
 Environment as deployed (manifests/base): JAN_MIGRATE_ON_START=false, log level INFO,
 hypercorn through func-python. Needs node and the PostgreSQL at JAN_TEST_PG_DSN (default
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -220,9 +224,20 @@ def start_mock() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("coldstart: the mock upstream did not start (is node installed?)")
 
 
-def server_env(
-    tree: Path, port: int, dsn: str, upstream: str, work: Path, log_level: str, bytecode: str
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class Setup:
+    """What every run shares: the database, its keys, the mock, the options."""
+
+    area: str
+    dsn: str
+    keys: dict[str, str]
+    upstream: str
+    work: Path
+    log_level: str
+    bytecode: str
+
+
+def server_env(setup: Setup, tree: Path, port: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -233,18 +248,18 @@ def server_env(
     # (an image that ships .pyc files); `none` never writes it, so every module is compiled
     # from source at every start (an image without them, or PYTHONDONTWRITEBYTECODE=1 over
     # an environment installed without bytecode).
-    env["PYTHONPYCACHEPREFIX"] = str(work / f"pycache-{bytecode}")
-    if bytecode == "none":
+    env["PYTHONPYCACHEPREFIX"] = str(setup.work / f"pycache-{setup.bytecode}")
+    if setup.bytecode == "none":
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(SECRETS)
     env.update(
         {
             "PYTHONPATH": str(tree),
-            "DB_POSTGRESQL_WRITE_DSN": dsn,
-            "JAN_INFERENCE_MODEL_URL": upstream,
-            "JAN_DATA_DIR": str(work / "data"),
+            "DB_POSTGRESQL_WRITE_DSN": setup.dsn,
+            "JAN_INFERENCE_MODEL_URL": setup.upstream,
+            "JAN_DATA_DIR": str(setup.work / "data"),
             "JAN_MIGRATE_ON_START": "false",
-            "JAN_LOG_LEVEL": log_level,
+            "JAN_LOG_LEVEL": setup.log_level,
             "LISTEN_ADDRESS": f"127.0.0.1:{port}",
         }
     )
@@ -267,27 +282,26 @@ def send(conn: http.client.HTTPConnection, probe: Probe, keys: dict[str, str]) -
 
 
 def one_run(
+    setup: Setup,
     name: str,
     tree: Path,
     run: int,
-    area: str,
-    dsn: str,
-    keys: dict[str, str],
-    upstream: str,
-    work: Path,
-    log_level: str,
-    bytecode: str,
+    python_flags: tuple[str, ...] = (),
     timeout: float = 60.0,
-) -> Sample:
+) -> tuple[Sample, Path]:
+    """Spawn, poll until the first 200, read the memory and the modules, stop; the sample
+    and the server's log (stdout and stderr)."""
     port = free_port()
-    modules_file = work / f"modules-{name.replace('/', '_')}-{run}.txt"
-    env = server_env(tree, port, dsn, upstream, work, log_level, bytecode)
+    stem = f"{name.replace(' ', '_')}-{run}" + ("-flags" if python_flags else "")
+    modules_file = setup.work / f"modules-{stem}.txt"
+    env = server_env(setup, tree, port)
     env["JAN_BENCH_MODULES_FILE"] = str(modules_file)
-    probe = PROBES[area]
-    log = (work / f"server-{name.replace('/', '_')}-{run}.log").open("wb")
+    probe = PROBES[setup.area]
+    log_path = setup.work / f"server-{stem}.log"
+    log = log_path.open("wb")
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, "serve", area],
+        [sys.executable, *python_flags, "-c", WRAPPER, "serve", setup.area],
         cwd=tree,
         env=env,
         stdout=log,
@@ -301,7 +315,7 @@ def one_run(
             if elapsed > timeout or proc.poll() is not None:
                 raise SystemExit(
                     f"coldstart: {name} run {run}: no 200 after {elapsed:.1f}s "
-                    f"(exit {proc.poll()}); see {log.name}"
+                    f"(exit {proc.poll()}); see {log_path}"
                 )
             attempts += 1
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -313,7 +327,7 @@ def one_run(
             if listen_s is None:
                 listen_s = time.perf_counter() - started
             try:
-                status = send(conn, probe, keys)
+                status = send(conn, probe, setup.keys)
             except (ConnectionError, http.client.HTTPException):  # listening, not answering
                 status = 0
             if status == 200:
@@ -335,11 +349,21 @@ def one_run(
             proc.wait()
         log.close()
     assert listen_s is not None
-    return Sample(name, run, listen_s, first_200_s, attempts, rss, hwm, modules)
+    return Sample(name, run, listen_s, first_200_s, attempts, rss, hwm, modules), log_path
 
 
 def top_packages(modules: list[str]) -> set[str]:
     return {m.split(".")[0] for m in modules}
+
+
+def our_units(modules: list[str]) -> list[str]:
+    """functions.<area>, functions.common, functions.services.<sub>, the glue modules."""
+    units = set()
+    for m in modules:
+        parts = m.split(".")
+        if parts[0] == "functions" and len(parts) > 1:
+            units.add(".".join(parts[:3] if parts[1] == "services" else parts[:2]))
+    return sorted(units)
 
 
 def report(samples: list[Sample], names: list[str], label: str) -> None:
@@ -369,17 +393,55 @@ def report(samples: list[Sample], names: list[str], label: str) -> None:
             print(f"\n{name}: no module list came back")
             continue
         tops = top_packages(modules)
-        ours = sorted({".".join(m.split(".")[:2]) for m in modules if m.startswith("functions.")})
         loaded = [p for p in HEAVY if p in tops]
         absent = [p for p in HEAVY if p not in tops]
+        third = sorted(
+            p
+            for p in tops
+            if not p.startswith("_")
+            and p not in sys.stdlib_module_names
+            and p not in ("functions", "cython_runtime")
+        )
         print(f"\n{name}: {len(modules)} modules, {len(tops)} top-level packages")
         print(f"  heavy loaded:     {', '.join(loaded) or '-'}")
         print(f"  heavy not loaded: {', '.join(absent) or '-'}")
-        print(f"  our packages:     {', '.join(ours)}")
-        third = sorted(
-            p for p in tops if not p.startswith("_") and p not in sys.stdlib_module_names
-        )
+        print(f"  ours:             {', '.join(our_units(modules))}")
         print(f"  third-party:      {', '.join(third)}")
+
+
+def importtime_report(log: Path, top: int) -> None:
+    """Self time of every import of one start (``-X importtime``), summed by top-level
+    package and by the nearest importing module of ours: who pulls in what."""
+    rows: list[tuple[int, str, int]] = []  # (depth, module, self µs), children first
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        fields = line[len("import time:") :].split("|")
+        self_text, name = fields[0], fields[2]
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        rows.append((depth, name.strip(), int(self_text)))
+    parent: dict[int, int] = {}
+    for i, (depth, _, _) in enumerate(rows):  # a parent is printed after its children
+        for j in range(i + 1, len(rows)):
+            if rows[j][0] < depth:
+                parent[i] = j
+                break
+    by_package: dict[str, int] = {}
+    by_ours: dict[str, int] = {}
+    for i, (_, module, self_us) in enumerate(rows):
+        package = module.split(".")[0]
+        by_package[package] = by_package.get(package, 0) + self_us
+        owner: int | None = i
+        while owner is not None and not rows[owner][1].startswith("functions"):
+            owner = parent.get(owner)
+        ours = rows[owner][1] if owner is not None else "(outside functions: the server, stdlib)"
+        by_ours[ours] = by_ours.get(ours, 0) + self_us
+    total = sum(r[2] for r in rows) / 1000
+    print(f"\n-X importtime, one start: {len(rows)} imports, {total:.0f} ms of self time")
+    for title, table in (("by top-level package", by_package), ("by module of ours", by_ours)):
+        print(f"  {title}:")
+        for key, us in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {key:52} {us / 1000:7.1f} ms")
 
 
 def main() -> int:
@@ -396,6 +458,14 @@ def main() -> int:
         help="cached: .pyc files from the warm-up run are read (default); none: every "
         "module is compiled at every start",
     )
+    parser.add_argument(
+        "--importtime",
+        type=int,
+        default=0,
+        metavar="N",
+        help="one more start of this tree under -X importtime: the N largest import costs "
+        "by package and by the module of ours that pulled them in",
+    )
     parser.add_argument("--json", type=Path, help="also write the samples here")
     args = parser.parse_args()
     if args.bytecode == "cached" and args.warmup < 1:
@@ -408,22 +478,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="jan-coldstart-"))
     mock, upstream = start_mock()
     dsn, keys = asyncio.run(make_database())
+    setup = Setup(args.area, dsn, keys, upstream, work, args.log_level, args.bytecode)
     samples: list[Sample] = []
+    importtime_log: Path | None = None
     try:
         for run in range(-args.warmup, args.runs):
             for name, tree in trees.items():  # alternating, so both see the same machine
-                sample = one_run(
-                    name,
-                    tree,
-                    run,
-                    args.area,
-                    dsn,
-                    keys,
-                    upstream,
-                    work,
-                    args.log_level,
-                    args.bytecode,
-                )
+                sample, _ = one_run(setup, name, tree, run)
                 tag = "warm-up" if run < 0 else f"run {run}"
                 print(
                     f"{name:12} {tag:8} listen {sample.listen_s:.3f} s  first 200 "
@@ -433,12 +494,17 @@ def main() -> int:
                 )
                 if run >= 0:
                     samples.append(sample)
+        if args.importtime:
+            _, importtime_log = one_run(setup, "this tree", ROOT, 0, ("-X", "importtime"))
     finally:
         mock.terminate()
         mock.wait(10)
         with contextlib.suppress(Exception):
             asyncio.run(drop_database(dsn))
+        shutil.rmtree(work / f"pycache-{args.bytecode}", ignore_errors=True)  # ~20 MB
     report(samples, list(trees), f"area {args.area}, bytecode {args.bytecode}")
+    if importtime_log is not None:
+        importtime_report(importtime_log, args.importtime)
     if args.json:
         args.json.write_bytes(
             orjson.dumps([asdict(s) for s in samples], option=orjson.OPT_INDENT_2)
