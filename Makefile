@@ -35,8 +35,9 @@ test: env lint ## the whole suite: lint, then every test (functions and predicto
 	$(MAKE) test-py
 	$(MAKE) -C kserve test
 
-bench: env ## benchmarks (not part of `make test`): gateway, key verification, predictor
+bench: env ## benchmarks (not part of `make test`): gateway, cold start, key verification, predictor
 	$(PY) bench/gateway.py
+	$(PY) bench/coldstart.py
 	$(PY) bench/bench_keys.py
 	$(MAKE) -C kserve bench
 
