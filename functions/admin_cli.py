@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from functions.common import migrate
+from functions.common import local, migrate
 from functions.services import tenancy
 
 EXIT_NOT_FOUND = 1
@@ -41,9 +41,7 @@ def _run(
     command: Callable[[asyncpg.Connection, bytes, argparse.Namespace], Awaitable[int]],
     args: argparse.Namespace,
 ) -> int:
-    from functions.cli import _settings
-
-    settings = _settings()
+    settings = local.load()
     assert settings.db_postgresql_write_dsn is not None and settings.apikey_secret is not None
     dsn = settings.db_postgresql_write_dsn.get_secret_value()
     secret = settings.apikey_secret.get_secret_value().encode()

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from functions import __version__
-from functions.common import local, logs, migrate
-from functions.common.settings import AREAS, ConfigError, Settings, load_settings
+from functions.common import local, migrate
+from functions.common.settings import AREAS, ConfigError
 
 EXIT_USAGE = 2
 
@@ -55,12 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(commands)
     return parser
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    logs.setup(settings.jan_log_level)
-    return local.prepare(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -105,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = local.load()
     assert settings.db_postgresql_write_dsn is not None
     dsn = settings.db_postgresql_write_dsn.get_secret_value()
 

@@ -10,15 +10,31 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import SecretStr
 
-from functions.common.settings import SECRET_NAMES, ConfigError, Settings, require_secrets
+from functions.common import logs
+from functions.common.settings import (
+    SECRET_NAMES,
+    ConfigError,
+    Settings,
+    load_settings,
+    require_secrets,
+)
 
 log = logging.getLogger(__name__)
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment for a process of ours (server or command): logging
+    set up as they say, then ``prepare``d."""
+    settings = load_settings(overrides)
+    logs.setup(settings.jan_log_level)
+    return prepare(settings)
 
 
 def prepare(settings: Settings) -> Settings:
