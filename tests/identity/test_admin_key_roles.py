@@ -1,10 +1,12 @@
 """Admin keys follow their owner: a demoted owner's key only reads, a removed owner's key
-stops working, operator keys (made by the CLI, owned by no user) stay owners."""
+stops working, operator keys (made by the CLI, owned by no user) stay owners; and the last
+owner of an organization cannot be demoted away by two requests at once."""
 
 from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -43,6 +45,14 @@ async def _second_owner(runtime: Runtime, t: Tenant) -> dict[str, str]:
     """Another owner of the tenant's organization: their JWT headers."""
     _, token = await create_member(runtime, t, org_role="owner", project_role=None)
     return bearer(token)
+
+
+async def _owners(runtime: Runtime, organization_id: str) -> int:
+    count: int = await runtime.db.writer.fetchval(
+        "SELECT count(*) FROM organization_members WHERE organization_id = $1 AND role = 'owner'",
+        organization_id,
+    )
+    return count
 
 
 async def test_a_demoted_owners_admin_key_only_reads(
@@ -209,3 +219,53 @@ async def test_a_demotion_reaches_other_instances_through_redis(settings: Settin
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_concurrent_demotions_leave_an_owner(
+    client: httpx.AsyncClient, runtime: Runtime, method: str
+) -> None:
+    """The last two owners demote (or remove) each other at the same moment: one of them
+    stays owner."""
+    t = await create_tenant(runtime)
+    other_id, other_token = await create_member(runtime, t, org_role="owner", project_role=None)
+    first, second = t.user_headers, bearer(other_token)
+    assert (await client.get(USERS, headers=first)).status_code == 200  # both authenticated
+    assert (await client.get(USERS, headers=second)).status_code == 200
+    assert runtime.settings.db_postgresql_write_dsn is not None
+    dsn = runtime.settings.db_postgresql_write_dsn.get_secret_value()
+    blocker = await asyncpg.connect(dsn)
+    try:
+        # Hold both members' rows so the two requests are in their transactions together
+        # when they are let go.
+        hold = blocker.transaction()
+        await hold.start()
+        await blocker.execute(
+            "SELECT 1 FROM organization_members WHERE organization_id = $1 FOR UPDATE",
+            t.organization_id,
+        )
+        body = {"role": "reader"} if method == "POST" else None
+        demotions = [
+            asyncio.create_task(
+                client.request(method, f"{USERS}/{user}", json=body, headers=headers)
+            )
+            for user, headers in ((other_id, first), (t.owner_user_id, second))
+        ]
+        for _ in range(1000):
+            waiting = await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            if waiting == 2 or any(d.done() for d in demotions):
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 2, "both demotions should wait on the held rows"
+        await hold.commit()
+        answers = await asyncio.gather(*demotions)
+    finally:
+        await blocker.close()
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200, 400], [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code == 400)
+    assert refused.json()["error"]["code"] == "last_owner"
+    assert await _owners(runtime, t.organization_id) == 1
