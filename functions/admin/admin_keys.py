@@ -26,6 +26,9 @@ from functions.services import tenancy
 
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
+    """OpenAI's admin key object. ``owner.role`` is the owner's current organization role,
+    which is what the key may do (a demoted owner's keys read only); ``owner`` is null for
+    operator keys (``jan-server admin``), which act as an owner."""
     owner = None
     if row["owner_user_id"] is not None:
         owner = {

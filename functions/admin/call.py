@@ -3,8 +3,9 @@ organization, ``project_call`` for one project), body fields, and loading a proj
 caller's organization (404 otherwise; archived refused on writes). Their SQL is in
 ``functions.admin.store``; lists page with ``functions.common.pagination.Page``.
 
-Roles, as in OpenAI: organization owners (and admin keys) change everything, organization
-readers read everything; a project's owners manage its users, service accounts and API
+Roles, as in OpenAI: organization owners change everything, organization readers read
+everything (an admin key acts with its owner's current role; operator keys, owned by no
+user, as an owner); a project's owners manage its users, service accounts and API
 keys, its members read it. A project the caller may not see answers 404.
 """
 

@@ -197,15 +197,17 @@ async def is_member_by_email(ex: Executor, *, organization_id: str, email: str) 
     return bool(found)
 
 
-async def count_other_owners(ex: Executor, *, organization_id: str, user_id: str) -> int:
-    """How many owners the organization has besides ``user_id``."""
-    count: int = await ex.fetchval(
-        "SELECT count(*) FROM organization_members"
-        " WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
+async def lock_owners(ex: Executor, *, organization_id: str) -> list[str]:
+    """The organization's owners' user IDs, their rows locked until the transaction ends
+    (call inside one). Demotions and removals take this lock before reading anything, so
+    concurrent ones queue here and each sees the owners the previous one left; the rows are
+    locked in ID order, so two of them never deadlock."""
+    rows = await ex.fetch(
+        "SELECT user_id FROM organization_members"
+        " WHERE organization_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE",
         organization_id,
-        user_id,
     )
-    return count
+    return [r["user_id"] for r in rows]
 
 
 async def update_organization_role(

@@ -37,9 +37,8 @@ async def _get(ex: Executor, organization_id: str, user_id: str) -> asyncpg.Reco
     )
 
 
-async def _refuse_last_owner(ex: Executor, organization_id: str, user_id: str) -> None:
-    others = await store.count_other_owners(ex, organization_id=organization_id, user_id=user_id)
-    if others == 0:
+def _refuse_last_owner(owners: list[str], user_id: str) -> None:
+    if not any(owner != user_id for owner in owners):
         raise InvalidRequest(
             "This is the organization's last owner; make another user owner first.",
             code="last_owner",
@@ -92,9 +91,10 @@ async def modify_user(deps: AdminDeps, request: Request) -> Response:
     role = choice_field(await json_body(request), "role", ORG_ROLES)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
+        owners = await store.lock_owners(conn, organization_id=call.organization_id)
         current = await _get(conn, call.organization_id, user_id)
         if current["role"] == "owner" and role != "owner":
-            await _refuse_last_owner(conn, call.organization_id, user_id)
+            _refuse_last_owner(owners, user_id)
         await store.update_organization_role(
             conn, organization_id=call.organization_id, user_id=user_id, role=role
         )
@@ -114,9 +114,10 @@ async def delete_user(deps: AdminDeps, request: Request) -> Response:
     call = await admin_call(deps, request, write=True)
     user_id = request.path_params["user_id"]
     async with call.db.acquire() as conn, conn.transaction():
+        owners = await store.lock_owners(conn, organization_id=call.organization_id)
         current = await _get(conn, call.organization_id, user_id)
         if current["role"] == "owner":
-            await _refuse_last_owner(conn, call.organization_id, user_id)
+            _refuse_last_owner(owners, user_id)
         await store.remove_organization_user(
             conn, organization_id=call.organization_id, user_id=user_id
         )

@@ -67,10 +67,13 @@ def require_admin(principal: Principal, *, write: bool) -> str:
     (Project-scoped admin endpoints also let a project's owners and members in: see
     ``functions.admin.call.project_call``.)"""
     refuse_project_credentials(principal)
-    if principal.kind == "admin_key" or principal.org_role == "owner":
+    # An admin key carries its owner's current role (operator keys: owner), like a user.
+    if principal.org_role == "owner":
         return principal.organization_id
     if principal.org_role == "reader" and not write:
         return principal.organization_id
+    if principal.org_role == "reader" and principal.kind == "admin_key":
+        raise Forbidden("This admin key's owner is an organization reader: the key can only read.")
     if principal.org_role == "reader":
         raise Forbidden("Organization readers cannot change anything; ask an owner.")
     raise Forbidden("You are not a member of this organization's administrators.")

@@ -12,6 +12,10 @@ APIs) or ``require_admin(principal, write=…)`` (Administration API). Credentia
 The hot path is a dict lookup plus one HMAC (keys), or two dict lookups (JWTs: a token is
 HS256-verified once, then remembered until it expires); the database is asked only when
 the in-process cache misses (see ``functions.services.keys`` for the staleness bound).
+Membership, role and project-status changes drop every cached grant (``revoke_all``) the
+same way deletions do; a lookup still reading when a revocation arrives answers its own
+request but is not cached. An admin key carries its owner's current organization role
+(operator keys, owned by no user: owner), so a demotion or removal reaches it too.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class Identity(Component):
         # The same bytes verify the same way until they expire, which is checked on each hit.
         self.verified_tokens: dict[str, tuple[str, float]] = {}
         self.last_used = keys.LastUsed()
+        # Bumped by every revocation: a lookup that started before one does not cache its
+        # answer, which may predate the change (a demotion committed while it was reading).
+        self.generation = 0
         self.bus: RevocationBus | None = None
         if settings.redis_url is not None:
             self.bus = RevocationBus(settings.redis_url.get_secret_value(), self._on_revocation)
@@ -106,6 +113,7 @@ class Identity(Component):
 
     # --- revocation ----------------------------------------------------------------------
     def _on_revocation(self, message: bytes) -> None:
+        self.generation += 1
         if message == EVERYTHING:
             self.keys.clear()
             self.users.clear()
@@ -118,6 +126,7 @@ class Identity(Component):
         hashes = list(secret_hashes)
         if not hashes:
             return
+        self.generation += 1
         self.keys.evict(hashes)
         if self.bus is not None:
             await self.bus.publish(",".join(h.hex() for h in hashes).encode())
@@ -134,8 +143,10 @@ class Identity(Component):
         now = time.time()
         cached = self.keys.get(secret_hash, now)
         if cached is keys.MISSING:
+            generation = self.generation
             cached = await load_key(self.runtime.db.writer, secret_hash=secret_hash)
-            self.keys.put(secret_hash, cached, now)
+            if generation == self.generation:
+                self.keys.put(secret_hash, cached, now)
         if not isinstance(cached, keys.CachedKey):
             raise Unauthorized("Incorrect API key provided.")
         if cached.expires_at is not None and cached.expires_at <= now:
@@ -160,15 +171,17 @@ class Identity(Component):
         hit = self.users.get(cache_key)
         if hit is not None and now - hit[1] <= keys.KEY_CACHE_TTL_SECONDS:
             return hit[0]
+        generation = self.generation
         principal = await resolve_user(
             self.runtime.db.writer,
             user_id=user_id,
             project_id=project_id,
             organization_id=organization_id,
         )
-        if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
-            self.users.clear()
-        self.users[cache_key] = (principal, now)
+        if generation == self.generation:  # else revoked meanwhile: answer, do not cache
+            if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
+                self.users.clear()
+            self.users[cache_key] = (principal, now)
         return principal
 
 
@@ -189,13 +202,17 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         """
         SELECT k.id, k.kind, k.organization_id, k.project_id, k.owner_user_id,
                k.allowed_models, k.expires_at, p.status AS project_status,
-               sa.role AS service_account_role, pm.role AS owner_project_role
+               sa.role AS service_account_role, pm.role AS owner_project_role,
+               om.role AS owner_org_role
         FROM api_keys k
         LEFT JOIN projects p ON p.id = k.project_id AND p.organization_id = k.organization_id
         LEFT JOIN service_accounts sa
                ON sa.id = k.service_account_id AND sa.organization_id = k.organization_id
         LEFT JOIN project_members pm
                ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+        LEFT JOIN organization_members om
+               ON k.kind = 'admin' AND om.organization_id = k.organization_id
+              AND om.user_id = k.owner_user_id
         WHERE k.secret_hash = $1
         """,
         secret_hash,
@@ -204,13 +221,21 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         return None
     allowed = row["allowed_models"]
     if row["kind"] == "admin":
+        # A user's admin key acts with its owner's current organization role (a demoted
+        # owner's keys only read); once the owner has left the organization it grants
+        # nothing. Operator keys (`jan-server admin`, no owner user) are owners.
+        org_role: OrgRole | None = (
+            row["owner_org_role"] if row["owner_user_id"] is not None else "owner"
+        )
+        if org_role is None:
+            return None
         principal = Principal(
             kind="admin_key",
             organization_id=row["organization_id"],
             project_id=None,
             user_id=row["owner_user_id"],
             api_key_id=row["id"],
-            org_role="owner",
+            org_role=org_role,
         )
     else:
         role: ProjectRole = row["service_account_role"] or row["owner_project_role"] or "member"
