@@ -46,6 +46,9 @@ class OIDCProvider:
 
     def __init__(self, settings: Settings, outbound: Outbound) -> None:
         self.issuer = settings.oauth2_google_issuer.rstrip("/")
+        # The ID token's `iss` must name the configured issuer (as written, or without its
+        # trailing slash), whatever the discovery document says.
+        self.issuers = frozenset({settings.oauth2_google_issuer, self.issuer})
         self.client_id = settings.oauth2_google_client_id
         secret = settings.oauth2_google_client_secret
         self.client_secret = secret.get_secret_value() if secret is not None else None
@@ -154,7 +157,7 @@ class OIDCProvider:
                 key,
                 algorithms=_ID_TOKEN_ALGORITHMS,
                 audience=self.client_id,
-                issuer=(await self.metadata()).get("issuer", self.issuer),
+                issuer=self.issuers,
                 options={"require": ["iss", "sub", "aud", "exp", "iat"]},
             )
         except jwt.InvalidTokenError:

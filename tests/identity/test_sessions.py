@@ -222,6 +222,7 @@ async def test_oidc_refuses_bad_state_code_and_tokens(
         (issuer.id_token({"sub": "s", "nonce": "n", "aud": "someone-else"}), "n"),
         (issuer.id_token({"sub": "s", "nonce": "n"}), "other-nonce"),
         (issuer.id_token({"sub": "s", "nonce": "n"}, kid="unknown"), "n"),
+        (issuer.id_token({"sub": "s", "nonce": "n", "iss": "https://other.example"}), "n"),
     ]:
         with pytest.raises(Exception, match="ID token") as info:
             await provider.verify_id_token(token, nonce=nonce)
@@ -255,3 +256,22 @@ async def test_abandoned_sign_ins_are_swept(oidc_client: httpx.AsyncClient) -> N
         "SELECT expires_at > now() AS live FROM oidc_login_states"
     )
     assert [s["live"] for s in states] == [True]  # the new one only
+
+
+async def test_id_token_must_name_the_configured_issuer(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """The ID token's `iss` is checked against OAUTH2_GOOGLE_ISSUER, not only against what
+    the discovery document says the issuer is."""
+    from functions.auth.oidc_provider import OIDCProvider
+
+    runtime: Runtime = oidc_client.runtime  # type: ignore[attr-defined]
+    issuer.discovery_issuer = "https://other.example"
+    provider = OIDCProvider(runtime.settings, component(runtime, Outbound))
+    token = issuer.id_token({"sub": "s", "nonce": "n", "iss": "https://other.example"})
+    with pytest.raises(Exception, match="ID token") as info:
+        await provider.verify_id_token(token, nonce="n")
+    assert getattr(info.value, "status", None) == 401
+    # The configured issuer's tokens still verify.
+    who = await provider.verify_id_token(issuer.id_token({"sub": "s", "nonce": "n"}), nonce="n")
+    assert who.issuer == issuer.url and who.subject == "s"
