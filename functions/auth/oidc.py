@@ -2,13 +2,20 @@
 
 Authorization-code flow with PKCE (S256), ``state`` and ``nonce``, built on authlib's
 OAuth2 client. The state is stored hashed with its PKCE verifier and nonce and used once.
-The ID token is verified against the issuer's JWKS (signature, issuer, audience, expiry,
-nonce). A guest who signs in is upgraded in place; e-mails in ORGANIZATION_ADMIN_EMAILS
-become owners of the default organization when the account is first signed in.
+It is bound to the browser that started the sign-in: login sets a random ``__Host-`` cookie
+whose hash is stored with the state, and the callback refuses a browser without that cookie
+(login CSRF: an attacker's callback link opened in a victim's browser). The ID token is
+verified against the issuer's JWKS (signature, configured issuer, audience, expiry, nonce).
+A guest who starts signing in (proving itself with its refresh cookie or access token) is
+upgraded in place at the callback; which guest is decided at the start, never from a cookie
+at the callback. E-mails in ORGANIZATION_ADMIN_EMAILS become owners of the default
+organization when the account is first signed in.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -16,7 +23,7 @@ from starlette.responses import Response
 
 from functions.auth import store
 from functions.auth.deps import AuthDeps
-from functions.auth.oidc_provider import OIDCIdentity
+from functions.auth.oidc_provider import STATE_TTL, OIDCIdentity
 from functions.auth.sessions import COOKIE, start_session
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
@@ -25,6 +32,12 @@ from functions.common.http import JSON, json_body
 from functions.common.settings import Settings
 from functions.services import tenancy
 from functions.services.identity import bearer_credential
+
+# Binds a sign-in to the browser that started it. `__Host-`: Secure, Path=/, no Domain, so
+# neither plain HTTP nor a sibling subdomain can plant one. SameSite=Lax: the issuer's
+# redirect back is a top-level navigation from another site and must carry it.
+LOGIN_COOKIE = "__Host-jan_oidc_login"
+_LOGIN_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 async def sign_in(
@@ -72,8 +85,15 @@ async def sign_in(
     return user_id
 
 
+def _browser_of(request: Request) -> str:
+    """This browser's sign-in cookie value: the one it has (so sign-ins started in two tabs
+    both finish) or a new random one."""
+    value = request.cookies.get(LOGIN_COOKIE, "")
+    return value if _LOGIN_COOKIE_VALUE.fullmatch(value) else secrets.token_urlsafe(32)
+
+
 async def _guest_of(request: Request, conn: Executor, jwt_secret: str) -> str | None:
-    """A guest signing in: from its refresh cookie (browser) or access token (API)."""
+    """A guest starting to sign in: from its refresh cookie (browser) or access token (API)."""
     token = request.cookies.get(COOKIE)
     if token:
         found = await store.guest_id_by_refresh_token(
@@ -98,14 +118,31 @@ async def login(deps: AuthDeps, request: Request) -> Response:
     tags: [auth]
     security: []
     responses:
-      200: {description: "`url`: where to send the browser."}
+      200:
+        description: >-
+          `url`: where to send the browser. Sets the `__Host-jan_oidc_login` cookie the
+          callback requires (the sign-in must finish in the browser that started it). A
+          guest's refresh cookie or access token on this request names the guest to upgrade.
       429: {description: Too many sign-in attempts from this address.}
       503: {description: "Sign-in is not configured, or the provider is unreachable."}
     """
     runtime = deps.runtime
     await deps.limiter.check(request)
-    url = await deps.oidc.authorization_url(runtime.db.writer)
-    return JSON({"object": "auth.authorization_url", "url": url})
+    deps.oidc.require_configured()
+    browser = _browser_of(request)
+    guest_id = await _guest_of(request, runtime.db.writer, deps.identity.jwt_secret)
+    url = await deps.oidc.authorization_url(runtime.db.writer, browser=browser, guest_id=guest_id)
+    response = JSON({"object": "auth.authorization_url", "url": url})
+    response.set_cookie(
+        LOGIN_COOKIE,
+        browser,
+        max_age=int(STATE_TTL.total_seconds()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
 
 
 async def callback(deps: AuthDeps, request: Request) -> Response:
@@ -122,7 +159,10 @@ async def callback(deps: AuthDeps, request: Request) -> Response:
             properties: {code: {type: string}, state: {type: string}}
     responses:
       200: {description: "An auth.session."}
-      400: {description: "Missing, unknown or expired code or state."}
+      400:
+        description: >-
+          Missing, unknown or expired code or state, or a sign-in started in another browser
+          (no or another `__Host-jan_oidc_login` cookie; code `oidc_browser_mismatch`).
       401: {description: The ID token failed verification.}
       409: {description: The e-mail belongs to an account linked to another identity.}
       429: {description: Too many sign-in attempts from this address.}
@@ -137,13 +177,14 @@ async def callback(deps: AuthDeps, request: Request) -> Response:
     code, state = params.get("code"), params.get("state")
     if not isinstance(code, str) or not code or not isinstance(state, str) or not state:
         raise InvalidRequest("Both 'code' and 'state' are required.", param="code")
-    provider = deps.oidc
-    who = await provider.exchange(runtime.db.writer, code=code, state=state)
-    identity = deps.identity
+    # Only the cookie set at login proves the browser: never a value from the query or body,
+    # which whoever crafted the link chose.
+    done = await deps.oidc.exchange(
+        runtime.db.writer, code=code, state=state, browser=request.cookies.get(LOGIN_COOKIE)
+    )
     async with runtime.db.writer.acquire() as conn, conn.transaction():
-        guest_id = await _guest_of(request, conn, identity.jwt_secret)
-        user_id = await sign_in(conn, runtime.settings, who, guest_id)
+        user_id = await sign_in(conn, runtime.settings, done.identity, done.guest_id)
         response = await start_session(deps, conn, user_id)
-    if guest_id is not None:
-        await identity.revoke_all()  # the upgraded guest's cached principal is stale
+    if done.guest_id is not None:
+        await deps.identity.revoke_all()  # the upgraded guest's cached principal is stale
     return response

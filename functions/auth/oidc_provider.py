@@ -1,6 +1,7 @@
 """An OpenID Connect issuer as the sign-in flow sees it: discovery document and JWKS
-(cached in process), the authorization URL with PKCE, state and nonce, and the code
-exchange with ID-token verification. Built once per process by the auth area."""
+(cached in process), the authorization URL with PKCE, state and nonce (the state bound to
+the starting browser and to the guest it upgrades), and the code exchange with ID-token
+verification. Built once per process by the auth area."""
 
 from __future__ import annotations
 
@@ -41,11 +42,23 @@ class OIDCIdentity:
     name: str
 
 
+@dataclass(frozen=True)
+class OIDCSignIn:
+    """A finished sign-in: who signed in, and the guest that proved itself when this
+    sign-in started (None when none did)."""
+
+    identity: OIDCIdentity
+    guest_id: str | None
+
+
 class OIDCProvider:
     """Discovery document and JWKS of one issuer, cached in process."""
 
     def __init__(self, settings: Settings, outbound: Outbound) -> None:
         self.issuer = settings.oauth2_google_issuer.rstrip("/")
+        # The ID token's `iss` must name the configured issuer (as written, or without its
+        # trailing slash), whatever the discovery document says.
+        self.issuers = frozenset({settings.oauth2_google_issuer, self.issuer})
         self.client_id = settings.oauth2_google_client_id
         secret = settings.oauth2_google_client_secret
         self.client_secret = secret.get_secret_value() if secret is not None else None
@@ -58,7 +71,7 @@ class OIDCProvider:
         self._metadata_at = 0.0
         self._jwks: jwt.PyJWKSet | None = None
 
-    def _require_configured(self) -> None:
+    def require_configured(self) -> None:
         if not (self.client_id and self.client_secret and self.redirect_uri):
             raise ServiceUnavailable(
                 "Sign-in with an identity provider is not configured on this server.",
@@ -106,8 +119,10 @@ class OIDCProvider:
                     return key
         raise Unauthorized("The ID token is signed with an unknown key.", code="invalid_id_token")
 
-    async def authorization_url(self, ex: Executor) -> str:
-        self._require_configured()
+    async def authorization_url(self, ex: Executor, *, browser: str, guest_id: str | None) -> str:
+        """Start a sign-in for the browser holding the cookie value ``browser`` (stored
+        hashed), upgrading ``guest_id`` (a guest that proved itself on this request) if set."""
+        self.require_configured()
         meta = await self.metadata()
         state = secrets.token_urlsafe(32)
         nonce = secrets.token_urlsafe(16)
@@ -118,6 +133,8 @@ class OIDCProvider:
             state_hash=_hash(state),
             code_verifier=verifier,
             nonce=nonce,
+            browser_hash=_hash(browser),
+            guest_user_id=guest_id,
             expires_at=datetime.now(UTC) + STATE_TTL,
         )
         async with self._client() as client:
@@ -126,11 +143,25 @@ class OIDCProvider:
             )
         return str(url)
 
-    async def exchange(self, ex: Executor, *, code: str, state: str) -> OIDCIdentity:
-        self._require_configured()
+    async def exchange(
+        self, ex: Executor, *, code: str, state: str, browser: str | None
+    ) -> OIDCSignIn:
+        """Finish the sign-in of ``state`` in the browser whose cookie value is ``browser``.
+        The state is consumed first, so a refused attempt cannot be replayed; a browser
+        other than the one that started it is refused before the code is redeemed."""
+        self.require_configured()
         login = await store.consume_login_state(ex, state_hash=_hash(state))
         if login is None or login["expires_at"] <= datetime.now(UTC):
             raise InvalidRequest("Unknown or expired sign-in state; start again.", param="state")
+        bound: bytes | None = login["browser_hash"]
+        if bound is None or browser is None or not secrets.compare_digest(bound, _hash(browser)):
+            log.warning("sign-in finished in another browser than it started in")
+            raise InvalidRequest(
+                "This sign-in was started in another browser, or this browser did not send its"
+                " sign-in cookie; start signing in again from this browser.",
+                param="state",
+                code="oidc_browser_mismatch",
+            )
         meta = await self.metadata()
         try:
             async with self._client() as client:
@@ -143,7 +174,8 @@ class OIDCProvider:
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise InvalidRequest("The identity provider sent no ID token.", param="code")
-        return await self.verify_id_token(id_token, nonce=login["nonce"])
+        who = await self.verify_id_token(id_token, nonce=login["nonce"])
+        return OIDCSignIn(identity=who, guest_id=login["guest_user_id"])
 
     async def verify_id_token(self, id_token: str, *, nonce: str) -> OIDCIdentity:
         try:
@@ -154,7 +186,7 @@ class OIDCProvider:
                 key,
                 algorithms=_ID_TOKEN_ALGORITHMS,
                 audience=self.client_id,
-                issuer=(await self.metadata()).get("issuer", self.issuer),
+                issuer=self.issuers,
                 options={"require": ["iss", "sub", "aud", "exp", "iat"]},
             )
         except jwt.InvalidTokenError:

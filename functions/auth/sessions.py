@@ -77,8 +77,9 @@ def session_response(*, access: str, refresh: str, user: dict[str, Any]) -> Resp
         path=COOKIE_PATH,
         httponly=True,
         secure=True,
-        # Lax, not Strict: the OIDC callback is a top-level navigation from the issuer and
-        # must carry a guest's cookie so the guest is upgraded in place.
+        # Lax, not Strict: a guest may start signing in (GET /v1/auth/google/login) from a
+        # top-level navigation, which must carry its cookie so the guest is upgraded in
+        # place. The callback never reads it (see oidc.py).
         samesite="lax",
     )
     return response

@@ -159,23 +159,35 @@ async def guest_id(ex: Executor, *, user_id: str) -> str | None:
 
 # --- OIDC login states --------------------------------------------------------------------
 async def insert_login_state(
-    ex: Executor, *, state_hash: bytes, code_verifier: str, nonce: str, expires_at: datetime
+    ex: Executor,
+    *,
+    state_hash: bytes,
+    code_verifier: str,
+    nonce: str,
+    browser_hash: bytes,
+    guest_user_id: str | None,
+    expires_at: datetime,
 ) -> None:
-    """Store a sign-in in flight, deleting every expired one in the same statement (so
-    anyone calling login cannot grow the table)."""
+    """Store a sign-in in flight — bound to the browser that started it by the hash of its
+    cookie, with the guest it upgrades, if any — deleting every expired one in the same
+    statement (so anyone calling login cannot grow the table)."""
     await ex.execute(
         "WITH swept AS (DELETE FROM oidc_login_states WHERE expires_at <= now())"
-        " INSERT INTO oidc_login_states (state_hash, code_verifier, nonce, expires_at)"
-        " VALUES ($1, $2, $3, $4)",
+        " INSERT INTO oidc_login_states"
+        " (state_hash, code_verifier, nonce, browser_hash, guest_user_id, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         state_hash,
         code_verifier,
         nonce,
+        browser_hash,
+        guest_user_id,
         expires_at,
     )
 
 
 async def consume_login_state(ex: Executor, *, state_hash: bytes) -> asyncpg.Record | None:
-    """Delete and return the sign-in with this state (used once; the caller checks expiry)."""
+    """Delete and return the sign-in with this state (used once, whatever the caller then
+    decides; the caller checks expiry and browser)."""
     return await ex.fetchrow(
         "DELETE FROM oidc_login_states WHERE state_hash = $1 RETURNING *", state_hash
     )

@@ -32,6 +32,9 @@ class Issuer:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "test-key-1"
         self.codes: dict[str, dict[str, Any]] = {}
+        # What the discovery document names as issuer (a misconfigured or hostile one may
+        # name another than the URL it is served from).
+        self.discovery_issuer = self.url
         app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
@@ -72,7 +75,7 @@ class Issuer:
     async def discovery(self, request: Request) -> Response:
         return JSONResponse(
             {
-                "issuer": self.url,
+                "issuer": self.discovery_issuer,
                 "authorization_endpoint": f"{self.url}/authorize",
                 "token_endpoint": f"{self.url}/token",
                 "jwks_uri": f"{self.url}/jwks",

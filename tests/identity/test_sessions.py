@@ -45,14 +45,28 @@ async def oidc_client(database_dsn: str, issuer: Issuer) -> AsyncIterator[httpx.
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
         c.runtime = runtime  # type: ignore[attr-defined]
+        c.app = app  # type: ignore[attr-defined]
         yield c
     await runtime.close()
+
+
+def _other_browser(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Another browser (its own cookie jar) on the same server as ``client``."""
+    app = client.app  # type: ignore[attr-defined]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver")
+
+
+async def _start(client: httpx.AsyncClient, **kw: Any) -> dict[str, str]:
+    """Start a sign-in; the authorization request's parameters."""
+    login = await client.get("/v1/auth/google/login", **kw)
+    assert login.status_code == 200, login.text
+    return dict(parse_qsl(urlsplit(login.json()["url"]).query))
 
 
 async def _sign_in(
     client: httpx.AsyncClient, issuer: Issuer, claims: dict[str, Any], **kw: Any
 ) -> httpx.Response:
-    login = await client.get("/v1/auth/google/login")
+    login = await client.get("/v1/auth/google/login", **kw)
     assert login.status_code == 200, login.text
     url = urlsplit(login.json()["url"])
     params = dict(parse_qsl(url.query))
@@ -180,6 +194,109 @@ async def test_guest_upgraded_by_access_token(
     assert r.json()["user"]["is_guest"] is False
 
 
+async def test_login_sets_a_host_cookie_binding_the_browser(oidc_client: httpx.AsyncClient) -> None:
+    login = await oidc_client.get("/v1/auth/google/login")
+    cookie = login.headers["set-cookie"]
+    assert cookie.startswith("__Host-jan_oidc_login=")
+    attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "path=/", "samesite=lax"} <= attributes
+    assert not any(a.startswith("domain") for a in attributes)
+    # Two sign-ins started in two tabs of one browser both finish: the cookie is kept.
+    value = oidc_client.cookies["__Host-jan_oidc_login"]
+    await oidc_client.get("/v1/auth/google/login")
+    assert oidc_client.cookies["__Host-jan_oidc_login"] == value
+
+
+async def test_callback_link_opened_in_a_victims_browser_is_refused(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """Login CSRF: the attacker starts a sign-in, gets a code for their own identity and has
+    a guest victim open the unredeemed callback link. The victim's guest must not become
+    the attacker's account (with the guest's conversations)."""
+    async with _other_browser(oidc_client) as victim:
+        guest = (await victim.post("/v1/auth/guest-login")).json()
+        h_guest = bearer(guest["access_token"])
+        made = await victim.post(
+            "/v1/conversations",
+            json={"items": [{"role": "user", "content": "private"}]},
+            headers=h_guest,
+        )
+        conversation = made.json()["id"]
+        await _start(victim)  # the victim's own sign-in cookie is no help to the attacker
+        params = await _start(oidc_client)  # the attacker's browser
+        evil = {"sub": "evil", "email": "evil@example.test", "email_verified": True}
+        code = issuer.authorize(params, evil)
+        link = {"code": code, "state": params["state"]}
+        r = await victim.get("/v1/auth/google/callback", params=link)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == "state"
+        assert error["code"] == "oidc_browser_mismatch"
+        assert "set-cookie" not in r.headers  # no session for anyone
+        # POST from the victim's page, with the guest's token: refused the same way.
+        params = await _start(oidc_client)
+        link = {"code": issuer.authorize(params, evil), "state": params["state"]}
+        r = await victim.post("/v1/auth/google/callback", json=link, headers=h_guest)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "oidc_browser_mismatch"
+        # The guest is untouched and still owns its conversation.
+        me = (await victim.get("/v1/auth/me", headers=h_guest)).json()
+        assert me["id"] == guest["user"]["id"] and me["is_guest"] is True and me["email"] is None
+        got = await victim.get(f"/v1/conversations/{conversation}", headers=h_guest)
+        assert got.status_code == 200
+    runtime: Runtime = oidc_client.runtime  # type: ignore[attr-defined]
+    assert (
+        await runtime.db.writer.fetchval("SELECT count(*) FROM users WHERE oidc_subject = 'evil'")
+        == 0
+    )
+    # The refused state was consumed: not even the attacker's own browser can replay it.
+    replay = await oidc_client.post("/v1/auth/google/callback", json=link)
+    assert replay.status_code == 400 and "Unknown or expired" in replay.json()["error"]["message"]
+    # Signing in properly, the attacker gets an account of their own, without the guest's data.
+    mine = await _sign_in(oidc_client, issuer, evil)
+    assert mine.status_code == 200 and mine.json()["user"]["id"] != guest["user"]["id"]
+    h = bearer(mine.json()["access_token"])
+    assert (
+        await oidc_client.get(f"/v1/conversations/{conversation}", headers=h)
+    ).status_code == 404
+
+
+async def test_callback_without_the_login_cookie_is_refused(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    params = await _start(oidc_client)
+    link = {"code": issuer.authorize(params, {"sub": "g-8"}), "state": params["state"]}
+    value = oidc_client.cookies["__Host-jan_oidc_login"]
+    oidc_client.cookies.clear()
+    r = await oidc_client.get("/v1/auth/google/callback", params=link)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "oidc_browser_mismatch"
+    # The refused state was consumed: the right browser cannot use it afterwards either.
+    cookie = {"cookie": f"__Host-jan_oidc_login={value}"}
+    r = await oidc_client.get("/v1/auth/google/callback", params=link, headers=cookie)
+    assert r.status_code == 400 and "Unknown or expired" in r.json()["error"]["message"]
+
+
+async def test_guest_seen_only_at_the_callback_is_not_upgraded(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """The guest to upgrade is the one that proved itself when the sign-in started; a guest
+    cookie or token that first shows up at the callback upgrades nobody."""
+    params = await _start(oidc_client)  # no guest yet
+    guest = (await oidc_client.post("/v1/auth/guest-login")).json()  # its cookie is now set
+    code = issuer.authorize(
+        params, {"sub": "g-9", "email": "late@example.test", "email_verified": True}
+    )
+    r = await oidc_client.post(
+        "/v1/auth/google/callback",
+        json={"code": code, "state": params["state"]},
+        headers=bearer(guest["access_token"]),
+    )
+    assert r.status_code == 200, r.text
+    user = r.json()["user"]
+    assert user["id"] != guest["user"]["id"] and user["email"] == "late@example.test"
+    me = await oidc_client.get("/v1/auth/me", headers=bearer(guest["access_token"]))
+    assert me.json()["is_guest"] is True and me.json()["email"] is None
+
+
 async def test_email_of_another_account_is_a_conflict(
     oidc_client: httpx.AsyncClient, issuer: Issuer
 ) -> None:
@@ -222,6 +339,7 @@ async def test_oidc_refuses_bad_state_code_and_tokens(
         (issuer.id_token({"sub": "s", "nonce": "n", "aud": "someone-else"}), "n"),
         (issuer.id_token({"sub": "s", "nonce": "n"}), "other-nonce"),
         (issuer.id_token({"sub": "s", "nonce": "n"}, kid="unknown"), "n"),
+        (issuer.id_token({"sub": "s", "nonce": "n", "iss": "https://other.example"}), "n"),
     ]:
         with pytest.raises(Exception, match="ID token") as info:
             await provider.verify_id_token(token, nonce=nonce)
@@ -255,3 +373,22 @@ async def test_abandoned_sign_ins_are_swept(oidc_client: httpx.AsyncClient) -> N
         "SELECT expires_at > now() AS live FROM oidc_login_states"
     )
     assert [s["live"] for s in states] == [True]  # the new one only
+
+
+async def test_id_token_must_name_the_configured_issuer(
+    oidc_client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """The ID token's `iss` is checked against OAUTH2_GOOGLE_ISSUER, not only against what
+    the discovery document says the issuer is."""
+    from functions.auth.oidc_provider import OIDCProvider
+
+    runtime: Runtime = oidc_client.runtime  # type: ignore[attr-defined]
+    issuer.discovery_issuer = "https://other.example"
+    provider = OIDCProvider(runtime.settings, component(runtime, Outbound))
+    token = issuer.id_token({"sub": "s", "nonce": "n", "iss": "https://other.example"})
+    with pytest.raises(Exception, match="ID token") as info:
+        await provider.verify_id_token(token, nonce="n")
+    assert getattr(info.value, "status", None) == 401
+    # The configured issuer's tokens still verify.
+    who = await provider.verify_id_token(issuer.id_token({"sub": "s", "nonce": "n"}), nonce="n")
+    assert who.issuer == issuer.url and who.subject == "s"
