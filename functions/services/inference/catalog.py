@@ -175,7 +175,7 @@ class Catalog:
             return
         url = builtin.base_urls[0]
         try:
-            models = await self.providers.list_models(url, builtin.headers)
+            models = await self.providers.list_models(url, builtin.headers, label=BUILTIN_ID)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
             return
