@@ -46,6 +46,7 @@ from functions.services.providers.directory import (
     ProviderLimits,
     Providers,
     normalize_base_url,
+    redact_url,
 )
 
 PREFIX = "prov_"
@@ -154,7 +155,7 @@ async def render(
     for d in found:
         by_url.setdefault(d.base_url, []).append(d.model)
     models = sorted({*row["static_models"], *(d.model for d in found)})
-    endpoints = [{"base_url": u, "models": by_url.get(u, [])} for u in row["base_urls"]]
+    endpoints = [{"base_url": redact_url(u), "models": by_url.get(u, [])} for u in row["base_urls"]]
     return {
         "object": OBJECT,
         "id": row["id"],

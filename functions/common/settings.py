@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         (),
         description="CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated).",
     )
+    jan_metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics requires. Unset: /metrics answers only in local "
+        "embedded mode, to loopback clients.",
+    )
     otel_exporter_otlp_endpoint: str | None = None
 
     @field_validator("jan_function")

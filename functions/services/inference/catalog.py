@@ -43,6 +43,14 @@ class ModelRoute:
     headers: dict[str, str]
     owned_by: str
     created: int
+    # How metrics and logs name each endpoint (``prov_…/0``): one dict lookup per use.
+    labels: dict[Endpoint, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            index = {url: n for n, url in enumerate(self.provider.base_urls)}
+            for ep in self.endpoints:
+                self.labels[ep] = self.provider.label(index[ep.base_url])
 
     def card(self) -> dict[str, Any]:
         return {
@@ -135,8 +143,11 @@ class Catalog:
     def _routes_for(self, provider: Provider) -> dict[str, ModelRoute]:
         serving: dict[str, list[Endpoint]] = {}
         owners: dict[str, str] = {}
-        for url in provider.base_urls:
-            ep = self.health.endpoint(url)
+        labels: dict[Endpoint, str] = {}
+        for index, url in enumerate(provider.base_urls):
+            label = provider.label(index)
+            ep = self.health.endpoint(url, label=label)
+            labels[ep] = label
             found = self._discovered.get((provider.id, url))
             names = [(m, o) for m, o in found.models] if found else []
             names += [(m, None) for m in provider.static_models]
@@ -147,7 +158,9 @@ class Catalog:
                 owners.setdefault(model, owned_by or provider.name)
         headers = provider.headers
         return {
-            model: ModelRoute(model, provider, tuple(eps), headers, owners[model], provider.created)
+            model: ModelRoute(
+                model, provider, tuple(eps), headers, owners[model], provider.created, labels
+            )
             for model, eps in serving.items()
         }
 

@@ -12,6 +12,7 @@ subscribers in this process (the inference catalog, when this process serves mod
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -32,14 +33,24 @@ BUILTIN_ID = "builtin"
 # The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
 _DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
 DISCOVERY_TIMEOUT_SECONDS = 5.0
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 
 
 def normalize_base_url(kind: str, url: str) -> str:
-    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
+    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept.
+
+    User-info (``http://user:password@host``) is refused: a credential belongs in the
+    provider's ``api_key``, which is stored encrypted, while a URL is shown in answers and
+    kept in health state and logs."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "credentials in the URL (user:password@) are not accepted; give the key as "
+            "'api_key', which is stored encrypted"
+        )
     try:
         port = parts.port  # raises for a port out of range or not a number
     except ValueError:
@@ -49,6 +60,12 @@ def normalize_base_url(kind: str, url: str) -> str:
     if not parts.path:
         url += _DEFAULT_PATH.get(kind, "/v1")
     return url
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log line or an answer: any user-info replaced (rows stored before
+    user-info was refused may still carry some)."""
+    return _USERINFO.sub(r"\1***@", url)
 
 
 def endpoint_label(provider_id: str, index: int) -> str:
