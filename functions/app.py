@@ -111,7 +111,7 @@ class Services:
     def providers(self) -> Providers:
         from functions.common.crypto import SecretBox
         from functions.common.upstream import ProviderGuard, Upstream
-        from functions.services.providers.directory import Providers
+        from functions.services.providers.directory import ProviderLimits, Providers
 
         settings = self.runtime.settings
         secret = settings.model_provider_secret
@@ -126,6 +126,7 @@ class Services:
             box=SecretBox(secret.get_secret_value()) if secret is not None else None,
             guard=upstream.guard,
             builtin_url=settings.jan_inference_model_url,
+            limits=ProviderLimits.from_settings(settings),
         )
 
     @cached_property

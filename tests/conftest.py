@@ -81,9 +81,14 @@ def component(runtime: Runtime, cls: type[T]) -> T:
     return found[0]
 
 
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}  # what the scraper sends
+
+
 def make_settings(dsn: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "db_postgresql_write_dsn": SecretStr(dsn),
+        "jan_metrics_token": SecretStr(METRICS_TOKEN),
         "jwt_secret": SecretStr("test-jwt-secret-0123456789abcdef0123456789"),
         "apikey_secret": SecretStr("test-apikey-secret-0123456789abcdef"),
         "model_provider_secret": SecretStr("test-provider-secret-0123456789abcdef"),

@@ -41,34 +41,47 @@ from functions.common.netguard import AddressError
 from functions.common.pagination import Page, list_page
 from functions.common.routing import Operation
 from functions.services.providers import store as provider_store
-from functions.services.providers.directory import KINDS, Providers, normalize_base_url
+from functions.services.providers.directory import (
+    KINDS,
+    ProviderLimits,
+    Providers,
+    normalize_base_url,
+    redact_url,
+)
 
 PREFIX = "prov_"
-MAX_ENDPOINTS = 16
+MAX_ENDPOINTS = 16  # what the table allows (a CHECK); JAN_PROVIDER_MAX_BASE_URLS may lower it
+MAX_URL_CHARS = 2048
 OBJECT = "organization.model_provider"
 
 
 # --- input ---------------------------------------------------------------------------------
-def _base_urls(body: dict[str, Any], kind: str, *, required: bool) -> list[str] | None:
+def _base_urls(
+    body: dict[str, Any], kind: str, limits: ProviderLimits, *, required: bool
+) -> list[str] | None:
     raw: Any = body.get("base_urls")
+    param = "base_urls"
     if raw is None and body.get("base_url") is not None:
-        raw = [body["base_url"]]
+        raw, param = [body["base_url"]], "base_url"
     if raw is None:
         if required:
             raise InvalidRequest("Missing required parameter: 'base_url'.", param="base_url")
         return None
-    if not isinstance(raw, list) or not raw or len(raw) > MAX_ENDPOINTS:
-        raise InvalidRequest(
-            f"'base_urls' must be a list of 1 to {MAX_ENDPOINTS} URLs.", param="base_urls"
-        )
+    most = min(limits.base_urls, MAX_ENDPOINTS)
+    if not isinstance(raw, list) or not raw or len(raw) > most:
+        raise InvalidRequest(f"'base_urls' must be a list of 1 to {most} URLs.", param=param)
     urls: list[str] = []
     for value in raw:
         if not isinstance(value, str):
-            raise InvalidRequest("Each base URL must be a string.", param="base_urls")
+            raise InvalidRequest("Each base URL must be a string.", param=param)
+        if len(value) > MAX_URL_CHARS:
+            raise InvalidRequest(
+                f"A base URL must be at most {MAX_URL_CHARS} characters.", param=param
+            )
         try:
             url = normalize_base_url(kind, value)
         except ValueError as exc:
-            raise InvalidRequest(f"Invalid base URL: {exc}.", param="base_urls") from None
+            raise InvalidRequest(f"Invalid base URL: {exc}.", param=param) from None
         if url not in urls:
             urls.append(url)
     return urls
@@ -93,12 +106,23 @@ async def _check_addresses(providers: Providers, body: dict[str, Any], urls: lis
             raise outcome
 
 
-def _models(body: dict[str, Any]) -> list[str] | None:
+def _models(body: dict[str, Any], limits: ProviderLimits) -> list[str] | None:
     value = body.get("models")
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
         raise InvalidRequest("'models' must be a list of model names.", param="models")
+    if len(value) > limits.models:
+        raise InvalidRequest(
+            f"'models' may list at most {limits.models} models.",
+            param="models",
+            code="too_many_models",
+        )
+    if any(len(m) > limits.model_name_chars for m in value):
+        raise InvalidRequest(
+            f"A model name must be at most {limits.model_name_chars} characters.",
+            param="models",
+        )
     return list(dict.fromkeys(value))
 
 
@@ -131,13 +155,14 @@ async def render(
     for d in found:
         by_url.setdefault(d.base_url, []).append(d.model)
     models = sorted({*row["static_models"], *(d.model for d in found)})
+    endpoints = [{"base_url": redact_url(u), "models": by_url.get(u, [])} for u in row["base_urls"]]
     return {
         "object": OBJECT,
         "id": row["id"],
         "name": row["name"],
         "kind": row["kind"],
         "project_id": row["project_id"],
-        "endpoints": [{"base_url": u, "models": by_url.get(u, [])} for u in row["base_urls"]],
+        "endpoints": endpoints,
         "models": models,
         "static_models": list(row["static_models"]),
         "has_api_key": row["api_key_ciphertext"] is not None,
@@ -207,17 +232,20 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     """
     call, project_id = await _scope(deps, request, write=True)
     body = await json_body(request)
+    limits = call.deps.providers.limits
     name = string_field(body, "name", required=True)
     kind = choice_field(body, "kind", KINDS)
-    urls = _base_urls(body, kind, required=True)
+    urls = _base_urls(body, kind, limits, required=True)
     assert urls is not None
+    models = _models(body, limits) or []
     await _check_addresses(call.deps.providers, body, urls)
     api_key = _api_key(body)
     active = _active(body)
     provider_id = ids.new_id(PREFIX)
     try:
-        row = await provider_store.insert_provider(
+        row = await provider_store.insert_provider_within(
             call.db,
+            limit=limits.per_organization,
             id=provider_id,
             organization_id=call.organization_id,
             project_id=project_id,
@@ -227,13 +255,19 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
             api_key_ciphertext=_box(call.deps.providers).encrypt(api_key, associated=provider_id)
             if api_key
             else None,
-            static_models=_models(body) or [],
+            static_models=models,
             active=True if active is None else active,
         )
     except asyncpg.PostgresError as exc:
         if is_unique_violation(exc):
             raise Conflict(f"A model provider named '{name}' already exists.") from None
         raise
+    if row is None:
+        raise InvalidRequest(
+            f"An organization may have at most {limits.per_organization} model providers "
+            "(its projects' included); delete one first.",
+            code="too_many_providers",
+        )
     await _sync_router(call, provider_id)
     return JSON(await render(call, row))
 
@@ -315,7 +349,8 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     kind = current["kind"]
     if "kind" in body:
         kind = changes["kind"] = choice_field(body, "kind", KINDS)
-    urls = _base_urls(body, kind, required=False)
+    limits = call.deps.providers.limits
+    urls = _base_urls(body, kind, limits, required=False)
     if urls is not None:
         await _check_addresses(call.deps.providers, body, urls)
         changes["base_urls"] = urls
@@ -325,7 +360,7 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
         changes["api_key_ciphertext"] = (
             box.encrypt(api_key, associated=provider_id) if api_key else None
         )
-    models = _models(body)
+    models = _models(body, limits)
     if models is not None:
         changes["static_models"] = models
     active = _active(body)

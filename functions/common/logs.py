@@ -25,9 +25,12 @@ _SECRETISH = re.compile(
     r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+)"
 )
 
+# User-info in a URL (``http://user:password@host``), wherever a URL ends up in a line.
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://)[^\s/@]+@", re.IGNORECASE)
+
 
 def redact(text: str) -> str:
-    return _SECRETISH.sub("[redacted]", text)
+    return _URL_USERINFO.sub(r"\1[redacted]@", _SECRETISH.sub("[redacted]", text))
 
 
 class JSONFormatter(logging.Formatter):

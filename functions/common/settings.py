@@ -94,6 +94,23 @@ class Settings(BaseSettings):
         description="Hosts, `.domain` suffixes or CIDRs model providers may point at although "
         "private (comma-separated).",
     )
+    jan_provider_max_base_urls: int = Field(
+        16, gt=0, le=16, description="Most endpoints (base URLs) one model provider may list."
+    )
+    jan_provider_max_models: int = Field(
+        1000, gt=0, description="Most static models one model provider may list."
+    )
+    jan_provider_max_discovered_models: int = Field(
+        1000,
+        gt=0,
+        description="Most models kept from one endpoint's /models answer (the rest are dropped).",
+    )
+    jan_model_name_max_chars: int = Field(
+        256, gt=0, description="Longest model name a provider may list or serve."
+    )
+    jan_providers_per_organization: int = Field(
+        100, gt=0, description="Most model providers per organization, its projects' included."
+    )
     jan_tool_timeout_seconds: float = Field(20.0, gt=0, description="Time limit of one tool call.")
     jan_fetch_max_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Largest page fetched.")
     jan_tool_result_max_chars: int = Field(
@@ -111,6 +128,11 @@ class Settings(BaseSettings):
     jan_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated).",
+    )
+    jan_metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics requires. Unset: /metrics answers only in local "
+        "embedded mode, to loopback clients.",
     )
     otel_exporter_otlp_endpoint: str | None = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import platform
 from dataclasses import dataclass
 
@@ -11,9 +13,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from functions import __version__
+from functions.common import errors
 from functions.common.http import JSON
 from functions.common.routing import Operation, bind
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 from functions.ops.docs import ApiDocs, openapi_json, swagger_assets, swagger_index
 
 
@@ -74,12 +78,53 @@ async def version(deps: OpsDeps, request: Request) -> Response:
 
 async def metrics(deps: OpsDeps, request: Request) -> Response:
     """
-    summary: Prometheus metrics
+    summary: Prometheus metrics (for the operator's scraper)
+    description: >-
+      Requires `Authorization: Bearer <JAN_METRICS_TOKEN>`. Without a token configured it
+      answers only in local embedded mode (`make run`), and only to loopback clients.
     tags: [ops]
     responses:
       200: {description: Prometheus text format.}
+      401: {description: "JAN_METRICS_TOKEN is set and the request does not carry it."}
+      403: {description: "No JAN_METRICS_TOKEN is set (and this is not a local, loopback call)."}
     """
+    _admit_scraper(deps.runtime.settings, request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _admit_scraper(settings: Settings, request: Request) -> None:
+    """The metrics name every tenant's models and providers: only the operator's scraper
+    reads them, proving itself with JAN_METRICS_TOKEN; with none set, only a loopback
+    client of a local embedded install (`make run`) does."""
+    token = settings.jan_metrics_token.get_secret_value() if settings.jan_metrics_token else ""
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return
+        raise errors.Unauthorized(
+            "Metrics require the bearer token configured as JAN_METRICS_TOKEN.",
+            code="invalid_metrics_token",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    if settings.jan_embedded and _loopback(request):
+        return
+    raise errors.Forbidden(
+        "Metrics are not served without JAN_METRICS_TOKEN (set it, and have the scraper send "
+        "it as a bearer token).",
+        code="metrics_disabled",
+    )
+
+
+def _loopback(request: Request) -> bool:
+    client = request.client
+    if client is None:
+        return False
+    try:
+        return ipaddress.ip_address(client.host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 ROUTES: list[Operation[OpsDeps]] = [

@@ -13,10 +13,12 @@ from prometheus_client import REGISTRY
 from functions.common import errors
 from functions.common.runtime import Runtime
 from functions.common.upstream import Upstream
+from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import HealthBook
 from functions.services.inference.router import Router
 from tests.chat.fakes import FakeUpstream
 from tests.chat.test_router import BODY, route_to
+from tests.conftest import METRICS_AUTH
 from tests.factories import create_tenant
 
 Start = Callable[..., Awaitable[FakeUpstream]]
@@ -27,9 +29,14 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def attempts(fake: FakeUpstream, outcome: str) -> float:
+def label(route: ModelRoute, fake: FakeUpstream) -> str:
+    """How metrics name a fake's endpoint: its provider and place, never its URL."""
+    return route.provider.label(route.provider.base_urls.index(fake.base_url))
+
+
+def attempts(route: ModelRoute, fake: FakeUpstream, outcome: str) -> float:
     return sample(
-        "jan_upstream_requests_total", model="m1", endpoint=fake.base_url, outcome=outcome
+        "jan_upstream_requests_total", model="m1", endpoint=label(route, fake), outcome=outcome
     )
 
 
@@ -41,24 +48,24 @@ async def test_attempts_failures_and_gauges(upstreams: Start, upstream_client: U
     route = route_to(health, a, b)
     for _ in range(8):  # a is first choice every other time until ejected
         await router.send(route, "/chat/completions", BODY)
-    assert attempts(b, "ok") == 8
-    assert attempts(a, "upstream") == 3  # then ejected: no more attempts on it
-    reason = {"endpoint": a.base_url, "fault": "upstream", "reason": "status_500"}
+    assert attempts(route, b, "ok") == 8
+    assert attempts(route, a, "upstream") == 3  # then ejected: no more attempts on it
+    reason = {"endpoint": label(route, a), "fault": "upstream", "reason": "status_500"}
     assert sample("jan_upstream_failures_total", **reason) == 3
-    assert sample("jan_upstream_endpoint_healthy", endpoint=a.base_url) == 0
-    assert sample("jan_upstream_endpoint_healthy", endpoint=b.base_url) == 1
+    assert sample("jan_upstream_endpoint_healthy", endpoint=label(route, a)) == 0
+    assert sample("jan_upstream_endpoint_healthy", endpoint=label(route, b)) == 1
 
     b.mode = "refuse400"
     with pytest.raises(errors.InvalidRequest):
         await router.send(route, "/chat/completions", BODY)
-    assert attempts(b, "caller") == 1
+    assert attempts(route, b, "caller") == 1
 
     b.mode, b.chunk_delay = "ok", 0.2
     stream = await router.open_stream(route, "/chat/completions", STREAM)
-    assert sample("jan_upstream_outstanding_requests", endpoint=b.base_url) == 1
+    assert sample("jan_upstream_outstanding_requests", endpoint=label(route, b)) == 1
     stream.close(ok=False)  # the client left
-    assert sample("jan_upstream_outstanding_requests", endpoint=b.base_url) == 0
-    assert attempts(b, "cancelled") == 1
+    assert sample("jan_upstream_outstanding_requests", endpoint=label(route, b)) == 0
+    assert attempts(route, b, "cancelled") == 1
 
 
 async def test_streams_count_time_to_first_token_and_mid_stream_faults(
@@ -75,7 +82,7 @@ async def test_streams_count_time_to_first_token_and_mid_stream_faults(
     async for _ in stream:
         pass
     stream.close(ok=True)
-    assert attempts(a, "ok") == 1
+    assert attempts(route, a, "ok") == 1
     assert sample("jan_upstream_time_to_first_token_seconds_count", model="m1") == ttft_before + 1
 
     a.mode, a.stream_chunks = "cut", 5
@@ -84,8 +91,8 @@ async def test_streams_count_time_to_first_token_and_mid_stream_faults(
         async for _ in stream:
             pass
     stream.close(ok=False)
-    assert attempts(a, "upstream") == 1  # the stream's own failure, not "cancelled"
-    assert attempts(a, "cancelled") == 0
+    assert attempts(route, a, "upstream") == 1  # the stream's own failure, not "cancelled"
+    assert attempts(route, a, "cancelled") == 0
 
 
 async def test_tokens_are_counted_per_model(
@@ -103,6 +110,6 @@ async def test_tokens_are_counted_per_model(
     assert s.status_code == 200
     assert sample("jan_upstream_tokens_total", model="m2", kind="prompt") == prompt + 14
     assert sample("jan_upstream_tokens_total", model="m2", kind="completion") == completion + 10
-    scraped = (await client.get("/metrics")).text
+    scraped = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert "jan_upstream_requests_total{" in scraped
-    assert f'jan_upstream_endpoint_healthy{{endpoint="{builtin.base_url}"}} 1.0' in scraped
+    assert 'jan_upstream_endpoint_healthy{endpoint="builtin"} 1.0' in scraped

@@ -4,6 +4,7 @@ and probing, least-outstanding balancing and affinity, classification of upstrea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,10 +24,14 @@ Start = Callable[..., Awaitable[FakeUpstream]]
 BODY = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]})
 
 
+_ROUTES = itertools.count()
+
+
 def route_to(health: HealthBook, *fakes: FakeUpstream) -> ModelRoute:
     urls = tuple(f.base_url for f in fakes)
-    provider = Provider("prov_t", "org_t", None, "test", "vllm", urls, None)
-    eps = tuple(health.endpoint(u) for u in urls)
+    # A provider of its own per route: metrics name endpoints by provider, process-wide.
+    provider = Provider(f"prov_t{next(_ROUTES)}", "org_t", None, "test", "vllm", urls, None)
+    eps = tuple(health.endpoint(u, label=provider.label(i)) for i, u in enumerate(urls))
     return ModelRoute("m1", provider, eps, provider.headers, "test", 0)
 
 

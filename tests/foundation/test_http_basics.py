@@ -18,6 +18,7 @@ from functions.common import errors
 from functions.common.http import JSON, json_body
 from functions.common.logs import JSONFormatter
 from functions.common.middleware import RequestContext
+from tests.conftest import METRICS_AUTH
 
 
 async def test_healthcheck_readyz_version(client: httpx.AsyncClient) -> None:
@@ -32,7 +33,7 @@ async def test_healthcheck_readyz_version(client: httpx.AsyncClient) -> None:
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
     await client.get("/v1/version")
     await client.get("/no/such/route")
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert 'jan_http_requests_total{method="GET",route="/v1/version",status="200"}' in text
     assert 'route="unmatched",status="404"' in text
     assert "jan_http_request_duration_seconds_bucket" in text
@@ -41,7 +42,7 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
 async def test_metrics_lump_made_up_methods_together(client: httpx.AsyncClient) -> None:
     for n in range(3):
         assert (await client.request(f"MADEUP{n}", "/v1/version")).status_code == 405
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert "MADEUP" not in text
     assert 'jan_http_requests_total{method="OTHER",route="/v1/version",status="405"}' in text
 

@@ -332,6 +332,16 @@ def test_prometheus_scrapes_every_function_and_predictor(overlay: str) -> None:
         assert int(scrape["prometheus.kserve.io/port"]) in ports
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_require_the_token_from_the_secret(overlay: str) -> None:
+    """/metrics names every tenant's models: each function gets JAN_METRICS_TOKEN from
+    jan-secrets (required, so a pod never starts with metrics off by mistake)."""
+    for service in functions(render(overlay)):
+        ref = env_of(container(service))["JAN_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "jan-secrets" and ref["key"] == "metrics-token"
+        assert not ref.get("optional", False), service["metadata"]["name"]
+
+
 def test_dev_routes_everything_to_the_all_in_one_function() -> None:
     assert routed_hosts(render("dev")) == {f"jan-all.{NAMESPACE}.svc.cluster.local": {"/"}}
 

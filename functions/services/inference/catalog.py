@@ -5,8 +5,11 @@ provider comes from ``JAN_INFERENCE_MODEL_URL``. A model name resolves project f
 then organization, then built-in, so a tenant can shadow a built-in model with its own.
 Each endpoint's ``/models`` is polled (discovery); the answers are stored in the database
 so any instance, a fresh one included, routes at once. The request path only reads the
-in-memory indexes built here; they are rebuilt from the database every few seconds and
-right away when a request names a model we do not know (rate-limited).
+in-memory indexes built here, one per scope (organization or project); they are reloaded
+from the database every few seconds and right away when a request names a model we do
+not know (rate-limited). A reload compares cheap stamps and rebuilds only the scopes whose
+providers changed (``Catalog.refresh``): one tenant's change, or a thousand unchanged
+tenants, cost the others next to nothing.
 
 A stored endpoint the provider guard refuses without a lookup (an IP literal outside
 ``JAN_PROVIDER_ALLOWED_HOSTS``: rows written before the guard, or before the operator
@@ -19,6 +22,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MISS_RELOAD_SECONDS = 2.0
 DISCOVERY_CONCURRENCY = 4
+LOAD_BATCH = 100  # providers read in full per query when a reload finds them changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,14 @@ class ModelRoute:
     headers: dict[str, str]
     owned_by: str
     created: int
+    # How metrics and logs name each endpoint (``prov_…/0``): one dict lookup per use.
+    labels: dict[Endpoint, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            index = {url: n for n, url in enumerate(self.provider.base_urls)}
+            for ep in self.endpoints:
+                self.labels[ep] = self.provider.label(index[ep.base_url])
 
     def card(self) -> dict[str, Any]:
         return {
@@ -62,19 +75,38 @@ class _Discovered:
     at: float
 
 
+@dataclass(slots=True)
+class _Stored:
+    """A stored provider as the catalog last loaded it."""
+
+    updated_at: datetime
+    rank: tuple[datetime, str]  # (created_at, id): the oldest wins a name two share
+    scope: Scope
+    provider: Provider | None  # None: its credential does not decrypt here
+    base_urls: tuple[str, ...]  # as stored: the keys of its answers in ``_discovered``
+    digest: frozenset[tuple[str, int, int]] = frozenset()  # (base_url, models, checksum)
+    routes: dict[str, ModelRoute] | None = None  # its models' routes; None: to be made
+
+
 @dataclass
 class Catalog:
     health: HealthBook
     providers: Providers
     reload_seconds: float = 10.0
     discover_seconds: float = 60.0
+    load_batch: int = LOAD_BATCH
     _scopes: dict[Scope, dict[str, ModelRoute]] = field(default_factory=dict)
     _builtin: dict[str, ModelRoute] = field(default_factory=dict)
-    _providers: list[Provider] = field(default_factory=list)
+    _stored: dict[str, _Stored] = field(default_factory=dict)
+    _members: dict[Scope, dict[str, _Stored]] = field(default_factory=dict)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
-    _headers_by_url: dict[str, dict[str, str]] = field(default_factory=dict)
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What reloads cost so far (tests and benchmarks read them): provider rows loaded,
+    # providers whose routes were made, scope indexes rebuilt.
+    loaded_providers: int = 0
+    routed_providers: int = 0
+    rebuilt_scopes: int = 0
 
     # --- the request path -------------------------------------------------------------
     def resolve(
@@ -107,36 +139,107 @@ class Catalog:
         return merged
 
     def provider(self, provider_id: str) -> Provider | None:
-        return next((p for p in self._providers if p.id == provider_id), None)
+        stored = self._stored.get(provider_id)
+        return stored.provider if stored is not None else None
 
     # --- loading ----------------------------------------------------------------------
     async def refresh(self) -> None:
-        """Reload providers, discovered models and shared health; rebuild the indexes."""
+        """Reload what changed: providers, their discovered models, and shared health.
+
+        A reload reads each active provider's ``updated_at`` and, per endpoint, a count and
+        checksum of its stored ``/models`` answer (``store.discovery_digests``); only the
+        providers where one of those moved are read in full, ``load_batch`` at a time, and
+        only their routes are made again and their scopes' indexes rebuilt (``_rebuild``).
+        A reload that finds nothing changed reads a few numbers per provider and endpoint
+        and rebuilds nothing."""
         async with self._reload_lock:
             self._last_reload = time.monotonic()
             db = self.providers.runtime.db
-            rows = await db.read(store.active_providers)
-            found = await db.read(store.discovered_models)
-            self._providers = [p for p in map(self.providers.from_row, rows) if p is not None]
-            # Stored answers are authoritative for stored providers; the built-in
-            # provider's answer lives only in memory.
-            discovered = {k: v for k, v in self._discovered.items() if k[0] == BUILTIN_ID}
-            for d in found:
-                entry = discovered.get((d.provider_id, d.base_url))
-                if entry is None:
-                    entry = discovered[(d.provider_id, d.base_url)] = _Discovered(
-                        [], d.discovered_at.timestamp()
-                    )
-                entry.models.append((d.model, d.owned_by))
-            self._discovered = discovered
+            stamps = await db.read(store.provider_stamps)
+            digests: dict[str, set[tuple[str, int, int]]] = {}
+            fresh: dict[tuple[str, str], float] = {}
+            for d in await db.read(store.discovery_digests):
+                digests.setdefault(d.provider_id, set()).add((d.base_url, d.models, d.checksum))
+                fresh[(d.provider_id, d.base_url)] = d.discovered_at.timestamp()
+            dirty: set[Scope] = set()
+            for provider_id in [p for p in self._stored if p not in stamps]:
+                dirty.add(self._forget(provider_id))
+            changed = [
+                provider_id
+                for provider_id, updated_at in stamps.items()
+                if (known := self._stored.get(provider_id)) is None
+                or known.updated_at != updated_at
+                or known.digest != digests.get(provider_id, frozenset())
+            ]
+            for n in range(0, len(changed), self.load_batch):
+                batch = changed[n : n + self.load_batch]
+                dirty |= await self._load(batch, digests)
+            # Stored answers that did not change may still have been polled again since.
+            for key, at in fresh.items():
+                entry = self._discovered.get(key)
+                if entry is not None and at > entry.at:
+                    entry.at = at
             await self.health.pull()
-            self._rebuild()
+            await self._rebuild(dirty)
+
+    async def _load(
+        self, provider_ids: list[str], digests: dict[str, set[tuple[str, int, int]]]
+    ) -> set[Scope]:
+        """Read these providers and their discovered models; the scopes they touch."""
+        db = self.providers.runtime.db
+        rows = await db.read(lambda ex: store.active_providers(ex, provider_ids=provider_ids))
+        found = await db.read(lambda ex: store.discovered_models(ex, provider_ids=provider_ids))
+        self.loaded_providers += len(rows)
+        answers: dict[tuple[str, str], _Discovered] = {}
+        for d in found:
+            key = (d.provider_id, d.base_url)
+            entry = answers.get(key)
+            if entry is None:
+                entry = answers[key] = _Discovered([], d.discovered_at.timestamp())
+            entry.models.append((d.model, d.owned_by))
+        dirty: set[Scope] = set()
+        # A provider not read (a replica behind the one that listed it, or gone meanwhile)
+        # keeps what we had and is compared again at the next reload.
+        for row in rows:
+            provider_id = row["id"]
+            if provider_id in self._stored:
+                dirty.add(self._forget(provider_id))
+            stored = _Stored(
+                updated_at=row["updated_at"],
+                rank=(row["created_at"], provider_id),
+                scope=(row["organization_id"], row["project_id"]),
+                provider=self.providers.from_row(row),
+                base_urls=tuple(row["base_urls"]),
+                digest=frozenset(digests.get(provider_id, ())),
+            )
+            self._stored[provider_id] = stored
+            self._members.setdefault(stored.scope, {})[provider_id] = stored
+            for url in row["base_urls"]:
+                answer = answers.get((provider_id, url))
+                if answer is not None:
+                    self._discovered[(provider_id, url)] = answer
+            dirty.add(stored.scope)
+        return dirty
+
+    def _forget(self, provider_id: str) -> Scope:
+        stored = self._stored.pop(provider_id)
+        members = self._members.get(stored.scope)
+        if members is not None:
+            members.pop(provider_id, None)
+            if not members:
+                del self._members[stored.scope]
+        for url in stored.base_urls:
+            self._discovered.pop((provider_id, url), None)
+        return stored.scope
 
     def _routes_for(self, provider: Provider) -> dict[str, ModelRoute]:
         serving: dict[str, list[Endpoint]] = {}
         owners: dict[str, str] = {}
-        for url in provider.base_urls:
-            ep = self.health.endpoint(url)
+        labels: dict[Endpoint, str] = {}
+        for index, url in enumerate(provider.base_urls):
+            label = provider.label(index)
+            ep = self.health.endpoint(url, label=label)
+            labels[ep] = label
             found = self._discovered.get((provider.id, url))
             names = [(m, o) for m, o in found.models] if found else []
             names += [(m, None) for m in provider.static_models]
@@ -147,26 +250,47 @@ class Catalog:
                 owners.setdefault(model, owned_by or provider.name)
         headers = provider.headers
         return {
-            model: ModelRoute(model, provider, tuple(eps), headers, owners[model], provider.created)
+            model: ModelRoute(
+                model, provider, tuple(eps), headers, owners[model], provider.created, labels
+            )
             for model, eps in serving.items()
         }
 
-    def _rebuild(self) -> None:
-        scopes: dict[Scope, dict[str, ModelRoute]] = {}
-        headers_by_url: dict[str, dict[str, str]] = {}
-        for provider in self._providers:
-            assert provider.organization_id is not None
-            scope = scopes.setdefault((provider.organization_id, provider.project_id), {})
-            for model, route in self._routes_for(provider).items():
-                scope.setdefault(model, route)  # the oldest provider wins a name clash
-            for url in provider.base_urls:
-                headers_by_url.setdefault(url, provider.headers)
+    async def _rebuild(self, scopes: set[Scope]) -> None:
+        """Rebuild these scopes' indexes (the caller holds the reload lock).
+
+        Each provider's routes are kept and made again only when it changed, one provider
+        at a time with the event loop let go in between (a provider's are bounded by the
+        provider limits); a scope's index is then a merge of its providers' routes, the
+        oldest provider winning a name two of them list."""
+        for scope in scopes:
+            members = sorted(self._members.get(scope, {}).values(), key=lambda s: s.rank)
+            served: list[dict[str, ModelRoute]] = []
+            for stored in members:
+                routes = stored.routes
+                if routes is None:
+                    provider = stored.provider
+                    routes = self._routes_for(provider) if provider is not None else {}
+                    stored.routes = routes
+                    self.routed_providers += 1
+                    await asyncio.sleep(0)
+                if routes:
+                    served.append(routes)
+            self.rebuilt_scopes += 1
+            if not served:
+                self._scopes.pop(scope, None)
+            elif len(served) == 1:
+                self._scopes[scope] = served[0]  # never changed in place: shared as is
+            else:
+                merged: dict[str, ModelRoute] = {}
+                for routes in reversed(served):  # newest first; older ones overwrite
+                    merged.update(routes)
+                self._scopes[scope] = merged
+
+    def _rebuild_builtin(self) -> None:
         builtin = self.providers.builtin()
         if builtin is not None:
             self._builtin = self._routes_for(builtin)
-            headers_by_url.setdefault(builtin.base_urls[0], builtin.headers)
-        self._scopes = scopes
-        self._headers_by_url = headers_by_url
 
     # --- discovery --------------------------------------------------------------------
     async def discover_builtin(self) -> None:
@@ -175,26 +299,35 @@ class Catalog:
             return
         url = builtin.base_urls[0]
         try:
-            models = await self.providers.list_models(url, builtin.headers)
+            models = await self.providers.list_models(url, builtin.headers, label=BUILTIN_ID)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
             return
         self._discovered[(BUILTIN_ID, url)] = _Discovered(models, time.time())
-        self._rebuild()
+        self._rebuild_builtin()
 
-    async def discover_provider(self, provider: Provider) -> None:
-        """Poll a stored provider's endpoints; what answered counts from now on."""
+    async def discover_provider(self, provider: Provider) -> bool:
+        """Poll a stored provider's endpoints; what answered counts from now on. True when
+        an answer differs from what the catalog held (its scope needs rebuilding)."""
         now = time.time()
+        changed = False
         for url, found in (await self.providers.discover(provider)).items():
-            if not isinstance(found, str):
-                self._discovered[(provider.id, url)] = _Discovered(found, now)
+            if isinstance(found, str):
+                continue
+            known = self._discovered.get((provider.id, url))
+            changed = changed or known is None or set(known.models) != set(found)
+            self._discovered[(provider.id, url)] = _Discovered(found, now)
+        if changed and (stored := self._stored.get(provider.id)) is not None:
+            stored.routes = None
+        return changed
 
     async def discover_stale(self) -> None:
         now = time.time()
         stale = [
             provider
-            for provider in self._providers
-            if any(
+            for stored in self._stored.values()
+            if (provider := stored.provider) is not None
+            and any(
                 (d := self._discovered.get((provider.id, url))) is None
                 or now - d.at > self.discover_seconds
                 for url in provider.base_urls
@@ -205,25 +338,41 @@ class Catalog:
         # the writer pool from the request path.
         limit = asyncio.Semaphore(DISCOVERY_CONCURRENCY)
 
-        async def discover(provider: Provider) -> None:
+        async def discover(provider: Provider) -> bool:
             async with limit:
-                await self.discover_provider(provider)
+                return await self.discover_provider(provider)
 
         outcomes = await asyncio.gather(*map(discover, stale), return_exceptions=True)
+        dirty: set[Scope] = set()
         for provider, outcome in zip(stale, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, BaseException):
                 log.error(
                     "model discovery failed", extra={"provider": provider.id}, exc_info=outcome
                 )
+            elif outcome and (stored := self._stored.get(provider.id)) is not None:
+                dirty.add(stored.scope)
         builtin_url = self.providers.builtin_url
         found = self._discovered.get((BUILTIN_ID, builtin_url or ""))
         if builtin_url and (found is None or now - found.at > self.discover_seconds):
             await self.discover_builtin()
-        self._rebuild()
+        if dirty:
+            async with self._reload_lock:  # never interleaved with a reload's rebuild
+                await self._rebuild(dirty)
+
+    def _headers_for(self, base_url: str) -> dict[str, str]:
+        """The credentials of a provider that lists this URL (the oldest), for probing."""
+        builtin = self.providers.builtin()
+        if builtin is not None and base_url in builtin.base_urls:
+            return builtin.headers
+        listing = [
+            s for s in self._stored.values() if s.provider and base_url in s.provider.base_urls
+        ]
+        oldest = min(listing, key=lambda s: s.rank, default=None)
+        return oldest.provider.headers if oldest is not None and oldest.provider else {}
 
     async def probe(self, base_url: str) -> bool:
         """Health probe before an ejected endpoint returns: its ``/models`` answers."""
-        headers = self._headers_by_url.get(base_url, {})
+        headers = self._headers_for(base_url)
         try:
             await self.providers.list_models(base_url, headers)
         except (httpx.HTTPError, ValueError, KeyError):

@@ -34,6 +34,9 @@ EJECT_MAX_SECONDS = 60.0
 @dataclass(slots=True, eq=False)
 class Endpoint:
     base_url: str
+    # How metrics and logs name it (``prov_…/0``, ``builtin``), never by URL: the label
+    # of the first provider that routes to it; empty until one does.
+    label: str = ""
     outstanding: int = 0
     failures: int = 0
     ejected_until: float = 0.0  # wall-clock seconds; 0 = in rotation
@@ -141,10 +144,12 @@ class HealthBook:
         self._pending: set[asyncio.Task[None]] = set()
         metrics.track(self)
 
-    def endpoint(self, base_url: str) -> Endpoint:
+    def endpoint(self, base_url: str, *, label: str = "") -> Endpoint:
         ep = self._endpoints.get(base_url)
         if ep is None:
-            ep = self._endpoints[base_url] = Endpoint(base_url)
+            ep = self._endpoints[base_url] = Endpoint(base_url, label)
+        elif label and not ep.label:
+            ep.label = label
         return ep
 
     def endpoints(self) -> list[Endpoint]:
@@ -167,7 +172,7 @@ class HealthBook:
         ep.ejected_until = time.time() + seconds
         log.warning(
             "endpoint ejected",
-            extra={"endpoint": ep.base_url, "failures": ep.failures, "seconds": seconds},
+            extra={"endpoint": ep.label, "failures": ep.failures, "seconds": seconds},
         )
         self._share(ep)
 
@@ -175,7 +180,7 @@ class HealthBook:
         ep.failures = 0
         ep.ejections = 0
         ep.ejected_until = 0.0
-        log.info("endpoint back in rotation", extra={"endpoint": ep.base_url})
+        log.info("endpoint back in rotation", extra={"endpoint": ep.label})
         self._share(ep)
 
     async def probe_due(self, probe: Probe) -> None:

@@ -1,5 +1,9 @@
 """Prometheus metrics of the inference router, in the process-wide default registry.
 
+Endpoints are named by provider and place, never by URL (a URL may carry a tenant's
+host or, in rows stored before user-info was refused, a credential): ``prov_…/0`` for the
+first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``.
+
     jan_upstream_requests_total{model, endpoint, outcome}
         every attempt on a model server; outcome is ``ok``, the failure's fault from
         ``failures`` (``caller``, ``upstream``, ``ours``), or ``cancelled`` (the client
@@ -97,13 +101,15 @@ class _HealthCollector:
         outstanding: dict[str, int] = {}
         for book in list(self.books):
             for ep in book.endpoints():
-                url = ep.base_url
-                healthy[url] = min(healthy.get(url, 1), 0 if ep.ejected else 1)
-                outstanding[url] = outstanding.get(url, 0) + ep.outstanding
+                label = ep.label
+                if not label:  # known only from shared health: not routed to here
+                    continue
+                healthy[label] = min(healthy.get(label, 1), 0 if ep.ejected else 1)
+                outstanding[label] = outstanding.get(label, 0) + ep.outstanding
         up, busy = self._families()
-        for url, value in healthy.items():
-            up.add_metric([url], value)
-            busy.add_metric([url], outstanding[url])
+        for label, value in healthy.items():
+            up.add_metric([label], value)
+            busy.add_metric([label], outstanding[label])
         return [up, busy]
 
     @staticmethod
@@ -129,3 +135,9 @@ REGISTRY.register(_collector)
 def track(book: HealthBook) -> None:
     """Report this health book's endpoints in the gauges while it lives."""
     _collector.books.add(book)
+
+
+def untrack(book: HealthBook) -> None:
+    """Stop reporting a health book (its service stopped; labels such as ``builtin`` are
+    the same in every book, so a stopped one must not blend into the live one's gauges)."""
+    _collector.books.discard(book)

@@ -68,14 +68,15 @@ class OpenStream:
     def __init__(
         self,
         health: HealthBook,
-        model: str,
+        route: ModelRoute,
         endpoint: Endpoint,
         response: aiohttp.ClientResponse,
         splitter: EventSplitter,
         first: bytes,
     ) -> None:
         self.health = health
-        self.model = model
+        self.model = route.model
+        self.label = route.labels[endpoint]
         self.endpoint = endpoint
         self.first = first
         self.failure: failures.Failure | None = None  # how it broke, once it has
@@ -111,7 +112,7 @@ class OpenStream:
         self.endpoint.outstanding -= 1
         failure = failure or self.failure
         outcome = metrics.OK if ok else failure.fault if failure else metrics.CANCELLED
-        metrics.count_request(self.model, self.endpoint.base_url, outcome)
+        metrics.count_request(self.model, self.label, outcome)
         if ok:
             self.health.succeeded(self.endpoint)
             self._response.release()
@@ -242,7 +243,7 @@ class Router:
             return failures.from_status(status, data, retry_after)
         ep.outstanding -= 1
         self.health.succeeded(ep)
-        metrics.count_request(route.model, ep.base_url, metrics.OK)
+        metrics.count_request(route.model, route.labels[ep], metrics.OK)
         return Reply(ep, status, data)
 
     async def _stream_attempt(
@@ -267,7 +268,7 @@ class Router:
                     first += splitter.feed(chunk)
                     if has_data(first):  # comments alone (keep-alives) do not count
                         metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
-                        return OpenStream(self.health, route.model, ep, resp, splitter, first)
+                        return OpenStream(self.health, route, ep, resp, splitter, first)
             data = await resp.read()
             failure = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
         except BaseException:
@@ -277,15 +278,16 @@ class Router:
         return failure
 
     def _note(self, route: ModelRoute, ep: Endpoint, failure: failures.Failure) -> None:
-        metrics.count_request(route.model, ep.base_url, failure.fault)
-        metrics.count_failure(ep.base_url, failure.fault, failure.reason)
+        label = route.labels[ep]
+        metrics.count_request(route.model, label, failure.fault)
+        metrics.count_failure(label, failure.fault, failure.reason)
         if failure.eject:
             self.health.failed(ep)
         elif failure.fault is failures.Fault.CALLER:
             self.health.succeeded(ep)  # it answered sensibly: that is health
         log.info(
             "upstream call failed",
-            extra={"endpoint": ep.base_url, "fault": failure.fault, "reason": failure.reason},
+            extra={"endpoint": label, "fault": failure.fault, "reason": failure.reason},
         )
 
     def _final(self, route: ModelRoute, last: failures.Failure | None) -> errors.APIError:

@@ -89,6 +89,7 @@ class Inference(Component):
             self._upkeep.cancel()
             await asyncio.gather(self._upkeep, return_exceptions=True)
         await self.health.settle()
+        metrics.untrack(self.health)
         if isinstance(self.health.store, RedisHealthStore):
             await self.health.store.close()
 

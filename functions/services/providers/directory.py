@@ -12,6 +12,7 @@ subscribers in this process (the inference catalog, when this process serves mod
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ import httpx
 
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 from functions.common.upstream import ProviderGuard, Upstream
 from functions.services.providers import store
 
@@ -31,14 +33,24 @@ BUILTIN_ID = "builtin"
 # The path a bare host gets, per kind (KServe's OpenAI runtimes answer under /openai/v1).
 _DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
 DISCOVERY_TIMEOUT_SECONDS = 5.0
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 
 
 def normalize_base_url(kind: str, url: str) -> str:
-    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept."""
+    """An endpoint's OpenAI base: a bare host gets its kind's usual path; others are kept.
+
+    User-info (``http://user:password@host``) is refused: a credential belongs in the
+    provider's ``api_key``, which is stored encrypted, while a URL is shown in answers and
+    kept in health state and logs."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "credentials in the URL (user:password@) are not accepted; give the key as "
+            "'api_key', which is stored encrypted"
+        )
     try:
         port = parts.port  # raises for a port out of range or not a number
     except ValueError:
@@ -48,6 +60,39 @@ def normalize_base_url(kind: str, url: str) -> str:
     if not parts.path:
         url += _DEFAULT_PATH.get(kind, "/v1")
     return url
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log line or an answer: any user-info replaced (rows stored before
+    user-info was refused may still carry some)."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def endpoint_label(provider_id: str, index: int) -> str:
+    """How metrics and logs name an endpoint: its provider and its place in the provider's
+    list (``prov_…/0``), never its URL; the built-in provider's one endpoint is ``builtin``."""
+    return BUILTIN_ID if provider_id == BUILTIN_ID else f"{provider_id}/{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """How much one tenant may make every instance hold in memory (see the settings)."""
+
+    base_urls: int = 16
+    models: int = 1000
+    discovered_models: int = 1000
+    model_name_chars: int = 256
+    per_organization: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderLimits:
+        return cls(
+            base_urls=settings.jan_provider_max_base_urls,
+            models=settings.jan_provider_max_models,
+            discovered_models=settings.jan_provider_max_discovered_models,
+            model_name_chars=settings.jan_model_name_max_chars,
+            per_organization=settings.jan_providers_per_organization,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +106,12 @@ class Provider:
     api_key: str | None
     static_models: tuple[str, ...] = ()
     created: int = 0
+    # Per base URL, how metrics and logs name it (its place in the stored list, which
+    # stays put when the guard leaves an earlier one out); empty: by place in base_urls.
+    labels: tuple[str, ...] = ()
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else endpoint_label(self.id, index)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -84,6 +135,7 @@ class Providers:
         guard: ProviderGuard | None,
         builtin_url: str | None = None,
         discovery_timeout: float = DISCOVERY_TIMEOUT_SECONDS,
+        limits: ProviderLimits | None = None,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
@@ -92,7 +144,9 @@ class Providers:
         self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
         self.discovery_timeout = discovery_timeout
         self.subscribers: list[Subscriber] = []
+        self.limits = limits or ProviderLimits()
         self._refused: set[tuple[str, str]] = set()  # (provider, URL) logged once
+        self._cut: set[str] = set()  # endpoints whose /models was cut, logged once
 
     # --- stored rows ------------------------------------------------------------------
     def from_row(self, row: asyncpg.Record) -> Provider | None:
@@ -106,16 +160,18 @@ class Providers:
             except DecryptError:
                 log.error("provider credentials do not decrypt", extra={"provider": row["id"]})
                 return None
+        served = [(i, u) for i, u in enumerate(row["base_urls"]) if self._permitted(row["id"], u)]
         return Provider(
             id=row["id"],
             organization_id=row["organization_id"],
             project_id=row["project_id"],
             name=row["name"],
             kind=row["kind"],
-            base_urls=tuple(u for u in row["base_urls"] if self._permitted(row["id"], u)),
+            base_urls=tuple(u for _, u in served),
             api_key=api_key,
             static_models=tuple(row["static_models"]),
             created=int(row["created_at"].timestamp()),
+            labels=tuple(endpoint_label(row["id"], i) for i, _ in served),
         )
 
     def _permitted(self, provider_id: str, url: str) -> bool:
@@ -141,8 +197,15 @@ class Providers:
         return self.from_row(row) if row is not None else None
 
     # --- discovery --------------------------------------------------------------------
-    async def list_models(self, base_url: str, headers: dict[str, str]) -> Discovered:
-        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure."""
+    async def list_models(
+        self, base_url: str, headers: dict[str, str], *, label: str | None = None
+    ) -> Discovered:
+        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure.
+
+        At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
+        than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
+        What is left out is logged once per endpoint and process, under ``label`` (not
+        at all without one: a health probe only wants to know that it answers)."""
         response = await self.upstream.client.get(
             f"{base_url}/models", headers=headers, timeout=self.discovery_timeout
         )
@@ -150,11 +213,27 @@ class Providers:
         data = response.json().get("data")
         if not isinstance(data, list):
             raise ValueError("no data list in /models")
-        return [
-            (str(m["id"]), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
-            for m in data
-            if isinstance(m, dict) and isinstance(m.get("id"), str)
-        ]
+        most, longest = self.limits.discovered_models, self.limits.model_name_chars
+        found: dict[str, str | None] = {}
+        skipped = 0
+        for m in data:
+            if not isinstance(m, dict) or not isinstance(name := m.get("id"), str):
+                continue
+            if not name or len(name) > longest:
+                skipped += 1
+            elif name not in found:
+                if len(found) == most:
+                    skipped += 1
+                    continue
+                owner = m.get("owned_by")
+                found[name] = owner if isinstance(owner, str) and len(owner) <= longest else None
+        if skipped and label is not None and base_url not in self._cut:
+            self._cut.add(base_url)
+            log.warning(
+                "models listed by an endpoint left out",
+                extra={"endpoint": label, "kept": len(found), "left_out": skipped, "most": most},
+            )
+        return list(found.items())
 
     async def discover(self, provider: Provider) -> dict[str, Discovered | str]:
         """Poll each endpoint of a stored provider and store the answers.
@@ -162,9 +241,10 @@ class Providers:
         Returns, per base URL, the models it listed, or the error's name."""
         assert provider.organization_id is not None
         outcome: dict[str, Discovered | str] = {}
-        for url in provider.base_urls:
+        for index, url in enumerate(provider.base_urls):
             try:
-                models = await self.list_models(url, provider.headers)
+                label = provider.label(index)
+                models = await self.list_models(url, provider.headers, label=label)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 outcome[url] = type(exc).__name__
                 continue

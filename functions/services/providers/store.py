@@ -32,13 +32,49 @@ class DiscoveredModel:
     discovered_at: datetime
 
 
-async def active_providers(ex: Executor) -> list[asyncpg.Record]:
-    """Every active provider of every tenant (the router's catalog is process-wide),
-    oldest first: the catalog gives a model name two providers share to the oldest."""
+@dataclass(frozen=True, slots=True)
+class DiscoveryDigest:
+    """What one endpoint's stored /models answer holds, in a few numbers: a changed
+    answer changes ``models`` or ``checksum``; ``discovered_at`` moves at every poll."""
+
+    provider_id: str
+    base_url: str
+    models: int
+    checksum: int
+    discovered_at: datetime
+
+
+async def provider_stamps(ex: Executor) -> dict[str, datetime]:
+    """Every active provider of every tenant (the router's catalog is process-wide) with
+    its ``updated_at``: what a reload compares to see which providers changed."""
+    rows = await ex.fetch("SELECT id, updated_at FROM model_providers WHERE active")
+    return {r["id"]: r["updated_at"] for r in rows}
+
+
+async def active_providers(
+    ex: Executor, *, provider_ids: Sequence[str] | None = None
+) -> list[asyncpg.Record]:
+    """Active providers (all, or those of ``provider_ids``), oldest first: the catalog
+    gives a model name two providers share to the oldest."""
     return await ex.fetch(
-        f"SELECT {PROVIDER_COLUMNS} FROM model_providers WHERE active"  # noqa: S608
-        " ORDER BY created_at, id"
+        f"SELECT {PROVIDER_COLUMNS} FROM model_providers"  # noqa: S608
+        " WHERE active AND ($1::text[] IS NULL OR id = ANY($1::text[]))"
+        " ORDER BY created_at, id",
+        None if provider_ids is None else list(provider_ids),
     )
+
+
+async def discovery_digests(ex: Executor) -> list[DiscoveryDigest]:
+    """Per provider and endpoint, how many models its stored answer lists and a checksum
+    of them (an order-independent sum of hashes), computed by the database: a reload reads
+    a few numbers per endpoint, not every model of every tenant."""
+    rows = await ex.fetch(
+        "SELECT provider_id, base_url, count(*),"
+        " sum(hashtextextended(model || E'\\n' || coalesce(owned_by, ''), 0)),"
+        " max(discovered_at)"
+        " FROM model_provider_models GROUP BY provider_id, base_url"
+    )
+    return [DiscoveryDigest(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
 
 
 async def active_provider(ex: Executor, *, provider_id: str) -> asyncpg.Record | None:
@@ -108,6 +144,25 @@ async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
     )
     assert row is not None
     return row
+
+
+async def insert_provider_within(
+    pool: asyncpg.Pool, *, limit: int, **values: Any
+) -> asyncpg.Record | None:
+    """Insert unless the organization already has ``limit`` providers (its projects'
+    included); None then. Creations in one organization take turns (a lock on its row that
+    other writers' foreign-key checks do not wait for), so concurrent ones cannot overshoot."""
+    async with pool.acquire() as conn, conn.transaction():
+        organization_id = values["organization_id"]
+        await conn.execute(
+            "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE", organization_id
+        )
+        count = await conn.fetchval(
+            "SELECT count(*) FROM model_providers WHERE organization_id = $1", organization_id
+        )
+        if count >= limit:
+            return None
+        return await insert_provider(conn, **values)
 
 
 async def get_provider(
