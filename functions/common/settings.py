@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     jan_tool_calls_per_day: int = Field(
         1000, ge=0, description="Default per-project daily tool-call quota (0: unlimited)."
     )
+    jan_tool_calls_per_day_max: int | None = Field(
+        None,
+        ge=0,
+        description="The most daily tool calls any project may be given (0: no ceiling, and "
+        "organization owners may make a project unlimited); unset: JAN_TOOL_CALLS_PER_DAY.",
+    )
+    jan_guest_tool_calls_per_day: int = Field(
+        50, ge=0, description="Daily tool-call quota of a guest's project (0: no guest cap)."
+    )
     oauth2_google_client_id: str | None = None
     oauth2_google_client_secret: SecretStr | None = None
     oauth2_google_redirect_url: str | None = None
