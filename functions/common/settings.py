@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         description="A foreground response still in progress this long after it started is "
         "marked failed (its instance stopped mid-request).",
     )
+    jan_background_max_queued_per_project: int = Field(
+        100,
+        gt=0,
+        description="Background responses a project may have queued or running at once.",
+    )
+    jan_background_max_queued_per_user: int = Field(
+        20, gt=0, description="Background responses a user may have queued or running at once."
+    )
+    jan_background_max_queued_per_guest: int = Field(
+        2, gt=0, description="Background responses a guest may have queued or running at once."
+    )
     jan_inference_model_url: str | None = Field(
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )
