@@ -87,7 +87,7 @@ async def update_settings(deps: MCPDeps, request: Request) -> Response:
     runtime = deps.runtime
     async with runtime.db.writer.acquire() as conn, conn.transaction():
         current = await store.get_settings(
-            conn, organization_id=principal.organization_id, project_id=project_id
+            conn, organization_id=principal.organization_id, project_id=project_id, lock=True
         )
         quota, ceiling = current.daily_call_quota, current.daily_call_quota_ceiling
         if "daily_call_quota" in body:

@@ -23,16 +23,27 @@ class ProjectToolSettings:
 DEFAULTS = ProjectToolSettings(enabled_tools=None, daily_call_quota=None)
 
 
+_GET_SETTINGS = (
+    "SELECT enabled_tools, daily_call_quota, daily_call_quota_ceiling FROM project_tool_settings"
+    " WHERE organization_id = $1 AND project_id = $2"
+)
+_LOCK_SETTINGS = _GET_SETTINGS + " FOR UPDATE"
+
+
 async def get_settings(
-    ex: Executor, *, organization_id: str, project_id: str
+    ex: Executor, *, organization_id: str, project_id: str, lock: bool = False
 ) -> ProjectToolSettings:
-    row = await ex.fetchrow(
-        "SELECT enabled_tools, daily_call_quota, daily_call_quota_ceiling"
-        " FROM project_tool_settings"
-        " WHERE organization_id = $1 AND project_id = $2",
-        organization_id,
-        project_id,
-    )
+    """The project's settings; with ``lock`` (in a transaction) its row is made if missing
+    and held until the transaction ends, so concurrent changes apply one after the other
+    (an organization owner's new ceiling is never overwritten by a stale one)."""
+    if lock:
+        await ex.execute(
+            "INSERT INTO project_tool_settings (organization_id, project_id)"
+            " VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            organization_id,
+            project_id,
+        )
+    row = await ex.fetchrow(_LOCK_SETTINGS if lock else _GET_SETTINGS, organization_id, project_id)
     if row is None:
         return DEFAULTS
     enabled = row["enabled_tools"]
