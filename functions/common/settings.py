@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         description="A foreground response still in progress this long after it started is "
         "marked failed (its instance stopped mid-request).",
     )
+    jan_background_max_queued_per_project: int = Field(
+        100,
+        gt=0,
+        description="Background responses a project may have queued or running at once.",
+    )
+    jan_background_max_queued_per_user: int = Field(
+        20, gt=0, description="Background responses a user may have queued or running at once."
+    )
+    jan_background_max_queued_per_guest: int = Field(
+        2, gt=0, description="Background responses a guest may have queued or running at once."
+    )
     jan_inference_model_url: str | None = Field(
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )
@@ -118,6 +129,15 @@ class Settings(BaseSettings):
     )
     jan_tool_calls_per_day: int = Field(
         1000, ge=0, description="Default per-project daily tool-call quota (0: unlimited)."
+    )
+    jan_tool_calls_per_day_max: int | None = Field(
+        None,
+        ge=0,
+        description="The most daily tool calls any project may be given (0: no ceiling, and "
+        "organization owners may make a project unlimited); unset: JAN_TOOL_CALLS_PER_DAY.",
+    )
+    jan_guest_tool_calls_per_day: int = Field(
+        50, ge=0, description="Daily tool-call quota of a guest's project (0: no guest cap)."
     )
     oauth2_google_client_id: str | None = None
     oauth2_google_client_secret: SecretStr | None = None

@@ -80,6 +80,10 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
       200: {description: "The response object, or an event stream when `stream` is true."}
       400: {description: Invalid request.}
       404: {description: "Unknown model, conversation or previous response."}
+      429:
+        description: >
+          `background`: the project or the caller already has as many background
+          responses queued or running as allowed (Retry-After says when to try again).
     """
     owner = await deps.identity.owner(request)
     body = await json_body(request)

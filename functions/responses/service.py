@@ -6,10 +6,11 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from functions.common.db import Executor
-from functions.common.errors import NotFound
+from functions.common.errors import NotFound, RateLimited
 from functions.common.ids import new_id
 from functions.common.principal import Owner, Principal
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
 from functions.responses import store
 from functions.responses.engine import Run
 from functions.responses.params import ResponseRequest
@@ -19,6 +20,8 @@ from functions.services.toolbox.server import ToolRegistry, resolve_server_tools
 
 # How many of a conversation's latest items a model sees.
 HISTORY_ITEMS = 400
+# What a 429 for too many background responses suggests: they take a while to finish.
+BACKGROUND_RETRY_AFTER_SECONDS = 10
 
 
 async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) -> list[Any]:
@@ -134,20 +137,67 @@ async def append_to_conversation(conn: Executor, run: Run) -> None:
 
 
 async def enqueue_background(runtime: Runtime, run: Run) -> None:
-    """Store a background response as queued, for whichever instance claims it."""
+    """Store a background response as queued, for whichever instance claims it; 429 when
+    its project or its user already has as many queued or running as the settings allow."""
     run.status = "queued"
-    await _insert(runtime, run)
+    owner = run.owner
+    async with runtime.db.writer.acquire() as conn, conn.transaction():
+        await store.lock_background_admission(
+            conn,
+            organization_id=owner.organization_id,
+            project_id=owner.project_id,
+            user_id=owner.user_id,
+        )
+        in_project, of_user = await store.background_in_flight(
+            conn,
+            organization_id=owner.organization_id,
+            project_id=owner.project_id,
+            user_id=owner.user_id,
+        )
+        _admit_background(runtime.settings, owner.principal, in_project, of_user)
+        await _store(conn, run)
+
+
+def _admit_background(
+    settings: Settings, principal: Principal, in_project: int, of_user: int
+) -> None:
+    per_project = settings.jan_background_max_queued_per_project
+    if in_project >= per_project:
+        raise _too_many(
+            f"This project already has {per_project} background responses queued or running"
+        )
+    if principal.is_guest:
+        per_user, who = settings.jan_background_max_queued_per_guest, "a guest"
+    else:
+        per_user, who = settings.jan_background_max_queued_per_user, "one user"
+    if principal.user_id is not None and of_user >= per_user:
+        raise _too_many(
+            f"You already have {per_user} background responses queued or running, the most "
+            f"{who} may have"
+        )
+
+
+def _too_many(what: str) -> RateLimited:
+    return RateLimited(
+        f"{what}; wait for one to finish (or cancel one) and try again.",
+        headers={"Retry-After": str(BACKGROUND_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _insert(runtime: Runtime, run: Run) -> None:
-    """Store the response as it stands now, with its input items."""
     async with runtime.db.writer.acquire() as conn, conn.transaction():
-        await store.insert_response(
-            conn,
-            owner=run.owner,
-            response=run.snapshot(),
-            params=stored_params(run.request, run.owner.principal),
-        )
-        await store.insert_input_items(
-            conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items
-        )
+        await _store(conn, run)
+
+
+async def _store(conn: Executor, run: Run) -> None:
+    """Store the response as it stands now, with its input items (in the caller's
+    transaction)."""
+    await store.insert_response(
+        conn,
+        owner=run.owner,
+        response=run.snapshot(),
+        params=stored_params(run.request, run.owner.principal),
+    )
+    await store.insert_input_items(
+        conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items
+    )

@@ -167,28 +167,92 @@ async def cancel_response(ex: Executor, *, owner: Owner, response_id: str) -> as
     )
 
 
-async def claim_next(
-    ex: Executor, *, worker_id: str, lease_seconds: float
-) -> asyncpg.Record | None:
-    """Take the oldest queued (or abandoned) background response, or None."""
-    return await ex.fetchrow(
+async def claim_fairly(
+    ex: Executor, *, worker_id: str, lease_seconds: float, limit: int
+) -> list[asyncpg.Record]:
+    """Take up to ``limit`` queued (or abandoned) background responses, fairly across
+    projects: each claimable response's turn is its project's running count plus its place
+    in the project's queue, so one round takes every waiting project's oldest before
+    anyone's second, and a project already running work waits behind one running none
+    (oldest first among equal turns). Rows another instance is claiming are skipped."""
+    return await ex.fetch(
         """
+        WITH active AS (
+            SELECT id, organization_id, project_id, status, lease_expires_at, attempts,
+                created_at
+            FROM responses
+            WHERE background AND status IN ('queued', 'in_progress')
+        ),
+        running AS (
+            SELECT organization_id, project_id, count(*) AS n FROM active
+            WHERE status = 'in_progress' AND lease_expires_at >= now()
+            GROUP BY organization_id, project_id
+        ),
+        turns AS (
+            SELECT a.id, a.created_at, coalesce(r.n, 0) + row_number() OVER (
+                PARTITION BY a.organization_id, a.project_id ORDER BY a.created_at, a.id
+            ) AS turn
+            FROM active a LEFT JOIN running r USING (organization_id, project_id)
+            WHERE a.attempts < $3 AND (a.status = 'queued' OR a.lease_expires_at < now())
+        )
         UPDATE responses SET status = 'in_progress', lease_owner = $1,
             lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1
-        WHERE id = (
-            SELECT id FROM responses
-            WHERE background AND attempts < $3 AND (status = 'queued'
-                OR (status = 'in_progress' AND lease_expires_at < now()))
-            ORDER BY created_at
-            FOR UPDATE SKIP LOCKED
-            LIMIT 1
-        )
+        WHERE id = ANY(ARRAY(
+            -- Locked at this level, where the conditions are checked again on the row as
+            -- it is now (another instance may have claimed it since the turns were read).
+            SELECT r.id FROM responses r JOIN turns t ON t.id = r.id
+            WHERE r.background AND r.attempts < $3 AND (r.status = 'queued'
+                OR (r.status = 'in_progress' AND r.lease_expires_at < now()))
+            ORDER BY t.turn, t.created_at, t.id
+            LIMIT $4
+            FOR UPDATE OF r SKIP LOCKED
+        ))
         RETURNING *
         """,
         worker_id,
         lease_seconds,
         MAX_ATTEMPTS,
+        limit,
     )
+
+
+async def background_in_flight(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str | None
+) -> tuple[int, int]:
+    """(the project's, the user's) background responses queued or running. Call it after
+    ``lock_background_admission`` in the same transaction, so concurrent creates count
+    each other."""
+    row = await ex.fetchrow(
+        """
+        SELECT
+            (SELECT count(*) FROM responses WHERE background
+                AND status IN ('queued', 'in_progress')
+                AND organization_id = $1 AND project_id = $2) AS project,
+            (SELECT count(*) FROM responses WHERE background
+                AND status IN ('queued', 'in_progress') AND user_id = $3) AS user
+        """,
+        organization_id,
+        project_id,
+        user_id,
+    )
+    assert row is not None
+    return int(row["project"]), int(row["user"])
+
+
+async def lock_background_admission(
+    ex: Executor, *, organization_id: str, project_id: str, user_id: str | None
+) -> None:
+    """Serialise background creates of one project and of one user until the transaction
+    ends (always project first, then user, so two locks never deadlock)."""
+    await ex.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('jan.background.project:' || $1, 0))",
+        f"{organization_id}/{project_id}",
+    )
+    if user_id is not None:
+        await ex.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('jan.background.user:' || $1, 0))",
+            user_id,
+        )
 
 
 async def fail_exhausted(ex: Executor) -> int:

@@ -1,8 +1,11 @@
 """Background responses: claimed from the database, run here, survivable elsewhere.
 
 ``POST /v1/responses`` with ``background: true`` only stores the response as `queued`.
-Every instance runs a small loop that claims queued work (``FOR UPDATE SKIP LOCKED``), and
-holds each claim by a lease it renews while the run lasts. If the instance scales down,
+Every instance runs a small loop that claims queued work (``FOR UPDATE SKIP LOCKED``) fairly
+across projects (the project running least goes first, so one tenant's backlog does not
+hold up another's), as soon as a slot is free, and holds each claim by a lease it renews
+while the run lasts. How much a project and a user may have queued or running is limited
+when it is created (``service.enqueue_background``). If the instance scales down,
 its drain hook hands the leases back; if it dies, the leases expire. Either way another
 instance (or this one after a restart) claims the response again, and one abandoned too
 often is marked failed. A cancel (status set to `cancelled`) is noticed at the next
@@ -97,12 +100,13 @@ class BackgroundWorker(Component):
         runtime = self._runtime
         writer = runtime.db.writer
         await store.fail_exhausted(writer)
-        while len(self.running) < self.concurrency:
-            row = await store.claim_next(
-                writer, worker_id=self.worker_id, lease_seconds=self.lease_seconds
-            )
-            if row is None:
-                return
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return
+        rows = await store.claim_fairly(
+            writer, worker_id=self.worker_id, lease_seconds=self.lease_seconds, limit=free
+        )
+        for row in rows:
             response_id: str = row["id"]
             task = asyncio.get_running_loop().create_task(self._run(runtime, row))
             self.running[response_id] = task
@@ -111,6 +115,7 @@ class BackgroundWorker(Component):
     def _forget(self, response_id: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(_: asyncio.Task[None]) -> None:
             self.running.pop(response_id, None)
+            self._wakeup.set()  # a slot is free: claim the next turn now, not at the poll
 
         return forget
 

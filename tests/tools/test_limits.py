@@ -60,7 +60,8 @@ async def test_daily_quota_is_enforced_per_project(make_box: MakeBox) -> None:
 
 
 async def test_project_quota_overrides_the_default(make_box: MakeBox) -> None:
-    box, principal = await make_box(jan_tool_calls_per_day=1)
+    # Stored project values count only within the operator's ceiling; 0: none.
+    box, principal = await make_box(jan_tool_calls_per_day=1, jan_tool_calls_per_day_max=0)
     await _configure(box, principal, enabled=None, quota=0)  # 0: unlimited
     for _ in range(3):
         assert "tool calls" not in (await box.call(principal, "google_search", {"q": "x"})).text

@@ -41,6 +41,10 @@ class ToolLimits:
     result_max_chars: int
     default_daily_calls: int
     allowed_hosts: tuple[str, ...] = field(default=())
+    # The operator's ceiling on any project's daily quota (0: none, unlimited allowed).
+    max_daily_calls: int = 0
+    # A guest's project never gets more than this (0: no guest-specific cap).
+    guest_daily_calls: int = 0
 
     @classmethod
     def from_settings(cls, s: Settings) -> ToolLimits:
@@ -50,6 +54,12 @@ class ToolLimits:
             result_max_chars=s.jan_tool_result_max_chars,
             default_daily_calls=s.jan_tool_calls_per_day,
             allowed_hosts=s.jan_fetch_allowed_hosts,
+            max_daily_calls=(
+                s.jan_tool_calls_per_day
+                if s.jan_tool_calls_per_day_max is None
+                else s.jan_tool_calls_per_day_max
+            ),
+            guest_daily_calls=s.jan_guest_tool_calls_per_day,
         )
 
 

@@ -1,4 +1,4 @@
-"""Per-project tool settings and the daily tool-call counters (migration 0005)."""
+"""Per-project tool settings and the daily tool-call counters (migrations 0005, 0009)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,44 @@ COUNTER_KEEP_DAYS = 7
 @dataclass(frozen=True, slots=True)
 class ProjectToolSettings:
     enabled_tools: frozenset[str] | None  # None: every tool
-    daily_call_quota: int | None  # None: the server default; 0: unlimited
+    # None: the organization owner's ceiling, else the server default; 0: unlimited.
+    daily_call_quota: int | None
+    # What an organization owner last set: project owners may not go above it (None: only
+    # the operator's ceiling applies; 0: unlimited).
+    daily_call_quota_ceiling: int | None = None
 
 
 DEFAULTS = ProjectToolSettings(enabled_tools=None, daily_call_quota=None)
 
 
+_GET_SETTINGS = (
+    "SELECT enabled_tools, daily_call_quota, daily_call_quota_ceiling FROM project_tool_settings"
+    " WHERE organization_id = $1 AND project_id = $2"
+)
+_LOCK_SETTINGS = _GET_SETTINGS + " FOR UPDATE"
+
+
 async def get_settings(
-    ex: Executor, *, organization_id: str, project_id: str
+    ex: Executor, *, organization_id: str, project_id: str, lock: bool = False
 ) -> ProjectToolSettings:
-    row = await ex.fetchrow(
-        "SELECT enabled_tools, daily_call_quota FROM project_tool_settings"
-        " WHERE organization_id = $1 AND project_id = $2",
-        organization_id,
-        project_id,
-    )
+    """The project's settings; with ``lock`` (in a transaction) its row is made if missing
+    and held until the transaction ends, so concurrent changes apply one after the other
+    (an organization owner's new ceiling is never overwritten by a stale one)."""
+    if lock:
+        await ex.execute(
+            "INSERT INTO project_tool_settings (organization_id, project_id)"
+            " VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            organization_id,
+            project_id,
+        )
+    row = await ex.fetchrow(_LOCK_SETTINGS if lock else _GET_SETTINGS, organization_id, project_id)
     if row is None:
         return DEFAULTS
     enabled = row["enabled_tools"]
     return ProjectToolSettings(
         enabled_tools=None if enabled is None else frozenset(enabled),
         daily_call_quota=row["daily_call_quota"],
+        daily_call_quota_ceiling=row["daily_call_quota_ceiling"],
     )
 
 
@@ -43,15 +60,18 @@ async def put_settings(
     enabled = None if settings.enabled_tools is None else sorted(settings.enabled_tools)
     await ex.execute(
         "INSERT INTO project_tool_settings"
-        " (organization_id, project_id, enabled_tools, daily_call_quota)"
-        " VALUES ($1, $2, $3, $4)"
+        " (organization_id, project_id, enabled_tools, daily_call_quota,"
+        " daily_call_quota_ceiling)"
+        " VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (organization_id, project_id) DO UPDATE"
         " SET enabled_tools = EXCLUDED.enabled_tools,"
-        " daily_call_quota = EXCLUDED.daily_call_quota, updated_at = now()",
+        " daily_call_quota = EXCLUDED.daily_call_quota,"
+        " daily_call_quota_ceiling = EXCLUDED.daily_call_quota_ceiling, updated_at = now()",
         organization_id,
         project_id,
         enabled,
         settings.daily_call_quota,
+        settings.daily_call_quota_ceiling,
     )
 
 

@@ -115,9 +115,7 @@ class ToolBox(Component):
         settings = await self._project_settings(principal)
         if settings.enabled_tools is not None and spec.family not in settings.enabled_tools:
             raise ToolError(f"The {spec.name} tool is not enabled for this project.")
-        quota = settings.daily_call_quota
-        if quota is None:
-            quota = self.limits.default_daily_calls
+        quota = daily_quota(self.limits, settings, guest=principal.is_guest)
         allowed = await store.take_call(
             self.runtime.db.writer,
             organization_id=organization_id,
@@ -136,6 +134,30 @@ class ToolBox(Component):
                 ex, organization_id=organization_id, project_id=project_id
             )
         )
+
+
+def daily_quota(limits: ToolLimits, settings: store.ProjectToolSettings, *, guest: bool) -> int:
+    """The daily tool calls a project may make (0: unlimited): the one rule that both the
+    settings answer and every call's admission use.
+
+    The project's own value, else its organization owner's, else the server default; never
+    above the organization owner's ceiling, the operator's (JAN_TOOL_CALLS_PER_DAY_MAX),
+    nor for a guest above JAN_GUEST_TOOL_CALLS_PER_DAY. Values stored before a ceiling
+    existed or was lowered are held to it here, not trusted."""
+    quota = settings.daily_call_quota
+    if quota is None:
+        ceiling = settings.daily_call_quota_ceiling
+        quota = limits.default_daily_calls if ceiling is None else ceiling
+    quota = capped(quota, settings.daily_call_quota_ceiling)
+    quota = capped(quota, limits.max_daily_calls)
+    return capped(quota, limits.guest_daily_calls) if guest else quota
+
+
+def capped(quota: int, ceiling: int | None) -> int:
+    """``quota`` held to ``ceiling``; 0 is unlimited in both, None is no ceiling."""
+    if not ceiling:
+        return quota
+    return ceiling if quota == 0 or quota > ceiling else quota
 
 
 def enabled_specs(settings: store.ProjectToolSettings) -> list[ToolSpec]:
