@@ -126,6 +126,7 @@ class Services:
             box=SecretBox(secret.get_secret_value()) if secret is not None else None,
             guard=upstream.guard,
             builtin_url=settings.jan_inference_model_url,
+            max_discovery_bytes=settings.jan_upstream_max_discovery_bytes,
         )
 
     @cached_property

@@ -27,7 +27,8 @@ class FakeUpstream:
         }
         # Mode "flood": a stream, after ``flood_after`` normal chunks, sends ``big`` bytes of
         # one event that never ends. Mode "huge": a reply and the /models answer are
-        # ``big`` bytes of JSON, chunked (or with their Content-Length when ``sized``).
+        # ``big`` bytes of JSON, chunked (or with their Content-Length when ``sized``), a
+        # piece every ``chunk_delay`` seconds.
         self.big = 0
         self.flood_after = 0
         self.sized = False
@@ -82,6 +83,8 @@ class FakeUpstream:
             for _ in range(count):
                 await response.write(piece)
                 self.sent += len(piece)
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
             await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):

@@ -67,6 +67,8 @@ class Inference(Component):
         self.catalog = Catalog(health=self.health, providers=providers)
         providers.subscribe(self.catalog.refresh)
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
+        router_options.setdefault("max_event_bytes", settings.jan_upstream_max_event_bytes)
+        router_options.setdefault("max_reply_bytes", settings.jan_upstream_max_reply_bytes)
         self.router = Router(self.health, upstream, **router_options)
         self.usage = usage
         self._upkeep: asyncio.Task[None] | None = None
