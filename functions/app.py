@@ -127,6 +127,7 @@ class Services:
             guard=upstream.guard,
             builtin_url=settings.jan_inference_model_url,
             limits=ProviderLimits.from_settings(settings),
+            max_discovery_bytes=settings.jan_upstream_max_discovery_bytes,
         )
 
     @cached_property

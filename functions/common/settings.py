@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait for the next chunk of an upstream stream (the first included).",
     )
+    jan_upstream_max_event_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest event of an upstream stream (one without its end past it fails).",
+    )
+    jan_upstream_max_reply_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="Largest non-streamed upstream reply (a 502 past it).",
+    )
+    jan_upstream_max_discovery_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Largest `/models` answer read from a model provider's endpoint.",
+    )
     jan_housekeeping_interval_seconds: float = Field(
         300.0, ge=0, description="How often expired rows are swept (0: never, on this instance)."
     )

@@ -6,6 +6,14 @@ queue has been quiet for ``idle_seconds``. On stop, the runtime's drain hook wri
 is left on a connection of its own, so a function scaled to zero loses nothing it had
 accepted. If the database is down the batch is kept (up to ``max_queue`` records, then
 the oldest are dropped and counted) and retried.
+
+A record the table refuses (a value out of a column's range, a byte PostgreSQL's text
+cannot hold) must not hold up everyone else's: a batch refused for its data is split in
+halves until the bad records stand alone; those are logged (who and what, never values
+of the request), counted in ``jan_usage_records_rejected_total`` and set aside
+(``rejected``, the last ``REJECTED_KEPT``), and the rest is written. Counts are clamped
+to the columns' range before they are queued (``clamp``), so an upstream's absurd usage
+is written as the largest count the column holds rather than refused.
 """
 
 from __future__ import annotations
@@ -14,9 +22,12 @@ import asyncio
 import contextlib
 import logging
 import operator
+from collections import deque
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
 
 from functions.common.db import AnyConnection
@@ -27,7 +38,37 @@ log = logging.getLogger(__name__)
 USAGE_DROPPED = Counter(
     "jan_usage_records_dropped_total", "Usage records dropped because the queue overflowed."
 )
+USAGE_REJECTED = Counter(
+    "jan_usage_records_rejected_total",
+    "Usage records set aside because the database refused their values.",
+)
 TABLE = "usage_completions"
+INT_MAX = 2**31 - 1  # the counts' columns are PostgreSQL integers
+REJECTED_KEPT = 100
+
+
+def clamp(value: Any) -> int:
+    """A count as the ledger stores it: a non-negative int up to the column's maximum;
+    anything else (a negative number, a float, a string, a bool) counts 0."""
+    if type(value) is not int or value < 0:
+        return 0
+    return value if value <= INT_MAX else INT_MAX
+
+
+def _refused_for_data(exc: BaseException) -> bool:
+    """Whether a failed COPY was refused for the values of its rows (then splitting the
+    batch isolates them), not for the connection or the server (then the batch waits).
+    asyncpg refuses a value it cannot encode before sending it (OverflowError, TypeError,
+    ValueError); PostgreSQL refuses with a data exception (SQLSTATE class 22) or an
+    integrity violation (class 23)."""
+    return isinstance(
+        exc,
+        OverflowError
+        | TypeError
+        | ValueError
+        | asyncpg.DataError
+        | asyncpg.IntegrityConstraintViolationError,
+    )
 
 
 @dataclass(slots=True)
@@ -68,6 +109,7 @@ class UsageRecorder(Component):
         self.idle_seconds = idle_seconds
         self.max_queue = max_queue
         self._queue: list[UsageRecord] = []
+        self.rejected: deque[UsageRecord] = deque(maxlen=REJECTED_KEPT)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -109,22 +151,55 @@ class UsageRecorder(Component):
                 await asyncio.sleep(self.idle_seconds)
 
     async def flush(self, conn: AnyConnection) -> int:
-        """Write everything queued now; on failure the records go back to the queue."""
+        """Write everything queued now, setting aside the records the table refuses; on
+        any other failure the records not written go back to the queue."""
         total = 0
         while self._queue:
             batch, self._queue = (
                 self._queue[: self.batch_size * 4],
                 self._queue[self.batch_size * 4 :],
             )
-            try:
-                await conn.copy_records_to_table(
-                    TABLE, records=map(_as_row, batch), columns=COLUMNS
-                )
-            except BaseException:
-                self._queue[:0] = batch
-                raise
-            total += len(batch)
+            total += await self._write(conn, batch)
         return total
+
+    async def _write(self, conn: AnyConnection, batch: list[UsageRecord]) -> int:
+        """COPY ``batch``; a part refused for its data is split in halves (a bad record
+        among n costs about 2·log2(n) more statements), a single refused record is
+        rejected. Returns how many were written."""
+        written = 0
+        parts = [batch]  # a stack: the next part to write is the last
+        while parts:
+            part = parts.pop()
+            try:
+                await conn.copy_records_to_table(TABLE, records=map(_as_row, part), columns=COLUMNS)
+            except BaseException as exc:
+                if not isinstance(exc, Exception) or not _refused_for_data(exc):
+                    parts.append(part)
+                    self._queue[:0] = [r for p in reversed(parts) for r in p]
+                    raise
+                if len(part) == 1:
+                    self._reject(part[0], exc)
+                else:
+                    half = len(part) // 2
+                    parts += (part[half:], part[:half])
+                continue
+            written += len(part)
+        return written
+
+    def _reject(self, rec: UsageRecord, exc: Exception) -> None:
+        USAGE_REJECTED.inc()
+        self.rejected.append(rec)
+        log.error(
+            "usage record rejected",
+            extra={
+                "organization": rec.organization_id,
+                "project": rec.project_id,
+                "model": rec.model[:200],
+                "operation": rec.operation,
+                "error": type(exc).__name__,
+                "sqlstate": getattr(exc, "sqlstate", None),
+            },
+        )
 
     async def drain(self, conn: AnyConnection) -> None:
         """The runtime's drain hook: write what is left before the process goes.

@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible model server: a real HTTP server (aiohttp) on a free port,
 whose behaviour a test switches at will (healthy, slow, 500-ing, cutting streams or
-ending them early, refusing the request, redirecting it, stopped)."""
+ending them early, refusing the request, redirecting it, stopped, reporting any usage,
+flooding the gateway with an endless event or a huge body)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,22 @@ class FakeUpstream:
     def __init__(self, name: str, *, models: tuple[str, ...] = ("m1",)) -> None:
         self.name = name
         self.models = models
-        self.mode = "ok"  # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect
+        # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect | flood | huge
+        self.mode = "ok"
         self.redirect_to = ""  # where mode "redirect" sends every request (a 307)
+        self.usage: dict[str, Any] = {
+            "prompt_tokens": 7,
+            "completion_tokens": 5,
+            "total_tokens": 12,
+        }
+        # Mode "flood": a stream, after ``flood_after`` normal chunks, sends ``big`` bytes of
+        # one event that never ends. Mode "huge": a reply and the /models answer are
+        # ``big`` bytes of JSON, chunked (or with their Content-Length when ``sized``), a
+        # piece every ``chunk_delay`` seconds.
+        self.big = 0
+        self.flood_after = 0
+        self.sized = False
+        self.sent = 0  # bytes of flood or huge body written before the reader stopped
         self.delay = 0.0
         self.chunk_delay = 0.0
         self.stream_chunks = 3
@@ -52,7 +67,34 @@ class FakeUpstream:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _models(self, request: web.Request) -> web.Response:
+    async def _huge(self, request: web.Request, head: bytes) -> web.StreamResponse:
+        """``big`` bytes of a JSON object (``head`` first), written 64 KiB at a time from
+        one buffer, so the fake itself stays small however much it sends."""
+        piece = b'{"id":"' + b"x" * 65_500 + b'"},'
+        tail = b'{"id":"end"}]}'
+        count = max(1, (self.big - len(head) - len(tail)) // len(piece))
+        headers = {"content-type": "application/json"}
+        if self.sized:
+            headers["content-length"] = str(len(head) + count * len(piece) + len(tail))
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        try:
+            await response.write(head)
+            for _ in range(count):
+                await response.write(piece)
+                self.sent += len(piece)
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            await response.write(tail)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        if self.mode == "huge":
+            return await self._huge(request, b'{"object":"list","data":[')
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "down"}}, status=500)
         data = [
@@ -94,6 +136,8 @@ class FakeUpstream:
             await asyncio.sleep(self.delay)
         if body.get("stream"):
             return await self._stream(request, body)
+        if self.mode == "huge":
+            return await self._huge(request, b'{"object":"chat.completion","choices":[')
         return web.json_response(
             {
                 "id": "chatcmpl-1",
@@ -108,7 +152,7 @@ class FakeUpstream:
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+                "usage": self.usage,
             }
         )
 
@@ -133,6 +177,9 @@ class FakeUpstream:
 
         try:
             for i in range(self.stream_chunks):
+                if self.mode == "flood" and i == self.flood_after:
+                    await self._flood(response)
+                    return response
                 await response.write(chunk(f"{self.name}-{i} "))
                 if self.mode == "cut" and i == 1:
                     assert request.transport is not None
@@ -145,14 +192,13 @@ class FakeUpstream:
                     await asyncio.sleep(self.chunk_delay)
             await response.write(chunk("", "stop"))
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
                 await response.write(
                     event(
                         {
                             "id": "chatcmpl-1",
                             "object": "chat.completion.chunk",
                             "choices": [],
-                            "usage": usage,
+                            "usage": self.usage,
                         }
                     )
                 )
@@ -162,3 +208,12 @@ class FakeUpstream:
             self.disconnects += 1
             raise
         return response
+
+    async def _flood(self, response: web.StreamResponse) -> None:
+        """One event of ``big`` bytes without an end (lines, never a blank one)."""
+        await response.write(b'data: {"choices":[{"delta":{"content":"')
+        piece = b"y" * 65_535 + b"\n"
+        while self.sent < self.big:
+            await response.write(piece)
+            self.sent += len(piece)
+        await response.write_eof()

@@ -16,6 +16,14 @@ ejection logic and the metrics read these fields and nothing else.
               whose address the guard refuses (``JAN_PROVIDER_ALLOWED_HOSTS``) or that
               answers with a redirect (never followed) is ours too, but another endpoint
               may serve: retried elsewhere and ejected.
+
+An upstream whose stream sends an event larger than ``JAN_UPSTREAM_MAX_EVENT_BYTES``
+(often one that never ends: no blank line) or whose reply is larger than
+``JAN_UPSTREAM_MAX_REPLY_BYTES`` is cut there (``TooLarge``): an upstream failure, a 502
+that says so, counted against the endpoint in the metrics, but neither retried (another
+endpoint would answer the same request the same way) nor ejected: a caller can provoke
+a large reply (a big embeddings batch, ``echo`` of a long prompt), and no caller may take
+a shared endpoint out of rotation for everyone.
 """
 
 from __future__ import annotations
@@ -50,6 +58,15 @@ class StreamCut(Exception):
     """The upstream ended a stream without its terminating event."""
 
 
+class TooLarge(Exception):
+    """An upstream's event or reply grew past the gateway's limit; reading stopped."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} over {limit} bytes")
+        self.what = what
+        self.limit = limit
+
+
 def _unreachable(reason: str) -> Failure:
     return Failure(
         Fault.UPSTREAM,
@@ -82,6 +99,16 @@ def from_exception(exc: BaseException) -> Failure:
             retry=True,
             eject=True,
             error=errors.UpstreamTimeout("The model server did not answer in time."),
+        )
+    if isinstance(exc, TooLarge):
+        return Failure(
+            Fault.UPSTREAM,
+            "too_large",
+            retry=False,
+            eject=False,
+            error=errors.UpstreamError(
+                f"The model server's {exc.what} exceeded the gateway's limit of {exc.limit} bytes."
+            ),
         )
     if isinstance(exc, aiohttp.InvalidURL):
         return Failure(

@@ -11,6 +11,12 @@ A failure before the first byte (connection refused, 5xx, timeout to headers, a 
 that ends before its first event) is retried on another endpoint, at most
 ``max_attempts`` in all, with a short exponential back-off. What is retried, ejected and
 shown to the client is decided by ``failures`` alone.
+
+What an upstream sends is bounded: a non-streamed reply by ``max_reply_bytes`` (refused
+at once when its Content-Length says more, else read until it passes the limit), an
+event of a stream by ``max_event_bytes`` (``sse.EventSplitter``), the keep-alives before
+a stream's first event by the same, and an error answer's body is read up to
+``ERROR_BODY_BYTES`` for its message. Past a limit the call fails (``failures.TooLarge``).
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from functions.common.logs import request_id_var
 from functions.services.inference import failures, metrics
 from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import Endpoint, HealthBook
-from functions.services.inference.sse import EventSplitter, has_data
+from functions.services.inference.sse import MAX_EVENT_BYTES, EventSplitter, has_data
 
 log = logging.getLogger(__name__)
 
 AFFINITY_SLACK = 4
+MAX_REPLY_BYTES = 32 * 1024 * 1024  # JAN_UPSTREAM_MAX_REPLY_BYTES' default
+ERROR_BODY_BYTES = 64 * 1024  # an error answer's message is in its first bytes
 
 T = TypeVar("T")
 # One try on one endpoint: (route, endpoint, url, body, headers) -> the result or a Failure.
@@ -113,6 +121,8 @@ class OpenStream:
         failure = failure or self.failure
         outcome = metrics.OK if ok else failure.fault if failure else metrics.CANCELLED
         metrics.count_request(self.model, self.label, outcome)
+        if failure is not None and not ok:
+            metrics.count_failure(self.label, failure.fault, failure.reason)
         if ok:
             self.health.succeeded(self.endpoint)
             self._response.release()
@@ -133,10 +143,14 @@ class Router:
         connect_timeout: float = 5.0,
         response_timeout: float = 600.0,
         stream_idle_timeout: float = 60.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         self.health = health
         self.client = client
         self.max_attempts = max_attempts
+        self.max_event_bytes = max_event_bytes
+        self.max_reply_bytes = max_reply_bytes
         self.backoff_seconds = backoff_seconds
         self._reply_timeout = upstream.timeout(connect=connect_timeout, idle=response_timeout)
         self._stream_timeout = upstream.timeout(connect=connect_timeout, idle=stream_idle_timeout)
@@ -236,11 +250,11 @@ class Router:
             timeout=self._reply_timeout,
             allow_redirects=False,  # a redirect could point past the address guard
         ) as resp:
-            data = await resp.read()
             status = resp.status
-            retry_after = resp.headers.get("retry-after")
-        if status >= 300:
-            return failures.from_status(status, data, retry_after)
+            if status >= 300:
+                data = await read_head(resp, ERROR_BODY_BYTES)
+                return failures.from_status(status, data, resp.headers.get("retry-after"))
+            data = await read_all(resp, self.max_reply_bytes)
         ep.outstanding -= 1
         self.health.succeeded(ep)
         metrics.count_request(route.model, route.labels[ep], metrics.OK)
@@ -259,17 +273,26 @@ class Router:
         )
         try:
             if resp.status < 300:
-                splitter = EventSplitter()
-                first = b""
+                limit = self.max_event_bytes
+                splitter = EventSplitter(limit)
+                blocks: list[bytes] = []  # keep-alives (comments alone) before the first event
+                size = 0
                 while True:
                     chunk = await resp.content.readany()
                     if not chunk:
                         raise failures.StreamCut("stream ended before its first event")
-                    first += splitter.feed(chunk)
-                    if has_data(first):  # comments alone (keep-alives) do not count
+                    block = splitter.feed(chunk)
+                    if not block:
+                        continue
+                    if has_data(block):  # comments alone do not count
                         metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
+                        first = b"".join((*blocks, block)) if blocks else block
                         return OpenStream(self.health, route, ep, resp, splitter, first)
-            data = await resp.read()
+                    size += len(block)
+                    if size > limit:
+                        raise failures.TooLarge("stream's keep-alives", limit)
+                    blocks.append(block)
+            data = await read_head(resp, ERROR_BODY_BYTES)
             failure = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
         except BaseException:
             resp.close()
@@ -297,3 +320,36 @@ class Router:
             f"No endpoint is available for model {route.model!r}; retry shortly.",
             headers={"Retry-After": "2"},
         )
+
+
+async def read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A reply's whole body; ``TooLarge`` (the connection closed, nothing more read) past
+    ``limit`` bytes. A Content-Length within the limit bounds the read by itself."""
+    length = resp.content_length
+    if length is not None and length <= limit:
+        return await resp.read()
+    if length is not None:
+        resp.close()
+        raise failures.TooLarge("reply", limit)
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.readany():
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            raise failures.TooLarge("reply", limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body (an error answer, read for its message); the rest
+    is not read (the connection is closed then)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await resp.content.readany()):
+        parts.append(chunk)
+        size += len(chunk)
+    if size >= limit:
+        resp.close()
+    return b"".join(parts)[:limit]

@@ -30,7 +30,7 @@ from functions.services.inference.health import (
 )
 from functions.services.inference.requests import PATHS, usage_of
 from functions.services.inference.router import OpenStream, Reply, Router
-from functions.services.ledger import UsageRecord, UsageRecorder
+from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.providers.directory import Providers
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class Inference(Component):
         self.catalog = Catalog(health=self.health, providers=providers)
         providers.subscribe(self.catalog.refresh)
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
+        router_options.setdefault("max_event_bytes", settings.jan_upstream_max_event_bytes)
+        router_options.setdefault("max_reply_bytes", settings.jan_upstream_max_reply_bytes)
         self.router = Router(self.health, upstream, **router_options)
         self.usage = usage
         self._upkeep: asyncio.Task[None] | None = None
@@ -191,15 +193,17 @@ class LedgerEntry:
         self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
 
     def write(self, status: int, usage: dict[str, Any] | None = None) -> None:
-        """Queue the record (never touches the database; see ``UsageRecorder``)."""
+        """Queue the record (never touches the database; see ``UsageRecorder``). The
+        upstream's counts are its own word: anything but a count becomes 0, and a count is
+        clamped to what the ledger's columns hold."""
         prompt = completion = cached = 0
         model = self.route.model
         if usage:
-            prompt = _int(usage.get("prompt_tokens"))
-            completion = _int(usage.get("completion_tokens"))
+            prompt = clamp(usage.get("prompt_tokens"))
+            completion = clamp(usage.get("completion_tokens"))
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
-                cached = _int(details.get("cached_tokens"))
+                cached = clamp(details.get("cached_tokens"))
             metrics.count_tokens(model, prompt, completion)
         principal = self.principal
         self._svc.usage.record(
@@ -217,12 +221,8 @@ class LedgerEntry:
                 input_tokens=prompt,
                 output_tokens=completion,
                 input_cached_tokens=cached,
-                latency_ms=int((time.perf_counter() - self.started) * 1000),
+                latency_ms=min(int((time.perf_counter() - self.started) * 1000), INT_MAX),
                 ttft_ms=self.ttft_ms,
                 status=status,
             )
         )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0

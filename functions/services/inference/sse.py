@@ -9,6 +9,13 @@ block); everything before the first of them goes out untouched, without splittin
 decoding.
 The usage-only final chunk is dropped when the gateway asked for usage on the client's
 behalf.
+
+Framing looks at each byte once: a read that ends on an event boundary (the usual case)
+is passed on as it is; the reads of an event not complete yet wait, unsearched, until
+one brings its end, and are joined once then. An event still without its end past
+``max_event`` bytes (``JAN_UPSTREAM_MAX_EVENT_BYTES``) stops the stream
+(``failures.TooLarge``), so an upstream cannot make the gateway buffer or rescan without
+bound.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from typing import Any
 
 import orjson
 
+from functions.services.inference.failures import TooLarge
+
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
+MAX_EVENT_BYTES = 1024 * 1024  # JAN_UPSTREAM_MAX_EVENT_BYTES' default
 # What makes an event worth a look; a false hit (the word in a model's text) only costs
 # decoding that event.
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')  # not the `"usage":null` of every chunk
@@ -43,28 +53,78 @@ def first_notable(data: bytes) -> int:
 
 class EventSplitter:
     """Incremental SSE framing: feed raw bytes, get the complete events among them (one
-    block of bytes ending with a blank line, or b""); the rest waits for the next read."""
+    block of bytes ending with a blank line, or b""); the rest waits for the next read.
+    Raises ``TooLarge`` when the bytes waiting for an event's end exceed ``max_event``.
 
-    __slots__ = ("_buf",)
+    Each read is searched once, alone: the bytes already waiting hold no boundary (else
+    they would have gone out), so only a boundary that starts on their last byte needs a
+    look at them. They are kept as the reads that brought them and joined once, when
+    their event completes."""
 
-    def __init__(self) -> None:
-        self._buf = b""
+    __slots__ = ("_buf", "_cr", "_more", "_size", "max_event")
+
+    def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._buf = b""  # the first read of an unfinished event, if any
+        self._more: list[bytes] | None = None  # its further reads, if any
+        self._size = 0  # how many bytes wait, while there are further reads
+        self._cr = False  # the last read ended with b"\r", held back (CRLF framing)
+        self.max_event = max_event
 
     def feed(self, data: bytes) -> bytes:
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:  # CRLF framing (rare): normalise so boundaries are b"\n\n"
-            buf = buf.replace(b"\r\n", b"\n")
-        cut = buf.rfind(b"\n\n")
-        if cut < 0:
-            self._buf = buf
-            return b""
-        cut += 2
-        self._buf = buf[cut:]
-        return buf[:cut] if cut < len(buf) else buf
+        if self._cr or b"\r" in data:  # CRLF framing (rare): normalise so boundaries are b"\n\n"
+            data = self._normalise(data)
+        cut = data.rfind(b"\n\n")
+        buf = self._buf
+        if not buf:  # the usual case: nothing waiting
+            if cut < 0:
+                rest, block = data, b""
+            else:
+                cut += 2
+                if cut == len(data):
+                    return data
+                rest, block = data[cut:], data[:cut]
+        else:
+            more = self._more
+            if cut >= 0:
+                cut += 2
+            elif data[:1] == b"\n" and (more[-1] if more else buf)[-1:] == b"\n":
+                cut = 1  # a boundary across two reads
+            else:
+                if data:  # (never an empty part: the last part's last byte matters)
+                    size = (self._size if more else len(buf)) + len(data)
+                    if size > self.max_event:
+                        raise TooLarge("event", self.max_event)
+                    if more is None:
+                        self._more = [data]
+                    else:
+                        more.append(data)
+                    self._size = size
+                return b""
+            head = data[:cut] if cut < len(data) else data
+            if more is None:
+                block = buf + head
+            else:
+                more.append(head)
+                block = b"".join((buf, *more))
+                self._more = None
+            rest = data[cut:]
+        if len(rest) > self.max_event:
+            raise TooLarge("event", self.max_event)
+        self._buf = rest
+        return block
+
+    def _normalise(self, data: bytes) -> bytes:
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r"):  # its b"\n" may come with the next read
+            data = data[:-1]
+            self._cr = True
+        return data.replace(b"\r\n", b"\n")
 
     @property
     def pending(self) -> bytes:
-        return self._buf
+        return b"".join((self._buf, *(self._more or ())))
 
 
 def has_data(block: bytes) -> bool:

@@ -7,10 +7,16 @@ values (decrypting, leaving out endpoints the guard refuses), and discovers whic
 an endpoint serves by polling its ``/models`` (answers stored, so every instance routes
 at once). Admin calls ``discover`` after a change and then ``changed()``, which tells the
 subscribers in this process (the inference catalog, when this process serves models).
+
+A ``/models`` answer is a tenant's server talking: it is read uncompressed, up to
+``max_discovery_bytes`` (``JAN_UPSTREAM_MAX_DISCOVERY_BYTES``) and within
+``discovery_timeout`` for the whole exchange, so a huge or dripping answer costs the
+gateway neither memory nor its upkeep loop's time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -19,6 +25,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import orjson
 
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.runtime import Runtime
@@ -34,6 +41,11 @@ BUILTIN_ID = "builtin"
 _DEFAULT_PATH = {"kserve": "/openai/v1", "openai": "/v1"}
 DISCOVERY_TIMEOUT_SECONDS = 5.0
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
+MAX_DISCOVERY_BYTES = 4 * 1024 * 1024  # JAN_UPSTREAM_MAX_DISCOVERY_BYTES' default
+
+
+class AnswerTooLarge(ValueError):
+    """A ``/models`` answer longer than the limit (reading stopped there)."""
 
 
 def normalize_base_url(kind: str, url: str) -> str:
@@ -136,6 +148,7 @@ class Providers:
         builtin_url: str | None = None,
         discovery_timeout: float = DISCOVERY_TIMEOUT_SECONDS,
         limits: ProviderLimits | None = None,
+        max_discovery_bytes: int = MAX_DISCOVERY_BYTES,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
@@ -143,6 +156,7 @@ class Providers:
         self.guard = guard
         self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
         self.discovery_timeout = discovery_timeout
+        self.max_discovery_bytes = max_discovery_bytes
         self.subscribers: list[Subscriber] = []
         self.limits = limits or ProviderLimits()
         self._refused: set[tuple[str, str]] = set()  # (provider, URL) logged once
@@ -200,17 +214,20 @@ class Providers:
     async def list_models(
         self, base_url: str, headers: dict[str, str], *, label: str | None = None
     ) -> Discovered:
-        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure.
+        """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure
+        (``httpx.HTTPError``; ``ValueError`` for an answer that is no model list or too large).
 
         At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
         than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
         What is left out is logged once per endpoint and process, under ``label`` (not
         at all without one: a health probe only wants to know that it answers)."""
-        response = await self.upstream.client.get(
-            f"{base_url}/models", headers=headers, timeout=self.discovery_timeout
-        )
-        response.raise_for_status()
-        data = response.json().get("data")
+        try:
+            async with asyncio.timeout(self.discovery_timeout):
+                body = await self._models_answer(base_url, headers)
+        except TimeoutError:
+            raise httpx.ReadTimeout("the /models answer took too long") from None
+        answer = orjson.loads(body)
+        data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
             raise ValueError("no data list in /models")
         most, longest = self.limits.discovered_models, self.limits.model_name_chars
@@ -234,6 +251,29 @@ class Providers:
                 extra={"endpoint": label, "kept": len(found), "left_out": skipped, "most": most},
             )
         return list(found.items())
+
+    async def _models_answer(self, base_url: str, headers: dict[str, str]) -> bytes:
+        limit = self.max_discovery_bytes
+        async with self.upstream.client.stream(
+            "GET",
+            f"{base_url}/models",
+            headers={**headers, "accept-encoding": "identity"},
+            timeout=self.discovery_timeout,
+        ) as response:
+            response.raise_for_status()
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise ValueError("a compressed /models answer, although identity was asked")
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise AnswerTooLarge(f"/models answer over {limit} bytes")
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > limit:
+                    raise AnswerTooLarge(f"/models answer over {limit} bytes")
+                parts.append(chunk)
+        return b"".join(parts)
 
     async def discover(self, provider: Provider) -> dict[str, Discovered | str]:
         """Poll each endpoint of a stored provider and store the answers.
