@@ -64,7 +64,9 @@ class Peak:
 
 
 def too_large_failures(fake: FakeUpstream) -> float:
-    labels = {"endpoint": fake.base_url, "fault": "upstream", "reason": "too_large"}
+    # The built-in provider's endpoint is labelled "builtin" (never by URL).
+    assert fake.base_url
+    labels = {"endpoint": "builtin", "fault": "upstream", "reason": "too_large"}
     return REGISTRY.get_sample_value("jan_upstream_failures_total", labels) or 0.0
 
 
