@@ -8,10 +8,9 @@ at 32 concurrent requests and measures process CPU per request. On this 2-core m
     httpx over aiohttp (httpx-aiohttp)    0.19 ms
     aiohttp directly                      0.062 ms
 
-The proxy path therefore talks to ``session`` (an ``aiohttp.ClientSession``) directly.
-Cold paths (model discovery, health probes) keep httpx's API through ``client``, an
-``httpx.AsyncClient`` whose transport is the same aiohttp session: one connection pool,
-one place for limits.
+The proxy path therefore talks to ``session`` (an ``aiohttp.ClientSession``) directly, and
+so do the cold paths (model discovery, health probes): one connection pool, one place for
+limits, and a process serving models loads no second HTTP client (cold starts).
 
 Timeouts are per call: ``connect`` bounds pool wait plus connecting; ``idle`` bounds each
 read from the socket (aiohttp's ``sock_read``), which is the per-chunk idle timeout for
@@ -35,10 +34,8 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from httpx_aiohttp import AiohttpTransport
 
 from functions.common.netguard import (
     AddressError,
@@ -149,7 +146,6 @@ class Upstream(Component):
         self.guard = guard
         self.lazy = lazy
         self._session: aiohttp.ClientSession | None = None
-        self._client: httpx.AsyncClient | None = None
         self._resolver: GuardedResolver | None = None
 
     async def start(self) -> None:
@@ -184,10 +180,6 @@ class Upstream(Component):
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(client=self._session),
-            timeout=httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0),
-        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -197,18 +189,10 @@ class Upstream(Component):
             raise RuntimeError("upstream client not open")
         return self._session
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None and self.lazy:
-            self.open()
-        if self._client is None:
-            raise RuntimeError("upstream client not open")
-        return self._client
-
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()  # closes the shared aiohttp session too
+        if self._session is not None:
+            await self._session.close()
         if self._resolver is not None:
             await self._resolver.close()  # a resolver given to the connector is ours to close
-        self._session = self._client = None
+        self._session = None
         self._resolver = None

@@ -55,10 +55,10 @@ async def test_killed_endpoint_fails_over_then_is_ejected_and_probed_back(
 
     async def probe(url: str) -> bool:
         try:
-            r = await upstream_client.client.get(f"{url}/models", timeout=1)
+            async with upstream_client.session.get(f"{url}/models") as r:
+                return r.status == 200
         except Exception:
             return False
-        return r.status_code == 200
 
     ep_a.ejected_until = time.time() - 1  # its time is up, but it is still down
     await health.probe_due(probe)

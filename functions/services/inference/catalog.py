@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
-
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.providers import store
-from functions.services.providers.directory import BUILTIN_ID, Provider, Providers
+from functions.services.providers.directory import BUILTIN_ID, DISCOVERY_ERRORS, Provider, Providers
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +298,7 @@ class Catalog:
         url = builtin.base_urls[0]
         try:
             models = await self.providers.list_models(url, builtin.headers, label=BUILTIN_ID)
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except DISCOVERY_ERRORS as exc:
             log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
             return
         self._discovered[(BUILTIN_ID, url)] = _Discovered(models, time.time())
@@ -375,7 +373,7 @@ class Catalog:
         headers = self._headers_for(base_url)
         try:
             await self.providers.list_models(base_url, headers)
-        except (httpx.HTTPError, ValueError, KeyError):
+        except DISCOVERY_ERRORS:
             return False
         return True
 

@@ -23,14 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.common.upstream import ProviderGuard, Upstream
+from functions.common.upstream import timeout as upstream_timeout
 from functions.services.providers import store
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,23 @@ _USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 MAX_DISCOVERY_BYTES = 4 * 1024 * 1024  # JAN_UPSTREAM_MAX_DISCOVERY_BYTES' default
 
 
-class AnswerTooLarge(ValueError):
+class BadAnswer(ValueError):
+    """A ``/models`` answer that is not a model list we take (status, encoding, time)."""
+
+
+class AnswerTooLarge(BadAnswer):
     """A ``/models`` answer longer than the limit (reading stopped there)."""
+
+
+# What a discovery or probe may fail with: the connection (aiohttp's errors, the address
+# guard's refusals, which are OSErrors), or the answer (not JSON, no list, too large).
+DISCOVERY_ERRORS: tuple[type[Exception], ...] = (
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    ValueError,
+    KeyError,
+)
 
 
 def normalize_base_url(kind: str, url: str) -> str:
@@ -215,7 +231,8 @@ class Providers:
         self, base_url: str, headers: dict[str, str], *, label: str | None = None
     ) -> Discovered:
         """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure
-        (``httpx.HTTPError``; ``ValueError`` for an answer that is no model list or too large).
+        (one of ``DISCOVERY_ERRORS``: the connection failed, or the answer is no model list
+        of a size we read).
 
         At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
         than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
@@ -225,7 +242,7 @@ class Providers:
             async with asyncio.timeout(self.discovery_timeout):
                 body = await self._models_answer(base_url, headers)
         except TimeoutError:
-            raise httpx.ReadTimeout("the /models answer took too long") from None
+            raise BadAnswer("the /models answer took too long") from None
         answer = orjson.loads(body)
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
@@ -254,21 +271,21 @@ class Providers:
 
     async def _models_answer(self, base_url: str, headers: dict[str, str]) -> bytes:
         limit = self.max_discovery_bytes
-        async with self.upstream.client.stream(
-            "GET",
+        async with self.upstream.session.get(
             f"{base_url}/models",
             headers={**headers, "accept-encoding": "identity"},
-            timeout=self.discovery_timeout,
+            timeout=upstream_timeout(connect=self.discovery_timeout, idle=self.discovery_timeout),
+            allow_redirects=False,  # a redirect could point past the address guard
         ) as response:
-            response.raise_for_status()
+            if response.status >= 300:
+                raise BadAnswer(f"/models answered {response.status}")
             if response.headers.get("content-encoding", "identity").lower() != "identity":
-                raise ValueError("a compressed /models answer, although identity was asked")
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+                raise BadAnswer("a compressed /models answer, although identity was asked")
+            if response.content_length is not None and response.content_length > limit:
                 raise AnswerTooLarge(f"/models answer over {limit} bytes")
             parts: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise AnswerTooLarge(f"/models answer over {limit} bytes")
@@ -285,7 +302,7 @@ class Providers:
             try:
                 label = provider.label(index)
                 models = await self.list_models(url, provider.headers, label=label)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+            except DISCOVERY_ERRORS as exc:
                 outcome[url] = type(exc).__name__
                 continue
             async with self.runtime.db.writer.acquire() as conn:
