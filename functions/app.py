@@ -270,7 +270,11 @@ def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
         },
     )
     app.state.services = services
-    wrapped: ASGIApp = RequestContext(app, max_body_bytes=runtime.settings.jan_max_body_bytes)
+    wrapped: ASGIApp = RequestContext(
+        app,
+        max_body_bytes=runtime.settings.jan_max_body_bytes,
+        body_timeout_seconds=runtime.settings.jan_body_timeout_seconds,
+    )
     return tracing.instrument(wrapped, runtime.settings)
 
 

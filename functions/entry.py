@@ -58,7 +58,12 @@ class Function:
             and needs_database(scope["path"])
             and not await self._wait_open()
         ):
-            await RequestContext(_unavailable, max_body_bytes=0)(scope, receive, send)
+            settings = self.runtime.settings
+            await RequestContext(
+                _unavailable,
+                max_body_bytes=settings.jan_max_body_bytes,
+                body_timeout_seconds=settings.jan_body_timeout_seconds,
+            )(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

@@ -73,6 +73,12 @@ class MethodNotAllowed(APIError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(APIError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class Conflict(APIError):
     status = 409
     type = "invalid_request_error"
@@ -123,6 +129,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
+    408: RequestTimeout,
     409: Conflict,
     413: PayloadTooLarge,
     429: RateLimited,

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     jan_max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
     )
+    jan_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time a request may take to send its body (408 past it).",
+    )
     jan_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     jan_commit: str = Field("unknown", description="Source commit, stamped by the image build.")
     jan_public_url: str = Field(

@@ -6,10 +6,14 @@ certificates are still checked against it). Redirects are followed here, one hop
 time, so a public page cannot bounce us into the cluster. The client keeps no idle
 connections: a pooled connection is keyed by address, and reusing one made for another
 name would mix sites.
+
+Compressed bodies are inflated here, a step at a time and never beyond the size cap (httpx
+would inflate each network read whole: 64 KB of gzip can be 64 MB of text).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -22,6 +26,8 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "JanServer-Fetch/1.0"
 ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,application/json;q=0.8,*/*;q=0.1"
+ACCEPT_ENCODING = "gzip, deflate"  # the codings _Inflater decodes
+_GZIP = 16 + zlib.MAX_WBITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,7 @@ def fetch_client() -> httpx.AsyncClient:
         follow_redirects=False,
         timeout=httpx.Timeout(10.0),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
-        headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+        headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
@@ -124,20 +130,69 @@ def _checked_url(url: str) -> httpx.URL:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int, url: str) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
+    """The body, decoded, up to ``max_bytes``; True when there was more.
+
+    Raw bytes are read and inflated here rather than by httpx, so that no step produces
+    more than the room left under the cap."""
+    inflater = _Inflater.for_encoding(response.headers.get("content-encoding", ""), url)
+    body = bytearray()
     try:
-        # aiter_bytes decodes gzip/br as it goes, so the cap bounds the decoded size too.
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                return b"".join(chunks)[:max_bytes], True
+        async for raw in response.aiter_raw():
+            room = max_bytes + 1 - len(body)  # one byte more than fits says "truncated"
+            body += inflater.inflate(raw, room)
+            if len(body) > max_bytes:
+                del body[max_bytes:]
+                return bytes(body), True
     except httpx.TimeoutException as exc:
         raise ToolError(f"Timed out reading {url}.") from exc
     except httpx.HTTPError as exc:
         raise ToolError(f"Could not read {url}: {type(exc).__name__}.") from exc
-    return b"".join(chunks), False
+    return bytes(body), False
+
+
+class _Inflater:
+    """One Content-Encoding (gzip, deflate or none) decoded at most ``room`` bytes at a time."""
+
+    def __init__(self, coding: str, url: str) -> None:
+        self.coding = coding
+        self.url = url
+        self.first = True
+        self.z: zlib._Decompress | None = None
+        if coding in ("gzip", "x-gzip"):
+            self.z = zlib.decompressobj(_GZIP)
+        elif coding == "deflate":
+            self.z = zlib.decompressobj()  # zlib-wrapped, as RFC 9110 says
+
+    @classmethod
+    def for_encoding(cls, header: str, url: str) -> _Inflater:
+        codings = [c.strip().lower() for c in header.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise ToolError(
+                f"Could not read {url}: unsupported content encoding {header.strip()!r} "
+                "(gzip and deflate are)."
+            )
+        return cls(codings[0] if codings else "identity", url)
+
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """Up to ``room`` bytes of output; fewer only once all of ``data`` is used."""
+        if self.z is None:
+            return data[:room]
+        # With max_length, zlib keeps the input it did not get to (unconsumed_tail) rather
+        # than producing more; the caller stops at the cap, so that tail is never inflated.
+        try:
+            out = self.z.decompress(data, room)
+        except zlib.error as exc:
+            if self.coding == "deflate" and self.first:
+                # Some servers send raw deflate without the zlib wrapper (httpx accepts it).
+                self.first = False
+                self.z = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.inflate(data, room)
+            raise ToolError(
+                f"Could not read {self.url}: its {self.coding} encoding is corrupt."
+            ) from exc
+        self.first = False
+        return out
 
 
 def _content_type(header: str) -> tuple[str, str | None]:
