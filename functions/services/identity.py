@@ -12,6 +12,12 @@ APIs) or ``require_admin(principal, write=…)`` (Administration API). Credentia
 The hot path is a dict lookup plus one HMAC (keys), or two dict lookups (JWTs: a token is
 HS256-verified once, then remembered until it expires); the database is asked only when
 the in-process cache misses (see ``functions.services.keys`` for the staleness bound).
+
+A principal carries the models it may use: a key's own ``allowed_models`` intersected with
+its project's model permissions (``project_model_permissions``, read in the same query), so
+the model APIs check them in O(1) without a query. Changing a project's permissions calls
+``revoke_all``: at once on that instance, everywhere at once with Redis, else within the
+cache's 5 s.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from starlette.requests import Request
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, NotFound, Unauthorized
-from functions.common.principal import OrgRole, Owner, Principal, ProjectRole
+from functions.common.principal import OrgRole, Owner, Principal, ProjectRole, model_grants
 from functions.common.runtime import Component, Runtime
 from functions.services import keys
 from functions.services.revocations import EVERYTHING, RevocationBus
@@ -53,6 +59,9 @@ class Identity(Component):
         # The same bytes verify the same way until they expire, which is checked on each hit.
         self.verified_tokens: dict[str, tuple[str, float]] = {}
         self.last_used = keys.LastUsed()
+        # Bumped by every revocation: a lookup that began before one does not cache its
+        # (possibly stale) answer, so a revocation holds at once for later requests.
+        self.generation = 0
         self.bus: RevocationBus | None = None
         if settings.redis_url is not None:
             self.bus = RevocationBus(settings.redis_url.get_secret_value(), self._on_revocation)
@@ -106,6 +115,7 @@ class Identity(Component):
 
     # --- revocation ----------------------------------------------------------------------
     def _on_revocation(self, message: bytes) -> None:
+        self.generation += 1
         if message == EVERYTHING:
             self.keys.clear()
             self.users.clear()
@@ -118,6 +128,7 @@ class Identity(Component):
         hashes = list(secret_hashes)
         if not hashes:
             return
+        self.generation += 1
         self.keys.evict(hashes)
         if self.bus is not None:
             await self.bus.publish(",".join(h.hex() for h in hashes).encode())
@@ -134,8 +145,10 @@ class Identity(Component):
         now = time.time()
         cached = self.keys.get(secret_hash, now)
         if cached is keys.MISSING:
+            generation = self.generation
             cached = await load_key(self.runtime.db.writer, secret_hash=secret_hash)
-            self.keys.put(secret_hash, cached, now)
+            if generation == self.generation:
+                self.keys.put(secret_hash, cached, now)
         if not isinstance(cached, keys.CachedKey):
             raise Unauthorized("Incorrect API key provided.")
         if cached.expires_at is not None and cached.expires_at <= now:
@@ -160,15 +173,17 @@ class Identity(Component):
         hit = self.users.get(cache_key)
         if hit is not None and now - hit[1] <= keys.KEY_CACHE_TTL_SECONDS:
             return hit[0]
+        generation = self.generation
         principal = await resolve_user(
             self.runtime.db.writer,
             user_id=user_id,
             project_id=project_id,
             organization_id=organization_id,
         )
-        if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
-            self.users.clear()
-        self.users[cache_key] = (principal, now)
+        if generation == self.generation:
+            if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
+                self.users.clear()
+            self.users[cache_key] = (principal, now)
         return principal
 
 
@@ -189,20 +204,22 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         """
         SELECT k.id, k.kind, k.organization_id, k.project_id, k.owner_user_id,
                k.allowed_models, k.expires_at, p.status AS project_status,
-               sa.role AS service_account_role, pm.role AS owner_project_role
+               sa.role AS service_account_role, pm.role AS owner_project_role,
+               mp.mode AS model_mode, mp.model_ids
         FROM api_keys k
         LEFT JOIN projects p ON p.id = k.project_id AND p.organization_id = k.organization_id
         LEFT JOIN service_accounts sa
                ON sa.id = k.service_account_id AND sa.organization_id = k.organization_id
         LEFT JOIN project_members pm
                ON pm.project_id = k.project_id AND pm.user_id = k.owner_user_id
+        LEFT JOIN project_model_permissions mp
+               ON mp.project_id = k.project_id AND mp.organization_id = k.organization_id
         WHERE k.secret_hash = $1
         """,
         secret_hash,
     )
     if row is None:
         return None
-    allowed = row["allowed_models"]
     if row["kind"] == "admin":
         principal = Principal(
             kind="admin_key",
@@ -214,6 +231,7 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         )
     else:
         role: ProjectRole = row["service_account_role"] or row["owner_project_role"] or "member"
+        allowed, denied = model_grants(row["allowed_models"], row["model_mode"], row["model_ids"])
         principal = Principal(
             kind="service_account" if row["kind"] == "service_account" else "project_key",
             organization_id=row["organization_id"],
@@ -221,7 +239,8 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
             user_id=row["owner_user_id"],
             api_key_id=row["id"],
             project_role=role,
-            allowed_models=frozenset(allowed) if allowed is not None else None,
+            allowed_models=allowed,
+            denied_models=denied,
         )
     return keys.CachedKey(
         id=row["id"],
@@ -237,12 +256,14 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
 _USER_GRANTS = """
 SELECT u.is_guest,
        p.id AS project_id, p.organization_id AS project_organization_id,
-       p.status AS project_status, pm.role AS member_role, om.role AS org_role
+       p.status AS project_status, pm.role AS member_role, om.role AS org_role,
+       mp.mode AS model_mode, mp.model_ids
 FROM users u
 LEFT JOIN projects p
        ON p.id = coalesce($2::text, u.default_project_id)
       AND ($2::text IS NOT NULL OR $3::text IS NULL OR p.organization_id = $3::text)
 LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = u.id
+LEFT JOIN project_model_permissions mp ON mp.project_id = p.id
 LEFT JOIN organization_members om
        ON om.user_id = u.id AND om.organization_id = coalesce($3::text, p.organization_id)
 WHERE u.id = $1
@@ -283,6 +304,9 @@ async def resolve_user(
         if project_id is not None:
             raise Forbidden(f"Project '{project_id}' is archived.", code="project_archived")
         project_role = None  # an archived default project: act at organization level only
+    # The project's model permissions, when the user acts in that project.
+    mode = row["model_mode"] if project_role is not None else None
+    allowed, denied = model_grants(None, mode, row["model_ids"])
     return Principal(
         kind="user",
         organization_id=org_id,
@@ -291,4 +315,6 @@ async def resolve_user(
         org_role=org_role,
         project_role=project_role,
         is_guest=row["is_guest"],
+        allowed_models=allowed,
+        denied_models=denied,
     )
