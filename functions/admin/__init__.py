@@ -9,6 +9,7 @@ from __future__ import annotations
 from functions.admin import (
     admin_keys,
     invites,
+    model_permissions,
     project_keys,
     project_users,
     projects,
@@ -30,6 +31,7 @@ ROUTES: list[Operation[AdminDeps]] = [
     *project_users.ROUTES,
     *service_accounts.ROUTES,
     *project_keys.ROUTES,
+    *model_permissions.ROUTES,
     *providers.ROUTES,
     *usage.ROUTES,
 ]

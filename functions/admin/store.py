@@ -463,6 +463,55 @@ async def delete_service_account(
     return gone is not None
 
 
+# --- model permissions -------------------------------------------------------------------
+async def get_model_permissions(
+    ex: Executor, *, organization_id: str, project_id: str
+) -> asyncpg.Record | None:
+    return await ex.fetchrow(
+        """
+        SELECT mode, model_ids FROM project_model_permissions
+        WHERE organization_id = $1 AND project_id = $2
+        """,
+        organization_id,
+        project_id,
+    )
+
+
+async def set_model_permissions(
+    ex: Executor, *, organization_id: str, project_id: str, mode: str, model_ids: Sequence[str]
+) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        """
+        INSERT INTO project_model_permissions (organization_id, project_id, mode, model_ids)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (project_id) DO UPDATE
+            SET mode = excluded.mode, model_ids = excluded.model_ids, updated_at = now()
+            WHERE project_model_permissions.organization_id = excluded.organization_id
+        RETURNING mode, model_ids
+        """,
+        organization_id,
+        project_id,
+        mode,
+        list(model_ids),
+    )
+    assert row is not None  # the caller loaded the project from this organization
+    return row
+
+
+async def delete_model_permissions(ex: Executor, *, organization_id: str, project_id: str) -> bool:
+    """Whether the project had model permissions."""
+    gone = await ex.fetchval(
+        """
+        DELETE FROM project_model_permissions
+        WHERE organization_id = $1 AND project_id = $2
+        RETURNING true
+        """,
+        organization_id,
+        project_id,
+    )
+    return bool(gone)
+
+
 # --- invites -----------------------------------------------------------------------------
 async def get_invite(
     ex: Executor, *, organization_id: str, invite_id: str

@@ -7,6 +7,7 @@ identity code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,12 +31,38 @@ class Principal:
     api_key_id: str | None = None
     org_role: OrgRole | None = None
     project_role: ProjectRole | None = None
-    # None means every model the project may use; otherwise only these model IDs.
+    # The models this caller may use (O(1) checks, no query: both are resolved with the
+    # principal, see ``model_grants``). ``allowed_models`` None means every model the
+    # project's providers serve, less ``denied_models``; otherwise only these model IDs.
     allowed_models: frozenset[str] | None = None
     is_guest: bool = False
+    denied_models: frozenset[str] = frozenset()
 
     def may_use_model(self, model: str) -> bool:
-        return self.allowed_models is None or model in self.allowed_models
+        return (
+            self.allowed_models is None or model in self.allowed_models
+        ) and model not in self.denied_models
+
+
+ModelPermissionMode = Literal["allow_list", "deny_list"]
+
+
+def model_grants(
+    key_models: Sequence[str] | None,
+    mode: ModelPermissionMode | None,
+    model_ids: Sequence[str] | None,
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """``(allowed_models, denied_models)`` of a principal: the intersection of a key's own
+    ``allowed_models`` (None: no limit of its own) and its project's model permissions
+    (``mode`` None: the project has none). A deny list is kept as such only when nothing
+    else bounds the models; otherwise it is taken out of the allowed set."""
+    allowed = frozenset(key_models) if key_models is not None else None
+    listed = frozenset(model_ids or ())
+    if mode == "allow_list":
+        return (listed if allowed is None else allowed & listed), frozenset()
+    if mode == "deny_list":
+        return (None, listed) if allowed is None else (allowed - listed, frozenset())
+    return allowed, frozenset()
 
 
 def require_project(principal: Principal) -> str:

@@ -90,7 +90,7 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     params = parse_request(body)
     if not owner.principal.may_use_model(params.model):
         raise NotFound(
-            f"The model '{params.model}' does not exist or you do not have access to it.",
+            f"The model `{params.model}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )

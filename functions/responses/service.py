@@ -81,6 +81,7 @@ def stored_params(request: ResponseRequest, principal: Principal) -> dict[str, A
     caller = asdict(principal)
     if caller["allowed_models"] is not None:
         caller["allowed_models"] = sorted(caller["allowed_models"])
+    caller["denied_models"] = sorted(caller["denied_models"])
     return {**request.echo(), "principal": caller}
 
 
@@ -89,6 +90,7 @@ def stored_principal(params: dict[str, Any]) -> Principal:
     caller = dict(params["principal"])
     if caller["allowed_models"] is not None:
         caller["allowed_models"] = frozenset(caller["allowed_models"])
+    caller["denied_models"] = frozenset(caller.get("denied_models", ()))
     return Principal(**caller)
 
 

@@ -16,6 +16,12 @@ Membership, role and project-status changes drop every cached grant (``revoke_al
 same way deletions do; a lookup still reading when a revocation arrives answers its own
 request but is not cached. An admin key carries its owner's current organization role
 (operator keys, owned by no user: owner), so a demotion or removal reaches it too.
+
+A principal carries the models it may use: a key's own ``allowed_models`` intersected with
+its project's model permissions (``project_model_permissions``, read in the same query), so
+the model APIs check them in O(1) without a query. Changing a project's permissions calls
+``revoke_all``: at once on that instance, everywhere at once with Redis, else within the
+cache's 5 s.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from starlette.requests import Request
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, NotFound, Unauthorized
-from functions.common.principal import OrgRole, Owner, Principal, ProjectRole
+from functions.common.principal import OrgRole, Owner, Principal, ProjectRole, model_grants
 from functions.common.runtime import Component, Runtime
 from functions.services import keys
 from functions.services.revocations import EVERYTHING, RevocationBus
@@ -203,7 +209,8 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         SELECT k.id, k.kind, k.organization_id, k.project_id, k.owner_user_id,
                k.allowed_models, k.expires_at, p.status AS project_status,
                sa.role AS service_account_role, pm.role AS owner_project_role,
-               om.role AS owner_org_role
+               om.role AS owner_org_role,
+               mp.mode AS model_mode, mp.model_ids
         FROM api_keys k
         LEFT JOIN projects p ON p.id = k.project_id AND p.organization_id = k.organization_id
         LEFT JOIN service_accounts sa
@@ -213,13 +220,14 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         LEFT JOIN organization_members om
                ON k.kind = 'admin' AND om.organization_id = k.organization_id
               AND om.user_id = k.owner_user_id
+        LEFT JOIN project_model_permissions mp
+               ON mp.project_id = k.project_id AND mp.organization_id = k.organization_id
         WHERE k.secret_hash = $1
         """,
         secret_hash,
     )
     if row is None:
         return None
-    allowed = row["allowed_models"]
     if row["kind"] == "admin":
         # A user's admin key acts with its owner's current organization role (a demoted
         # owner's keys only read); once the owner has left the organization it grants
@@ -239,6 +247,7 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
         )
     else:
         role: ProjectRole = row["service_account_role"] or row["owner_project_role"] or "member"
+        allowed, denied = model_grants(row["allowed_models"], row["model_mode"], row["model_ids"])
         principal = Principal(
             kind="service_account" if row["kind"] == "service_account" else "project_key",
             organization_id=row["organization_id"],
@@ -246,7 +255,8 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
             user_id=row["owner_user_id"],
             api_key_id=row["id"],
             project_role=role,
-            allowed_models=frozenset(allowed) if allowed is not None else None,
+            allowed_models=allowed,
+            denied_models=denied,
         )
     return keys.CachedKey(
         id=row["id"],
@@ -262,12 +272,14 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
 _USER_GRANTS = """
 SELECT u.is_guest,
        p.id AS project_id, p.organization_id AS project_organization_id,
-       p.status AS project_status, pm.role AS member_role, om.role AS org_role
+       p.status AS project_status, pm.role AS member_role, om.role AS org_role,
+       mp.mode AS model_mode, mp.model_ids
 FROM users u
 LEFT JOIN projects p
        ON p.id = coalesce($2::text, u.default_project_id)
       AND ($2::text IS NOT NULL OR $3::text IS NULL OR p.organization_id = $3::text)
 LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = u.id
+LEFT JOIN project_model_permissions mp ON mp.project_id = p.id
 LEFT JOIN organization_members om
        ON om.user_id = u.id AND om.organization_id = coalesce($3::text, p.organization_id)
 WHERE u.id = $1
@@ -308,6 +320,9 @@ async def resolve_user(
         if project_id is not None:
             raise Forbidden(f"Project '{project_id}' is archived.", code="project_archived")
         project_role = None  # an archived default project: act at organization level only
+    # The project's model permissions, when the user acts in that project.
+    mode = row["model_mode"] if project_role is not None else None
+    allowed, denied = model_grants(None, mode, row["model_ids"])
     return Principal(
         kind="user",
         organization_id=org_id,
@@ -316,4 +331,6 @@ async def resolve_user(
         org_role=org_role,
         project_role=project_role,
         is_guest=row["is_guest"],
+        allowed_models=allowed,
+        denied_models=denied,
     )

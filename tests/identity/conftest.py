@@ -23,6 +23,7 @@ async def _whoami(identity: Identity, request: Request) -> Response:
     data = asdict(principal)
     if principal.allowed_models is not None:
         data["allowed_models"] = sorted(principal.allowed_models)
+    data["denied_models"] = sorted(principal.denied_models)
     return JSON(data)
 
 
