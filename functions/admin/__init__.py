@@ -13,6 +13,7 @@ from functions.admin import (
     project_users,
     projects,
     providers,
+    rate_limits,
     service_accounts,
     usage,
     users,
@@ -32,4 +33,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *project_keys.ROUTES,
     *providers.ROUTES,
     *usage.ROUTES,
+    *rate_limits.ROUTES,
 ]

@@ -24,6 +24,7 @@ from functions.common.errors import Forbidden, InvalidRequest, NotFound
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
+from functions.services.limits.definitions import RateLimitDefinitions
 from functions.services.providers.directory import Providers
 
 
@@ -34,6 +35,7 @@ class AdminDeps:
     runtime: Runtime
     identity: Identity
     providers: Providers
+    limits: RateLimitDefinitions
 
 
 @dataclass(frozen=True)
