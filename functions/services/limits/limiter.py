@@ -238,7 +238,7 @@ class Ticket:
     def headers(self) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers: of the requests and of the tokens counters
         that are the nearest to their limit."""
-        now = time.monotonic()
+        now = self.limiter.clock()
         out: dict[str, str] = {}
         for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens")):
             best: tuple[float, Any] | None = None
@@ -310,6 +310,7 @@ class Limiter(Component):
             shared = PostgresStore(lambda: runtime.db.writer)
         self.shared = shared
         self.instance = secrets.token_hex(8)
+        self.clock = time.monotonic  # tests move time with a clock of their own
         self.failure_mode = settings.jan_rate_limit_failure_mode
         self.default_output = settings.jan_rate_limit_default_output_tokens
         self.refresh_seconds = settings.jan_rate_limit_refresh_seconds
@@ -384,7 +385,7 @@ class Limiter(Component):
     async def _load(self, organization_id: str) -> OrgRules:
         # The writer: an owner who just changed a limit sees it applied at once.
         rules = await store.load_rules(self.runtime.db.writer, organization_id=organization_id)
-        rules.loaded_at = time.monotonic()
+        rules.loaded_at = self.clock()
         self.rules[organization_id] = rules
         if len(self._plans) > MAX_PLANS:
             self._plans.clear()
@@ -414,7 +415,7 @@ class Limiter(Component):
         """Admit a call of ``operation`` to ``model`` whose request is ``size`` bytes, or
         raise 429 (a limit is reached) / 503 (fail closed). None: no limit applies."""
         rules = self.rules.get(principal.organization_id)
-        if rules is None or time.monotonic() - rules.loaded_at > self.refresh_seconds:
+        if rules is None or self.clock() - rules.loaded_at > self.refresh_seconds:
             rules = await self._rules(principal.organization_id, rules)
         plan = self.plan(principal, model, rules)
         if not plan.specs:
@@ -429,7 +430,7 @@ class Limiter(Component):
         return ticket
 
     def _admit_here(self, plan: Plan, reserve: int) -> Ticket:
-        now = time.monotonic()
+        now = self.clock()
         counters = self.counters
         taken: list[tuple[Any, int]] = []
         for spec in plan.specs:
@@ -467,7 +468,7 @@ class Limiter(Component):
                 counter.adjust(-n)
 
     async def _admit_shared(self, plan: Plan, reserve: int) -> Ticket:
-        now = time.monotonic()
+        now = self.clock()
         counters = self.counters
         taken: list[tuple[Any, int]] = []
         try:
@@ -509,7 +510,7 @@ class Limiter(Component):
         lease up), or as the failure policy says when it cannot answer."""
         spec = lease.spec
         async with lease.lock:
-            now = time.monotonic()
+            now = self.clock()
             if lease.held >= n:
                 lease.held -= n
                 return
@@ -532,7 +533,7 @@ class Limiter(Component):
                 self._failed(now)
                 self._fall_back(lease, n, plan, now)
                 return
-            now = time.monotonic()
+            now = self.clock()
             lease.held += granted
             lease.level, lease.stamp = level, now
             lease.fallback = None
@@ -544,7 +545,7 @@ class Limiter(Component):
     async def _slot_slowly(self, slots: SharedSlots, plan: Plan) -> None:
         spec = slots.spec
         async with slots.lock:
-            now = time.monotonic()
+            now = self.clock()
             if slots.inflight < slots.allowance:
                 slots.inflight += 1
                 return
@@ -557,7 +558,7 @@ class Limiter(Component):
                 except StoreUnavailable:
                     self._failed(now)
                 else:
-                    slots.allowance, slots.renewed_at = allowance, time.monotonic()
+                    slots.allowance, slots.renewed_at = allowance, self.clock()
                     if slots.inflight < allowance:
                         slots.inflight += 1
                         return
@@ -620,15 +621,18 @@ class Limiter(Component):
 
     # --- background exchange (shared mode) ----------------------------------------------
     async def _renew_forever(self) -> None:
-        next_sweep = time.monotonic() + SWEEP_SECONDS
-        while True:
+        next_sweep = self.clock() + SWEEP_SECONDS
+        while not self._stopped:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that arrives as the wait ends (stop() would then wait forever).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RENEW_SECONDS)
+                async with asyncio.timeout(RENEW_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.renew()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                if self.clock() >= next_sweep:
+                    next_sweep = self.clock() + SWEEP_SECONDS
                     assert self.shared is not None
                     await self.shared.sweep()
             except asyncio.CancelledError:
@@ -642,7 +646,7 @@ class Limiter(Component):
         ones, charge debts, renew or shrink slots, forget long-unused counters."""
         shared = self.shared
         assert shared is not None
-        now = time.monotonic()
+        now = self.clock()
         leases: list[tuple[Lease, float, float]] = []  # (lease, units sent back, debt)
         asks: list[Ask] = []
         slots: list[SharedSlots] = []
@@ -690,7 +694,7 @@ class Limiter(Component):
                     lease.held -= debt - back
                 self._failed(now)
                 return
-            now = time.monotonic()
+            now = self.clock()
             self.down_until = 0.0
             for (lease, _, _), (granted, level) in zip(leases, results, strict=True):
                 lease.held += granted
@@ -704,7 +708,7 @@ class Limiter(Component):
             except StoreUnavailable:
                 self._failed(now)
                 return
-            now = time.monotonic()
+            now = self.clock()
             for counter, (allowance, _) in zip(slots, answers, strict=True):
                 counter.allowance, counter.renewed_at = allowance, now
 
@@ -714,7 +718,7 @@ class Limiter(Component):
         try:
             await self.shared.lease([Ask("probe", 1, 1, 0, 0, 0)])
         except StoreUnavailable:
-            self._failed(time.monotonic())
+            self._failed(self.clock())
             return
         self.down_until = 0.0
 
