@@ -9,7 +9,7 @@ import math
 import pytest
 
 from functions.common import errors
-from functions.services.limits.limiter import Limiter, duration, reservation
+from functions.services.limits.limiter import Limiter, Ticket, duration, reservation
 from functions.services.limits.rules import LimitSet, OrgRules
 from tests.limits.support import (
     ORG,
@@ -24,7 +24,9 @@ from tests.limits.support import (
 BODY: dict[str, object] = {"model": "m1", "max_tokens": 10}
 
 
-async def admit(lim: Limiter, size: int = 40, body: dict[str, object] | None = None, **who: object):  # type: ignore[no-untyped-def]
+async def admit(
+    lim: Limiter, size: int = 40, body: dict[str, object] | None = None, **who: object
+) -> Ticket | None:
     return await lim.admit(caller(**who), "m1", "chat.completions", body or BODY, size)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import httpx2
 import openai
 
 from functions.common.runtime import Runtime
@@ -16,9 +17,9 @@ from tests.tools.http_server import serve_app
 
 
 async def test_the_sdk_waits_as_told_and_succeeds(runtime: Runtime, fake: FakeUpstream) -> None:
-    seen: list[tuple[int, float, httpx.Headers]] = []
+    seen: list[tuple[int, float, httpx2.Headers]] = []
 
-    async def record(response: httpx.Response) -> None:
+    async def record(response: httpx2.Response) -> None:
         seen.append((response.status_code, time.monotonic(), response.headers))
 
     async with serve_app(runtime) as base:
@@ -37,7 +38,8 @@ async def test_the_sdk_waits_as_told_and_succeeds(runtime: Runtime, fake: FakeUp
                     break
             assert r.status_code == 429
         calls_before = fake.calls
-        http = httpx.AsyncClient(event_hooks={"response": [record]})
+        # The SDK's own HTTP client (httpx2), watched: what it got, and when.
+        http = httpx2.AsyncClient(event_hooks={"response": [record]})
         async with openai.AsyncOpenAI(
             base_url=f"{base}/v1", api_key=tenant.project_key, max_retries=2, http_client=http
         ) as sdk:
