@@ -446,7 +446,7 @@ async def modify_rate_limit_policy(deps: AdminDeps, request: Request) -> Respons
                 description: "`null`: follow the server's default again."
     responses:
       200: {description: "The organization.rate_limit_policy."}
-      400: {description: Not open, closed or null.}
+      400: {description: "Not open, closed or null."}
     """
     call = await admin_call(deps, request, write=True)
     body = await json_body(request)
