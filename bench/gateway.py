@@ -7,6 +7,9 @@ non-streaming, streaming (the mock writes the whole stream at once) and paced st
 (one write per event, as a model produces tokens): requests/s, p50/p99 latency (wrk), CPU
 milliseconds per request of the gateway process (/proc/<pid>/stat), errors; then time to
 first byte of a stream at one connection and the gateway's memory over a soak run.
+``chat/hypercorn+limits`` is the same hypercorn process called with a key of a project
+that has rate limits (RPM and TPM on the models, RPM on the key, far above the traffic:
+nothing is refused), so limits off and on are measured in the same run.
 
     .venv/bin/python bench/gateway.py [--duration 10] [--soak 60] [--connections 1,32,128]
         [--modes plain,stream,paced] [--baseline DIR]
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from functions.common import migrate  # noqa: E402
 from functions.services import tenancy  # noqa: E402
+from functions.services.limits import store as limits_store  # noqa: E402
 
 ADMIN_DSN = os.environ.get("JAN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 APIKEY_SECRET = "bench-apikey-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench DB
@@ -164,8 +168,9 @@ def wrk_script(path: Path, body: dict[str, object], key: str | None) -> Path:
     return path
 
 
-async def make_database() -> tuple[str, str]:
-    """A fresh database with the migrations and a tenant; returns (dsn, project key)."""
+async def make_database() -> tuple[str, str, str]:
+    """A fresh database with the migrations and a tenant; returns (dsn, project key, key of
+    a project with rate limits)."""
     name = f"jan_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -184,9 +189,34 @@ async def make_database() -> tuple[str, str]:
             project_id=project["id"],
             name="bench",
         )
+        limited = await tenancy.create_project(conn, organization_id=org["id"], name="limits")
+        limited_key = await tenancy.create_api_key(
+            conn,
+            apikey_secret=APIKEY_SECRET.encode(),
+            kind="project",
+            organization_id=org["id"],
+            project_id=limited["id"],
+            name="bench with limits",
+        )
+        big = 10**9  # never reached: the cost of checking, not of refusing
+        for model in ("mock-model", "mock-paced"):
+            await limits_store.set_model_limits(
+                conn,
+                organization_id=org["id"],
+                project_id=limited["id"],
+                model=model,
+                changes={"max_requests_per_1_minute": big, "max_tokens_per_1_minute": big},
+            )
+        await limits_store.set_subject_limits(
+            conn,
+            organization_id=org["id"],
+            column="api_key_id",
+            subject_id=limited_key.row["id"],
+            changes={"max_requests_per_1_minute": big},
+        )
     finally:
         await conn.close()
-    return dsn, key.plaintext
+    return dsn, key.plaintext, limited_key.plaintext
 
 
 async def drop_database(dsn: str) -> None:
@@ -256,7 +286,7 @@ def main() -> int:
         ["node", str(ROOT / "bench" / "mock_upstream.js"), str(mock_port)],
         stdout=subprocess.DEVNULL,
     )
-    dsn, key = asyncio.run(make_database())
+    dsn, key, limited_key = asyncio.run(make_database())
     mock_base = f"http://127.0.0.1:{mock_port}/v1"
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     results: list[Result] = []
@@ -278,19 +308,32 @@ def main() -> int:
                 timeout=10,
             )
             assert r.status_code == 200, (server, r.status_code, r.text)
+        proc, port = gateways["hypercorn"]
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {limited_key}"},
+            timeout=10,
+        )
+        assert "x-ratelimit-remaining-requests" in r.headers, r.headers
         scripts = {
-            (mode, auth): wrk_script(work / f"{mode}-{auth}.lua", body, key if auth else None)
+            (mode, credential): wrk_script(work / f"{mode}-{n}.lua", body, credential or None)
             for mode, body in BODIES.items()
-            for auth in (False, True)
+            for n, credential in enumerate(("", key, limited_key))
         }
-        targets = [("mock", None, f"{mock_base}/chat/completions")] + [
-            (f"chat/{s}", proc.pid, f"http://127.0.0.1:{port}/v1/chat/completions")
-            for s, (proc, port) in gateways.items()
+        targets: list[tuple[str, int | None, str, str]] = [
+            ("mock", None, f"{mock_base}/chat/completions", "")
         ]
+        for s, (proc, port) in gateways.items():
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            targets.append((f"chat/{s}", proc.pid, url, key))
+            if s == "hypercorn":
+                targets.append(("chat/hypercorn+limits", proc.pid, url, limited_key))
         for mode in modes:
             for c in conns:
-                for name, pid, url in targets:  # alternating: mock, hypercorn, uvicorn[, …]
-                    script = scripts[(mode, pid is not None)]
+                # alternating: mock, hypercorn, hypercorn+limits, uvicorn[, …]
+                for name, pid, url, credential in targets:
+                    script = scripts[(mode, credential)]
                     cpu0 = cpu_seconds(pid) if pid else 0.0
                     rps, p50, p99, total, errors = run_wrk(wrk, url, script, c, args.duration)
                     cpu = (cpu_seconds(pid) - cpu0) * 1000 / max(total, 1) if pid else None
@@ -313,7 +356,7 @@ def main() -> int:
             rps, p50, p99, total, errors = run_wrk(
                 wrk,
                 f"http://127.0.0.1:{port}/v1/chat/completions",
-                scripts[("plain", True)],
+                scripts[("plain", key)],
                 32,
                 args.soak,
             )

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from functions.services.identity import Identity
     from functions.services.inference.service import Inference
     from functions.services.ledger import UsageRecorder
+    from functions.services.limits import Limiter
+    from functions.services.limits.definitions import RateLimitDefinitions
     from functions.services.providers.directory import Providers
     from functions.services.toolbox.toolbox import ToolBox
 
@@ -139,10 +141,26 @@ class Services:
         return recorder
 
     @cached_property
+    def limit_definitions(self) -> RateLimitDefinitions:
+        from functions.services.limits.definitions import RateLimitDefinitions
+
+        return RateLimitDefinitions(self.runtime, self.providers)
+
+    @cached_property
+    def limits(self) -> Limiter:
+        from functions.services.limits import Limiter
+
+        limiter = Limiter(self.runtime)
+        self.limit_definitions.subscribe(limiter.forget)  # a change here applies at once
+        self._own(limiter)
+        return limiter
+
+    @cached_property
     def inference(self) -> Inference:
         from functions.services.inference.service import Inference
 
-        inference = Inference(self.runtime, self.upstream, self.providers, self.usage)
+        inference = Inference(self.runtime, self.upstream, self.providers, self.usage, self.limits)
+        self.limit_definitions.catalog = inference.catalog
         self._own(inference)
         return inference
 
@@ -171,7 +189,8 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         from functions import admin
 
         s.bootstrap  # noqa: B018
-        return bind(admin.ROUTES, admin.AdminDeps(s.runtime, s.identity, s.providers))
+        deps = admin.AdminDeps(s.runtime, s.identity, s.providers, s.limit_definitions)
+        return bind(admin.ROUTES, deps)
     if area == "chat":
         from functions import chat
 

@@ -14,6 +14,7 @@ from functions.admin import (
     project_users,
     projects,
     providers,
+    rate_limits,
     service_accounts,
     usage,
     users,
@@ -34,4 +35,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *model_permissions.ROUTES,
     *providers.ROUTES,
     *usage.ROUTES,
+    *rate_limits.ROUTES,
 ]

@@ -25,6 +25,7 @@ from functions.common.errors import Forbidden, InvalidRequest, NotFound
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
+from functions.services.limits.definitions import RateLimitDefinitions
 from functions.services.providers.directory import Providers
 
 
@@ -35,6 +36,7 @@ class AdminDeps:
     runtime: Runtime
     identity: Identity
     providers: Providers
+    limits: RateLimitDefinitions
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,14 @@ from functions.admin.call import (
     string_field,
     ts,
 )
+from functions.admin.limit_fields import attach
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
 from functions.common.routing import Operation
 from functions.services import tenancy
+from functions.services.limits.rules import UNSET
 
 _MAX_MODELS = 256
 
@@ -132,7 +134,11 @@ async def list_keys(deps: AdminDeps, request: Request) -> Response:
     rows = await store.list_project_keys(
         call.db, organization_id=call.organization_id, project_id=call.project_id, page=page
     )
-    return JSON(page.answer(rows, render))
+    out = page.answer(rows, render)
+    await attach(
+        call.db, organization_id=call.organization_id, column="api_key_id", objects=out["data"]
+    )
+    return JSON(out)
 
 
 async def create_key(deps: AdminDeps, request: Request) -> Response:
@@ -169,7 +175,9 @@ async def create_key(deps: AdminDeps, request: Request) -> Response:
             expires_at=expires,
         )
         row = await _get(conn, call.organization_id, call.project_id, created.row["id"])
-    return JSON(render(row, value=created.plaintext))
+    out = render(row, value=created.plaintext)
+    out["rate_limits"] = UNSET.effective()  # a new key has none of its own
+    return JSON(out)
 
 
 async def get_key(deps: AdminDeps, request: Request) -> Response:
@@ -182,7 +190,11 @@ async def get_key(deps: AdminDeps, request: Request) -> Response:
     """
     call = await project_call(deps, request, write=False)
     key_id = request.path_params["key_id"]
-    return JSON(render(await _get(call.db, call.organization_id, call.project_id, key_id)))
+    row = await _get(call.db, call.organization_id, call.project_id, key_id)
+    [out] = await attach(
+        call.db, organization_id=call.organization_id, column="api_key_id", objects=[render(row)]
+    )
+    return JSON(out)
 
 
 async def delete_key(deps: AdminDeps, request: Request) -> Response:

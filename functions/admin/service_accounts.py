@@ -19,11 +19,13 @@ from functions.admin.call import (
     string_field,
     ts,
 )
+from functions.admin.limit_fields import attach
 from functions.common.errors import NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
 from functions.common.routing import Operation
 from functions.services import tenancy
+from functions.services.limits.rules import UNSET
 
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
@@ -52,7 +54,14 @@ async def list_accounts(deps: AdminDeps, request: Request) -> Response:
     rows = await store.list_service_accounts(
         call.db, organization_id=call.organization_id, project_id=call.project_id, page=page
     )
-    return JSON(page.answer(rows, render))
+    out = page.answer(rows, render)
+    await attach(
+        call.db,
+        organization_id=call.organization_id,
+        column="service_account_id",
+        objects=out["data"],
+    )
+    return JSON(out)
 
 
 async def create_account(deps: AdminDeps, request: Request) -> Response:
@@ -84,6 +93,7 @@ async def create_account(deps: AdminDeps, request: Request) -> Response:
             service_account_id=account["id"],
         )
     out = render(account)
+    out["rate_limits"] = UNSET.effective()  # a new account has none of its own
     out["api_key"] = {
         "object": "organization.project.service_account.api_key",
         "id": key.row["id"],
@@ -113,7 +123,13 @@ async def get_account(deps: AdminDeps, request: Request) -> Response:
         ),
         missing=f"No service account found with id '{account_id}'.",
     )
-    return JSON(render(row))
+    [out] = await attach(
+        call.db,
+        organization_id=call.organization_id,
+        column="service_account_id",
+        objects=[render(row)],
+    )
+    return JSON(out)
 
 
 async def delete_account(deps: AdminDeps, request: Request) -> Response:

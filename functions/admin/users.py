@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from functions.admin import store
 from functions.admin.call import AdminDeps, admin_call, choice_field, deleted, found, ts
+from functions.admin.limit_fields import attach
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest
 from functions.common.http import JSON, json_body
@@ -60,7 +61,11 @@ async def list_users(deps: AdminDeps, request: Request) -> Response:
     rows = await store.list_organization_users(
         call.db, organization_id=call.organization_id, page=page
     )
-    return JSON(page.answer(rows, render))
+    out = page.answer(rows, render)
+    await attach(
+        call.db, organization_id=call.organization_id, column="user_id", objects=out["data"]
+    )
+    return JSON(out)
 
 
 async def get_user(deps: AdminDeps, request: Request) -> Response:
@@ -72,7 +77,11 @@ async def get_user(deps: AdminDeps, request: Request) -> Response:
       404: {description: Not a member of this organization.}
     """
     call = await admin_call(deps, request, write=False)
-    return JSON(render(await _get(call.db, call.organization_id, request.path_params["user_id"])))
+    row = await _get(call.db, call.organization_id, request.path_params["user_id"])
+    [out] = await attach(
+        call.db, organization_id=call.organization_id, column="user_id", objects=[render(row)]
+    )
+    return JSON(out)
 
 
 async def modify_user(deps: AdminDeps, request: Request) -> Response:
@@ -99,8 +108,11 @@ async def modify_user(deps: AdminDeps, request: Request) -> Response:
             conn, organization_id=call.organization_id, user_id=user_id, role=role
         )
         row = await _get(conn, call.organization_id, user_id)
+        [out] = await attach(
+            conn, organization_id=call.organization_id, column="user_id", objects=[render(row)]
+        )
     await call.identity.revoke_all()
-    return JSON(render(row))
+    return JSON(out)
 
 
 async def delete_user(deps: AdminDeps, request: Request) -> Response:

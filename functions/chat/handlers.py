@@ -19,6 +19,7 @@ from functions.services.inference.requests import affinity_of, validate, with_up
 from functions.services.inference.service import Inference, ModelStream
 from functions.services.inference.sse import StreamTally
 from functions.services.inference.streaming import SSERelay
+from functions.services.limits import current_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,13 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
     )
+    limits = current_headers()  # OpenAI's x-ratelimit-* (none when no limit applies)
     if isinstance(call, ModelStream):
-        return SSERelay(call.stream, StreamTally(keep_usage_chunk=keep_usage), call.entry.write)
-    return Response(call.body, status_code=call.status, media_type="application/json")
+        tally = StreamTally(keep_usage_chunk=keep_usage)
+        return SSERelay(call.stream, tally, call.entry.write, limits)
+    return Response(
+        call.body, status_code=call.status, media_type="application/json", headers=limits
+    )
 
 
 # --- routes --------------------------------------------------------------------------
@@ -94,6 +99,7 @@ async def chat_completions(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request (including a prompt longer than the model's context).}
       401: {description: Missing or invalid credentials.}
       404: {description: "Unknown model, or one this key may not use."}
+      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
       502: {description: The model server failed.}
       503: {description: "No endpoint available, or the model server is busy."}
     """
@@ -122,6 +128,7 @@ async def completions(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request.}
       401: {description: Missing or invalid credentials.}
       404: {description: Unknown model.}
+      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
     """
     return await _proxy(deps, request, "completions")
 
@@ -146,6 +153,7 @@ async def embeddings(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request.}
       401: {description: Missing or invalid credentials.}
       404: {description: Unknown model.}
+      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
     """
     return await _proxy(deps, request, "embeddings")
 

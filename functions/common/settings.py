@@ -159,6 +159,35 @@ class Settings(BaseSettings):
     jan_guest_tool_calls_per_day: int = Field(
         50, ge=0, description="Daily tool-call quota of a guest's project (0: no guest cap)."
     )
+    # --- rate limits (functions/services/limits) -------------------------------------
+    jan_rate_limit_store: Literal["auto", "memory", "redis", "postgres"] = Field(
+        "auto",
+        description="Where instances share rate-limit counters: `redis` (REDIS_URL), "
+        "`postgres` (several instances without Redis) or `memory` (one instance); `auto` "
+        "picks redis with REDIS_URL, else memory with the embedded database, else postgres.",
+    )
+    jan_rate_limit_failure_mode: Literal["open", "closed"] = Field(
+        "open",
+        description="When the shared counters cannot be reached: `open` (each instance "
+        "enforces the limits on its own) or `closed` (model calls are refused with 503); "
+        "organizations override it.",
+    )
+    jan_rate_limit_default_output_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Output tokens reserved at admission for a request that names no "
+        "max_tokens / max_completion_tokens / max_output_tokens.",
+    )
+    jan_rate_limit_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often an instance reloads the rate-limit definitions."
+    )
+    jan_guest_requests_per_minute: int = Field(
+        20, ge=0, description="Model requests per minute of each guest user (0: unlimited)."
+    )
+    jan_guest_tokens_per_day: int = Field(
+        100_000, ge=0, description="Tokens per day of each guest user (0: unlimited)."
+    )
+    # ----------------------------------------------------------------------------------
     oauth2_google_client_id: str | None = None
     oauth2_google_client_secret: SecretStr | None = None
     oauth2_google_redirect_url: str | None = None

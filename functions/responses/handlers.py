@@ -27,6 +27,7 @@ from functions.responses.service import ForegroundRecorder, enqueue_background, 
 from functions.responses.worker import BackgroundWorker
 from functions.services.conversations.items import include_param
 from functions.services.identity import Identity
+from functions.services.limits import current_headers
 from functions.services.toolbox.server import ToolRegistry
 
 
@@ -84,6 +85,8 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
         description: >
           `background`: the project or the caller already has as many background
           responses queued or running as allowed (Retry-After says when to try again).
+          A rate limit is reached before the first round (`rate_limit_exceeded`, with
+          `Retry-After`); a later round refused fails the response with that error.
     """
     owner = await deps.identity.owner(request)
     body = await json_body(request)
@@ -104,7 +107,8 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     events = run_events(run, deps.model, ForegroundRecorder(runtime))
     first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
     if params.stream:
-        return EventStream(_sse(first, events))
+        # The x-ratelimit-* headers of the first round (the only one before the headers go).
+        return EventStream(_sse(first, events), current_headers())
     last = first
     async with contextlib.aclosing(events):
         async for event in events:
@@ -112,18 +116,20 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     final = last["response"]
     if final["status"] == "failed":
         raise run.failure or errors.internal_error()
-    return JSON(final)
+    return JSON(final, headers=current_headers())  # of the last round
 
 
 class EventStream(StreamingResponse):
     """Server-sent events that stop the run however the stream ends: Starlette cancels a
     stream whose client went away, but leaves a generator waiting at a send unclosed."""
 
-    def __init__(self, frames: AsyncGenerator[bytes, None]) -> None:
+    def __init__(
+        self, frames: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(
             frames,
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
         )
         self.frames = frames
 

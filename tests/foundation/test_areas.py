@@ -28,7 +28,8 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         {"Identity._flush_forever"},
     ),
     "chat": (
-        {"Identity", "Upstream", "UsageRecorder", "Inference"},
+        # The rate limiter runs a background task only once a limit applies to a call.
+        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference"},
         {"Identity._flush_forever", "UsageRecorder._run", "Catalog.run", WAIT_FOR},
     ),
     "conversations": ({"Identity"}, {"Identity._flush_forever"}),
@@ -37,6 +38,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             "Identity",
             "Upstream",
             "UsageRecorder",
+            "Limiter",
             "Inference",
             "Outbound",
             "ToolBox",

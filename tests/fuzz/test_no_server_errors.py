@@ -159,7 +159,7 @@ async def prepare_tenant(
     member_id, member_token = await create_member(runtime, tenant, org_role="reader")
     ids = {"project_id": tenant.project_id, "user_id": member_id}
     if path.startswith(("/v1/organization/models/", "/v1/models", "/v1/responses")) or (
-        path in MODEL_PATHS
+        path in MODEL_PATHS or "/rate_limits" in path
     ):
         provider = await client.post(
             "/v1/organization/models/providers",
@@ -174,6 +174,19 @@ async def prepare_tenant(
         assert provider.status_code == 200, provider.text
         ids["provider_id"] = provider.json()["id"]
         ids["model"] = MODEL
+        ids["rate_limit_id"] = f"rl-{MODEL}"
+    if "/api_keys/{key_id}" in path:
+        keys = await client.get(
+            f"/v1/organization/projects/{tenant.project_id}/api_keys", headers=tenant.admin_headers
+        )
+        ids["key_id"] = keys.json()["data"][0]["id"]
+    if "/service_accounts/{service_account_id}" in path:
+        account = await client.post(
+            f"/v1/organization/projects/{tenant.project_id}/service_accounts",
+            headers=tenant.admin_headers,
+            json={"name": "fuzz"},
+        )
+        ids["service_account_id"] = account.json()["id"]
     if path.startswith("/v1/conversations/") or path == "/v1/responses":
         conv = await client.post(
             "/v1/conversations",

@@ -31,6 +31,7 @@ from functions.services.inference.health import (
 from functions.services.inference.requests import PATHS, usage_of
 from functions.services.inference.router import OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
+from functions.services.limits import Limiter, Ticket
 from functions.services.providers.directory import Providers
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Inference(Component):
         upstream: Upstream,
         providers: Providers,
         usage: UsageRecorder,
+        limits: Limiter | None = None,
         **router_options: Any,
     ) -> None:
         settings = runtime.settings
@@ -71,6 +73,7 @@ class Inference(Component):
         router_options.setdefault("max_reply_bytes", settings.jan_upstream_max_reply_bytes)
         self.router = Router(self.health, upstream, **router_options)
         self.usage = usage
+        self.limits = limits
         self._upkeep: asyncio.Task[None] | None = None
         self._gc_before: tuple[int, int, int] | None = None
 
@@ -128,12 +131,18 @@ class Inference(Component):
         affinity: str | None,
     ) -> Reply | ModelStream:
         """The one way to call a model, for the HTTP endpoints and Responses alike:
-        admission (the model must be one the caller may use), routing with failover, and
-        the usage ledger. ``raw`` is what the upstream receives (the client's own bytes
-        when the gateway changed nothing). Non-streamed: the upstream's answer, recorded.
-        Streamed: the open stream, whose ``entry`` the consumer writes when it ends."""
+        admission (the model must be one the caller may use, and the call must fit its
+        rate limits: 429 otherwise), routing with failover, and the usage ledger. ``raw``
+        is what the upstream receives (the client's own bytes when the gateway changed
+        nothing). Non-streamed: the upstream's answer, recorded. Streamed: the open
+        stream, whose ``entry`` the consumer writes when it ends (which also settles the
+        tokens reserved at admission). The admission's ``x-ratelimit-*`` headers are
+        ``functions.services.limits.current_headers()``."""
         route = await self.route_for(principal, body.get("model"))
-        entry = LedgerEntry(self, principal, route, operation, stream)
+        ticket = None
+        if self.limits is not None:
+            ticket = await self.limits.admit(principal, route.model, operation, body, len(raw))
+        entry = LedgerEntry(self, principal, route, operation, stream, ticket)
         path = PATHS[operation]
         try:
             if stream:
@@ -142,6 +151,12 @@ class Inference(Component):
                 reply = await self.router.send(route, path, raw, affinity=affinity)
         except errors.APIError as exc:
             entry.write(exc.status)
+            if ticket is not None:
+                exc.headers = {**exc.headers, **ticket.headers()}
+            raise
+        except BaseException:  # cancelled before an answer: no ledger line, but no leak
+            if ticket is not None:
+                ticket.settle(0)
             raise
         if stream:
             entry.first_event(opened.endpoint.base_url)
@@ -166,7 +181,7 @@ class LedgerEntry:
 
     __slots__ = (
         "_svc", "created", "endpoint", "operation", "principal", "route", "started",
-        "streamed", "ttft_ms",
+        "streamed", "ticket", "ttft_ms",
     )  # fmt: skip
 
     def __init__(
@@ -176,6 +191,7 @@ class LedgerEntry:
         route: ModelRoute,
         operation: str,
         streamed: bool,
+        ticket: Ticket | None = None,
     ) -> None:
         self._svc = svc
         self.principal = principal
@@ -186,6 +202,7 @@ class LedgerEntry:
         self.started = time.perf_counter()
         self.endpoint: str | None = None  # the endpoint that answered, once one has
         self.ttft_ms: int | None = None
+        self.ticket = ticket  # the rate limiter's admission, settled by ``write``
 
     def first_event(self, endpoint: str) -> None:
         """A stream's first event arrived from ``endpoint``."""
@@ -193,7 +210,9 @@ class LedgerEntry:
         self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
 
     def write(self, status: int, usage: dict[str, Any] | None = None) -> None:
-        """Queue the record (never touches the database; see ``UsageRecorder``). The
+        """Queue the record (never touches the database; see ``UsageRecorder``), and
+        settle the rate limiter's reservation with the real usage: unknown usage keeps the
+        reservation, unless no endpoint ever answered (nothing was generated). The
         upstream's counts are its own word: anything but a count becomes 0, and a count is
         clamped to what the ledger's columns hold."""
         prompt = completion = cached = 0
@@ -205,6 +224,13 @@ class LedgerEntry:
             if isinstance(details, dict):
                 cached = clamp(details.get("cached_tokens"))
             metrics.count_tokens(model, prompt, completion)
+        ticket = self.ticket
+        if ticket is not None:
+            self.ticket = None
+            if usage:
+                ticket.settle(prompt + completion)
+            else:
+                ticket.settle(0 if self.endpoint is None else None)
         principal = self.principal
         self._svc.usage.record(
             UsageRecord(

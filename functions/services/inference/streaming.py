@@ -101,13 +101,22 @@ class SSERelay(Response):
     """An ASGI response streaming ``stream`` to the client; ``finish(status, usage)`` is
     called exactly once at the end (the usage ledger)."""
 
-    def __init__(self, stream: OpenStream, tally: StreamTally, finish: Finish) -> None:
+    def __init__(
+        self,
+        stream: OpenStream,
+        tally: StreamTally,
+        finish: Finish,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
         self.status_code = 200
         self.background = None
         self.stream = stream
         self.tally = tally
         self.finish = finish
+        self._extra = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
         self._relaying = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +151,7 @@ class SSERelay(Response):
         tally = self.tally
         with StreamOutcome(self.stream, tally, self.finish) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
-            headers = [*_HEADERS]
+            headers = [*_HEADERS, *self._extra]
             if tally.done:
                 # Complete already: a plain body with its length (no chunked framing, one
                 # write less for the server).
