@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-import httpx
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from functions.common.runtime import Runtime
 from functions.services.limits import store
-from functions.services.providers.directory import Providers
+from functions.services.providers.directory import DISCOVERY_ERRORS, Providers
 
-if TYPE_CHECKING:
-    from functions.services.inference.catalog import Catalog
+
+class ModelCatalog(Protocol):
+    """The models a scope can resolve (the inference catalog, where this process has it)."""
+
+    def visible(self, organization_id: str, project_id: str | None) -> Mapping[str, object]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class RateLimitDefinitions:
     def __init__(self, runtime: Runtime, providers: Providers) -> None:
         self.runtime = runtime
         self.providers = providers
-        self.catalog: Catalog | None = None  # set when this process serves models
+        self.catalog: ModelCatalog | None = None  # set when this process serves models
         self._subscribers: list[Callable[[str], None]] = []
         self._builtin: tuple[float, set[str]] = (-BUILTIN_MODELS_SECONDS, set())
 
@@ -68,7 +70,7 @@ class RateLimitDefinitions:
             return models
         try:
             listed = await self.providers.list_models(builtin.base_urls[0], builtin.headers)
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except DISCOVERY_ERRORS as exc:
             log.info("built-in models not listed", extra={"error": type(exc).__name__})
             listed = []
         models = {model for model, _ in listed}
