@@ -11,6 +11,7 @@ import httpx
 
 from functions.common.runtime import Runtime
 from tests.chat.fakes import FakeUpstream
+from tests.conftest import METRICS_AUTH
 from tests.factories import Tenant, bearer, create_member, create_project_key
 from tests.limits.support import set_project_limits
 
@@ -240,9 +241,9 @@ async def test_refusals_are_counted_by_reason(client: httpx.AsyncClient, tenant:
         client, tenant.admin_headers, tenant.project_id, "m1", max_requests_per_1_day=1
     )
     await client.post("/v1/chat/completions", json=CHAT, headers=tenant.project_headers)
-    before = _refusals(await client.get("/metrics"))
+    before = _refusals(await client.get("/metrics", headers=METRICS_AUTH))
     await client.post("/v1/chat/completions", json=CHAT, headers=tenant.project_headers)
-    after = (await client.get("/metrics")).text
+    after = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert _refusals(after) == before + 1
     assert tenant.project_id not in after  # no tenant IDs in the labels
 
