@@ -83,7 +83,7 @@ SHRINK_SECONDS = 1.0  # slots unused this long are handed back
 FORGET_SECONDS = 300.0  # a counter unused this long is dropped from memory
 REFUSE_LOCALLY_SECONDS = 0.25  # after the store said no, refuse without asking it again
 DOWN_SECONDS = 1.0  # after a failure, the request path does not try the store this long
-SWEEP_SECONDS = 60.0
+SWEEP_SECONDS = 60.0  # shared store cleanup; in memory mode, counters back to full dropped
 MAX_PLANS = 100_000
 
 # The admission of the current call (its headers), for handlers whose model call happens
@@ -325,6 +325,7 @@ class Limiter(Component):
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self.counters: dict[str, Any] = {}
         self.down_until = 0.0
+        self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -431,6 +432,8 @@ class Limiter(Component):
 
     def _admit_here(self, plan: Plan, reserve: int) -> Ticket:
         now = self.clock()
+        if now >= self._next_prune:
+            self._prune(now)
         counters = self.counters
         taken: list[tuple[Any, int]] = []
         for spec in plan.specs:
@@ -457,6 +460,17 @@ class Limiter(Component):
                 raise self._refused(spec, n, wait)
             taken.append((counter, n))
         return Ticket(self, taken)
+
+    def _prune(self, now: float) -> None:
+        """Memory mode, once a minute: drop counters that are as good as new (a bucket
+        refilled to full, no call in flight), so idle keys and guests cost no memory."""
+        self._next_prune = now + SWEEP_SECONDS
+        for key, counter in list(self.counters.items()):
+            if isinstance(counter, Slots):
+                if counter.inflight == 0:
+                    del self.counters[key]
+            elif counter.remaining(now) >= counter.capacity:
+                del self.counters[key]
 
     def _undo(self, taken: list[tuple[Any, int]]) -> None:
         for counter, n in taken:
