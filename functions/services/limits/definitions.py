@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -23,8 +23,13 @@ from functions.common.runtime import Runtime
 from functions.services.limits import store
 from functions.services.providers.directory import Providers
 
-if TYPE_CHECKING:
-    from functions.services.inference.catalog import Catalog
+
+class ModelCatalog(Protocol):
+    """What is used of the inference catalog (``functions.services.inference.catalog``,
+    not imported: inference depends on this package, not the other way round)."""
+
+    def visible(self, organization_id: str, project_id: str | None) -> Mapping[str, Any]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ class RateLimitDefinitions:
     def __init__(self, runtime: Runtime, providers: Providers) -> None:
         self.runtime = runtime
         self.providers = providers
-        self.catalog: Catalog | None = None  # set when this process serves models
+        self.catalog: ModelCatalog | None = None  # set when this process serves models
         self._subscribers: list[Callable[[str], None]] = []
         self._builtin: tuple[float, set[str]] = (-BUILTIN_MODELS_SECONDS, set())
 
