@@ -19,7 +19,7 @@ from functions.services.inference.requests import affinity_of, validate, with_up
 from functions.services.inference.service import Inference, ModelStream
 from functions.services.inference.sse import StreamTally
 from functions.services.inference.streaming import SSERelay
-from functions.services.limits import current_headers
+from functions.services.limits import current_raw_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +42,14 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
     )
-    limits = current_headers()  # OpenAI's x-ratelimit-* (none when no limit applies)
+    limits = current_raw_headers()  # OpenAI's x-ratelimit-* (none when no limit applies)
     if isinstance(call, ModelStream):
         tally = StreamTally(keep_usage_chunk=keep_usage)
         return SSERelay(call.stream, tally, call.entry.write, limits)
-    return Response(
-        call.body, status_code=call.status, media_type="application/json", headers=limits
-    )
+    response = Response(call.body, status_code=call.status, media_type="application/json")
+    if limits:
+        response.raw_headers.extend(limits)
+    return response
 
 
 # --- routes --------------------------------------------------------------------------

@@ -302,3 +302,15 @@ async def test_fail_open_decides_locally_and_fail_closed_refuses() -> None:
         await admit(strict)
     assert caught.value.code == "rate_limit_unavailable" and caught.value.status == 503
     await strict.stop()
+
+
+async def test_memory_mode_forgets_counters_that_are_full_again() -> None:
+    clock = Clock()
+    rules = OrgRules(keys={f"key_{n}": LimitSet(max_requests_per_1_minute=60) for n in range(3)})
+    lim = limiter(clock, rules)
+    for n in range(3):
+        await admit(lim, api_key_id=f"key_{n}")
+    assert len(lim.counters) == 3
+    clock.advance(61)  # every bucket is full again: as good as a new one
+    await admit(lim, api_key_id="key_0")
+    assert list(lim.counters) == ["k:key_0:rpm"]

@@ -1,6 +1,6 @@
 """The shared stores keep the same contract (``functions.services.limits.shared``), the one
 ``tests/limits/support.MemoryStore`` models: Redis through its Lua scripts (our own
-redis-server), PostgreSQL through migration 0008's functions."""
+redis-server), PostgreSQL through migration 0009's functions."""
 
 from __future__ import annotations
 

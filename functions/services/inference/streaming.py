@@ -106,7 +106,7 @@ class SSERelay(Response):
         stream: OpenStream,
         tally: StreamTally,
         finish: Finish,
-        headers: dict[str, str] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
         self.status_code = 200
@@ -114,9 +114,7 @@ class SSERelay(Response):
         self.stream = stream
         self.tally = tally
         self.finish = finish
-        self._extra = [
-            (k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
-        ]
+        self._extra = headers or []  # more response headers (the rate limits'), encoded
         self._relaying = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,7 +14,7 @@ round of a response) and ``LedgerEntry.write`` settles it, streamed or not.
 
 from functions.services.limits.limiter import ADMITTED, Limiter, Ticket
 
-__all__ = ["ADMITTED", "Limiter", "Ticket", "current_headers"]
+__all__ = ["ADMITTED", "Limiter", "Ticket", "current_headers", "current_raw_headers"]
 
 
 def current_headers() -> dict[str, str]:
@@ -22,3 +22,9 @@ def current_headers() -> dict[str, str]:
     (none when no limit applied)."""
     ticket = ADMITTED.get()
     return ticket.headers() if ticket is not None else {}
+
+
+def current_raw_headers() -> list[tuple[bytes, bytes]]:
+    """The same, as ASGI header pairs (encoded once, for the hot path)."""
+    ticket = ADMITTED.get()
+    return ticket.raw_headers() if ticket is not None else []

@@ -7,7 +7,7 @@ reconciliation of reserved tokens with the real usage when the call ends.
 
 Memory mode (one instance): the counters live in this process; a check is a few float
 operations per counter. Shared mode (Redis, or PostgreSQL): each instance leases units
-from the shared buckets in blocks (``block_of``: a tenth of the capacity) and decides
+from the shared buckets in blocks (``Spec.block``: a tenth of the capacity) and decides
 locally while its lease lasts; a background task tops leases up before they run out,
 hands back what an idle counter holds, charges debts (tokens used beyond a reservation)
 and renews concurrency slots. A call waits for the store only when its lease does not
@@ -83,7 +83,7 @@ SHRINK_SECONDS = 1.0  # slots unused this long are handed back
 FORGET_SECONDS = 300.0  # a counter unused this long is dropped from memory
 REFUSE_LOCALLY_SECONDS = 0.25  # after the store said no, refuse without asking it again
 DOWN_SECONDS = 1.0  # after a failure, the request path does not try the store this long
-SWEEP_SECONDS = 60.0
+SWEEP_SECONDS = 60.0  # shared store cleanup; in memory mode, counters back to full dropped
 MAX_PLANS = 100_000
 
 # The admission of the current call (its headers), for handlers whose model call happens
@@ -98,11 +98,6 @@ def store_mode(settings: Settings) -> str:
     if settings.redis_url is not None:
         return "redis"
     return "memory" if settings.embedded_database else "postgres"
-
-
-def block_of(spec: Spec) -> int:
-    """Units leased at a time: a tenth of the capacity."""
-    return max(1, spec.capacity // 10)
 
 
 # --- counters held in this process -------------------------------------------------------
@@ -238,24 +233,50 @@ class Ticket:
     def headers(self) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers: of the requests and of the tokens counters
         that are the nearest to their limit."""
+        return {k.decode(): v.decode() for k, v in self.raw_headers()}
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same, as an ASGI response's header list (what the handlers send)."""
         now = self.limiter.clock()
-        out: dict[str, str] = {}
-        for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens")):
-            best: tuple[float, Any] | None = None
-            for counter, _ in self.taken:
-                if counter.spec.kind == kind:
-                    left = counter.remaining(now)
-                    if best is None or left < best[0]:
-                        best = (left, counter)
-            if best is not None:
-                left, counter = best
-                spec = counter.spec
-                out[f"x-ratelimit-limit-{name}"] = str(spec.capacity)
-                out[f"x-ratelimit-remaining-{name}"] = str(max(0, int(left)))
-                out[f"x-ratelimit-reset-{name}"] = duration(
-                    max(0.0, (spec.capacity - left) / spec.rate)
-                )
+        requests = tokens = None
+        least_requests = least_tokens = math.inf
+        for counter, _ in self.taken:
+            kind = counter.spec.kind
+            if kind == REQUESTS:
+                left = counter.remaining(now)
+                if left < least_requests:
+                    least_requests, requests = left, counter
+            elif kind == TOKENS:
+                left = counter.remaining(now)
+                if left < least_tokens:
+                    least_tokens, tokens = left, counter
+        out: list[tuple[bytes, bytes]] = []
+        if requests is not None:
+            _describe(out, _REQUESTS_HEADERS, requests.spec, least_requests)
+        if tokens is not None:
+            _describe(out, _TOKENS_HEADERS, tokens.spec, least_tokens)
         return out
+
+
+_REQUESTS_HEADERS = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_TOKENS_HEADERS = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
+
+
+def _describe(
+    out: list[tuple[bytes, bytes]], names: tuple[bytes, bytes, bytes], spec: Spec, left: float
+) -> None:
+    out.append((names[0], spec.limit_header))
+    out.append((names[1], b"%d" % (left if left > 0 else 0)))
+    empty = spec.capacity - left
+    out.append((names[2], b"0ms" if empty <= 0 else duration(empty / spec.rate).encode()))
 
 
 def duration(seconds: float) -> str:
@@ -325,6 +346,7 @@ class Limiter(Component):
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self.counters: dict[str, Any] = {}
         self.down_until = 0.0
+        self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -431,6 +453,8 @@ class Limiter(Component):
 
     def _admit_here(self, plan: Plan, reserve: int) -> Ticket:
         now = self.clock()
+        if now >= self._next_prune:
+            self._prune(now)
         counters = self.counters
         taken: list[tuple[Any, int]] = []
         for spec in plan.specs:
@@ -457,6 +481,17 @@ class Limiter(Component):
                 raise self._refused(spec, n, wait)
             taken.append((counter, n))
         return Ticket(self, taken)
+
+    def _prune(self, now: float) -> None:
+        """Memory mode, once a minute: drop counters that are as good as new (a bucket
+        refilled to full, no call in flight), so idle keys and guests cost no memory."""
+        self._next_prune = now + SWEEP_SECONDS
+        for key, counter in list(self.counters.items()):
+            if isinstance(counter, Slots):
+                if counter.inflight == 0:
+                    del self.counters[key]
+            elif counter.remaining(now) >= counter.capacity:
+                del self.counters[key]
 
     def _undo(self, taken: list[tuple[Any, int]]) -> None:
         for counter, n in taken:
@@ -495,7 +530,7 @@ class Limiter(Component):
                 counter.used_at = now
                 if counter.held >= n:
                     counter.held -= n
-                    if counter.held < block_of(spec) / 2:
+                    if counter.held * 2 < spec.block:
                         self.wake()  # top it up before it runs out
                 else:
                     await self._lease_slowly(counter, n, plan)
@@ -523,7 +558,7 @@ class Limiter(Component):
             debt = max(0.0, -lease.held)
             lease.held += debt
             need = n - lease.held
-            block = block_of(spec)
+            block = spec.block
             extra = block if lease.shared(now) >= 3 * block else 0
             ask = Ask(spec.key, spec.capacity, spec.rate, need + extra, need, debt)
             try:
@@ -660,7 +695,7 @@ class Limiter(Component):
                 if idle > FORGET_SECONDS and counter.held == 0:
                     del self.counters[key]
                     continue
-                block = block_of(spec)
+                block = spec.block
                 debt = max(0.0, -counter.held)
                 back = 0.0
                 want = 0.0

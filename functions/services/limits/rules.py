@@ -106,6 +106,8 @@ class Spec:
     reason: str
     scope: str  # "project" | "api_key" | "service_account" | "user" | "guest" (metrics)
     subject: str  # what the caller reads in a refusal ("project proj_… on model m")
+    block: int = 1  # units leased at a time (shared mode): a tenth of the capacity
+    limit_header: bytes = b""  # the capacity, as the x-ratelimit-limit-* header says it
 
 
 def _specs(out: list[Spec], limits: LimitSet, prefix: str, scope: str, subject: str) -> None:
@@ -114,7 +116,7 @@ def _specs(out: list[Spec], limits: LimitSet, prefix: str, scope: str, subject: 
             rate = value / dim.period if dim.period else 0.0
             out.append(
                 Spec(f"{prefix}:{dim.suffix}", dim.kind, value, rate, dim.label, dim.reason,
-                     scope, subject)
+                     scope, subject, max(1, value // 10), str(value).encode())
             )  # fmt: skip
 
 

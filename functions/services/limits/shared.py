@@ -1,5 +1,5 @@
 """Where instances share their counters: Redis (a Lua script per exchange) or PostgreSQL
-(the ``rate_limit_lease`` / ``rate_limit_slots_lease`` functions of migration 0008).
+(the ``rate_limit_lease`` / ``rate_limit_slots_lease`` functions of migration 0009).
 
 Both keep the same two kinds of state, and change it only atomically:
 
