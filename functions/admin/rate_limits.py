@@ -14,15 +14,17 @@ Values are integers, 0 meaning no limit. In a change, a field left out keeps its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from functions.admin import project_keys, service_accounts, store, users
-from functions.admin.call import AdminDeps, admin_call, found, project_call
+from functions.admin.call import Admin, AdminDeps, admin_call, found, project_call
 from functions.admin.limit_fields import attach, limit_changes, model_of, rate_limit_id
+from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page, limit_param, list_page
@@ -261,32 +263,22 @@ async def modify_key_rate_limits(deps: AdminDeps, request: Request) -> Response:
     call = await project_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
     changes = limit_changes(await json_body(request))
-    async with call.db.acquire() as conn, conn.transaction():
-        row = found(
-            await store.get_project_key(
-                conn,
-                organization_id=call.organization_id,
-                project_id=call.project_id,
-                key_id=key_id,
-            ),
-            missing=f"No API key found with id '{key_id}' in this project.",
+
+    async def load(conn: Executor) -> asyncpg.Record | None:
+        return await store.get_project_key(
+            conn, organization_id=call.organization_id, project_id=call.project_id, key_id=key_id
         )
-        if changes:
-            await limits_store.set_subject_limits(
-                conn,
-                organization_id=call.organization_id,
-                column="api_key_id",
-                subject_id=key_id,
-                changes=changes,
-            )
-        [out] = await attach(
-            conn,
-            organization_id=call.organization_id,
-            column="api_key_id",
-            objects=[project_keys.render(row)],
-        )
-    deps.limits.changed(call.organization_id)
-    return JSON(out)
+
+    return await _set_subject_limits(
+        deps,
+        call,
+        changes,
+        "api_key_id",
+        key_id,
+        load=load,
+        missing=f"No API key found with id '{key_id}' in this project.",
+        render=project_keys.render,
+    )
 
 
 async def modify_service_account_rate_limits(deps: AdminDeps, request: Request) -> Response:
@@ -319,32 +311,25 @@ async def modify_service_account_rate_limits(deps: AdminDeps, request: Request) 
     call = await project_call(deps, request, write=True)
     account_id = request.path_params["service_account_id"]
     changes = limit_changes(await json_body(request))
-    async with call.db.acquire() as conn, conn.transaction():
-        row = found(
-            await store.get_service_account(
-                conn,
-                organization_id=call.organization_id,
-                project_id=call.project_id,
-                service_account_id=account_id,
-            ),
-            missing=f"No service account found with id '{account_id}'.",
-        )
-        if changes:
-            await limits_store.set_subject_limits(
-                conn,
-                organization_id=call.organization_id,
-                column="service_account_id",
-                subject_id=account_id,
-                changes=changes,
-            )
-        [out] = await attach(
+
+    async def load(conn: Executor) -> asyncpg.Record | None:
+        return await store.get_service_account(
             conn,
             organization_id=call.organization_id,
-            column="service_account_id",
-            objects=[service_accounts.render(row)],
+            project_id=call.project_id,
+            service_account_id=account_id,
         )
-    deps.limits.changed(call.organization_id)
-    return JSON(out)
+
+    return await _set_subject_limits(
+        deps,
+        call,
+        changes,
+        "service_account_id",
+        account_id,
+        load=load,
+        missing=f"No service account found with id '{account_id}'.",
+        render=service_accounts.render,
+    )
 
 
 async def modify_user_rate_limits(deps: AdminDeps, request: Request) -> Response:
@@ -376,26 +361,49 @@ async def modify_user_rate_limits(deps: AdminDeps, request: Request) -> Response
     call = await admin_call(deps, request, write=True)
     user_id = request.path_params["user_id"]
     changes = limit_changes(await json_body(request))
-    async with call.db.acquire() as conn, conn.transaction():
-        row = found(
-            await store.get_organization_user(
-                conn, organization_id=call.organization_id, user_id=user_id
-            ),
-            missing=f"No user found with id '{user_id}' in this organization.",
+
+    async def load(conn: Executor) -> asyncpg.Record | None:
+        return await store.get_organization_user(
+            conn, organization_id=call.organization_id, user_id=user_id
         )
+
+    return await _set_subject_limits(
+        deps,
+        call,
+        changes,
+        "user_id",
+        user_id,
+        load=load,
+        missing=f"No user found with id '{user_id}' in this organization.",
+        render=users.render,
+    )
+
+
+async def _set_subject_limits(
+    deps: AdminDeps,
+    call: Admin,
+    changes: dict[str, int | None],
+    column: limits_store.Subject,
+    subject_id: str,
+    *,
+    load: Callable[[Executor], Awaitable[asyncpg.Record | None]],
+    missing: str,
+    render: Callable[[asyncpg.Record], dict[str, Any]],
+) -> Response:
+    """Change a key's, service account's or user's own limits (a 404 when ``load`` finds
+    no such object of the caller's), and answer the object with its ``rate_limits``."""
+    async with call.db.acquire() as conn, conn.transaction():
+        row = found(await load(conn), missing=missing)
         if changes:
             await limits_store.set_subject_limits(
                 conn,
                 organization_id=call.organization_id,
-                column="user_id",
-                subject_id=user_id,
+                column=column,
+                subject_id=subject_id,
                 changes=changes,
             )
         [out] = await attach(
-            conn,
-            organization_id=call.organization_id,
-            column="user_id",
-            objects=[users.render(row)],
+            conn, organization_id=call.organization_id, column=column, objects=[render(row)]
         )
     deps.limits.changed(call.organization_id)
     return JSON(out)
