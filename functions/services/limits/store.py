@@ -21,6 +21,17 @@ Subject = Literal["project_id", "api_key_id", "user_id", "service_account_id"]
 SUBJECTS: tuple[Subject, ...] = ("project_id", "api_key_id", "user_id", "service_account_id")
 _COLUMNS = ", ".join(FIELDS)
 
+# One row per scope and model: a change replaces the row's values (the unique index is on
+# the organization, whichever scope column is set, and the model).
+_REPLACE = """ON CONFLICT (organization_id,
+                     (coalesce(project_id, api_key_id, user_id, service_account_id, '')), model)
+        DO UPDATE SET max_requests_per_1_minute = excluded.max_requests_per_1_minute,
+                      max_tokens_per_1_minute = excluded.max_tokens_per_1_minute,
+                      max_requests_per_1_day = excluded.max_requests_per_1_day,
+                      max_tokens_per_1_day = excluded.max_tokens_per_1_day,
+                      max_concurrent_requests = excluded.max_concurrent_requests,
+                      updated_at = now()"""
+
 
 async def load_rules(ex: Executor, *, organization_id: str) -> OrgRules:
     """Everything the limiter needs of one organization, in two queries."""
@@ -87,14 +98,7 @@ async def set_model_limits(
         f"""
         INSERT INTO rate_limits (organization_id, project_id, model, {_COLUMNS})
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (organization_id,
-                     (coalesce(project_id, api_key_id, user_id, service_account_id, '')), model)
-        DO UPDATE SET max_requests_per_1_minute = excluded.max_requests_per_1_minute,
-                      max_tokens_per_1_minute = excluded.max_tokens_per_1_minute,
-                      max_requests_per_1_day = excluded.max_requests_per_1_day,
-                      max_tokens_per_1_day = excluded.max_tokens_per_1_day,
-                      max_concurrent_requests = excluded.max_concurrent_requests,
-                      updated_at = now()
+        {_REPLACE}
         """,  # noqa: S608
         organization_id,
         project_id,
@@ -139,14 +143,7 @@ async def set_subject_limits(
         f"""
         INSERT INTO rate_limits (organization_id, {column}, {_COLUMNS})
         VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (organization_id,
-                     (coalesce(project_id, api_key_id, user_id, service_account_id, '')), model)
-        DO UPDATE SET max_requests_per_1_minute = excluded.max_requests_per_1_minute,
-                      max_tokens_per_1_minute = excluded.max_tokens_per_1_minute,
-                      max_requests_per_1_day = excluded.max_requests_per_1_day,
-                      max_tokens_per_1_day = excluded.max_tokens_per_1_day,
-                      max_concurrent_requests = excluded.max_concurrent_requests,
-                      updated_at = now()
+        {_REPLACE}
         """,  # noqa: S608
         organization_id,
         subject_id,
