@@ -89,6 +89,8 @@ class UsageRecord:
     latency_ms: int
     ttft_ms: int | None
     status: int
+    cost_picodollars: int = 0  # at the model's price when the call was made
+    reserved_tokens: int = 0  # what the rate limiter reserved at admission
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord))

@@ -225,12 +225,16 @@ class LedgerEntry:
                 cached = clamp(details.get("cached_tokens"))
             metrics.count_tokens(model, prompt, completion)
         ticket = self.ticket
+        cost = reserved = 0
         if ticket is not None:
             self.ticket = None
+            reserved = ticket.reserved
+            if ticket.price is not None:
+                cost = ticket.price.cost(prompt, cached, completion)
             if usage:
-                ticket.settle(prompt + completion)
+                ticket.settle(prompt + completion, cost)
             else:
-                ticket.settle(0 if self.endpoint is None else None)
+                ticket.settle(0 if self.endpoint is None else None, cost)
         principal = self.principal
         self._svc.usage.record(
             UsageRecord(
@@ -250,5 +254,7 @@ class LedgerEntry:
                 latency_ms=min(int((time.perf_counter() - self.started) * 1000), INT_MAX),
                 ttft_ms=self.ttft_ms,
                 status=status,
+                cost_picodollars=cost,
+                reserved_tokens=reserved,
             )
         )

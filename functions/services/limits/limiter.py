@@ -62,6 +62,7 @@ from functions.services.limits.shared import (
     SlotAsk,
     StoreUnavailable,
 )
+from functions.services.pricing import Price
 
 log = logging.getLogger(__name__)
 
@@ -200,19 +201,28 @@ class SharedSlots:
 
 # --- the admission of one call -------------------------------------------------------------
 class Ticket:
-    """A call's admission: what it took from which counter, reconciled once by ``settle``."""
+    """A call's admission: what it took from which counter, reconciled once by ``settle``;
+    the model's price (the ledger records the call's cost) and the tokens reserved."""
 
-    __slots__ = ("limiter", "settled", "taken")
+    __slots__ = ("limiter", "price", "reserved", "settled", "taken")
 
-    def __init__(self, limiter: Limiter, taken: list[tuple[Any, int]]) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        taken: list[tuple[Any, int]],
+        price: Price | None = None,
+        reserved: int = 0,
+    ) -> None:
         self.limiter = limiter
         self.taken = taken  # (counter, units taken)
+        self.price = price
+        self.reserved = reserved
         self.settled = False
 
-    def settle(self, used_tokens: int | None) -> None:
+    def settle(self, used_tokens: int | None, cost: int = 0) -> None:
         """The call ended: give back the reservation's unused tokens (or charge the
         excess) and free its concurrency slots. ``used_tokens`` None: not known, the
-        reservation stands."""
+        reservation stands. ``cost``: what the call cost, in picodollars."""
         if self.settled:
             return
         self.settled = True
@@ -442,12 +452,20 @@ class Limiter(Component):
         plan = self.plan(principal, model, rules)
         if not plan.specs:
             ADMITTED.set(None)
-            return None
-        reserve = reservation(operation, body, size, self.default_output) if plan.tokens else 0
+            if plan.price is None:
+                return None
+            reserve = reservation(operation, body, size, self.default_output)
+            return Ticket(self, [], plan.price, reserve)
+        reserve = (
+            reservation(operation, body, size, self.default_output)
+            if plan.tokens or plan.price is not None
+            else 0
+        )
         if self.shared is None:
             ticket = self._admit_here(plan, reserve)
         else:
             ticket = await self._admit_shared(plan, reserve)
+        ticket.price, ticket.reserved = plan.price, reserve
         ADMITTED.set(ticket)
         return ticket
 

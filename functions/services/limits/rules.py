@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from functions.common.principal import Principal
+from functions.services.pricing import Price
 
 REQUESTS, TOKENS, CONCURRENT = 0, 1, 2
 
@@ -130,6 +131,8 @@ class OrgRules:
     users: dict[str, LimitSet] = field(default_factory=dict)  # user ID →
     # API key ID → (its service account, the account's limits)
     service_accounts: dict[str, tuple[str, LimitSet]] = field(default_factory=dict)
+    # (project ID, or "" for the organization's price, model) → its price
+    prices: dict[tuple[str, str], Price] = field(default_factory=dict)
     failure_mode: str | None = None
     loaded_at: float = 0.0
 
@@ -140,6 +143,7 @@ class Plan:
     failure_mode: str  # "open" | "closed"
     tokens: bool  # whether a reservation is needed
     rules: OrgRules  # what it was made from (a reload makes new plans)
+    price: Price | None = None  # the model's price for this project (the ledger's cost)
 
 
 def make_plan(
@@ -176,9 +180,14 @@ def make_plan(
         elif principal.is_guest and guest is not None:
             _specs(out, guest, f"u:{org}:{user_id}", "guest", f"guest user {user_id}")
     specs = tuple(out)
+    prices = rules.prices
+    price = prices.get((project_id or "", model)) if prices else None
+    if price is None and prices:
+        price = prices.get(("", model))
     return Plan(
         specs,
         rules.failure_mode or failure_mode,
         any(s.kind == TOKENS for s in specs),
         rules,
+        price,
     )

@@ -16,6 +16,7 @@ import asyncpg
 
 from functions.common.db import Executor
 from functions.services.limits.rules import FIELDS, LimitSet, OrgRules
+from functions.services.pricing import Price
 
 Subject = Literal["project_id", "api_key_id", "user_id", "service_account_id"]
 SUBJECTS: tuple[Subject, ...] = ("project_id", "api_key_id", "user_id", "service_account_id")
@@ -34,7 +35,7 @@ _REPLACE = """ON CONFLICT (organization_id,
 
 
 async def load_rules(ex: Executor, *, organization_id: str) -> OrgRules:
-    """Everything the limiter needs of one organization, in two queries."""
+    """Everything the limiter needs of one organization: limits, policy and prices."""
     rows = await ex.fetch(
         f"""
         SELECT rl.project_id, rl.api_key_id, rl.user_id, rl.service_account_id, rl.model,
@@ -61,6 +62,14 @@ async def load_rules(ex: Executor, *, organization_id: str) -> OrgRules:
         else:
             rules.defaults[row["model"]] = limits
     rules.failure_mode = await failure_mode(ex, organization_id=organization_id)
+    for row in await ex.fetch(
+        "SELECT project_id, model, input, cached_input, output FROM model_prices"
+        " WHERE organization_id = $1",
+        organization_id,
+    ):
+        rules.prices[(row["project_id"] or "", row["model"])] = Price.per_million(
+            row["input"], row["cached_input"], row["output"]
+        )
     return rules
 
 
