@@ -28,6 +28,7 @@ from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page, limit_param, list_page
+from functions.common.principal import model_grants
 from functions.common.routing import Operation
 from functions.services.limits import store as limits_store
 from functions.services.limits.rules import LimitSet
@@ -68,6 +69,13 @@ async def _project_limits(deps: AdminDeps, organization_id: str, project_id: str
         db, organization_id=organization_id, project_id=project_id
     )
     models = await deps.limits.models(organization_id, project_id) | set(own)
+    # One per model the project can use: its model permissions apply (as to its calls).
+    permissions = await store.get_model_permissions(
+        db, organization_id=organization_id, project_id=project_id
+    )
+    if permissions is not None:
+        allowed, denied = model_grants(None, permissions["mode"], permissions["model_ids"])
+        models = {m for m in models if (allowed is None or m in allowed) and m not in denied}
     out = []
     for model in models:
         mine = own.get(model)

@@ -77,6 +77,27 @@ async def test_one_project_rate_limit_per_model_in_openais_shape(
     assert [r["id"] for r in before.json()["data"]] == ["rl-m1"]
 
 
+async def test_the_list_follows_the_projects_model_permissions(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """One rate limit per model the project can use: a denied model is not listed."""
+    url = f"/v1/organization/projects/{tenant.project_id}/model_permissions"
+    denied = await client.post(
+        url, json={"mode": "deny_list", "model_ids": ["m2"]}, headers=tenant.admin_headers
+    )
+    assert denied.status_code == 200
+    listed = await client.get(limits_url(tenant.project_id), headers=tenant.admin_headers)
+    assert [r["model"] for r in listed.json()["data"]] == ["m1"]
+    await client.post(
+        url, json={"mode": "allow_list", "model_ids": ["m2"]}, headers=tenant.admin_headers
+    )
+    listed = await client.get(limits_url(tenant.project_id), headers=tenant.admin_headers)
+    assert [r["model"] for r in listed.json()["data"]] == ["m2"]
+    await client.delete(url, headers=tenant.admin_headers)
+    listed = await client.get(limits_url(tenant.project_id), headers=tenant.admin_headers)
+    assert [r["model"] for r in listed.json()["data"]] == ["m1", "m2"]
+
+
 async def test_the_openai_sdk_admin_client_lists_and_updates(
     runtime: Runtime, fake: FakeUpstream
 ) -> None:
