@@ -4,11 +4,8 @@ In memory by default (per instance); with ``REDIS_URL`` set, one sorted set per 
 Redis so the limit holds across instances. If Redis stops answering, the in-memory window
 takes over rather than letting logins fail.
 
-Behind Knative every socket peer is a proxy (queue-proxy, activator, ingress), so the
-client is read from ``X-Forwarded-For`` when, and only when, the peer is one of
-``JAN_TRUSTED_PROXIES``: the right-most hop not itself a trusted proxy. Hops further left
-were written by the client and are never believed. IPv6 clients are counted per /64, the
-block one subscriber usually holds.
+The client is the one ``functions.common.clients`` finds behind ``JAN_TRUSTED_PROXIES``;
+IPv6 clients are counted per /64, the block one subscriber usually holds.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
+from functions.common.clients import IPNetwork, client_ip, trusted_networks
 from functions.common.errors import RateLimited
 from functions.common.runtime import Component
 
@@ -33,48 +31,15 @@ LOGIN_LIMIT = 20
 LOGIN_WINDOW_SECONDS = 60.0
 _MAX_ADDRESSES = 100_000
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _parse(value: str) -> IPAddress | None:
-    """An address from a socket peer or a forwarded hop (a port, if any, dropped)."""
-    value = value.strip()
-    if value.startswith("["):  # "[2001:db8::1]:443"
-        value = value[1:].partition("]")[0]
-    elif value.count(":") == 1:  # "203.0.113.7:443"
-        value = value.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return address
-
 
 def client_address(
     peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
 ) -> str:
-    """The address to count a request against (see the module docstring)."""
-    if not peer:
-        return "unknown"
-    address = _parse(peer)
+    """The address to count a request against: the client's (``common.clients``), an
+    IPv6 client's /64."""
+    address = client_ip(peer, forwarded_for, trusted)
     if address is None:
-        return peer[:100]  # not an IP (a Unix socket path): nothing to believe beyond it
-
-    def is_trusted(a: IPAddress) -> bool:
-        return any(a in network for network in trusted)
-
-    if is_trusted(address):
-        hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
-        for hop in reversed(hops):
-            parsed = _parse(hop)
-            if parsed is None:
-                break  # garbage: keep the trusted hop that handed it over
-            address = parsed
-            if not is_trusted(parsed):
-                break
+        return "unknown"
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
@@ -91,7 +56,7 @@ class LoginRateLimiter(Component):
     ) -> None:
         self.limit = limit
         self.window = window
-        self.trusted_proxies: list[IPNetwork] = [ipaddress.ip_network(n) for n in trusted_proxies]
+        self.trusted_proxies = trusted_networks(trusted_proxies)
         self._hits: dict[str, deque[float]] = {}
         self._redis: Any = None
         if redis_url is not None:
