@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from functions.common.housekeeping import Housekeeping
     from functions.common.outbound import Outbound
     from functions.common.upstream import Upstream
+    from functions.services.audit import Audit
     from functions.services.bootstrap import Bootstrap
     from functions.services.identity import Identity
     from functions.services.inference.service import Inference
@@ -76,6 +77,12 @@ class Services:
         keeper = Housekeeping(self.runtime, self.runtime.settings.jan_housekeeping_interval_seconds)
         self._own(keeper)
         return keeper
+
+    @cached_property
+    def audit(self) -> Audit:
+        from functions.services.audit import Audit
+
+        return Audit(self.runtime.settings)
 
     @cached_property
     def identity(self) -> Identity:
@@ -182,14 +189,14 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         from functions import auth
 
         s.bootstrap  # noqa: B018  (the default organization exists before sign-ins)
-        auth_deps = auth.build(s.runtime, s.identity, s.outbound, s.housekeeping)
+        auth_deps = auth.build(s.runtime, s.identity, s.outbound, s.housekeeping, s.audit)
         s.components.append(auth_deps.limiter)
         return bind(auth.ROUTES, auth_deps)
     if area == "admin":
         from functions import admin
 
         s.bootstrap  # noqa: B018
-        deps = admin.AdminDeps(s.runtime, s.identity, s.providers, s.limit_definitions)
+        deps = admin.AdminDeps(s.runtime, s.identity, s.providers, s.limit_definitions, s.audit)
         return bind(admin.ROUTES, deps)
     if area == "chat":
         from functions import chat
@@ -209,7 +216,7 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
     if area == "mcp":
         from functions import mcp
 
-        mcp_deps = mcp.build(s.runtime, s.identity, s.toolbox)
+        mcp_deps = mcp.build(s.runtime, s.identity, s.toolbox, s.audit)
         s.components.append(mcp_deps.server)
         return bind(mcp.ROUTES, mcp_deps)
     raise ValueError(f"unknown area {area!r}")

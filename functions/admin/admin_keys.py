@@ -24,6 +24,8 @@ from functions.common.pagination import Page
 from functions.common.routing import Operation
 from functions.services import tenancy
 
+OBJECT = "organization.admin_api_key"
+
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
     """OpenAI's admin key object. ``owner.role`` is the owner's current organization role,
@@ -41,7 +43,7 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
             "role": row["owner_role"],
         }
     out = {
-        "object": "organization.admin_api_key",
+        "object": OBJECT,
         "id": row["id"],
         "name": row["name"],
         "redacted_value": row["redacted_value"],
@@ -95,15 +97,18 @@ async def create_key(deps: AdminDeps, request: Request) -> Response:
     call = await admin_call(deps, request, write=True)
     name = string_field(await json_body(request), "name", required=True)
     owner = call.principal.user_id
-    created = await tenancy.create_api_key(
-        call.db,
-        apikey_secret=call.identity.apikey_secret,
-        kind="admin",
-        organization_id=call.organization_id,
-        name=name or "",
-        owner_user_id=owner,
-    )
-    row = await _get(call.db, call.organization_id, created.row["id"])
+    async with call.db.acquire() as conn, conn.transaction():
+        created = await tenancy.create_api_key(
+            conn,
+            apikey_secret=call.identity.apikey_secret,
+            kind="admin",
+            organization_id=call.organization_id,
+            name=name or "",
+            owner_user_id=owner,
+        )
+        key_id = created.row["id"]
+        await call.record(conn, "api_key.created", key_id, data={"object": OBJECT, "name": name})
+        row = await _get(conn, call.organization_id, key_id)
     return JSON(render(row, value=created.plaintext))
 
 
@@ -129,13 +134,15 @@ async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     call = await admin_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
-    secret_hash = await store.delete_admin_key(
-        call.db, organization_id=call.organization_id, key_id=key_id
-    )
-    if secret_hash is None:
-        raise NotFound(f"No admin API key found with id '{key_id}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        secret_hash = await store.delete_admin_key(
+            conn, organization_id=call.organization_id, key_id=key_id
+        )
+        if secret_hash is None:
+            raise NotFound(f"No admin API key found with id '{key_id}'.")
+        await call.record(conn, "api_key.deleted", key_id, data={"object": OBJECT})
     await call.identity.revoke_keys([secret_hash])
-    return JSON(deleted("organization.admin_api_key", key_id))
+    return JSON(deleted(OBJECT, key_id))
 
 
 _BASE = "/v1/organization/admin_api_keys"

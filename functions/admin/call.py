@@ -24,6 +24,8 @@ from functions.common.db import Executor
 from functions.common.errors import Forbidden, InvalidRequest, NotFound
 from functions.common.principal import Principal, refuse_project_credentials, require_admin
 from functions.common.runtime import Runtime
+from functions.services import audit
+from functions.services.audit import Actor, Audit
 from functions.services.identity import Identity
 from functions.services.limits.definitions import RateLimitDefinitions
 from functions.services.providers.directory import Providers
@@ -37,6 +39,7 @@ class AdminDeps:
     identity: Identity
     providers: Providers
     limits: RateLimitDefinitions
+    audit: Audit
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Admin:
     deps: AdminDeps
     principal: Principal
     organization_id: str
+    actor: Actor
 
     @property
     def runtime(self) -> Runtime:
@@ -60,11 +64,36 @@ class Admin:
     def identity(self) -> Identity:
         return self.deps.identity
 
+    @property
+    def scope_project_id(self) -> str | None:
+        """The project events of this call belong to, unless told otherwise."""
+        return None
+
+    async def record(
+        self,
+        ex: Executor,
+        type: str,
+        resource_id: str | None = None,
+        *,
+        project_id: str | None = None,
+        **payload: Any,
+    ) -> None:
+        """Write an audit event of this call, in the transaction of ``ex`` (the change's)."""
+        await audit.record(
+            ex,
+            organization_id=self.organization_id,
+            actor=self.actor,
+            type=type,
+            resource_id=resource_id,
+            project_id=project_id or self.scope_project_id,
+            payload=payload,
+        )
+
 
 async def admin_call(deps: AdminDeps, request: Request, *, write: bool) -> Admin:
     principal = await deps.identity.authenticate(request)
     organization_id = require_admin(principal, write=write)
-    return Admin(deps, principal, organization_id)
+    return Admin(deps, principal, organization_id, deps.audit.actor(principal, request))
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,10 @@ class ProjectAdmin(Admin):
     def project_id(self) -> str:
         project_id: str = self.project["id"]
         return project_id
+
+    @property
+    def scope_project_id(self) -> str | None:
+        return self.project_id
 
 
 async def project_call(
@@ -112,7 +145,8 @@ async def project_call(
                 else "Only organization owners and this project's owners can change it."
             )
         _refuse_archived(row)
-    return ProjectAdmin(deps, principal, principal.organization_id, row)
+    actor = deps.audit.actor(principal, request)
+    return ProjectAdmin(deps, principal, principal.organization_id, actor, row)
 
 
 def ts(value: datetime | None) -> int | None:

@@ -36,7 +36,7 @@ from functions.common.errors import Conflict, Forbidden, InvalidRequest, NotFoun
 from functions.common.http import JSON, json_body
 from functions.common.pagination import Page
 from functions.common.routing import Operation
-from functions.services import tenancy
+from functions.services import audit, tenancy
 from functions.services.identity import bearer_credential
 
 INVITE_TTL = timedelta(days=7)
@@ -151,6 +151,12 @@ async def create_invite(deps: AdminDeps, request: Request) -> Response:
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"{email} already has a pending invite.", param="email") from None
+        await call.record(
+            conn,
+            "invite.sent",
+            row["id"],
+            data={"email": email, "role": role, "projects": projects},
+        )
     return JSON(render(row, code=code))
 
 
@@ -182,6 +188,7 @@ async def delete_invite(deps: AdminDeps, request: Request) -> Response:
         if row["status"] == "accepted":
             raise InvalidRequest("An accepted invite cannot be deleted.", code="invite_accepted")
         await store.delete_invite(conn, organization_id=call.organization_id, invite_id=invite_id)
+        await call.record(conn, "invite.deleted", invite_id)
     return JSON(deleted("organization.invite", invite_id))
 
 
@@ -218,6 +225,13 @@ async def accept_invite(deps: AdminDeps, request: Request) -> Response:
             raise Forbidden("This invite was sent to another e-mail address.")
         await _join(conn, invite, user_id)
         row = await store.mark_invite_accepted(conn, invite_id=invite["id"])
+        await audit.record(
+            conn,
+            organization_id=invite["organization_id"],
+            actor=deps.audit.session(request, user_id=user_id),
+            type="invite.accepted",
+            resource_id=invite["id"],
+        )
     await identity.revoke_all()
     return JSON(render(row))
 

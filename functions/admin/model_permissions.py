@@ -135,13 +135,20 @@ async def update_permissions(deps: AdminDeps, request: Request) -> Response:
     body = await json_body(request)
     mode = choice_field(body, "mode", MODES)
     model_ids = _model_ids(body)
-    row = await store.set_model_permissions(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=call.project_id,
-        mode=mode,
-        model_ids=model_ids,
-    )
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await store.set_model_permissions(
+            conn,
+            organization_id=call.organization_id,
+            project_id=call.project_id,
+            mode=mode,
+            model_ids=model_ids,
+        )
+        await call.record(
+            conn,
+            "model_permissions.updated",
+            call.project_id,
+            changes_requested={"mode": mode, "model_ids": model_ids},
+        )
     await call.identity.revoke_all()  # cached principals carry the old permissions
     return JSON(render(row["mode"], row["model_ids"]))
 
@@ -170,9 +177,12 @@ async def delete_permissions(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=True, org_owners_only=True)
-    gone = await store.delete_model_permissions(
-        call.db, organization_id=call.organization_id, project_id=call.project_id
-    )
+    async with call.db.acquire() as conn, conn.transaction():
+        gone = await store.delete_model_permissions(
+            conn, organization_id=call.organization_id, project_id=call.project_id
+        )
+        if gone:
+            await call.record(conn, "model_permissions.deleted", call.project_id)
     if gone:
         await call.identity.revoke_all()
     return JSON({"object": "project.model_permissions.deleted", "deleted": gone})

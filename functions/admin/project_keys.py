@@ -32,6 +32,7 @@ from functions.services import tenancy
 from functions.services.limits.rules import UNSET
 
 _MAX_MODELS = 256
+OBJECT = "organization.project.api_key"
 
 
 def _owner(row: asyncpg.Record) -> dict[str, Any] | None:
@@ -63,7 +64,7 @@ def _owner(row: asyncpg.Record) -> dict[str, Any] | None:
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
     out = {
-        "object": "organization.project.api_key",
+        "object": OBJECT,
         "id": row["id"],
         "name": row["name"],
         "redacted_value": row["redacted_value"],
@@ -174,7 +175,19 @@ async def create_key(deps: AdminDeps, request: Request) -> Response:
             allowed_models=allowed,
             expires_at=expires,
         )
-        row = await _get(conn, call.organization_id, call.project_id, created.row["id"])
+        key_id = created.row["id"]
+        await call.record(
+            conn,
+            "api_key.created",
+            key_id,
+            data={
+                "object": OBJECT,
+                "name": name,
+                "allowed_models": allowed,
+                "expires_at": ts(expires),
+            },
+        )
+        row = await _get(conn, call.organization_id, call.project_id, key_id)
     out = render(row, value=created.plaintext)
     out["rate_limits"] = UNSET.effective()  # a new key has none of its own
     return JSON(out)
@@ -207,13 +220,15 @@ async def delete_key(deps: AdminDeps, request: Request) -> Response:
     """
     call = await project_call(deps, request, write=True)
     key_id = request.path_params["key_id"]
-    secret_hash = await store.delete_project_key(
-        call.db, organization_id=call.organization_id, project_id=call.project_id, key_id=key_id
-    )
-    if secret_hash is None:
-        raise NotFound(f"No API key found with id '{key_id}' in this project.")
+    async with call.db.acquire() as conn, conn.transaction():
+        secret_hash = await store.delete_project_key(
+            conn, organization_id=call.organization_id, project_id=call.project_id, key_id=key_id
+        )
+        if secret_hash is None:
+            raise NotFound(f"No API key found with id '{key_id}' in this project.")
+        await call.record(conn, "api_key.deleted", key_id, data={"object": OBJECT})
     await call.identity.revoke_keys([secret_hash])
-    return JSON(deleted("organization.project.api_key", key_id))
+    return JSON(deleted(OBJECT, key_id))
 
 
 _BASE = "/v1/organization/projects/{project_id}/api_keys"

@@ -107,6 +107,7 @@ async def add_member(deps: AdminDeps, request: Request) -> Response:
             role=role,
         )
         row = await _get(conn, call.organization_id, call.project_id, user_id)
+        await call.record(conn, "user.added", user_id, data={"role": role})
     await call.identity.revoke_all()
     return JSON(render(row))
 
@@ -150,6 +151,7 @@ async def modify_member(deps: AdminDeps, request: Request) -> Response:
             role=role,
         )
         row = await _get(conn, call.organization_id, call.project_id, user_id)
+        await call.record(conn, "user.updated", user_id, changes_requested={"role": role})
     await call.identity.revoke_all()
     return JSON(render(row))
 
@@ -169,6 +171,7 @@ async def remove_member(deps: AdminDeps, request: Request) -> Response:
         await store.remove_project_user(
             conn, organization_id=call.organization_id, project_id=call.project_id, user_id=user_id
         )
+        await call.record(conn, "user.deleted", user_id)
     await call.identity.revoke_all()  # membership changed; the deleted keys go with the rest
     return JSON(deleted("organization.project.user", user_id))
 

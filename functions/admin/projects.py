@@ -95,6 +95,9 @@ async def create_project(deps: AdminDeps, request: Request) -> Response:
                 user_id=call.principal.user_id,
                 role="owner",
             )
+        await call.record(
+            conn, "project.created", row["id"], project_id=row["id"], data={"name": name}
+        )
     return JSON(render(row))
 
 
@@ -126,10 +129,14 @@ async def modify_project(deps: AdminDeps, request: Request) -> Response:
     call = await project_call(deps, request, write=True, org_owners_only=True)
     name = string_field(await json_body(request), "name", required=True)
     assert name is not None
-    row = await store.rename_project(
-        call.db, organization_id=call.organization_id, project_id=call.project_id, name=name
-    )
-    assert row is not None
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await store.rename_project(
+            conn, organization_id=call.organization_id, project_id=call.project_id, name=name
+        )
+        assert row is not None
+        await call.record(
+            conn, "project.updated", call.project_id, changes_requested={"name": name}
+        )
     return JSON(render(row))
 
 
@@ -143,10 +150,12 @@ async def archive_project(deps: AdminDeps, request: Request) -> Response:
       404: {description: No such project in this organization.}
     """
     call = await project_call(deps, request, write=True, org_owners_only=True)
-    row = await store.archive_project(
-        call.db, organization_id=call.organization_id, project_id=call.project_id
-    )
-    assert row is not None
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await store.archive_project(
+            conn, organization_id=call.organization_id, project_id=call.project_id
+        )
+        assert row is not None
+        await call.record(conn, "project.archived", call.project_id)
     await call.identity.revoke_all()
     return JSON(render(row))
 

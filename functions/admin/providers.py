@@ -146,6 +146,17 @@ def _box(providers: Providers) -> SecretBox:
 
 
 # --- output --------------------------------------------------------------------------------
+def _audited(fields: dict[str, Any]) -> dict[str, Any]:
+    """A provider's stored fields as the audit log shows them: base URLs without
+    user-info, and whether an API key is set (``has_api_key``), never the key."""
+    out = {k: v for k, v in fields.items() if k != "api_key_ciphertext"}
+    if "base_urls" in out:
+        out["base_urls"] = [redact_url(u) for u in out["base_urls"]]
+    if "api_key_ciphertext" in fields:
+        out["has_api_key"] = fields["api_key_ciphertext"] is not None
+    return out
+
+
 async def render(
     call: Admin, row: asyncpg.Record, found: list[provider_store.DiscoveredModel] | None = None
 ) -> dict[str, Any]:
@@ -243,31 +254,43 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     active = _active(body)
     provider_id = ids.new_id(PREFIX)
     try:
-        row = await provider_store.insert_provider_within(
-            call.db,
-            limit=limits.per_organization,
-            id=provider_id,
-            organization_id=call.organization_id,
-            project_id=project_id,
-            name=name,
-            kind=kind,
-            base_urls=urls,
-            api_key_ciphertext=_box(call.deps.providers).encrypt(api_key, associated=provider_id)
-            if api_key
-            else None,
-            static_models=models,
-            active=True if active is None else active,
-        )
+        async with call.db.acquire() as conn, conn.transaction():
+            row = await provider_store.insert_provider_within(
+                conn,
+                limit=limits.per_organization,
+                id=provider_id,
+                organization_id=call.organization_id,
+                project_id=project_id,
+                name=name,
+                kind=kind,
+                base_urls=urls,
+                api_key_ciphertext=_box(call.deps.providers).encrypt(
+                    api_key, associated=provider_id
+                )
+                if api_key
+                else None,
+                static_models=models,
+                active=True if active is None else active,
+            )
+            if row is None:
+                raise InvalidRequest(
+                    f"An organization may have at most {limits.per_organization} model "
+                    "providers (its projects' included); delete one first.",
+                    code="too_many_providers",
+                )
+            await call.record(
+                conn,
+                "model_provider.created",
+                provider_id,
+                project_id=project_id,
+                data=_audited({"name": name, "kind": kind, "base_urls": urls,
+                               "static_models": models, "active": row["active"],
+                               "api_key_ciphertext": row["api_key_ciphertext"]}),
+            )  # fmt: skip
     except asyncpg.PostgresError as exc:
         if is_unique_violation(exc):
             raise Conflict(f"A model provider named '{name}' already exists.") from None
         raise
-    if row is None:
-        raise InvalidRequest(
-            f"An organization may have at most {limits.per_organization} model providers "
-            "(its projects' included); delete one first.",
-            code="too_many_providers",
-        )
     await _sync_router(call, provider_id)
     return JSON(await render(call, row))
 
@@ -369,19 +392,27 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     if not changes:
         return JSON(await render(call, current))
     try:
-        row = await provider_store.update_provider(
-            call.db,
-            organization_id=call.organization_id,
-            project_id=project_id,
-            provider_id=provider_id,
-            changes=changes,
-        )
+        async with call.db.acquire() as conn, conn.transaction():
+            row = await provider_store.update_provider(
+                conn,
+                organization_id=call.organization_id,
+                project_id=project_id,
+                provider_id=provider_id,
+                changes=changes,
+            )
+            if row is None:
+                raise NotFound(f"No model provider found with id '{provider_id}'.")
+            await call.record(
+                conn,
+                "model_provider.updated",
+                provider_id,
+                project_id=project_id,
+                changes_requested=_audited(changes),
+            )
     except asyncpg.PostgresError as exc:
         if is_unique_violation(exc):
             raise Conflict("A model provider with this name already exists.") from None
         raise
-    if row is None:
-        raise NotFound(f"No model provider found with id '{provider_id}'.")
     await _sync_router(call, provider_id)
     return JSON(await render(call, row))
 
@@ -398,14 +429,16 @@ async def delete_provider(deps: AdminDeps, request: Request) -> Response:
     """
     call, project_id = await _scope(deps, request, write=True)
     provider_id = request.path_params["provider_id"]
-    gone = await provider_store.delete_provider(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        provider_id=provider_id,
-    )
-    if not gone:
-        raise NotFound(f"No model provider found with id '{provider_id}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        gone = await provider_store.delete_provider(
+            conn,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            provider_id=provider_id,
+        )
+        if not gone:
+            raise NotFound(f"No model provider found with id '{provider_id}'.")
+        await call.record(conn, "model_provider.deleted", provider_id, project_id=project_id)
     await call.deps.providers.changed()
     return JSON(deleted(OBJECT, provider_id))
 

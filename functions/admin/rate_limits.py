@@ -151,13 +151,17 @@ async def modify_project_rate_limit(deps: AdminDeps, request: Request) -> Respon
         raise missing
     stored = own.get(model)
     if changes:
-        stored = await limits_store.set_model_limits(
-            db,
-            organization_id=call.organization_id,
-            project_id=call.project_id,
-            model=model,
-            changes=changes,
-        )
+        async with db.acquire() as conn, conn.transaction():
+            stored = await limits_store.set_model_limits(
+                conn,
+                organization_id=call.organization_id,
+                project_id=call.project_id,
+                model=model,
+                changes=changes,
+            )
+            await call.record(
+                conn, "rate_limit.updated", rate_id, model=model, changes_requested=changes
+            )
         deps.limits.changed(call.organization_id)
     defaults = await limits_store.model_limits(
         db, organization_id=call.organization_id, project_id=None
@@ -225,13 +229,17 @@ async def modify_organization_rate_limit(deps: AdminDeps, request: Request) -> R
         raise NotFound(f"No rate limit found with id '{rate_id}'.")
     changes = limit_changes(await json_body(request))
     if changes:
-        limits = await limits_store.set_model_limits(
-            call.db,
-            organization_id=call.organization_id,
-            project_id=None,
-            model=model,
-            changes=changes,
-        )
+        async with call.db.acquire() as conn, conn.transaction():
+            limits = await limits_store.set_model_limits(
+                conn,
+                organization_id=call.organization_id,
+                project_id=None,
+                model=model,
+                changes=changes,
+            )
+            await call.record(
+                conn, "rate_limit.updated", rate_id, model=model, changes_requested=changes
+            )
         deps.limits.changed(call.organization_id)
     else:
         defaults = await limits_store.model_limits(
@@ -410,6 +418,13 @@ async def _set_subject_limits(
                 subject_id=subject_id,
                 changes=changes,
             )
+            await call.record(
+                conn,
+                "rate_limit.updated",
+                subject_id,
+                subject=column.removesuffix("_id"),
+                changes_requested=changes,
+            )
         [out] = await attach(
             conn, organization_id=call.organization_id, column=column, objects=[render(row)]
         )
@@ -473,7 +488,14 @@ async def modify_rate_limit_policy(deps: AdminDeps, request: Request) -> Respons
         raise InvalidRequest(
             "'failure_mode' must be 'open', 'closed' or null.", param="failure_mode"
         )
-    await limits_store.set_failure_mode(call.db, organization_id=call.organization_id, mode=mode)
+    async with call.db.acquire() as conn, conn.transaction():
+        await limits_store.set_failure_mode(conn, organization_id=call.organization_id, mode=mode)
+        await call.record(
+            conn,
+            "rate_limit_policy.updated",
+            call.organization_id,
+            changes_requested={"failure_mode": mode},
+        )
     deps.limits.changed(call.organization_id)
     return JSON(_policy(deps, mode))
 

@@ -27,6 +27,8 @@ from functions.common.routing import Operation
 from functions.services import tenancy
 from functions.services.limits.rules import UNSET
 
+KEY_OBJECT = "organization.project.service_account.api_key"
+
 
 def render(row: asyncpg.Record) -> dict[str, Any]:
     return {
@@ -92,10 +94,22 @@ async def create_account(deps: AdminDeps, request: Request) -> Response:
             name="Secret Key",
             service_account_id=account["id"],
         )
+        await call.record(
+            conn,
+            "service_account.created",
+            account["id"],
+            data={"name": name, "role": account["role"]},
+        )
+        await call.record(
+            conn,
+            "api_key.created",
+            key.row["id"],
+            data={"object": KEY_OBJECT, "service_account_id": account["id"]},
+        )
     out = render(account)
     out["rate_limits"] = UNSET.effective()  # a new account has none of its own
     out["api_key"] = {
-        "object": "organization.project.service_account.api_key",
+        "object": KEY_OBJECT,
         "id": key.row["id"],
         "name": key.row["name"],
         "value": key.plaintext,
@@ -157,6 +171,7 @@ async def delete_account(deps: AdminDeps, request: Request) -> Response:
         )
         if not gone:
             raise NotFound(f"No service account found with id '{account_id}'.")
+        await call.record(conn, "service_account.deleted", account_id)
     await call.identity.revoke_keys(hashes)
     return JSON(deleted("organization.project.service_account", account_id))
 

@@ -107,6 +107,7 @@ async def modify_user(deps: AdminDeps, request: Request) -> Response:
         await store.update_organization_role(
             conn, organization_id=call.organization_id, user_id=user_id, role=role
         )
+        await call.record(conn, "user.updated", user_id, changes_requested={"role": role})
         row = await _get(conn, call.organization_id, user_id)
         [out] = await attach(
             conn, organization_id=call.organization_id, column="user_id", objects=[render(row)]
@@ -133,6 +134,7 @@ async def delete_user(deps: AdminDeps, request: Request) -> Response:
         await store.remove_organization_user(
             conn, organization_id=call.organization_id, user_id=user_id
         )
+        await call.record(conn, "user.deleted", user_id)
     await call.identity.revoke_all()  # memberships changed; the deleted keys go with the rest
     return JSON(deleted("organization.user", user_id))
 

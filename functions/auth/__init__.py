@@ -10,6 +10,7 @@ from functions.common.housekeeping import Housekeeping
 from functions.common.outbound import Outbound
 from functions.common.routing import Operation
 from functions.common.runtime import Runtime
+from functions.services.audit import Audit
 from functions.services.identity import Identity
 
 __all__ = ["ROUTES", "AuthDeps", "build"]
@@ -26,7 +27,7 @@ ROUTES: list[Operation[AuthDeps]] = [
 
 
 def build(
-    runtime: Runtime, identity: Identity, outbound: Outbound, keeper: Housekeeping
+    runtime: Runtime, identity: Identity, outbound: Outbound, keeper: Housekeeping, audit: Audit
 ) -> AuthDeps:
     settings = runtime.settings
     redis_url = settings.redis_url
@@ -35,4 +36,4 @@ def build(
         trusted_proxies=settings.jan_trusted_proxies,
     )
     keeper.add("auth.refresh_tokens", store.sweep_refresh_tokens)
-    return AuthDeps(runtime, identity, limiter, OIDCProvider(settings, outbound))
+    return AuthDeps(runtime, identity, limiter, OIDCProvider(settings, outbound), audit)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functions.auth.oidc_provider import OIDCProvider
 from functions.auth.ratelimit import LoginRateLimiter
 from functions.common.runtime import Runtime
+from functions.services.audit import Audit
 from functions.services.identity import Identity
 
 
@@ -16,3 +17,4 @@ class AuthDeps:
     identity: Identity
     limiter: LoginRateLimiter
     oidc: OIDCProvider
+    audit: Audit

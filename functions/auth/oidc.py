@@ -23,14 +23,14 @@ from starlette.responses import Response
 
 from functions.auth import store
 from functions.auth.deps import AuthDeps
-from functions.auth.oidc_provider import STATE_TTL, OIDCIdentity
-from functions.auth.sessions import COOKIE, start_session
+from functions.auth.oidc_provider import STATE_TTL, OIDCIdentity, OIDCSignIn
+from functions.auth.sessions import COOKIE, record_for_user, start_session
 from functions.common import tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import APIError, Conflict, InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.settings import Settings
-from functions.services import tenancy
+from functions.services import audit, tenancy
 from functions.services.identity import bearer_credential
 
 # Binds a sign-in to the browser that started it. `__Host-`: Secure, Path=/, no Domain, so
@@ -167,8 +167,28 @@ async def callback(deps: AuthDeps, request: Request) -> Response:
       409: {description: The e-mail belongs to an account linked to another identity.}
       429: {description: Too many sign-in attempts from this address.}
     """
-    runtime = deps.runtime
     await deps.limiter.check(request)
+    runtime = deps.runtime
+    try:
+        done = await _exchange(deps, request)
+    except APIError as exc:
+        await _record_failure(deps, request, exc, email=None)
+        raise
+    try:
+        async with runtime.db.writer.acquire() as conn, conn.transaction():
+            user_id = await sign_in(conn, runtime.settings, done.identity, done.guest_id)
+            await record_for_user(deps, request, conn, "login.succeeded", user_id, method="oidc")
+            response = await start_session(deps, conn, user_id)
+    except APIError as exc:
+        await _record_failure(deps, request, exc, email=done.identity.email)
+        raise
+    if done.guest_id is not None:
+        await deps.identity.revoke_all()  # the upgraded guest's cached principal is stale
+    return response
+
+
+async def _exchange(deps: AuthDeps, request: Request) -> OIDCSignIn:
+    """The verified identity of this callback's code and state."""
     params: dict[str, Any] = dict(request.query_params)
     if request.method == "POST" and await request.body():
         params.update(await json_body(request))
@@ -179,12 +199,27 @@ async def callback(deps: AuthDeps, request: Request) -> Response:
         raise InvalidRequest("Both 'code' and 'state' are required.", param="code")
     # Only the cookie set at login proves the browser: never a value from the query or body,
     # which whoever crafted the link chose.
-    done = await deps.oidc.exchange(
-        runtime.db.writer, code=code, state=state, browser=request.cookies.get(LOGIN_COOKIE)
+    return await deps.oidc.exchange(
+        deps.runtime.db.writer,
+        code=code,
+        state=state,
+        browser=request.cookies.get(LOGIN_COOKIE),
     )
-    async with runtime.db.writer.acquire() as conn, conn.transaction():
-        user_id = await sign_in(conn, runtime.settings, done.identity, done.guest_id)
-        response = await start_session(deps, conn, user_id)
-    if done.guest_id is not None:
-        await deps.identity.revoke_all()  # the upgraded guest's cached principal is stale
-    return response
+
+
+async def _record_failure(
+    deps: AuthDeps, request: Request, exc: APIError, *, email: str | None
+) -> None:
+    """A sign-in refused for the caller's reason (a 4xx; not an outage), in the default
+    organization (where sign-ins land), in a transaction of its own: the sign-in's was
+    rolled back."""
+    if exc.status >= 500:
+        return
+    async with deps.runtime.db.writer.acquire() as conn, conn.transaction():
+        await audit.record(
+            conn,
+            organization_id=await tenancy.ensure_default_organization(conn),
+            actor=deps.audit.session(request, email=email),
+            type="login.failed",
+            payload={"error_code": exc.code or exc.type, "error_message": exc.message},
+        )

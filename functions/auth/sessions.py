@@ -20,7 +20,7 @@ from functions.common import ids, tokens
 from functions.common.db import AnyConnection, Executor
 from functions.common.errors import Forbidden, InvalidRequest, Unauthorized
 from functions.common.http import JSON
-from functions.services import tenancy
+from functions.services import audit, tenancy
 
 COOKIE = "jan_refresh_token"
 COOKIE_PATH = "/v1/auth"
@@ -85,6 +85,23 @@ def session_response(*, access: str, refresh: str, user: dict[str, Any]) -> Resp
     return response
 
 
+async def record_for_user(
+    deps: AuthDeps,
+    request: Request,
+    conn: Executor,
+    type: str,
+    user_id: str,
+    **payload: Any,
+) -> None:
+    """An audit event of the user's own (signing in or out), in each organization they
+    are in, in the caller's transaction."""
+    actor = deps.audit.session(request, user_id=user_id)
+    for organization_id in await store.organizations_of(conn, user_id=user_id):
+        await audit.record(
+            conn, organization_id=organization_id, actor=actor, type=type, payload=payload
+        )
+
+
 async def start_session(deps: AuthDeps, conn: Executor, user_id: str) -> Response:
     identity = deps.identity
     refresh = await new_refresh_token(conn, user_id=user_id)
@@ -124,18 +141,19 @@ async def guest_login(deps: AuthDeps, request: Request) -> Response:
         org_id = await tenancy.ensure_default_organization(conn)
         user = await tenancy.create_user(conn, email=None, name="Guest", is_guest=True)
         await tenancy.create_personal_project(conn, organization_id=org_id, user_id=user["id"])
+        await record_for_user(deps, request, conn, "login.succeeded", user["id"], method="guest")
         return await start_session(deps, conn, user["id"])
 
 
-async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str] | None:
-    """(user ID, new refresh token); None when a spent token came back (the family is
-    revoked then, and the caller must let that commit before refusing)."""
+async def _rotate(conn: AnyConnection, token: str) -> tuple[str, str | None]:
+    """(user ID, new refresh token); no new token when a spent token came back (the
+    family is revoked then, and the caller must let that commit before refusing)."""
     row = await store.lock_refresh_token(conn, token_hash=tokens.hash_refresh_token(token))
     if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
         raise Unauthorized("Invalid or expired refresh token; sign in again.", code="invalid_token")
     if row["used_at"] is not None:
         await store.revoke_token_family(conn, family_id=row["family_id"])
-        return None
+        return row["user_id"], None
     await store.mark_refresh_token_used(conn, token_id=row["id"])
     new = await new_refresh_token(conn, user_id=row["user_id"], family_id=row["family_id"])
     return row["user_id"], new
@@ -161,15 +179,25 @@ async def refresh(deps: AuthDeps, request: Request) -> Response:
     if token is None:
         raise Unauthorized("No refresh token: send the cookie or 'refresh_token'.")
     identity = deps.identity
+    reused = Unauthorized(
+        "This refresh token was already used; every session of this sign-in is revoked.",
+        code="refresh_token_reused",
+    )
     async with runtime.db.writer.acquire() as conn:
         async with conn.transaction():
-            rotated = await _rotate(conn, token)
-        if rotated is None:
-            raise Unauthorized(
-                "This refresh token was already used; every session of this sign-in is revoked.",
-                code="refresh_token_reused",
-            )
-        user_id, new = rotated
+            user_id, new = await _rotate(conn, token)
+            if new is None:  # a stolen token, or a replay: recorded with the revocation
+                await record_for_user(
+                    deps,
+                    request,
+                    conn,
+                    "login.failed",
+                    user_id,
+                    error_code=reused.code,
+                    error_message=reused.message,
+                )
+        if new is None:
+            raise reused
         user = await user_object(conn, user_id)
     access = tokens.issue_access_token(identity.jwt_secret, user_id=user_id)
     return session_response(access=access, refresh=new, user=user)
@@ -193,9 +221,12 @@ async def logout(deps: AuthDeps, request: Request) -> Response:
     """
     token = await refresh_token_of(request)
     if token is not None:
-        await store.revoke_token_family_of(
-            deps.runtime.db.writer, token_hash=tokens.hash_refresh_token(token)
-        )
+        async with deps.runtime.db.writer.acquire() as conn, conn.transaction():
+            user_id = await store.revoke_token_family_of(
+                conn, token_hash=tokens.hash_refresh_token(token)
+            )
+            if user_id is not None:
+                await record_for_user(deps, request, conn, "logout.succeeded", user_id)
     response = JSON({"object": "auth.logout", "revoked": token is not None})
     response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=True, httponly=True, samesite="lax")
     return response

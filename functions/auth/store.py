@@ -52,16 +52,21 @@ async def revoke_token_family(ex: Executor, *, family_id: str) -> None:
     )
 
 
-async def revoke_token_family_of(ex: Executor, *, token_hash: bytes) -> None:
-    """Revoke the family of the token with this hash (nothing when the hash is unknown)."""
-    await ex.execute(
+async def revoke_token_family_of(ex: Executor, *, token_hash: bytes) -> str | None:
+    """Revoke the family of the token with this hash; the user it belongs to, None when
+    the hash is unknown."""
+    user_id: str | None = await ex.fetchval(
         """
-        UPDATE refresh_tokens SET revoked_at = now()
-        WHERE revoked_at IS NULL AND family_id =
-            (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+        WITH token AS (SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1),
+        revoked AS (
+            UPDATE refresh_tokens SET revoked_at = now()
+            WHERE revoked_at IS NULL AND family_id = (SELECT family_id FROM token)
+        )
+        SELECT user_id FROM token
         """,
         token_hash,
     )
+    return user_id
 
 
 async def sweep_refresh_tokens(ex: Executor, *, limit: int) -> int:
@@ -155,6 +160,18 @@ async def guest_id(ex: Executor, *, user_id: str) -> str | None:
         "SELECT id FROM users WHERE id = $1 AND is_guest", user_id
     )
     return found
+
+
+async def organizations_of(ex: Executor, *, user_id: str) -> list[str]:
+    """The organizations the user is in, as a member or through a project: where their
+    sign-ins are recorded."""
+    rows = await ex.fetch(
+        "SELECT organization_id FROM organization_members WHERE user_id = $1"
+        " UNION SELECT organization_id FROM project_members WHERE user_id = $1"
+        " ORDER BY 1",
+        user_id,
+    )
+    return [r["organization_id"] for r in rows]
 
 
 # --- OIDC login states --------------------------------------------------------------------

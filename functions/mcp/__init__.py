@@ -9,6 +9,7 @@ from functions.mcp.deps import MCPDeps
 from functions.mcp.endpoint import mcp_endpoint
 from functions.mcp.server import MCPService
 from functions.mcp.tool_settings import get_settings, update_settings
+from functions.services.audit import Audit
 from functions.services.identity import Identity
 from functions.services.toolbox.toolbox import ToolBox
 
@@ -21,5 +22,5 @@ ROUTES: list[Operation[MCPDeps] | RawOperation[MCPDeps]] = [
 ]
 
 
-def build(runtime: Runtime, identity: Identity, toolbox: ToolBox) -> MCPDeps:
-    return MCPDeps(runtime, identity, toolbox, MCPService(toolbox))
+def build(runtime: Runtime, identity: Identity, toolbox: ToolBox, audit: Audit) -> MCPDeps:
+    return MCPDeps(runtime, identity, toolbox, MCPService(toolbox), audit)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from functions.common.runtime import Runtime
 from functions.mcp.server import MCPService
+from functions.services.audit import Audit
 from functions.services.identity import Identity
 from functions.services.toolbox.toolbox import ToolBox
 
@@ -16,3 +17,4 @@ class MCPDeps:
     identity: Identity
     toolbox: ToolBox
     server: MCPService
+    audit: Audit

@@ -23,6 +23,7 @@ from functions.common.errors import Forbidden, InvalidRequest
 from functions.common.http import JSON, json_body
 from functions.common.principal import Principal, require_project
 from functions.mcp.deps import MCPDeps
+from functions.services import audit
 from functions.services.toolbox import store
 from functions.services.toolbox.base import ToolLimits
 from functions.services.toolbox.toolbox import FAMILIES, daily_quota, enabled_specs
@@ -54,7 +55,8 @@ async def update_settings(deps: MCPDeps, request: Request) -> Response:
     """
     summary: Change the tool settings of the caller's project
     description: >
-      Fields left out are unchanged. enabled_tools lists tool families (web_search,
+      Fields left out are unchanged (a change is recorded in the organization's audit
+      log, `tool_settings.updated`). enabled_tools lists tool families (web_search,
       fetch); null enables all. daily_call_quota null follows the organization owner's
       value, else the server default; 0 is unlimited. Project owners and organization
       owners only. An organization owner's daily_call_quota (at most the server's ceiling;
@@ -107,6 +109,16 @@ async def update_settings(deps: MCPDeps, request: Request) -> Response:
             organization_id=principal.organization_id,
             project_id=project_id,
             settings=changed,
+        )
+        asked = {k: body[k] for k in ("enabled_tools", "daily_call_quota") if k in body}
+        await audit.record(
+            conn,
+            organization_id=principal.organization_id,
+            actor=deps.audit.actor(principal, request),
+            type="tool_settings.updated",
+            resource_id=project_id,
+            project_id=project_id,
+            payload={"changes_requested": asked},
         )
         return JSON(await _render(conn, deps, principal, project_id, changed))
 

@@ -147,22 +147,22 @@ async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
 
 
 async def insert_provider_within(
-    pool: asyncpg.Pool, *, limit: int, **values: Any
+    conn: Executor, *, limit: int, **values: Any
 ) -> asyncpg.Record | None:
     """Insert unless the organization already has ``limit`` providers (its projects'
-    included); None then. Creations in one organization take turns (a lock on its row that
-    other writers' foreign-key checks do not wait for), so concurrent ones cannot overshoot."""
-    async with pool.acquire() as conn, conn.transaction():
-        organization_id = values["organization_id"]
-        await conn.execute(
-            "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE", organization_id
-        )
-        count = await conn.fetchval(
-            "SELECT count(*) FROM model_providers WHERE organization_id = $1", organization_id
-        )
-        if count >= limit:
-            return None
-        return await insert_provider(conn, **values)
+    included); None then. Creations in one organization take turns (a lock on its row, held
+    until the caller's transaction ends, that other writers' foreign-key checks do not wait
+    for), so concurrent ones cannot overshoot."""
+    organization_id = values["organization_id"]
+    await conn.execute(
+        "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE", organization_id
+    )
+    count = await conn.fetchval(
+        "SELECT count(*) FROM model_providers WHERE organization_id = $1", organization_id
+    )
+    if count >= limit:
+        return None
+    return await insert_provider(conn, **values)
 
 
 async def get_provider(
