@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from functions.services.limits import Limiter
     from functions.services.limits.definitions import RateLimitDefinitions
     from functions.services.providers.directory import Providers
+    from functions.services.retention import Retention
     from functions.services.toolbox.toolbox import ToolBox
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,16 @@ class Services:
         from functions.services.audit import Audit
 
         return Audit(self.runtime.settings)
+
+    @cached_property
+    def retention(self) -> Retention:
+        """Its sweeps run in every area that stores what they delete (any instance will
+        do: each sweep runs on one at a time)."""
+        from functions.services.retention import Retention
+
+        keeper = Retention(self.runtime.settings)
+        keeper.register(self.housekeeping)
+        return keeper
 
     @cached_property
     def identity(self) -> Identity:
@@ -189,6 +200,7 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         from functions import auth
 
         s.bootstrap  # noqa: B018  (the default organization exists before sign-ins)
+        s.retention  # noqa: B018  (audit events)
         auth_deps = auth.build(s.runtime, s.identity, s.outbound, s.housekeeping, s.audit)
         s.components.append(auth_deps.limiter)
         return bind(auth.ROUTES, auth_deps)
@@ -196,15 +208,18 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         from functions import admin
 
         s.bootstrap  # noqa: B018
+        s.retention  # noqa: B018  (audit events)
         deps = admin.AdminDeps(s.runtime, s.identity, s.providers, s.limit_definitions, s.audit)
         return bind(admin.ROUTES, deps)
     if area == "chat":
         from functions import chat
 
+        s.retention  # noqa: B018  (the usage ledger)
         return bind(chat.ROUTES, chat.ChatDeps(s.identity, s.inference))
     if area == "conversations":
         from functions import conversations
 
+        s.retention  # noqa: B018  (conversation items)
         return bind(conversations.ROUTES, conversations.ConversationsDeps(s.runtime, s.identity))
     if area == "responses":
         from functions import responses
@@ -212,6 +227,7 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         responses_deps = responses.build(s.runtime, s.identity, s.inference, s.toolbox)
         s.components.append(responses_deps.worker)
         responses.register_sweeps(s.housekeeping, settings)
+        s.retention  # noqa: B018  (responses, conversation items, the usage ledger)
         return bind(responses.ROUTES, responses_deps)
     if area == "mcp":
         from functions import mcp

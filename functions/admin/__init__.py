@@ -9,6 +9,7 @@ from __future__ import annotations
 from functions.admin import (
     admin_keys,
     audit_logs,
+    data_retention,
     invites,
     model_permissions,
     project_keys,
@@ -38,4 +39,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *usage.ROUTES,
     *rate_limits.ROUTES,
     *audit_logs.ROUTES,
+    *data_retention.ROUTES,
 ]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from functions.common.errors import Forbidden
+from functions.common.errors import Forbidden, InvalidRequest
 
 PrincipalKind = Literal["user", "admin_key", "project_key", "service_account"]
 OrgRole = Literal["owner", "reader"]
@@ -37,6 +37,8 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     is_guest: bool = False
     denied_models: frozenset[str] = frozenset()
+    # The project's data retention is zero_data_retention: no prompt or output is stored.
+    zero_data_retention: bool = False
 
     def may_use_model(self, model: str) -> bool:
         return (
@@ -78,6 +80,18 @@ def require_project(principal: Principal) -> str:
             "No project selected: send an OpenAI-Project header naming a project you belong to."
         )
     return principal.project_id
+
+
+def refuse_storing(principal: Principal, what: str, *, param: str | None = None) -> None:
+    """400 when ``what`` would store prompts or outputs of a project under zero data
+    retention."""
+    if principal.zero_data_retention:
+        raise InvalidRequest(
+            f"{what} cannot be used: this project's data retention policy is "
+            "zero_data_retention, so no prompt or output is stored.",
+            param=param,
+            code="zero_data_retention",
+        )
 
 
 def refuse_project_credentials(principal: Principal) -> None:

@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     jan_housekeeping_interval_seconds: float = Field(
         300.0, ge=0, description="How often expired rows are swept (0: never, on this instance)."
     )
+    # Retention periods in days of organizations that set none of their own (0: kept).
+    jan_retention_responses_days: int = Field(
+        0, ge=0, description="Days stored responses are kept (0: for ever)."
+    )
+    jan_retention_conversation_items_days: int = Field(
+        0, ge=0, description="Days conversation items are kept (0: for ever)."
+    )
+    jan_retention_usage_detail_days: int = Field(
+        0, ge=0, description="Days the ledger's per-request rows are kept (0: for ever)."
+    )
+    jan_retention_audit_log_days: int = Field(
+        0, ge=0, description="Days audit log events are kept (0: for ever)."
+    )
     jan_response_abandoned_after_seconds: float = Field(
         3600.0,
         gt=0,

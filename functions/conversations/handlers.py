@@ -13,7 +13,7 @@ from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, query_list
 from functions.common.ids import new_id
 from functions.common.pagination import Page, list_page
-from functions.common.principal import Owner
+from functions.common.principal import Owner, refuse_storing
 from functions.common.runtime import Runtime
 from functions.services.conversations import references, store
 from functions.services.conversations.items import (
@@ -52,9 +52,13 @@ async def create_conversation(deps: ConversationsDeps, request: Request) -> Resp
               metadata: {type: object, additionalProperties: {type: string}}
     responses:
       200: {description: The conversation object.}
-      400: {description: Malformed items or metadata.}
+      400:
+        description: >-
+          Malformed items or metadata; or the project's data retention is
+          zero_data_retention (code `zero_data_retention`: nothing is stored).
     """
     owner = await deps.identity.owner(request)
+    refuse_storing(owner.principal, "Conversations")
     body = await json_body(request)
     items = normalize_items(body.get("items") or [], param="items", limit=MAX_ITEMS_PER_ADD)
     metadata = validate_metadata(body.get("metadata"))
@@ -200,10 +204,14 @@ async def create_items(deps: ConversationsDeps, request: Request) -> Response:
               items: {type: array, maxItems: 20, items: {$ref: '#/components/schemas/InputItem'}}
     responses:
       200: {description: A list of the added items.}
-      400: {description: Malformed items.}
+      400:
+        description: >-
+          Malformed items; or the project's data retention is zero_data_retention (code
+          `zero_data_retention`: nothing is stored).
       404: {description: No such conversation for this caller.}
     """
     owner = await deps.identity.owner(request)
+    refuse_storing(owner.principal, "Conversation items", param="items")
     include_param(query_list(request, "include"))
     body = await json_body(request)
     if "items" not in body:

@@ -22,7 +22,7 @@ from functions.responses.calls import Event
 from functions.responses.engine import run_events
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_object
-from functions.responses.params import parse_request
+from functions.responses.params import parse_request, under_retention
 from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
 from functions.responses.worker import BackgroundWorker
 from functions.services.conversations.items import include_param
@@ -53,7 +53,10 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     description: >
       Input as a string or items; history from `previous_response_id` or `conversation`;
       function tools; `stream` for OpenAI's typed SSE events; `background` to run it
-      detached (poll with GET, stop with cancel).
+      detached (poll with GET, stop with cancel). Under zero data retention (the
+      project's or organization's `/data_retention`) a response is never stored, as with
+      `store: false`, and `background`, `conversation` and `previous_response_id` are
+      refused (400, code `zero_data_retention`).
     requestBody:
       content:
         application/json:
@@ -79,7 +82,7 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
               metadata: {type: object, additionalProperties: {type: string}}
     responses:
       200: {description: "The response object, or an event stream when `stream` is true."}
-      400: {description: Invalid request.}
+      400: {description: "Invalid request, or storage refused under zero data retention."}
       404: {description: "Unknown model, conversation or previous response."}
       429:
         description: >
@@ -90,7 +93,7 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     """
     owner = await deps.identity.owner(request)
     body = await json_body(request)
-    params = parse_request(body)
+    params = under_retention(parse_request(body), owner.principal)
     if not owner.principal.may_use_model(params.model):
         raise NotFound(
             f"The model `{params.model}` does not exist or you do not have access to it.",

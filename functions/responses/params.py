@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from functions.common.errors import InvalidRequest
+from functions.common.principal import Principal, refuse_storing
 from functions.services.conversations.items import normalize_items, validate_metadata
 from functions.services.toolbox.server import function_tool
 
@@ -122,6 +123,22 @@ def parse_request(body: dict[str, Any]) -> ResponseRequest:
         metadata=validate_metadata(body.get("metadata")),
         user=_optional_str(body, "user"),
     )
+
+
+def under_retention(request: ResponseRequest, principal: Principal) -> ResponseRequest:
+    """The request as the caller's data retention allows: under zero data retention it is
+    never stored (``store`` false, whatever was asked), and what needs stored state —
+    background runs, conversations, previous responses — is refused."""
+    if not principal.zero_data_retention:
+        return request
+    for asked, what, param in (
+        (request.background, "Background responses", "background"),
+        (request.conversation_id, "Conversations", "conversation"),
+        (request.previous_response_id, "'previous_response_id'", "previous_response_id"),
+    ):
+        if asked:
+            refuse_storing(principal, what, param=param)
+    return replace(request, store=False)
 
 
 def _input(raw: Any) -> list[dict[str, Any]]:

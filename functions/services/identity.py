@@ -21,7 +21,7 @@ A principal carries the models it may use: a key's own ``allowed_models`` inters
 its project's model permissions (``project_model_permissions``, read in the same query), so
 the model APIs check them in O(1) without a query. Changing a project's permissions calls
 ``revoke_all``: at once on that instance, everywhere at once with Redis, else within the
-cache's 5 s.
+cache's 5 s. Its project's data retention (zero data retention or not) travels the same way.
 """
 
 from __future__ import annotations
@@ -210,7 +210,10 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
                k.allowed_models, k.expires_at, p.status AS project_status,
                sa.role AS service_account_role, pm.role AS owner_project_role,
                om.role AS owner_org_role,
-               mp.mode AS model_mode, mp.model_ids
+               mp.mode AS model_mode, mp.model_ids,
+               coalesce(pdr.retention_type, odr.retention_type, 'none')
+                   IN ('zero_data_retention', 'enhanced_zero_data_retention')
+                   AS zero_data_retention
         FROM api_keys k
         LEFT JOIN projects p ON p.id = k.project_id AND p.organization_id = k.organization_id
         LEFT JOIN service_accounts sa
@@ -222,6 +225,9 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
               AND om.user_id = k.owner_user_id
         LEFT JOIN project_model_permissions mp
                ON mp.project_id = k.project_id AND mp.organization_id = k.organization_id
+        LEFT JOIN organization_data_retention odr ON odr.organization_id = k.organization_id
+        LEFT JOIN project_data_retention pdr
+               ON pdr.project_id = k.project_id AND pdr.organization_id = k.organization_id
         WHERE k.secret_hash = $1
         """,
         secret_hash,
@@ -257,6 +263,7 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
             project_role=role,
             allowed_models=allowed,
             denied_models=denied,
+            zero_data_retention=row["zero_data_retention"],
         )
     return keys.CachedKey(
         id=row["id"],
@@ -273,13 +280,17 @@ _USER_GRANTS = """
 SELECT u.is_guest,
        p.id AS project_id, p.organization_id AS project_organization_id,
        p.status AS project_status, pm.role AS member_role, om.role AS org_role,
-       mp.mode AS model_mode, mp.model_ids
+       mp.mode AS model_mode, mp.model_ids,
+       coalesce(pdr.retention_type, odr.retention_type, 'none')
+           IN ('zero_data_retention', 'enhanced_zero_data_retention') AS zero_data_retention
 FROM users u
 LEFT JOIN projects p
        ON p.id = coalesce($2::text, u.default_project_id)
       AND ($2::text IS NOT NULL OR $3::text IS NULL OR p.organization_id = $3::text)
 LEFT JOIN project_members pm ON pm.project_id = p.id AND pm.user_id = u.id
 LEFT JOIN project_model_permissions mp ON mp.project_id = p.id
+LEFT JOIN organization_data_retention odr ON odr.organization_id = p.organization_id
+LEFT JOIN project_data_retention pdr ON pdr.project_id = p.id
 LEFT JOIN organization_members om
        ON om.user_id = u.id AND om.organization_id = coalesce($3::text, p.organization_id)
 WHERE u.id = $1
@@ -333,4 +344,5 @@ async def resolve_user(
         is_guest=row["is_guest"],
         allowed_models=allowed,
         denied_models=denied,
+        zero_data_retention=project_role is not None and row["zero_data_retention"],
     )

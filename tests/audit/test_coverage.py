@@ -259,6 +259,18 @@ async def rate_limit_policy(w: World) -> httpx.Response:
     return await w.post("/v1/organization/rate_limit_policy", {"failure_mode": "closed"})
 
 
+# --- data retention
+@walks("POST", "/v1/organization/data_retention", "data_retention.updated")
+async def organization_retention(w: World) -> httpx.Response:
+    body = {"retention_type": "zero_data_retention", "retention_days": {"responses": 7}}
+    return await w.post("/v1/organization/data_retention", body)
+
+
+@walks("POST", P + "/data_retention", "data_retention.updated")
+async def project_retention(w: World) -> httpx.Response:
+    return await w.post(w.p + "/data_retention", {"retention_type": "zero_data_retention"})
+
+
 # --- model providers, organization-wide and per project
 for _base in (ORG_PROVIDERS, P + "/models/providers"):
 

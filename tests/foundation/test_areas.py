@@ -24,15 +24,25 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     ),
     "admin": (
         # The upstream client is lazy here: opened only when a provider is polled.
-        {"Bootstrap", "Identity", "Upstream"},
-        {"Identity._flush_forever"},
+        # Housekeeping: the retention sweeps run in every area that stores data.
+        {"Bootstrap", "Identity", "Upstream", "Housekeeping"},
+        {"Identity._flush_forever", "Housekeeping._forever"},
     ),
     "chat": (
         # The rate limiter runs a background task only once a limit applies to a call.
-        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference"},
-        {"Identity._flush_forever", "UsageRecorder._run", "Catalog.run", WAIT_FOR},
+        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference", "Housekeeping"},
+        {
+            "Identity._flush_forever",
+            "UsageRecorder._run",
+            "Catalog.run",
+            WAIT_FOR,
+            "Housekeeping._forever",
+        },
     ),
-    "conversations": ({"Identity"}, {"Identity._flush_forever"}),
+    "conversations": (
+        {"Identity", "Housekeeping"},
+        {"Identity._flush_forever", "Housekeeping._forever"},
+    ),
     "responses": (
         {
             "Identity",
