@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functions.admin import (
     admin_keys,
+    budgets,
     invites,
     model_permissions,
     project_keys,
@@ -36,4 +37,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *providers.ROUTES,
     *usage.ROUTES,
     *rate_limits.ROUTES,
+    *budgets.ROUTES,
 ]
