@@ -186,7 +186,7 @@ async def get_project_spend_limit(deps: AdminDeps, request: Request) -> Response
       - {name: project_id, in: path, required: true, schema: {type: string}}
     responses:
       200: {description: "The project.spend_limit (threshold_amount in cents)."}
-      404: {description: No such project, or no spend limit is set.}
+      404: {description: "No such project, or no spend limit is set."}
     """
     call = await project_call(deps, request, write=False)
     return JSON(

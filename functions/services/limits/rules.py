@@ -256,7 +256,7 @@ def make_plan(
     *,
     guest: LimitSet | None,
     failure_mode: str,
-    now: float = 0.0,
+    now: float,
 ) -> Plan:
     """The counters a call of ``principal`` to ``model`` must fit; ``now`` (Unix time)
     picks the budgets' periods."""
