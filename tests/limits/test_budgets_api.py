@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 
@@ -90,6 +91,33 @@ async def test_spend_limits_in_openais_shape_through_the_sdk(
             with pytest.raises(openai.BadRequestError) as bad:
                 await org.update(threshold_amount=0, currency="USD", interval="month")
             assert bad.value.body["param"] == "threshold_amount"  # type: ignore[index]
+
+        # A spent budget: the SDK raises at once, without its retries (x-should-retry).
+        async with httpx.AsyncClient() as http:
+            r = await http.post(
+                f"{base}/v1/organization/token_budgets",
+                json={"tokens_per_day": 12},  # one answer of the fake upstream
+                headers=tenant.admin_headers,
+            )
+            assert r.status_code == 200
+            sent: list[httpx2.Request] = []
+
+            async def count(request: httpx2.Request) -> None:
+                sent.append(request)
+
+            # The SDK's own HTTP client (httpx2), watched: how many requests it sent.
+            async with (
+                httpx2.AsyncClient(event_hooks={"request": [count]}) as hooked,
+                openai.AsyncOpenAI(
+                    base_url=f"{base}/v1", api_key=tenant.project_key, http_client=hooked
+                ) as with_key,
+            ):
+                chat = with_key.chat.completions
+                await chat.create(model="m1", messages=[{"role": "user", "content": "hi"}])
+                with pytest.raises(openai.RateLimitError) as refused:
+                    await chat.create(model="m1", messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.code == "insufficient_quota"
+        assert len(sent) == 2  # the default two retries were not made
 
 
 async def test_bad_spend_limits_are_refused(client: httpx.AsyncClient, tenant: Tenant) -> None:
