@@ -1,4 +1,5 @@
-"""CPU the rate limiter adds to a model call: admission + settlement, limits off and on.
+"""CPU the rate limiter adds to a model call: admission + settlement, limits off and on,
+then with budgets on too.
 
     .venv/bin/python bench/bench_limits.py [calls]      (default 100000)
 
@@ -21,6 +22,11 @@ the start, then every decision local: the best case), and with blocks forced to 
 worth (an exchange per 100 calls per counter, as for limits of 1000 requests and 86,000
 tokens a minute: the cost of leasing shows).
 
+``+ budgets``: the same three counters, plus a token budget of the project (a day) and a
+spend limit of the organization (a month, the model priced: each call reserves its price
+and settles its cost) — five counters; the budgets start from the usage ledger of the
+scratch database (``JAN_TEST_PG_DSN``) and are reconciled with it every 10 s.
+
 No HTTP and no upstream: the figure is the limiter's own cost, which adds to the gateway's
 per-request CPU measured by ``bench/gateway.py``.
 """
@@ -37,6 +43,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +57,9 @@ from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.services.limits.limiter import Limiter
-from functions.services.limits.rules import TOKENS, LimitSet, OrgRules, Plan
+from functions.services.limits.rules import TOKENS, Budget, LimitSet, OrgRules, Plan
 from functions.services.limits.shared import PostgresStore, RedisStore, SharedStore
+from functions.services.pricing import Price
 
 CONNECTIONS = 32
 BIG = 10**12  # limits far above the benchmark's traffic: nothing is refused
@@ -63,9 +71,10 @@ PRINCIPAL = Principal(
 )
 
 
-def settings() -> Settings:
+def settings(dsn: str = "postgresql://unused@127.0.0.1:1/unused") -> Settings:
     values: dict[str, Any] = {
-        "db_postgresql_write_dsn": SecretStr("postgresql://unused@127.0.0.1:1/unused"),
+        "db_postgresql_write_dsn": SecretStr(dsn),
+        "jan_migrate_on_start": False,
         "jwt_secret": SecretStr("bench-jwt-secret-0123456789abcdef0123456789"),
         "apikey_secret": SecretStr("bench-apikey-secret-0123456789abcdef"),
         "model_provider_secret": SecretStr("bench-provider-secret-0123456789abcdef"),
@@ -73,14 +82,23 @@ def settings() -> Settings:
     return Settings(**values)
 
 
-def make_limiter(shared: SharedStore | None, *, limited: bool) -> Limiter:
-    limiter = Limiter(Runtime(settings()), shared=shared, mode="memory" if shared is None else "x")
+def make_limiter(
+    shared: SharedStore | None, *, limited: bool, ledger: Runtime | None = None
+) -> Limiter:
+    """Three counters when ``limited``; with a ``ledger`` (an opened runtime), two budgets
+    more."""
+    runtime = ledger or Runtime(settings())
+    limiter = Limiter(runtime, shared=shared, mode="memory" if shared is None else "x")
     rules = OrgRules()
     if limited:
         rules.projects[(PROJECT, MODEL)] = LimitSet(
             max_requests_per_1_minute=BIG, max_tokens_per_1_minute=BIG
         )
         rules.keys["key_bench"] = LimitSet(max_requests_per_1_minute=BIG)
+    if ledger is not None:
+        rules.budgets[PROJECT] = (Budget("tokens", "day", BIG),)
+        rules.budgets[""] = (Budget("spend", "month", BIG // 10**6),)  # cents
+        rules.prices[("", MODEL)] = Price.per_million(Decimal("0.5"), None, Decimal("1.5"))
     rules.loaded_at = time.monotonic()
     limiter.rules[ORG] = rules
     limiter.refresh_seconds = float("inf")
@@ -155,7 +173,9 @@ async def redis_store() -> AsyncIterator[SharedStore | None]:
 
 
 @contextlib.asynccontextmanager
-async def postgres_store() -> AsyncIterator[SharedStore | None]:
+async def scratch_database() -> AsyncIterator[Runtime | None]:
+    """An opened runtime on a migrated scratch database (the PostgreSQL store's, and the
+    usage ledger budgets read), dropped afterwards; None without PostgreSQL."""
     admin_dsn = os.environ.get("JAN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"jan_bench_limits_{uuid.uuid4().hex[:8]}"
     try:
@@ -165,17 +185,18 @@ async def postgres_store() -> AsyncIterator[SharedStore | None]:
         yield None
         return
     await admin.execute(f'CREATE DATABASE "{name}"')
-    pool = None
+    runtime = None
     try:
         dsn = admin_dsn.rpartition("/")[0] + "/" + name
         conn = await asyncpg.connect(dsn)
         await migrate.apply(conn)
         await conn.close()
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        yield PostgresStore(lambda: pool)
+        runtime = Runtime(settings(dsn))
+        await runtime.open()
+        yield runtime
     finally:
-        if pool is not None:
-            await pool.close()
+        if runtime is not None:
+            await runtime.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
@@ -210,14 +231,24 @@ async def main(calls: int) -> None:
         rows.append((label, cost, await exchanges_per_1000(limiter, calls)))
         await limiter.stop()
 
-    await measure("off (no limits set)", make_limiter(None, limited=False))
-    await measure("memory (3 counters)", make_limiter(None, limited=True))
-    for name, opened in (("redis", redis_store), ("postgres", postgres_store)):
-        async with opened() as store:
+    async with scratch_database() as ledger, redis_store() as redis:
+        await measure("off (no limits set)", make_limiter(None, limited=False))
+        await measure("memory (3 counters)", make_limiter(None, limited=True))
+        if ledger is not None:
+            await measure(
+                "memory + budgets (5 counters)", make_limiter(None, limited=True, ledger=ledger)
+            )
+        postgres = PostgresStore(lambda: ledger.db.writer) if ledger is not None else None
+        for name, store in (("redis", redis), ("postgres", postgres)):
             if store is None:
                 continue
             await measure(f"{name} leases (3 counters)", make_limiter(store, limited=True))
             await measure(f"{name}, blocks of 100", with_blocks_of_100_calls(store))
+            if ledger is not None:
+                await measure(
+                    f"{name} leases + budgets (5 counters)",
+                    make_limiter(store, limited=True, ledger=ledger),
+                )
     print(f"rate limiter, {calls} calls over {CONNECTIONS} concurrent tasks")
     print(f"loop without a limiter: {bare * 1e6:.2f} µs CPU per call (subtracted below)")
     print("| mode | µs CPU per call (admit, headers, settle) | store exchanges per 1000 calls |")

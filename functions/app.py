@@ -170,6 +170,7 @@ class Services:
 
         limiter = Limiter(self.runtime)
         self.limit_definitions.subscribe(limiter.forget)  # a change here applies at once
+        self.limit_definitions.counters = limiter  # budgets' state, for their admin side
         self._own(limiter)
         return limiter
 

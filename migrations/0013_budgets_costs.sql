@@ -127,10 +127,11 @@ CREATE TABLE spend_alert_events (
 CREATE INDEX spend_alert_events_due ON spend_alert_events (next_attempt_at)
     WHERE delivery = 'pending';
 
--- Shared budget counters without Redis: like rate_limit_lease (0012), for a bucket that
--- does not refill (rate 0) and lives until the end of its period (p_expires, seconds from
--- now), and that is brought down to what the ledger says was used (p_used: the level is at
--- most capacity - p_used; a lost or fresh counter starts from the ledger).
+-- Shared budget counters without Redis: like rate_limit_lease (0012), for a counter that
+-- does not refill and lives until the end of its period (p_expires, seconds from now). Its
+-- row's level holds what was taken (not what is left), so a changed budget (p_capacity)
+-- applies at once; what was taken is never less than what the ledger says was used
+-- (p_used: a lost or fresh counter starts from the ledger). Returns what is left.
 CREATE FUNCTION budget_lease(
     p_key text, p_capacity double precision, p_want double precision,
     p_minimum double precision, p_adjust double precision, p_used double precision,
@@ -139,23 +140,22 @@ CREATE FUNCTION budget_lease(
 LANGUAGE plpgsql AS $$
 DECLARE
     t       timestamptz;
-    v_level double precision;
+    v_taken double precision;
     v_grant double precision := 0;
 BEGIN
     INSERT INTO rate_limit_buckets AS b (key, level, updated_at, full_at)
-    VALUES (p_key, p_capacity, clock_timestamp(),
-            clock_timestamp() + make_interval(secs => p_expires))
+    VALUES (p_key, 0, clock_timestamp(), clock_timestamp() + make_interval(secs => p_expires))
     ON CONFLICT (key) DO NOTHING;
-    SELECT b.level INTO v_level FROM rate_limit_buckets b WHERE b.key = p_key FOR UPDATE;
+    SELECT b.level INTO v_taken FROM rate_limit_buckets b WHERE b.key = p_key FOR UPDATE;
     t := clock_timestamp();
-    v_level := least(p_capacity, v_level - p_adjust, p_capacity - p_used);
-    IF p_want > 0 AND floor(v_level) >= p_minimum THEN
-        v_grant := least(p_want, floor(v_level));
-        v_level := v_level - v_grant;
+    v_taken := greatest(0, v_taken + p_adjust, p_used);
+    IF p_want > 0 AND floor(p_capacity - v_taken) >= p_minimum THEN
+        v_grant := least(p_want, floor(p_capacity - v_taken));
+        v_taken := v_taken + v_grant;
     END IF;
     UPDATE rate_limit_buckets b
-    SET level = v_level, updated_at = t, full_at = t + make_interval(secs => p_expires)
+    SET level = v_taken, updated_at = t, full_at = t + make_interval(secs => p_expires)
     WHERE b.key = p_key;
-    RETURN QUERY SELECT v_grant, v_level;
+    RETURN QUERY SELECT v_grant, p_capacity - v_taken;
 END
 $$;

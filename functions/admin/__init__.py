@@ -9,6 +9,7 @@ from __future__ import annotations
 from functions.admin import (
     admin_keys,
     audit_logs,
+    budgets,
     data_retention,
     invites,
     model_permissions,
@@ -38,6 +39,7 @@ ROUTES: list[Operation[AdminDeps]] = [
     *providers.ROUTES,
     *usage.ROUTES,
     *rate_limits.ROUTES,
+    *budgets.ROUTES,
     *audit_logs.ROUTES,
     *data_retention.ROUTES,
 ]

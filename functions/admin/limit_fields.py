@@ -1,6 +1,7 @@
 """Rate limits as the Administration API shows and takes them: the ``project.rate_limit``
 ID of a model, the body fields of a change, and the ``rate_limits`` field of keys, users
-and service accounts (a Jan extension)."""
+and service accounts (a Jan extension); likewise the ``token_budgets`` of keys and users
+(tokens a calendar day and month, UTC)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ NOT_APPLICABLE = (
     "batch_1_day_max_input_tokens",
 )
 MAX_VALUE = 10**15
+# The token budgets' fields, and the period of each.
+TOKEN_BUDGET_FIELDS = {"tokens_per_day": "day", "tokens_per_month": "month"}
 MAX_CONCURRENT = 1_000_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _HEX = re.compile(r"[0-9a-f]{2}")
@@ -83,6 +86,33 @@ def limit_changes(body: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dict[
     return changes
 
 
+def budget_changes(body: dict[str, Any]) -> dict[str, int | None]:
+    """The token budgets a change sets, by period: each an integer ≥ 0 or null (0 and null:
+    none). Unknown fields are refused."""
+    for name in body:
+        if name not in TOKEN_BUDGET_FIELDS:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
+    changes: dict[str, int | None] = {}
+    for name, period in TOKEN_BUDGET_FIELDS.items():
+        if name not in body:
+            continue
+        value = body[name]
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_VALUE
+        ):
+            raise InvalidRequest(
+                f"'{name}' must be an integer from 0 (no budget) to {MAX_VALUE}, or null.",
+                param=name,
+            )
+        changes[period] = value or None
+    return changes
+
+
+def token_budgets(by_period: dict[str, int]) -> dict[str, int]:
+    """As the API shows them: both fields, 0 for none."""
+    return {name: by_period.get(period, 0) for name, period in TOKEN_BUDGET_FIELDS.items()}
+
+
 async def attach(
     ex: Executor,
     *,
@@ -90,10 +120,17 @@ async def attach(
     column: store.Subject,
     objects: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Add each object's ``rate_limits`` (0: no limit of that kind) to it, in place."""
-    found = await store.subject_limits(
-        ex, organization_id=organization_id, column=column, ids=[o["id"] for o in objects]
-    )
+    """Add each object's ``rate_limits`` (0: no limit of that kind) to it, in place, and
+    for keys and users their ``token_budgets``."""
+    ids = [o["id"] for o in objects]
+    found = await store.subject_limits(ex, organization_id=organization_id, column=column, ids=ids)
+    budgets: dict[str, dict[str, int]] | None = None
+    if column == "api_key_id" or column == "user_id":
+        budgets = await store.token_budgets_of(
+            ex, organization_id=organization_id, column=column, ids=ids
+        )
     for obj in objects:
         obj["rate_limits"] = found.get(obj["id"], UNSET).effective()
+        if budgets is not None:
+            obj["token_budgets"] = token_budgets(budgets.get(obj["id"], {}))
     return objects

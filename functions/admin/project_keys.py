@@ -22,7 +22,7 @@ from functions.admin.call import (
     string_field,
     ts,
 )
-from functions.admin.limit_fields import attach
+from functions.admin.limit_fields import attach, token_budgets
 from functions.common.db import Executor
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body
@@ -190,6 +190,7 @@ async def create_key(deps: AdminDeps, request: Request) -> Response:
         row = await _get(conn, call.organization_id, call.project_id, key_id)
     out = render(row, value=created.plaintext)
     out["rate_limits"] = UNSET.effective()  # a new key has none of its own
+    out["token_budgets"] = token_budgets({})
     return JSON(out)
 
 

@@ -100,7 +100,10 @@ async def chat_completions(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request (including a prompt longer than the model's context).}
       401: {description: Missing or invalid credentials.}
       404: {description: "Unknown model, or one this key may not use."}
-      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
+      429:
+        description: >-
+          A rate limit is reached (`rate_limit_exceeded`), or a spend limit or token
+          budget is used up (`insufficient_quota`); both with `Retry-After`.
       502: {description: The model server failed.}
       503: {description: "No endpoint available, or the model server is busy."}
     """
@@ -129,7 +132,10 @@ async def completions(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request.}
       401: {description: Missing or invalid credentials.}
       404: {description: Unknown model.}
-      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
+      429:
+        description: >-
+          A rate limit is reached (`rate_limit_exceeded`), or a spend limit or token
+          budget is used up (`insufficient_quota`); both with `Retry-After`.
     """
     return await _proxy(deps, request, "completions")
 
@@ -154,7 +160,10 @@ async def embeddings(deps: ChatDeps, request: Request) -> Response:
       400: {description: Invalid request.}
       401: {description: Missing or invalid credentials.}
       404: {description: Unknown model.}
-      429: {description: "A rate limit is reached (`rate_limit_exceeded`, with `Retry-After`)."}
+      429:
+        description: >-
+          A rate limit is reached (`rate_limit_exceeded`), or a spend limit or token
+          budget is used up (`insufficient_quota`); both with `Retry-After`.
     """
     return await _proxy(deps, request, "embeddings")
 

@@ -97,6 +97,14 @@ class RateLimited(APIError):
     code = "rate_limit_exceeded"
 
 
+class QuotaExceeded(APIError):
+    """A spend limit or token budget is used up (OpenAI's answer when a quota is)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 class ServerError(APIError):
     status = 500
     type = "server_error"

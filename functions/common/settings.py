@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     jan_rate_limit_refresh_seconds: float = Field(
         5.0, gt=0, description="How often an instance reloads the rate-limit definitions."
     )
+    jan_budget_reconcile_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often an instance brings its budget counters down to what the "
+        "usage ledger says was used.",
+    )
     jan_guest_requests_per_minute: int = Field(
         20, ge=0, description="Model requests per minute of each guest user (0: unlimited)."
     )

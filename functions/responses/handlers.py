@@ -88,8 +88,9 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
         description: >
           `background`: the project or the caller already has as many background
           responses queued or running as allowed (Retry-After says when to try again).
-          A rate limit is reached before the first round (`rate_limit_exceeded`, with
-          `Retry-After`); a later round refused fails the response with that error.
+          A rate limit is reached before the first round (`rate_limit_exceeded`), or a
+          spend limit or token budget is used up (`insufficient_quota`), with
+          `Retry-After`; a later round refused fails the response with that error.
     """
     owner = await deps.identity.owner(request)
     body = await json_body(request)

@@ -48,6 +48,7 @@ class MemoryStore:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.budgets: dict[str, float] = {}  # key → taken
         self.held: dict[str, dict[str, tuple[int, float]]] = {}
         self.calls = 0
         self.down = False
@@ -59,6 +60,15 @@ class MemoryStore:
         now = self.clock()
         out = []
         for a in asks:
+            if a.expires:  # a budget: what was taken, never refilled, never below `used`
+                taken = max(0.0, self.budgets.get(a.key, 0.0) + a.adjust, a.used)
+                granted = 0.0
+                if a.want > 0 and math.floor(a.capacity - taken) >= a.minimum:
+                    granted = min(a.want, math.floor(a.capacity - taken))
+                    taken += granted
+                self.budgets[a.key] = taken
+                out.append((granted, a.capacity - taken))
+                continue
             level, at = self.buckets.get(a.key, (a.capacity, now))
             level = min(a.capacity, level + max(0.0, now - at) * a.rate)
             level = min(a.capacity, level - a.adjust)
@@ -114,11 +124,13 @@ def limiter(
     rules: OrgRules,
     *,
     shared: Any = None,
+    runtime: Runtime | None = None,
     **overrides: Any,
 ) -> Limiter:
-    """A limiter with ``rules`` for ``ORG`` already loaded (no database)."""
+    """A limiter with ``rules`` for ``ORG`` already loaded (no database, unless given an
+    opened ``runtime``: budgets read the usage ledger there)."""
     mode = "memory" if shared is None else "shared"
-    made = Limiter(Runtime(settings(**overrides)), shared=shared, mode=mode)
+    made = Limiter(runtime or Runtime(settings(**overrides)), shared=shared, mode=mode)
     made.clock = clock
     made.refresh_seconds = math.inf
     rules.loaded_at = clock()

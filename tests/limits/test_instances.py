@@ -1,10 +1,12 @@
 """Limits hold across instances: three real ``jan-server serve chat`` processes share one
 database and (for the Redis variant) our own redis-server; traffic spread over them
-against 60 requests a minute, then a token budget, is accepted up to the limit plus the
-bound ``functions.services.limits.limiter`` documents (the buckets' own refill while the
-test runs), and no further. Without Redis the instances share PostgreSQL. With Redis
-stopped mid-test, an organization that fails open keeps being served (each instance on
-its own) and one that fails closed gets 503s, until Redis is back."""
+against 60 requests a minute, then 600 tokens a minute, is accepted up to the limit plus
+the bound ``functions.services.limits.limiter`` documents (the buckets' own refill while
+the test runs), and no further; against a token budget (600 tokens a day), up to the
+budget exactly. Without Redis the instances share PostgreSQL. With Redis stopped
+mid-test, an organization that fails open keeps being served (each instance on its own)
+and one that fails closed gets 503s, until Redis is back — rate limits and budgets
+alike."""
 
 from __future__ import annotations
 
@@ -127,6 +129,25 @@ async def tenant_with(dsn: str, model: str, **limits: int) -> Tenant:
     return tenant
 
 
+async def tenant_with_budget(dsn: str, tokens_per_day: int) -> Tenant:
+    runtime = Runtime(make_settings(dsn, jan_migrate_on_start=False))
+    await runtime.open()
+    try:
+        tenant = await create_tenant(runtime)
+        await limits_store.set_budget(
+            runtime.db.writer,
+            organization_id=tenant.organization_id,
+            column="project_id",
+            subject_id=tenant.project_id,
+            kind="tokens",
+            period="day",
+            amount=tokens_per_day,
+        )
+    finally:
+        await runtime.close()
+    return tenant
+
+
 async def spread(
     instances: list[Gateway], key: str, body: dict[str, object], count: int
 ) -> tuple[list[int], float]:
@@ -178,6 +199,36 @@ async def test_three_instances_hold_one_limit(
         assert fake.calls - before == accepted
 
 
+@pytest.mark.parametrize("shared", ["redis", "postgres"])
+async def test_three_instances_hold_one_token_budget(
+    shared: str, database_dsn: str, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = None
+        if shared == "redis":
+            redis_url = (await stack.enter_async_context(redis_server())).url
+        instances = await stack.enter_async_context(
+            gateways(database_dsn, fake.base_url, tmp_path, redis_url)
+        )
+        # 600 tokens today; each answer uses 12, reserved as bytes/4 + max_tokens and
+        # settled at 12. A budget never refills: no slack from elapsed time.
+        tenant = await tenant_with_budget(database_dsn, 600)
+        statuses, _ = await spread(instances, tenant.project_key, CHAT, 150)
+        accepted = statuses.count(200)
+        assert set(statuses) == {200, 429}
+        assert accepted * USAGE <= 600, accepted
+        # Refused with the budget's room smaller than one reservation on every instance.
+        assert accepted * USAGE >= 600 - INSTANCES * 40, accepted
+        assert fake.calls == accepted
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                instances[0].base_url + "/v1/chat/completions",
+                json=CHAT,
+                headers=bearer(tenant.project_key),
+            )
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+
+
 async def test_redis_stopped_mid_test_each_organization_as_it_chose(
     database_dsn: str, fake: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -187,15 +238,21 @@ async def test_redis_stopped_mid_test_each_organization_as_it_chose(
         async with gateways(database_dsn, fake.base_url, tmp_path, redis.url) as instances:
             opened = await tenant_with(database_dsn, "m1", max_requests_per_1_minute=1000)
             closed = await tenant_with(database_dsn, "m1", max_requests_per_1_minute=1000)
+            # Budgets alone (no rate limit): 240 tokens today, 20 answers' worth.
+            opened_budget = await tenant_with_budget(database_dsn, 240)
+            closed_budget = await tenant_with_budget(database_dsn, 240)
             conn = await asyncpg.connect(database_dsn)
             try:
-                await limits_store.set_failure_mode(
-                    conn, organization_id=closed.organization_id, mode="closed"
-                )
+                for tenant in (closed, closed_budget):
+                    await limits_store.set_failure_mode(
+                        conn, organization_id=tenant.organization_id, mode="closed"
+                    )
             finally:
                 await conn.close()
             statuses, _ = await spread(instances, opened.project_key, CHAT, 6)
             assert statuses == [200] * 6  # served through Redis
+            statuses, _ = await spread(instances, opened_budget.project_key, CHAT, 6)
+            assert statuses == [200] * 6  # 72 of 240 tokens
             await asyncio.sleep(0.6)  # every instance has reloaded the policies (0.5 s)
 
             redis.stop()
@@ -203,6 +260,13 @@ async def test_redis_stopped_mid_test_each_organization_as_it_chose(
             assert statuses == [200] * 30  # fails open: each instance enforces on its own
             statuses, _ = await spread(instances, closed.project_key, CHAT, 6)
             assert statuses == [503] * 6  # fails closed
+            # A budget fails open: each instance enforces it alone, from where it last saw
+            # it (at most 3 times the 168 tokens left: 14 answers each); fails closed: 503s.
+            statuses, _ = await spread(instances, opened_budget.project_key, CHAT, 60)
+            assert set(statuses) == {200, 429}
+            assert statuses.count(200) <= 3 * 14
+            statuses, _ = await spread(instances, closed_budget.project_key, CHAT, 6)
+            assert statuses == [503] * 6
             async with httpx.AsyncClient() as client:
                 r = await client.post(
                     instances[0].base_url + "/v1/chat/completions",

@@ -108,3 +108,35 @@ async def test_background_runs_are_admitted_when_they_run(
     failed = next(got for got in done.values() if got["status"] == "failed")
     assert failed["error"]["code"] == "rate_limit_exceeded"
     assert len(upstream.requests) == 1
+
+
+async def test_budgets_hold_on_every_round_foreground_or_background(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
+) -> None:
+    # 15 tokens today; every round of the scripted model uses 15.
+    r = await client.post(
+        f"/v1/organization/projects/{tenant.project_id}/token_budgets",
+        json={"tokens_per_day": 15},
+        headers=tenant.admin_headers,
+    )
+    assert r.status_code == 200
+    body = {"model": MODEL, "input": "What is Jan?", "tools": [{"type": "web_search"}]}
+    upstream.script.append(Reply(tool_calls=[("web_search", '{"q": "jan"}')]))
+    r = await client.post("/v1/responses", json=body, headers=tenant.project_headers)
+    assert r.status_code == 429, r.text  # the second round found the budget spent
+    assert r.json()["error"]["code"] == "insufficient_quota"
+    assert len(upstream.requests) == 1
+    made = await client.post(
+        "/v1/responses",
+        json={"model": MODEL, "input": "hi", "background": True},
+        headers=tenant.project_headers,
+    )
+    for _ in range(500):
+        got = (
+            await client.get(f"/v1/responses/{made.json()['id']}", headers=tenant.project_headers)
+        ).json()
+        if got["status"] not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.02)
+    assert got["status"] == "failed" and got["error"]["code"] == "insufficient_quota"
+    assert len(upstream.requests) == 1

@@ -1,6 +1,6 @@
 """The shared stores keep the same contract (``functions.services.limits.shared``), the one
 ``tests/limits/support.MemoryStore`` models: Redis through its Lua scripts (our own
-redis-server), PostgreSQL through migration 0009's functions."""
+redis-server), PostgreSQL through migration 0012's and 0013's functions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from functions.services.limits.shared import (
+    PREFIX,
     Ask,
     PostgresStore,
     RedisStore,
@@ -19,7 +20,7 @@ from functions.services.limits.shared import (
     SlotAsk,
     StoreUnavailable,
 )
-from tests.limits.support import redis_server
+from tests.limits.support import Clock, MemoryStore, redis_server
 
 
 @pytest.fixture(params=["redis", "postgres"])
@@ -95,3 +96,54 @@ async def test_an_unreachable_store_says_so() -> None:
     with pytest.raises(StoreUnavailable):
         await pg.lease([Ask("x", 1, 1, 1, 1, 0)])
     await pool.close()
+
+
+def budget(want: float, minimum: float, adjust: float, used: float, capacity: float = 100) -> Ask:
+    return Ask("bud", capacity, 0.0, want, minimum, adjust, used, 60.0)
+
+
+async def test_budgets_never_refill_and_never_hand_out_what_the_ledger_says_is_used(
+    store: SharedStore,
+) -> None:
+    await budget_contract(store)
+
+
+async def test_the_tests_model_of_the_store_keeps_the_budget_contract_too() -> None:
+    await budget_contract(MemoryStore(Clock()))
+
+
+async def budget_contract(store: SharedStore) -> None:
+    # A fresh counter starts from what the ledger says was used (20 of 100).
+    assert await store.lease([budget(30, 1, 0, used=20)]) == [(30, 50)]
+    await asyncio.sleep(0.05)
+    assert await store.lease([budget(0, 0, 0, used=20)]) == [(0, 50)]  # no refill
+    assert await store.lease([budget(80, 1, 0, used=20)]) == [(50, 0)]  # never beyond
+    assert await store.lease([budget(1, 1, 0, used=20)]) == [(0, 0)]
+    assert await store.lease([budget(0, 0, -10, used=20)]) == [(0, 10)]  # given back
+    assert await store.lease([budget(0, 0, 15, used=20)]) == [(0, -5)]  # a debt
+    # The ledger knows of more than the counter (lost, or another's): brought down to it.
+    assert await store.lease([budget(0, 0, 0, used=110)]) == [(0, -10)]
+    # A changed budget applies at once; give-backs never go below the ledger's word.
+    assert await store.lease([budget(5, 1, 0, used=110, capacity=200)]) == [(5, 85)]
+    assert await store.lease([budget(0, 0, -1000, used=110, capacity=200)]) == [(0, 90)]
+    # Rate-limit buckets and budgets in one batch keep their order.
+    results = await store.lease([budget(1, 1, 0, 110, 200), Ask("zz", 5, 1, 2, 1, 0)])
+    assert results == [(1, 89), (2, 3)]
+
+
+async def test_a_budget_counter_expires_after_its_period(database_dsn: str) -> None:
+    async with redis_server() as server:
+        redis = RedisStore(server.url)
+        await redis.lease([Ask("b:x:t:2026-12", 100, 0, 10, 1, 0, 0, 30)])
+        assert 25_000 < await redis.client.pttl(PREFIX + "b:x:t:2026-12") <= 30_000
+        await redis.close()
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=1)
+    try:
+        await PostgresStore(lambda: pool).lease([Ask("b:x:t:2026-12", 100, 0, 10, 1, 0, 0, 30)])
+        left = await pool.fetchval(
+            "SELECT extract(epoch FROM full_at - now()) FROM rate_limit_buckets WHERE key = $1",
+            "b:x:t:2026-12",
+        )
+        assert 25 < left <= 30  # swept a minute after that
+    finally:
+        await pool.close()

@@ -1,6 +1,7 @@
-"""Rate limits: OpenAI's project rate limits per model, with Jan's organization defaults and
-limits per API key, user and service account, enforced on every model call and held
-across instances.
+"""Rate limits and budgets: OpenAI's project rate limits per model, with Jan's organization
+defaults and limits per API key, user and service account; OpenAI's hard spend limits and
+Jan's token budgets (organization, project, API key, user; a day or a month); enforced on
+every model call and held across instances.
 
 - ``rules``: definitions → the counters a call must fit (its ``Plan``);
 - ``limiter``: admission and reconciliation (``Limiter``, ``Ticket``), memory or shared

@@ -1,5 +1,6 @@
-"""The administration side of rate limits: which models a project (or the organization)
-can use, for the lists of limits, and telling this process's limiter about a change.
+"""The administration side of rate limits and budgets: which models a project (or the
+organization) can use, for the lists of limits; whether a budget is used up; and telling
+this process's limiter about a change.
 
 Other instances reload the definitions every ``JAN_RATE_LIMIT_REFRESH_SECONDS``; the
 instance that made a change (an ``all`` process, or tests) applies it at once.
@@ -17,8 +18,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from functions.common.db import Executor
 from functions.common.runtime import Runtime
 from functions.services.limits import store
+from functions.services.limits.rules import Budget, LedgerScope, budget_key, period
+from functions.services.pricing import spend_units
 from functions.services.providers.directory import DISCOVERY_ERRORS, Providers
 
 
@@ -26,6 +30,12 @@ class ModelCatalog(Protocol):
     """The models a scope can resolve (the inference catalog, where this process has it)."""
 
     def visible(self, organization_id: str, project_id: str | None) -> Mapping[str, object]: ...
+
+
+class BudgetCounters(Protocol):
+    """What this process's limiter holds of a budget (where this process has one)."""
+
+    def budget_remaining(self, key: str) -> float | None: ...
 
 
 log = logging.getLogger(__name__)
@@ -38,6 +48,7 @@ class RateLimitDefinitions:
         self.runtime = runtime
         self.providers = providers
         self.catalog: ModelCatalog | None = None  # set when this process serves models
+        self.counters: BudgetCounters | None = None  # likewise: its limiter
         self._subscribers: list[Callable[[str], None]] = []
         self._builtin: tuple[float, set[str]] = (-BUILTIN_MODELS_SECONDS, set())
 
@@ -76,3 +87,31 @@ class RateLimitDefinitions:
         models = {model for model, _ in listed}
         self._builtin = (time.monotonic(), models)
         return models
+
+    async def reached(
+        self,
+        ex: Executor,
+        *,
+        organization_id: str,
+        column: str,
+        subject_id: str,
+        budget: Budget,
+        now: float | None = None,
+    ) -> bool:
+        """Whether a budget is used up in its current period: by what the usage ledger says
+        its scope (``column`` "" for the organization) used, or by what this process's
+        limiter holds of it."""
+        scope = LedgerScope(
+            organization_id,
+            column,
+            subject_id,
+            period(budget.period, time.time() if now is None else now),
+        )
+        [(tokens, cost)] = await store.budget_usage(ex, [scope])
+        used = spend_units(cost) if budget.kind == "spend" else tokens
+        if used >= budget.capacity:
+            return True
+        if self.counters is None:
+            return False
+        left = self.counters.budget_remaining(budget_key(scope, budget.kind))
+        return left is not None and left < 1

@@ -24,6 +24,21 @@ freed on one instance reach another within ``SHRINK_SECONDS``. While the store i
 unreachable: an organization that fails open has each instance enforce every limit on
 its own (at most N·L with N instances), one that fails closed gets 503s beyond the leases
 already held.
+
+Budgets (spend limits, token budgets) are counters that never refill, one per calendar
+period (UTC), leased like the others. A call reserves its tokens and, against a spend
+limit, their price (input estimate at the input price, max output at the output price);
+it settles with the tokens it used and what it cost. Grants never exceed what is left, so
+a period's total stays within the budget plus what calls use beyond their reservations
+(charged as a debt: the next calls are refused). The usage ledger is the ground truth:
+a counter this process does not hold yet starts from what ``usage_hourly`` says its
+scope used in the period, and every ``JAN_BUDGET_RECONCILE_SECONDS`` each instance
+brings its counters (in shared mode, the store's too) down to capacity - used. A lost
+counter (a Redis key evicted, Redis flushed, a row deleted, an instance restarted in
+memory mode) is rebuilt from the ledger; what it can hand out twice is what was in
+flight, leased (a tenth of the budget per instance) or used but not yet in the ledger
+when it was lost — at most the usage of one reconcile interval plus the ledger's flush
+delay — and one interval plus that delay later the counter is exact again.
 """
 
 from __future__ import annotations
@@ -34,12 +49,15 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
 
 from functions.common import errors
+from functions.common.db import CONNECTION_ERRORS
 from functions.common.principal import Principal
 from functions.common.runtime import Component, Runtime
 from functions.common.settings import Settings
@@ -47,6 +65,7 @@ from functions.services.limits import store
 from functions.services.limits.rules import (
     CONCURRENT,
     REQUESTS,
+    SPEND,
     TOKENS,
     LimitSet,
     OrgRules,
@@ -62,14 +81,15 @@ from functions.services.limits.shared import (
     SlotAsk,
     StoreUnavailable,
 )
-from functions.services.pricing import Price
+from functions.services.pricing import Price, spend_units
 
 log = logging.getLogger(__name__)
 
 REFUSALS = Counter(
     "jan_rate_limit_refusals_total",
-    "Model calls refused by the rate limiter, by reason (the limit that was reached, or "
-    "`unavailable`: shared counters unreachable under a fail-closed policy) and scope.",
+    "Model calls refused by the rate limiter, by reason (the limit that was reached, "
+    "`spend_limit` or `token_budget` for a budget, or `unavailable`: shared counters "
+    "unreachable under a fail-closed policy) and scope.",
     ["reason", "scope"],
 )
 STORE_FAILURES = Counter(
@@ -85,7 +105,15 @@ FORGET_SECONDS = 300.0  # a counter unused this long is dropped from memory
 REFUSE_LOCALLY_SECONDS = 0.25  # after the store said no, refuse without asking it again
 DOWN_SECONDS = 1.0  # after a failure, the request path does not try the store this long
 SWEEP_SECONDS = 60.0  # shared store cleanup; in memory mode, counters back to full dropped
+LEDGER_TIMEOUT_SECONDS = 2.0  # reading what budgets used from the ledger
+BUDGET_KEEP_SECONDS = 3600.0  # a budget's shared counter outlives its period this long
 MAX_PLANS = 100_000
+LEDGER_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.PostgresError,
+    TimeoutError,
+    RuntimeError,  # the runtime is not open (yet, or any more)
+)
 
 # The admission of the current call (its headers), for handlers whose model call happens
 # further down (Responses); each request runs in a context of its own.
@@ -115,12 +143,15 @@ class Bucket:
         self.stamp = now
 
     def resize(self, spec: Spec) -> None:
+        if spec.budget is not None:  # what was used stays used: the room changes with it
+            self.level += spec.capacity - self.capacity
         self.spec = spec
         self.capacity, self.rate = spec.capacity, spec.rate
         self.level = min(self.level, float(spec.capacity))
 
     def take(self, n: int, now: float) -> float:
-        """Take ``n`` units: 0.0 when taken, else the seconds until they are there."""
+        """Take ``n`` units: 0.0 when taken, else the seconds until they are there
+        (infinite for a budget, which does not refill)."""
         level = self.level + (now - self.stamp) * self.rate
         if level > self.capacity:
             level = self.capacity
@@ -129,7 +160,7 @@ class Bucket:
             self.level = level - n
             return 0.0
         self.level = level
-        return (n - level) / self.rate
+        return (n - level) / self.rate if self.rate else math.inf
 
     def adjust(self, n: float) -> None:
         """Charge ``n`` more units (negative: give them back)."""
@@ -159,7 +190,7 @@ class Lease:
     (negative: used beyond the lease, a debt to charge), and what the shared bucket held
     at the last exchange (``level`` at ``stamp``)."""
 
-    __slots__ = ("fallback", "held", "level", "lock", "spec", "stamp", "used_at")
+    __slots__ = ("fallback", "held", "level", "lock", "spec", "stamp", "used", "used_at")
 
     def __init__(self, spec: Spec, now: float) -> None:
         self.spec = spec
@@ -169,12 +200,18 @@ class Lease:
         self.used_at = now
         self.lock = asyncio.Lock()
         self.fallback: Bucket | None = None
+        self.used = 0.0  # a budget's: what the ledger says was used (sent with each ask)
+
+    def respec(self, spec: Spec) -> None:
+        if spec.budget is not None:  # a changed budget: the room left changes with it
+            self.level += spec.capacity - self.spec.capacity
+        self.spec = spec
 
     def shared(self, now: float) -> float:
         """The shared bucket's level now, as last seen (refilled since)."""
         spec = self.spec
         if self.stamp == -math.inf:
-            return float(spec.capacity)
+            return self.level  # the capacity, or a budget's room as the ledger says
         level = self.level + (now - self.stamp) * spec.rate
         return level if level < spec.capacity else float(spec.capacity)
 
@@ -220,9 +257,9 @@ class Ticket:
         self.settled = False
 
     def settle(self, used_tokens: int | None, cost: int = 0) -> None:
-        """The call ended: give back the reservation's unused tokens (or charge the
-        excess) and free its concurrency slots. ``used_tokens`` None: not known, the
-        reservation stands. ``cost``: what the call cost, in picodollars."""
+        """The call ended: give back the reservation's unused tokens and spend (or charge
+        the excess) and free its concurrency slots. ``used_tokens`` None: not known, the
+        reservations stand. ``cost``: what the call cost, in picodollars."""
         if self.settled:
             return
         self.settled = True
@@ -231,12 +268,15 @@ class Ticket:
             kind = counter.spec.kind
             if kind == CONCURRENT:
                 counter.release()
-            elif kind == TOKENS and used_tokens is not None and used_tokens != n:
+            elif kind != REQUESTS and used_tokens is not None:
+                used = spend_units(cost) if kind == SPEND else used_tokens
+                if used == n:
+                    continue
                 if isinstance(counter, Lease):
-                    counter.held -= used_tokens - n
+                    counter.held -= used - n
                     debt = debt or counter.held < 0
                 else:
-                    counter.adjust(used_tokens - n)
+                    counter.adjust(used - n)
         if debt:
             self.limiter.wake()
 
@@ -308,8 +348,15 @@ def duration(seconds: float) -> str:
 def reservation(operation: str, body: dict[str, Any], size: int, default_output: int) -> int:
     """Tokens to reserve for a call: the input estimated as bytes/4, plus the output it
     may produce (its max tokens, else the default; times ``n`` choices)."""
+    return sum(reservation_parts(operation, body, size, default_output))
+
+
+def reservation_parts(
+    operation: str, body: dict[str, Any], size: int, default_output: int
+) -> tuple[int, int]:
+    """The reservation's input and output tokens (a spend reservation prices each)."""
     if operation == "embeddings":
-        return size // 4
+        return size // 4, 0
     out = body.get("max_completion_tokens")
     if not isinstance(out, int) or isinstance(out, bool) or out <= 0:
         out = body.get("max_tokens")
@@ -318,7 +365,7 @@ def reservation(operation: str, body: dict[str, Any], size: int, default_output:
     choices = body.get("n")
     if isinstance(choices, int) and not isinstance(choices, bool) and 1 < choices <= 128:
         out *= choices
-    return size // 4 + out
+    return size // 4, out
 
 
 # --- the limiter ---------------------------------------------------------------------------
@@ -342,6 +389,8 @@ class Limiter(Component):
         self.shared = shared
         self.instance = secrets.token_hex(8)
         self.clock = time.monotonic  # tests move time with a clock of their own
+        self.wall = time.time  # the budgets' calendar (Unix time)
+        self.reconcile_seconds = settings.jan_budget_reconcile_seconds
         self.failure_mode = settings.jan_rate_limit_failure_mode
         self.default_output = settings.jan_rate_limit_default_output_tokens
         self.refresh_seconds = settings.jan_rate_limit_refresh_seconds
@@ -359,16 +408,18 @@ class Limiter(Component):
         self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
+        self._seeding: dict[str, asyncio.Future[float | None]] = {}  # budget key → used
         self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------
     async def stop(self) -> None:
         self._stopped = True
-        for task in [self._task, *self._loading.values()]:
+        for task in [self._task, self._reconciling, *self._loading.values()]:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = None
+        self._task = self._reconciling = None
         if self.shared is not None:
             with contextlib.suppress(Exception):
                 await self._give_back_all()
@@ -433,9 +484,18 @@ class Limiter(Component):
             principal.is_guest,
         )
         plan = self._plans.get(key)
-        if plan is None or plan.rules is not rules:
+        if (
+            plan is None
+            or plan.rules is not rules
+            or (plan.expires != math.inf and self.wall() >= plan.expires)  # a new period
+        ):
             plan = make_plan(
-                rules, principal, model, guest=self.guest, failure_mode=self.failure_mode
+                rules,
+                principal,
+                model,
+                guest=self.guest,
+                failure_mode=self.failure_mode,
+                now=self.wall(),
             )
             self._plans[key] = plan
         return plan
@@ -445,7 +505,8 @@ class Limiter(Component):
         self, principal: Principal, model: str, operation: str, body: dict[str, Any], size: int
     ) -> Ticket | None:
         """Admit a call of ``operation`` to ``model`` whose request is ``size`` bytes, or
-        raise 429 (a limit is reached) / 503 (fail closed). None: no limit applies."""
+        raise 429 (a limit is reached or a budget spent) / 503 (fail closed). None: no
+        limit applies."""
         rules = self.rules.get(principal.organization_id)
         if rules is None or self.clock() - rules.loaded_at > self.refresh_seconds:
             rules = await self._rules(principal.organization_id, rules)
@@ -456,20 +517,28 @@ class Limiter(Component):
                 return None
             reserve = reservation(operation, body, size, self.default_output)
             return Ticket(self, [], plan.price, reserve)
-        reserve = (
-            reservation(operation, body, size, self.default_output)
-            if plan.tokens or plan.price is not None
-            else 0
-        )
+        reserve = spend = 0
+        if plan.tokens or plan.price is not None:
+            tokens_in, tokens_out = reservation_parts(operation, body, size, self.default_output)
+            reserve = tokens_in + tokens_out
+            if plan.spend:
+                assert plan.price is not None
+                spend = spend_units(plan.price.cost(tokens_in, 0, tokens_out))
+        if plan.budgets:
+            counters = self.counters
+            for spec in plan.budgets:
+                if spec.key not in counters:
+                    await self._seed(plan)
+                    break
         if self.shared is None:
-            ticket = self._admit_here(plan, reserve)
+            ticket = self._admit_here(plan, reserve, spend)
         else:
-            ticket = await self._admit_shared(plan, reserve)
+            ticket = await self._admit_shared(plan, reserve, spend)
         ticket.price, ticket.reserved = plan.price, reserve
         ADMITTED.set(ticket)
         return ticket
 
-    def _admit_here(self, plan: Plan, reserve: int) -> Ticket:
+    def _admit_here(self, plan: Plan, reserve: int, spend: int) -> Ticket:
         now = self.clock()
         if now >= self._next_prune:
             self._prune(now)
@@ -492,7 +561,8 @@ class Limiter(Component):
                 counter = counters[spec.key] = Bucket(spec, now)
             elif counter.spec is not spec:
                 counter.resize(spec)
-            n = 1 if spec.kind == REQUESTS else min(reserve, spec.capacity)
+            kind = spec.kind
+            n = 1 if kind == REQUESTS else min(spend if kind == SPEND else reserve, spec.capacity)
             wait = counter.take(n, now)
             if wait:
                 self._undo(taken)
@@ -502,14 +572,19 @@ class Limiter(Component):
 
     def _prune(self, now: float) -> None:
         """Memory mode, once a minute: drop counters that are as good as new (a bucket
-        refilled to full, no call in flight), so idle keys and guests cost no memory."""
+        refilled to full, no call in flight; a budget unused), so idle keys and guests
+        cost no memory, and budgets of periods that ended."""
         self._next_prune = now + SWEEP_SECONDS
+        wall = self.wall()
         for key, counter in list(self.counters.items()):
             if isinstance(counter, Slots):
                 if counter.inflight == 0:
                     del self.counters[key]
-            elif counter.remaining(now) >= counter.capacity:
-                del self.counters[key]
+            else:
+                budget = counter.spec.budget
+                ended = budget is not None and budget.period.ends_at <= wall
+                if ended or counter.remaining(now) >= counter.capacity:
+                    del self.counters[key]
 
     def _undo(self, taken: list[tuple[Any, int]]) -> None:
         for counter, n in taken:
@@ -520,7 +595,7 @@ class Limiter(Component):
             else:
                 counter.adjust(-n)
 
-    async def _admit_shared(self, plan: Plan, reserve: int) -> Ticket:
+    async def _admit_shared(self, plan: Plan, reserve: int, spend: int) -> Ticket:
         now = self.clock()
         counters = self.counters
         taken: list[tuple[Any, int]] = []
@@ -543,8 +618,13 @@ class Limiter(Component):
                     counter = counters[spec.key] = Lease(spec, now)
                     self.wake()  # the background exchange runs while there are leases
                 elif counter.spec is not spec:
-                    counter.spec = spec
-                n = 1 if spec.kind == REQUESTS else min(reserve, spec.capacity)
+                    counter.respec(spec)
+                kind = spec.kind
+                n = (
+                    1
+                    if kind == REQUESTS
+                    else min(spend if kind == SPEND else reserve, spec.capacity)
+                )
                 counter.used_at = now
                 if counter.held >= n:
                     counter.held -= n
@@ -572,13 +652,13 @@ class Limiter(Component):
                 return
             if now - lease.stamp < REFUSE_LOCALLY_SECONDS and lease.shared(now) + lease.held < n:
                 # The store said no a moment ago and cannot have refilled enough since.
-                raise self._refused(spec, n, (n - lease.held - lease.shared(now)) / spec.rate)
+                raise self._refused(spec, n, _seconds(spec, n - lease.held - lease.shared(now)))
             debt = max(0.0, -lease.held)
             lease.held += debt
             need = n - lease.held
             block = spec.block
             extra = block if lease.shared(now) >= 3 * block else 0
-            ask = Ask(spec.key, spec.capacity, spec.rate, need + extra, need, debt)
+            ask = self._ask(lease, need + extra, need, debt)
             try:
                 [(granted, level)] = await self.shared.lease([ask])  # type: ignore[union-attr]
             except StoreUnavailable:
@@ -593,7 +673,7 @@ class Limiter(Component):
             if lease.held >= n:
                 lease.held -= n
                 return
-            raise self._refused(spec, n, (n - lease.held - level) / spec.rate)
+            raise self._refused(spec, n, _seconds(spec, n - lease.held - level))
 
     async def _slot_slowly(self, slots: SharedSlots, plan: Plan) -> None:
         spec = slots.spec
@@ -644,8 +724,136 @@ class Limiter(Component):
             log.warning("rate-limit store unreachable", extra={"store": self.shared.name})
         self.down_until = now + DOWN_SECONDS
 
+    def _ask(self, lease: Lease, want: float, minimum: float, adjust: float) -> Ask:
+        """An exchange of ``lease`` with the shared store (a budget's carries what the
+        ledger says was used, and how long its counter must live)."""
+        spec = lease.spec
+        budget = spec.budget
+        if budget is None:
+            return Ask(spec.key, spec.capacity, spec.rate, want, minimum, adjust)
+        expires = budget.period.ends_at - self.wall() + BUDGET_KEEP_SECONDS
+        return Ask(spec.key, spec.capacity, 0.0, want, minimum, adjust, lease.used, expires)
+
+    # --- budgets: the usage ledger's word ----------------------------------------------------
+    async def _seed(self, plan: Plan) -> None:
+        """The budget counters of ``plan`` this process does not hold yet start from what
+        the ledger says their scope used in the period, so a restarted instance hands out
+        nothing twice. One read per counter, however many calls wait for it. When the
+        ledger cannot be read, an organization that fails closed gets 503s; one that
+        fails open starts the counter full, brought down by the next reconciliation."""
+        waits: list[tuple[Spec, asyncio.Future[float | None]]] = []
+        missing: list[tuple[Spec, asyncio.Future[float | None]]] = []
+        for spec in plan.budgets:
+            if spec.key in self.counters:
+                continue
+            future = self._seeding.get(spec.key)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._seeding[spec.key] = future
+                missing.append((spec, future))
+            waits.append((spec, future))
+        if missing:
+            used: Sequence[float | None] = [None] * len(missing)
+            try:
+                used = await self._ledger([spec for spec, _ in missing])
+            except LEDGER_ERRORS as exc:
+                log.warning("budget usage unreadable", extra={"error": type(exc).__name__})
+            finally:  # also when cancelled: nobody waits for ever
+                for (spec, future), found in zip(missing, used, strict=True):
+                    self._seeding.pop(spec.key, None)
+                    future.set_result(found)
+        for spec, future in waits:
+            found = await asyncio.shield(future)
+            if found is None and plan.failure_mode == "closed":
+                raise self._unavailable(spec)
+            if spec.key not in self.counters:
+                self._hold(spec, found or 0.0)
+        if not self._stopped and (self._reconciling is None or self._reconciling.done()):
+            self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_forever())
+
+    def _hold(self, spec: Spec, used: float) -> None:
+        now = self.clock()
+        room = spec.capacity - used
+        if self.shared is None:
+            self.counters[spec.key] = Bucket(spec, now, level=room)
+            return
+        lease = Lease(spec, now)
+        lease.used, lease.level = used, room
+        self.counters[spec.key] = lease
+        self.wake()
+
+    async def _ledger(self, specs: Sequence[Spec]) -> list[float]:
+        """What each budget's scope used in its period, per the ledger (its own units)."""
+        scopes = [spec.budget for spec in specs if spec.budget is not None]
+        async with asyncio.timeout(LEDGER_TIMEOUT_SECONDS):
+            found = await store.budget_usage(self.runtime.db.writer, scopes)
+        return [
+            float(spend_units(cost) if spec.kind == SPEND else tokens)
+            for spec, (tokens, cost) in zip(specs, found, strict=True)
+        ]
+
+    async def _reconcile_forever(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.reconcile_seconds)
+            try:
+                if not await self.reconcile():
+                    return  # no budget held: the next one starts this again
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("budget reconciliation failed")
+
+    async def reconcile(self) -> bool:
+        """Bring every budget counter of a current period down to what the ledger says its
+        scope used (room ≤ capacity - used), here and, in shared mode, in the store (a
+        lost or flushed counter is rebuilt from it). Returns whether any was held."""
+        wall = self.wall()
+        held = [
+            counter
+            for counter in self.counters.values()
+            if (budget := counter.spec.budget) is not None and budget.period.ends_at > wall
+        ]
+        if not held:
+            return False
+        try:
+            used = await self._ledger([counter.spec for counter in held])
+        except LEDGER_ERRORS as exc:
+            log.warning("budget usage unreadable", extra={"error": type(exc).__name__})
+            return True
+        leases: list[Lease] = []
+        for counter, found in zip(held, used, strict=True):
+            room = counter.spec.capacity - found
+            if isinstance(counter, Bucket):
+                counter.level = min(counter.level, room)
+                continue
+            counter.used, counter.level = found, min(counter.level, room)
+            if counter.fallback is not None:
+                counter.fallback.level = min(counter.fallback.level, room)
+            leases.append(counter)
+        if leases and self.shared is not None:
+            now = self.clock()
+            try:
+                results = await self.shared.lease([self._ask(c, 0, 0, 0) for c in leases])
+            except StoreUnavailable:
+                self._failed(now)
+                return True
+            now = self.clock()
+            for lease, (_, level) in zip(leases, results, strict=True):
+                lease.level, lease.stamp = level, now
+        return True
+
+    def budget_remaining(self, key: str) -> float | None:
+        """What this process knows is left of a budget counter; None: it holds none."""
+        counter = self.counters.get(key)
+        if counter is None:
+            return None
+        left: float = counter.remaining(self.clock())
+        return left
+
     # --- refusals ---------------------------------------------------------------------------
-    def _refused(self, spec: Spec, n: int, wait: float) -> errors.RateLimited:
+    def _refused(self, spec: Spec, n: int, wait: float) -> errors.APIError:
+        if spec.budget is not None:
+            return self._spent(spec, n)
         REFUSALS.labels(spec.reason, spec.scope).inc()
         wait = max(wait, 0.001)
         headers = {
@@ -661,6 +869,19 @@ class Limiter(Component):
             f"Rate limit reached for {spec.subject} on {spec.label}: Limit {spec.capacity}, "
             f"Requested {n}. Please try again in {duration(wait)}.",
             headers=headers,
+        )
+
+    def _spent(self, spec: Spec, n: int) -> errors.QuotaExceeded:
+        """A budget is spent: OpenAI's ``insufficient_quota``, until the period ends."""
+        REFUSALS.labels(spec.reason, spec.scope).inc()
+        assert spec.budget is not None
+        ends = spec.budget.period.end
+        wait = max(1, math.ceil(spec.budget.period.ends_at - self.wall()))
+        asked = "" if spec.kind == SPEND else f" Requested {n} tokens."
+        return errors.QuotaExceeded(
+            f"You exceeded your current quota: {spec.label} of {spec.subject} is reached.{asked}"
+            f" It resets at {ends:%Y-%m-%d %H:%M} UTC (in {duration(wait)}).",
+            headers={"Retry-After": str(wait), "x-should-retry": "false"},
         )
 
     def _unavailable(self, spec: Spec) -> errors.ServiceUnavailable:
@@ -725,7 +946,7 @@ class Limiter(Component):
                     continue
                 counter.held += debt - back
                 leases.append((counter, back, debt))
-                asks.append(Ask(key, spec.capacity, spec.rate, want, 1, debt - back))
+                asks.append(self._ask(counter, want, 1, debt - back))
             elif isinstance(counter, SharedSlots):
                 if counter.lock.locked():
                     continue
@@ -779,8 +1000,8 @@ class Limiter(Component):
         """On stop: hand back what this instance holds, so others may use it at once."""
         assert self.shared is not None
         asks = [
-            Ask(key, c.spec.capacity, c.spec.rate, 0, 0, -math.floor(c.held))
-            for key, c in self.counters.items()
+            self._ask(c, 0, 0, -math.floor(c.held))
+            for c in self.counters.values()
             if isinstance(c, Lease) and c.held >= 1
         ]
         slot_asks = [
@@ -792,6 +1013,12 @@ class Limiter(Component):
             await asyncio.wait_for(self.shared.lease(asks), 2.0)
         if slot_asks:
             await asyncio.wait_for(self.shared.slots(self.instance, slot_asks), 2.0)
+
+
+def _seconds(spec: Spec, missing: float) -> float:
+    """How long a bucket takes to refill ``missing`` units (a budget never does: its
+    refusal says when its period ends instead)."""
+    return missing / spec.rate if spec.rate else math.inf
 
 
 SLOT_RENEW_SECONDS = 3.0  # slots are renewed this often (they expire after SLOT_TTL_SECONDS)

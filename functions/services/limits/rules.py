@@ -9,23 +9,32 @@ Scopes, each a set of counters of its own:
   user, or the user who owns the key), each over every model;
 - a guest user with no limits of its own: the guest defaults from the settings.
 
+Budgets (``budgets``): OpenAI's hard spend limits (cents a month, of the organization or
+a project) and Jan's token budgets (tokens a calendar day or month, UTC, of the
+organization, a project, an API key or a user), each a counter of the plan too.
+
 A call must fit every counter of its plan. Counters are token buckets (capacity = the
 limit, refilled continuously over the period, as OpenAI's limits are) except concurrent
-requests, a count of calls in flight.
+requests, a count of calls in flight, and budgets: buckets that do not refill, one per
+calendar period (its key ends with the period, ``…:2026-12`` or ``…:2026-12-05``, so a
+new period starts a fresh counter and a plan lasts until its first period ends).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from functions.common.principal import Principal
-from functions.services.pricing import Price
+from functions.services.pricing import PICODOLLARS_PER_CENT, SPEND_UNIT, Price
 
-REQUESTS, TOKENS, CONCURRENT = 0, 1, 2
+# Counter kinds: rate limits, then budgets (spend in ``SPEND_UNIT``s; tokens).
+REQUESTS, TOKENS, CONCURRENT, SPEND, TOKEN_BUDGET = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ class Spec:
     subject: str  # what the caller reads in a refusal ("project proj_… on model m")
     block: int = 1  # units leased at a time (shared mode): a tenth of the capacity
     limit_header: bytes = b""  # the capacity, as the x-ratelimit-limit-* header says it
+    budget: LedgerScope | None = None  # a budget's: what it counts in the usage ledger
 
 
 def _specs(out: list[Spec], limits: LimitSet, prefix: str, scope: str, subject: str) -> None:
@@ -119,6 +129,94 @@ def _specs(out: list[Spec], limits: LimitSet, prefix: str, scope: str, subject: 
                 Spec(f"{prefix}:{dim.suffix}", dim.kind, value, rate, dim.label, dim.reason,
                      scope, subject, max(1, value // 10), str(value).encode())
             )  # fmt: skip
+
+
+# --- budgets --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One stored budget: a hard spend limit (``spend``, cents a month) or a token budget
+    (``tokens``, a day or a month)."""
+
+    kind: str  # "spend" | "tokens"
+    period: str  # "day" | "month"
+    amount: int  # cents (spend) or tokens
+
+    @property
+    def capacity(self) -> int:
+        """The counter's capacity: spend in ``SPEND_UNIT``s, or tokens."""
+        if self.kind == "spend":
+            return self.amount * (PICODOLLARS_PER_CENT // SPEND_UNIT)
+        return self.amount
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A calendar day or month, UTC: ``[start, end)``."""
+
+    name: str  # "day" | "month"
+    label: str  # "2026-12-05" | "2026-12"
+    start: datetime
+    end: datetime
+    ends_at: float  # ``end`` as Unix seconds
+
+
+def period(name: str, now: float) -> Period:
+    """The day or month (UTC) that Unix time ``now`` falls in."""
+    at = datetime.fromtimestamp(now, UTC)
+    if name == "day":
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        end, label = start + timedelta(days=1), start.strftime("%Y-%m-%d")
+    else:
+        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+        label = start.strftime("%Y-%m")
+    return Period(name, label, start, end, end.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerScope:
+    """What a budget counts in the usage ledger (``usage_hourly``): one organization, or
+    one project, API key or user of it, over one period."""
+
+    organization_id: str
+    column: str  # "" (the whole organization) | "project_id" | "api_key_id" | "user_id"
+    subject: str  # that column's value ("" for the organization)
+    period: Period
+
+
+def budget_key(scope: LedgerScope, kind: str) -> str:
+    """The counter's shared name: the scope, the kind and the period."""
+    mark = "$" if kind == "spend" else "t"
+    return f"b:{scope.subject or scope.organization_id}:{mark}:{scope.period.label}"
+
+
+def _budget_specs(
+    out: list[Spec],
+    budgets: tuple[Budget, ...],
+    organization_id: str,
+    column: str,
+    subject_id: str,
+    scope: str,
+    subject: str,
+    periods: dict[str, Period],
+    price: Price | None,
+) -> None:
+    for budget in budgets:
+        spend = budget.kind == "spend"
+        if spend and price is None:
+            continue  # a model without a price costs nothing
+        ledger = LedgerScope(organization_id, column, subject_id, periods[budget.period])
+        capacity = budget.capacity
+        if spend:
+            label = f"the monthly hard spend limit (${budget.amount / 100:,.2f})"
+        else:
+            every = "daily" if budget.period == "day" else "monthly"
+            label = f"the {every} token budget ({budget.amount} tokens)"
+        out.append(
+            Spec(budget_key(ledger, budget.kind), SPEND if spend else TOKEN_BUDGET, capacity,
+                 0.0, label, "spend_limit" if spend else "token_budget", scope, subject,
+                 max(1, capacity // 10), b"", ledger)
+        )  # fmt: skip
 
 
 @dataclass
@@ -133,6 +231,8 @@ class OrgRules:
     service_accounts: dict[str, tuple[str, LimitSet]] = field(default_factory=dict)
     # (project ID, or "" for the organization's price, model) → its price
     prices: dict[tuple[str, str], Price] = field(default_factory=dict)
+    # "" (the organization's) or a project, API key or user ID → its budgets
+    budgets: dict[str, tuple[Budget, ...]] = field(default_factory=dict)
     failure_mode: str | None = None
     loaded_at: float = 0.0
 
@@ -144,6 +244,9 @@ class Plan:
     tokens: bool  # whether a reservation is needed
     rules: OrgRules  # what it was made from (a reload makes new plans)
     price: Price | None = None  # the model's price for this project (the ledger's cost)
+    budgets: tuple[Spec, ...] = ()  # the budget counters among ``specs``
+    spend: bool = False  # whether a spend reservation is needed
+    expires: float = math.inf  # Unix time its first budget period ends (then: a new plan)
 
 
 def make_plan(
@@ -153,7 +256,10 @@ def make_plan(
     *,
     guest: LimitSet | None,
     failure_mode: str,
+    now: float,
 ) -> Plan:
+    """The counters a call of ``principal`` to ``model`` must fit; ``now`` (Unix time)
+    picks the budgets' periods."""
     out: list[Spec] = []
     project_id = principal.project_id
     own = rules.projects.get((project_id or "", model))
@@ -179,15 +285,43 @@ def make_plan(
             _specs(out, user, f"u:{org}:{user_id}", "user", f"user {user_id}")
         elif principal.is_guest and guest is not None:
             _specs(out, guest, f"u:{org}:{user_id}", "guest", f"guest user {user_id}")
-    specs = tuple(out)
     prices = rules.prices
     price = prices.get((project_id or "", model)) if prices else None
     if price is None and prices:
         price = prices.get(("", model))
+    budgets: tuple[Spec, ...] = ()
+    if rules.budgets:
+        budgets = _plan_budgets(rules.budgets, principal, price, now)
+        out += budgets
+    specs = tuple(out)
     return Plan(
         specs,
         rules.failure_mode or failure_mode,
-        any(s.kind == TOKENS for s in specs),
+        any(s.kind != REQUESTS and s.kind != CONCURRENT for s in specs),
         rules,
         price,
+        budgets,
+        any(s.kind == SPEND for s in budgets),
+        min((s.budget.period.ends_at for s in budgets if s.budget is not None), default=math.inf),
     )
+
+
+def _plan_budgets(
+    stored: dict[str, tuple[Budget, ...]], principal: Principal, price: Price | None, now: float
+) -> tuple[Spec, ...]:
+    """The budget counters of the organization, the project, the API key and the user."""
+    periods = {"day": period("day", now), "month": period("month", now)}
+    org = principal.organization_id
+    out: list[Spec] = []
+    for column, subject_id, scope, subject in (
+        ("", "", "organization", f"organization {org}"),
+        ("project_id", principal.project_id, "project", f"project {principal.project_id}"),
+        ("api_key_id", principal.api_key_id, "api_key", f"API key {principal.api_key_id}"),
+        ("user_id", principal.user_id, "user", f"user {principal.user_id}"),
+    ):
+        if subject_id is None:
+            continue
+        budgets = stored.get(subject_id)
+        if budgets:
+            _budget_specs(out, budgets, org, column, subject_id, scope, subject, periods, price)
+    return tuple(out)

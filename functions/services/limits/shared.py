@@ -1,7 +1,8 @@
 """Where instances share their counters: Redis (a Lua script per exchange) or PostgreSQL
-(the ``rate_limit_lease`` / ``rate_limit_slots_lease`` functions of migration 0009).
+(the ``rate_limit_lease`` / ``rate_limit_slots_lease`` functions of migration 0012,
+``budget_lease`` of 0013).
 
-Both keep the same two kinds of state, and change it only atomically:
+Both keep the same three kinds of state, and change it only atomically:
 
 - a token bucket per counter (its level and when it was read; refilled continuously at
   the counter's rate up to its capacity, by the store's own clock): ``lease`` refills it,
@@ -11,7 +12,12 @@ Both keep the same two kinds of state, and change it only atomically:
 - concurrent-request slots per counter: what each instance holds, until it renews them or
   they expire (``SLOT_TTL_SECONDS``: a crashed instance's slots come back by then);
   ``slots`` sets this instance's allowance to ``min(want, limit - what the live others
-  hold)``, never below ``floor`` (the calls it has running).
+  hold)``, never below ``floor`` (the calls it has running);
+- a budget per counter (an ``Ask`` with ``expires``): what was taken in its period, which
+  never refills and is never less than ``used`` (what the usage ledger says was used: a
+  lost or fresh counter starts from the ledger); a grant never takes more than
+  ``capacity`` (so a changed budget applies at once), and the counter expires
+  ``expires`` seconds after its last exchange (the end of its period).
 
 A store that cannot answer raises ``StoreUnavailable``; the limiter applies the
 organization's failure policy.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,7 +49,7 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """One bucket exchange."""
+    """One bucket exchange (a budget's when ``expires`` is set)."""
 
     key: str
     capacity: float
@@ -50,6 +57,8 @@ class Ask:
     want: float
     minimum: float
     adjust: float
+    used: float = 0.0  # budgets: what the ledger says was used (a floor of what was taken)
+    expires: float = 0.0  # budgets: seconds the counter must live (past its period's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +116,32 @@ if level >= cap then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], 'l', string.format('%.17g', level), 't', string.format('%.6f', now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((cap - level) / rate * 1000) + 1000)
+  local ttl = 86400000
+  if rate > 0 then ttl = math.ceil((cap - level) / rate * 1000) + 1000 end
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return {string.format('%.17g', granted), string.format('%.17g', level)}
+"""
+
+_BUDGET_LUA = """
+local cap = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local minimum = tonumber(ARGV[3])
+local adjust = tonumber(ARGV[4])
+local used = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local taken = tonumber(redis.call('GET', KEYS[1]) or '0')
+taken = math.max(0, taken + adjust, used)
+local granted = 0
+if want > 0 then
+  local whole = math.floor(cap - taken)
+  if whole >= minimum then
+    granted = math.min(want, whole)
+    taken = taken + granted
+  end
+end
+redis.call('SET', KEYS[1], string.format('%.17g', taken), 'PX', ttl)
+return {string.format('%.17g', granted), string.format('%.17g', cap - taken)}
 """
 
 _SLOTS_LUA = """
@@ -157,26 +189,25 @@ class RedisStore:
             url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS
         )
         self._lease = self.client.register_script(_LEASE_LUA)
+        self._budget = self.client.register_script(_BUDGET_LUA)
         self._slots = self.client.register_script(_SLOTS_LUA)
+
+    def _exchange(self, a: Ask, client: Any = None) -> Any:
+        if a.expires:
+            ttl = max(1000, math.ceil(a.expires * 1000))
+            args = [a.capacity, a.want, a.minimum, a.adjust, a.used, ttl]
+            return self._budget(keys=[PREFIX + a.key], args=args, client=client)
+        args = [a.capacity, a.rate, a.want, a.minimum, a.adjust]
+        return self._lease(keys=[PREFIX + a.key], args=args, client=client)
 
     async def lease(self, asks: Sequence[Ask]) -> list[tuple[float, float]]:
         try:
             if len(asks) == 1:
-                a = asks[0]
-                results = [
-                    await self._lease(
-                        keys=[PREFIX + a.key],
-                        args=[a.capacity, a.rate, a.want, a.minimum, a.adjust],
-                    )
-                ]
+                results = [await self._exchange(asks[0])]
             else:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for a in asks:
-                        await self._lease(
-                            keys=[PREFIX + a.key],
-                            args=[a.capacity, a.rate, a.want, a.minimum, a.adjust],
-                            client=pipe,
-                        )
+                        await self._exchange(a, pipe)
                     results = await pipe.execute()
         except self._errors as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
@@ -211,6 +242,15 @@ SELECT r.granted, r.level
 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])
      WITH ORDINALITY AS a(key, capacity, rate, want, minimum, adjust, i)
 CROSS JOIN LATERAL rate_limit_lease(a.key, a.capacity, a.rate, a.want, a.minimum, a.adjust) r
+ORDER BY a.i
+"""
+_BUDGET_SQL = """
+SELECT r.granted, r.level
+FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
+            $7::float8[])
+     WITH ORDINALITY AS a(key, capacity, want, minimum, adjust, used, expires, i)
+CROSS JOIN LATERAL budget_lease(a.key, a.capacity, a.want, a.minimum, a.adjust, a.used,
+                                a.expires) r
 ORDER BY a.i
 """
 _SLOTS_SQL = """
@@ -257,20 +297,40 @@ class PostgresStore:
             raise StoreUnavailable(type(exc).__name__) from exc
 
     async def lease(self, asks: Sequence[Ask]) -> list[tuple[float, float]]:
-        order = sorted(range(len(asks)), key=lambda i: asks[i].key)
-        sent = [asks[i] for i in order]
-        rows = await self._fetch(
-            _LEASE_SQL,
-            [a.key for a in sent],
-            [a.capacity for a in sent],
-            [a.rate for a in sent],
-            [a.want for a in sent],
-            [a.minimum for a in sent],
-            [a.adjust for a in sent],
-        )
+        """Rate-limit buckets in one statement, budgets in another (each locking its rows
+        in key order)."""
         out: list[tuple[float, float]] = [(0.0, 0.0)] * len(asks)
-        for i, row in zip(order, rows, strict=True):
-            out[i] = (row["granted"], row["level"])
+        for budgets in (False, True):
+            order = sorted(
+                (i for i, a in enumerate(asks) if bool(a.expires) is budgets),
+                key=lambda i: asks[i].key,
+            )
+            if not order:
+                continue
+            sent = [asks[i] for i in order]
+            if budgets:
+                rows = await self._fetch(
+                    _BUDGET_SQL,
+                    [a.key for a in sent],
+                    [a.capacity for a in sent],
+                    [a.want for a in sent],
+                    [a.minimum for a in sent],
+                    [a.adjust for a in sent],
+                    [a.used for a in sent],
+                    [max(1.0, a.expires) for a in sent],
+                )
+            else:
+                rows = await self._fetch(
+                    _LEASE_SQL,
+                    [a.key for a in sent],
+                    [a.capacity for a in sent],
+                    [a.rate for a in sent],
+                    [a.want for a in sent],
+                    [a.minimum for a in sent],
+                    [a.adjust for a in sent],
+                )
+            for i, row in zip(order, rows, strict=True):
+                out[i] = (row["granted"], row["level"])
         return out
 
     async def slots(self, instance: str, asks: Sequence[SlotAsk]) -> list[tuple[int, int]]:

@@ -1,5 +1,7 @@
-"""SQL of the rate-limit definitions (``rate_limits``, ``rate_limit_policies``): what the
-limiter loads per organization and what the Administration API reads and writes.
+"""SQL of the rate-limit definitions (``rate_limits``, ``rate_limit_policies``) and of the
+budgets (``budgets``): what the limiter loads per organization and what the
+Administration API reads and writes; and what the usage ledger's hourly rollup
+(``usage_hourly``) says a budget's scope used in its period.
 
 Functions take the executor first and keyword-only arguments; the caller owns the
 transaction. Every query filters by organization_id. A subject is one of ``project_id``,
@@ -10,12 +12,12 @@ column: no caller text reaches the SQL).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, LiteralString
 
 import asyncpg
 
 from functions.common.db import Executor
-from functions.services.limits.rules import FIELDS, LimitSet, OrgRules
+from functions.services.limits.rules import FIELDS, Budget, LedgerScope, LimitSet, OrgRules
 from functions.services.pricing import Price
 
 Subject = Literal["project_id", "api_key_id", "user_id", "service_account_id"]
@@ -70,6 +72,16 @@ async def load_rules(ex: Executor, *, organization_id: str) -> OrgRules:
         rules.prices[(row["project_id"] or "", row["model"])] = Price.per_million(
             row["input"], row["cached_input"], row["output"]
         )
+    budgets: dict[str, list[Budget]] = {}
+    for row in await ex.fetch(
+        "SELECT coalesce(project_id, api_key_id, user_id, '') AS subject, kind, period, amount"
+        " FROM budgets WHERE organization_id = $1",
+        organization_id,
+    ):
+        budgets.setdefault(row["subject"], []).append(
+            Budget(row["kind"], row["period"], row["amount"])
+        )
+    rules.budgets = {subject: tuple(found) for subject, found in budgets.items()}
     return rules
 
 
@@ -213,3 +225,131 @@ async def stored_models(ex: Executor, *, organization_id: str, project_id: str |
         project_id,
     )
     return {row["model"] for row in rows}
+
+
+# --- budgets -------------------------------------------------------------------------------
+BudgetColumn = Literal["project_id", "api_key_id", "user_id"]
+BUDGET_COLUMNS: tuple[BudgetColumn, ...] = ("project_id", "api_key_id", "user_id")
+
+
+# A budget's subject: its project, API key or user ID, '' for the organization's own (the
+# unique index's expression; IDs are unique across kinds).
+_SUBJECT = "coalesce(project_id, api_key_id, user_id, '')"
+
+
+async def budgets_of(
+    ex: Executor, *, organization_id: str, subject_id: str
+) -> dict[tuple[str, str], int]:
+    """The budgets of the organization (``subject_id`` "") or of one project, API key or
+    user: (kind, period) → amount."""
+    rows = await ex.fetch(
+        f"SELECT kind, period, amount FROM budgets"  # noqa: S608  (constant expression)
+        f" WHERE organization_id = $1 AND {_SUBJECT} = $2",
+        organization_id,
+        subject_id,
+    )
+    return {(row["kind"], row["period"]): row["amount"] for row in rows}
+
+
+async def token_budgets_of(
+    ex: Executor, *, organization_id: str, column: BudgetColumn, ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """The token budgets of these keys or users (those that have any): ID → period → tokens."""
+    if column not in BUDGET_COLUMNS:
+        raise ValueError(column)
+    if not ids:
+        return {}
+    rows = await ex.fetch(
+        f"SELECT {column} AS subject, period, amount FROM budgets"  # noqa: S608
+        f" WHERE organization_id = $1 AND {column} = ANY($2::text[]) AND kind = 'tokens'",
+        organization_id,
+        list(ids),
+    )
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row["subject"], {})[row["period"]] = row["amount"]
+    return out
+
+
+async def set_budget(
+    ex: Executor,
+    *,
+    organization_id: str,
+    column: BudgetColumn | None,
+    subject_id: str,
+    kind: str,
+    period: str,
+    amount: int | None,
+) -> bool:
+    """Create or replace one budget of the organization (``column`` None, ``subject_id``
+    "") or of a project, API key or user; ``amount`` None deletes it. Returns whether a row
+    was written or deleted."""
+    if amount is None:
+        status = await ex.execute(
+            f"DELETE FROM budgets WHERE organization_id = $1 AND {_SUBJECT} = $2"  # noqa: S608
+            " AND kind = $3 AND period = $4",
+            organization_id,
+            subject_id,
+            kind,
+            period,
+        )
+        return bool(status != "DELETE 0")
+    if column is not None and column not in BUDGET_COLUMNS:
+        raise ValueError(column)
+    project_id, api_key_id, user_id = (
+        subject_id if column == name else None for name in BUDGET_COLUMNS
+    )
+    await ex.execute(
+        f"""
+        INSERT INTO budgets (organization_id, project_id, api_key_id, user_id, kind, period,
+                             amount, currency)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 = 'spend' THEN 'USD' END)
+        ON CONFLICT (organization_id, ({_SUBJECT}), kind, period)
+        DO UPDATE SET amount = excluded.amount, updated_at = now()
+        """,  # noqa: S608
+        organization_id,
+        project_id,
+        api_key_id,
+        user_id,
+        kind,
+        period,
+        amount,
+    )
+    return True
+
+
+_USAGE_SQL = """
+SELECT coalesce(sum(u.input_tokens + u.output_tokens), 0)::bigint AS tokens,
+       coalesce(sum(u.cost_picodollars), 0)::numeric AS cost
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+     WITH ORDINALITY AS a(org, subject, start, stop, i)
+LEFT JOIN usage_hourly u
+  ON u.organization_id = a.org AND u.hour >= a.start AND u.hour < a.stop {condition}
+GROUP BY a.i ORDER BY a.i
+"""
+_USAGE_CONDITIONS: dict[str, LiteralString] = {
+    "": "",
+    "project_id": "AND u.project_id = a.subject",
+    "api_key_id": "AND u.api_key_id <> '' AND u.api_key_id = a.subject",
+    "user_id": "AND u.user_id <> '' AND u.user_id = a.subject",
+}
+
+
+async def budget_usage(ex: Executor, scopes: Sequence[LedgerScope]) -> list[tuple[int, int]]:
+    """What each scope used in its period, per the ledger's hourly rollup: (tokens,
+    picodollars), in order. One statement per kind of scope."""
+    out: list[tuple[int, int]] = [(0, 0)] * len(scopes)
+    for column, condition in _USAGE_CONDITIONS.items():
+        picked = [i for i, scope in enumerate(scopes) if scope.column == column]
+        if not picked:
+            continue
+        rows = await ex.fetch(
+            _USAGE_SQL.format(condition=condition),
+            [scopes[i].organization_id for i in picked],
+            [scopes[i].subject for i in picked],
+            [scopes[i].period.start for i in picked],
+            [scopes[i].period.end for i in picked],
+        )
+        for i, row in zip(picked, rows, strict=True):
+            out[i] = (row["tokens"], int(row["cost"]))
+    return out
