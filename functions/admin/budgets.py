@@ -100,18 +100,25 @@ async def _set_spend_limit(
     deps: AdminDeps, call: Admin, subject_id: str, cents: int | None, object_name: str
 ) -> dict[str, Any]:
     db = call.db
-    written = await limits_store.set_budget(
-        db,
-        organization_id=call.organization_id,
-        column="project_id" if subject_id else None,
-        subject_id=subject_id,
-        kind="spend",
-        period="month",
-        amount=cents,
-    )
-    if cents is None and not written:
-        where = f"project '{subject_id}'" if subject_id else "this organization"
-        raise NotFound(f"No spend limit is set for {where}.")
+    async with db.acquire() as conn, conn.transaction():
+        written = await limits_store.set_budget(
+            conn,
+            organization_id=call.organization_id,
+            column="project_id" if subject_id else None,
+            subject_id=subject_id,
+            kind="spend",
+            period="month",
+            amount=cents,
+        )
+        if cents is None and not written:
+            where = f"project '{subject_id}'" if subject_id else "this organization"
+            raise NotFound(f"No spend limit is set for {where}.")
+        resource_id = subject_id or call.organization_id
+        if cents is None:
+            await call.record(conn, "spend_limit.deleted", resource_id)
+        else:
+            asked = {"threshold_amount": cents, "currency": "USD", "interval": "month"}
+            await call.record(conn, "spend_limit.updated", resource_id, changes_requested=asked)
     deps.limits.changed(call.organization_id)
     if cents is None:
         return {"object": f"{object_name}.deleted", "deleted": True}
@@ -264,21 +271,30 @@ async def _token_budget(
 
 
 async def _set_token_budgets(
-    ex: Executor,
-    organization_id: str,
+    conn: Executor,
+    call: Admin,
     column: limits_store.BudgetColumn | None,
     subject_id: str,
     changes: dict[str, int | None],
 ) -> None:
+    """Change token budgets in the caller's transaction, and record the change."""
     for period, amount in changes.items():
         await limits_store.set_budget(
-            ex,
-            organization_id=organization_id,
+            conn,
+            organization_id=call.organization_id,
             column=column,
             subject_id=subject_id,
             kind="tokens",
             period=period,
             amount=amount,
+        )
+    if changes:
+        await call.record(
+            conn,
+            "token_budget.updated",
+            subject_id or call.organization_id,
+            subject=column.removesuffix("_id") if column else "organization",
+            changes_requested=changes,
         )
 
 
@@ -329,7 +345,8 @@ async def update_organization_token_budget(deps: AdminDeps, request: Request) ->
     """
     call = await admin_call(deps, request, write=True)
     changes = budget_changes(await json_body(request))
-    await _set_token_budgets(call.db, call.organization_id, None, "", changes)
+    async with call.db.acquire() as conn, conn.transaction():
+        await _set_token_budgets(conn, call, None, "", changes)
     deps.limits.changed(call.organization_id)
     return JSON(
         await _token_budget(deps, call.db, call.organization_id, "", "organization.token_budget")
@@ -390,7 +407,8 @@ async def update_project_token_budget(deps: AdminDeps, request: Request) -> Resp
     """
     call = await project_call(deps, request, write=True, org_owners_only=True)
     changes = budget_changes(await json_body(request))
-    await _set_token_budgets(call.db, call.organization_id, "project_id", call.project_id, changes)
+    async with call.db.acquire() as conn, conn.transaction():
+        await _set_token_budgets(conn, call, "project_id", call.project_id, changes)
     deps.limits.changed(call.organization_id)
     return JSON(
         await _token_budget(
@@ -519,7 +537,7 @@ async def _set_subject_budgets(
     the caller's), and answer the object with its ``rate_limits`` and ``token_budgets``."""
     async with call.db.acquire() as conn, conn.transaction():
         row = found(await load(conn), missing=missing)
-        await _set_token_budgets(conn, call.organization_id, column, subject_id, changes)
+        await _set_token_budgets(conn, call, column, subject_id, changes)
         [out] = await attach(
             conn, organization_id=call.organization_id, column=column, objects=[render(row)]
         )

@@ -20,10 +20,12 @@ import httpx
 import pytest
 
 from functions import admin, auth, mcp
+from functions.admin.audit_logs import list_audit_logs
 from functions.app import create_app
 from functions.common.routing import Operation, RawOperation
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services.audit import EVENT_TYPES, JAN_EVENT_TYPES
 from tests.audit.support import rows
 from tests.conftest import make_settings
 from tests.factories import Tenant, bearer, create_member, create_tenant
@@ -259,6 +261,53 @@ async def rate_limit_policy(w: World) -> httpx.Response:
     return await w.post("/v1/organization/rate_limit_policy", {"failure_mode": "closed"})
 
 
+# --- budgets
+SPEND = {"threshold_amount": 1000, "currency": "USD", "interval": "month"}
+TOKENS = {"tokens_per_day": 1000}
+
+
+@walks("POST", "/v1/organization/spend_limit", "spend_limit.updated")
+async def organization_spend_limit(w: World) -> httpx.Response:
+    return await w.post("/v1/organization/spend_limit", SPEND)
+
+
+@walks("DELETE", "/v1/organization/spend_limit", "spend_limit.updated", "spend_limit.deleted")
+async def delete_organization_spend_limit(w: World) -> httpx.Response:
+    await w.post("/v1/organization/spend_limit", SPEND)
+    return await w.client.delete("/v1/organization/spend_limit", headers=w.admin)
+
+
+@walks("POST", P + "/spend_limit", "spend_limit.updated")
+async def project_spend_limit(w: World) -> httpx.Response:
+    return await w.post(w.p + "/spend_limit", SPEND)
+
+
+@walks("DELETE", P + "/spend_limit", "spend_limit.updated", "spend_limit.deleted")
+async def delete_project_spend_limit(w: World) -> httpx.Response:
+    await w.post(w.p + "/spend_limit", SPEND)
+    return await w.client.delete(w.p + "/spend_limit", headers=w.admin)
+
+
+@walks("POST", "/v1/organization/token_budgets", "token_budget.updated")
+async def organization_token_budget(w: World) -> httpx.Response:
+    return await w.post("/v1/organization/token_budgets", TOKENS)
+
+
+@walks("POST", P + "/token_budgets", "token_budget.updated")
+async def project_token_budget(w: World) -> httpx.Response:
+    return await w.post(w.p + "/token_budgets", TOKENS)
+
+
+@walks("POST", P + "/api_keys/{key_id}/token_budgets", "token_budget.updated")
+async def key_token_budget(w: World) -> httpx.Response:
+    return await w.post(f"{w.p}/api_keys/{await w.key_id()}/token_budgets", TOKENS)
+
+
+@walks("POST", "/v1/organization/users/{user_id}/token_budgets", "token_budget.updated")
+async def user_token_budget(w: World) -> httpx.Response:
+    return await w.post(f"/v1/organization/users/{await w.reader()}/token_budgets", TOKENS)
+
+
 # --- data retention
 @walks("POST", "/v1/organization/data_retention", "data_retention.updated")
 async def organization_retention(w: World) -> httpx.Response:
@@ -368,6 +417,15 @@ def test_every_mutating_route_has_a_call_or_a_reason() -> None:
     )
     stale = [r for r in [*CALLS, *EXEMPT] if r not in routes]
     assert not stale, f"CALLS or EXEMPT name routes that no longer exist: {stale}"
+
+
+def test_every_event_type_written_is_declared_and_documented() -> None:
+    written = {t for expected, _ in CALLS.values() for t in expected} | {"login.failed"}
+    declared = set(EVENT_TYPES) | set(JAN_EVENT_TYPES)
+    assert written == declared
+    doc = list_audit_logs.__doc__ or ""
+    assert not [t for t in declared if f"`{t}`" not in doc], "undocumented event types"
+    assert not set(EVENT_TYPES) & set(JAN_EVENT_TYPES)
 
 
 async def test_every_mutating_route_writes_an_audit_event(runtime: Runtime, issuer: Issuer) -> None:

@@ -40,7 +40,6 @@ EVENT_TYPES = (
     "login.succeeded",
     "login.failed",
     "logout.succeeded",
-    "logout.failed",
     "project.created",
     "project.updated",
     "project.archived",
@@ -60,6 +59,9 @@ JAN_EVENT_TYPES = (
     "model_provider.updated",
     "model_provider.deleted",
     "rate_limit_policy.updated",
+    "spend_limit.updated",
+    "spend_limit.deleted",
+    "token_budget.updated",
     "tool_settings.updated",
 )
 
