@@ -1,6 +1,9 @@
-"""Operator commands: `jan-server admin create-org | create-admin-key | list-orgs`.
+"""Operator commands: `jan-server admin create-org | create-admin-key | list-orgs`, and
+`jan-server export audit | usage`.
 
-Keys are printed once, alone on their own line, and never logged.
+Keys are printed once, alone on their own line, and never logged. Exports write JSON
+lines to stdout, read through a server-side cursor in one read-only snapshot, so any size
+streams in constant memory.
 """
 
 from __future__ import annotations
@@ -8,12 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from functions.common import local, migrate
+from functions.common.db import init_connection
 from functions.services import tenancy
 
 EXIT_NOT_FOUND = 1
@@ -37,6 +43,32 @@ def add_admin_commands(commands: Any) -> None:
     list_orgs.set_defaults(run=lambda a: _run(_list_orgs, a))
 
 
+def add_export_commands(commands: Any) -> None:
+    export = commands.add_parser(
+        "export", help="write the audit log or the usage ledger as JSON lines to stdout"
+    )
+    export.add_argument("what", choices=["audit", "usage"], help="audit events or ledger rows")
+    export.add_argument(
+        "--since", required=True, type=_instant, help="from this instant on (ISO 8601 or Unix s)"
+    )
+    export.add_argument("--until", type=_instant, help="before this instant (default: now)")
+    export.add_argument("--organization", help="one organization (org_…; default: every one)")
+    export.set_defaults(run=lambda a: _run(_export, a))
+
+
+def _instant(value: str) -> datetime:
+    """An instant from the command line: Unix seconds, or ISO 8601 (UTC unless it says)."""
+    try:
+        if value.lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(value), UTC)
+        parsed = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(
+            f"not an instant: {value!r} (ISO 8601, such as 2025-01-31T00:00:00Z, or Unix seconds)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def _run(
     command: Callable[[asyncpg.Connection, bytes, argparse.Namespace], Awaitable[int]],
     args: argparse.Namespace,
@@ -48,6 +80,7 @@ def _run(
 
     async def main() -> int:
         conn = await asyncpg.connect(dsn, timeout=10)
+        await init_connection(conn)
         try:
             if not (await migrate.status(conn, migrate.load())).current:
                 print(
@@ -103,3 +136,45 @@ async def _list_orgs(conn: asyncpg.Connection, secret: bytes, args: argparse.Nam
         default = "  (default)" if org["is_default"] else ""
         print(f"{org['id']}  {org['created_at']:%Y-%m-%d}  {org['name']}{default}")
     return 0
+
+
+async def _export(conn: asyncpg.Connection, secret: bytes, args: argparse.Namespace) -> int:
+    # Imported here: `jan-server serve` builds this parser too, and must not load the areas.
+    from functions.services import ledger
+    from functions.services.audit import store as audit_store
+
+    until = args.until or datetime.now(UTC)
+    out = sys.stdout.buffer
+    lines: AsyncIterator[bytes]
+    if args.what == "audit":
+        where = audit_store.Filter(
+            organization_id=args.organization, effective_gte=args.since, effective_lt=until
+        )
+        lines = (_audit_line(row) async for row in audit_store.stream(conn, where=where))
+    else:
+        rows = ledger.stream(conn, since=args.since, until=until, organization_id=args.organization)
+        lines = (_usage_line(row) async for row in rows)
+    count, chunk = 0, []
+    # One snapshot: what a long export reads is consistent, whatever is written meanwhile.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for line in lines:
+            chunk.append(line)
+            if len(chunk) == 500:
+                out.write(b"".join(chunk))
+                count, chunk = count + len(chunk), []
+    out.write(b"".join(chunk))
+    out.flush()
+    print(f"jan-server: exported {count + len(chunk)} {args.what} record(s)", file=sys.stderr)
+    return 0
+
+
+def _audit_line(row: asyncpg.Record) -> bytes:
+    """An audit event as the API shows it, with its organization."""
+    from functions.admin.audit_logs import render as render_event
+
+    return orjson.dumps({"organization_id": row["organization_id"], **render_event(row)}) + b"\n"
+
+
+def _usage_line(row: asyncpg.Record) -> bytes:
+    """A ledger row: its columns, times in RFC 3339 (UTC)."""
+    return orjson.dumps(dict(row), option=orjson.OPT_UTC_Z) + b"\n"

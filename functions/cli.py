@@ -1,4 +1,4 @@
-"""The `jan-server` command: serve, migrate, version (and admin, for operators)."""
+"""The `jan-server` command: serve, migrate, version (and admin and export, for operators)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver = commands.add_parser("version", help="print the version")
     ver.set_defaults(run=_version)
 
-    from functions.admin_cli import add_admin_commands
+    from functions.admin_cli import add_admin_commands, add_export_commands
 
     add_admin_commands(commands)
+    add_export_commands(commands)
     return parser
 
 

@@ -59,7 +59,8 @@ class Executor(Protocol):
     ) -> Any: ...
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """What every connection of ours is set up with."""
     # jsonb in and out as Python objects, encoded with orjson.
     await conn.set_type_codec(
         "jsonb",
@@ -74,7 +75,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=30,
         timeout=5,
         # asyncpg prepares every query and caches the statements per connection. Behind

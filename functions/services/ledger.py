@@ -23,6 +23,7 @@ import contextlib
 import logging
 import operator
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -217,3 +218,22 @@ class UsageRecorder(Component):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+async def stream(
+    conn: AnyConnection,
+    *,
+    since: datetime,
+    until: datetime,
+    organization_id: str | None,
+    prefetch: int = 1000,
+) -> AsyncIterator[asyncpg.Record]:
+    """The ledger's rows written from ``since`` to ``until`` (of one organization, or
+    every one), oldest first, through a server-side cursor (``prefetch`` rows at a time);
+    the caller holds ``conn`` in a transaction."""
+    sql = (
+        "SELECT * FROM usage_completions WHERE created_at >= $1 AND created_at < $2"
+        " AND ($3::text IS NULL OR organization_id = $3) ORDER BY created_at, id"
+    )
+    async for row in conn.cursor(sql, since, until, organization_id, prefetch=prefetch):
+        yield row
