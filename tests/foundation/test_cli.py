@@ -31,7 +31,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_help_on_every_command() -> None:
-    for args in ([], ["serve"], ["migrate"], ["version"], ["admin"]):
+    for args in ([], ["serve"], ["migrate"], ["version"], ["admin"], ["export"]):
         r = run(*args, "--help")
         assert r.returncode == 0 and "usage: jan-server" in r.stdout, args
 
