@@ -119,6 +119,15 @@ def env_of(container: Obj) -> dict[str, Obj]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def install_outline() -> list[str]:
+    """The commands of manifests/README.md's install outline (the ```sh block after
+    "Install outline"), continuation lines joined, comments dropped."""
+    text = (MANIFESTS / "README.md").read_text()
+    block = text.split("Install outline", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
 def config_data(objs: list[Obj], name: str = "jan-config") -> dict[str, str]:
     data: dict[str, str] = one(objs, "ConfigMap", name)["data"]
     return data
