@@ -21,7 +21,6 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from typing import Any
 
 from tests.manifests.support import Obj, group_of, install_outline, of_kind
 
@@ -231,9 +230,10 @@ def _container(
         if key not in KNATIVE_SECURITY_CONTEXT_FIELDS or (key == "privileged" and sc[key]):
             out.append(f"{src}: validateSecurityContext: field {key!r} not allowed")
     add = sc.get("capabilities", {}).get("add")
-    if add and not _enabled(features, "kubernetes.containerspec-addcapabilities"):
-        if not (_enabled(features, "secure-pod-defaults") and add == ["NET_BIND_SERVICE"]):
-            out.append(f"{src}: validateCapabilities: capabilities.add not allowed")
+    # (with secure-pod-defaults, NET_BIND_SERVICE alone may be added)
+    bind_only = _enabled(features, "secure-pod-defaults") and add == ["NET_BIND_SERVICE"]
+    if add and not _enabled(features, "kubernetes.containerspec-addcapabilities") and not bind_only:
+        out.append(f"{src}: validateCapabilities: capabilities.add not allowed")
     # validateVolumeMounts
     seen: set[str] = set()
     for m in c.get("volumeMounts", []):
@@ -439,7 +439,7 @@ def kserve_predictor_container(isvc: Obj, runtimes: list[Obj]) -> Obj:
     model = isvc["spec"]["predictor"]["model"]
     (runtime,) = [r for r in runtimes if r["metadata"]["name"] == model["runtime"]]
     (base,) = [c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container"]
-    merged = copy.deepcopy(base)
+    merged: Obj = copy.deepcopy(base)
     env = {e["name"]: e for e in merged.get("env", [])}
     env.update({e["name"]: e for e in model.get("env", [])})
     if env:
@@ -447,11 +447,11 @@ def kserve_predictor_container(isvc: Obj, runtimes: list[Obj]) -> Obj:
     for key in ("resources", "image", "command", "securityContext"):
         if key in model:
             merged[key] = copy.deepcopy(model[key])
-    merged["args"] = [*base.get("args", []), *model.get("args", [])]
     name = isvc["metadata"]["name"]
-    merged["args"] = [a.replace("{{.Name}}", name) for a in merged["args"]] or []
-    if not merged["args"]:
-        del merged["args"]
+    args = [a.replace("{{.Name}}", name) for a in [*base.get("args", []), *model.get("args", [])]]
+    merged.pop("args", None)
+    if args:
+        merged["args"] = args
     return merged
 
 
@@ -581,9 +581,9 @@ def cnpg_cluster(cluster: Obj) -> list[str]:
     for key in ("cpu", "memory"):  # validateResources
         if key in requests and key in limits and quantity(requests[key]) > quantity(limits[key]):
             out.append(f"{src}: validateResources: {key} request is greater than the limit")
-    if "shared_buffers" in parameters and "memory" in requests:
-        if _postgres_bytes(parameters["shared_buffers"]) > quantity(requests["memory"]):
-            out.append(f"{src}: validateResources: memory request lower than shared_buffers")
+    buffers = parameters.get("shared_buffers")
+    if buffers and "memory" in requests and _postgres_bytes(buffers) > quantity(requests["memory"]):
+        out.append(f"{src}: validateResources: memory request lower than shared_buffers")
     return out
 
 
@@ -669,7 +669,7 @@ def http_route(route: Obj) -> list[str]:
         parents.setdefault((g, k, n, ns), set()).add(bool(section))
     if any(len(v) > 1 for v in parents.values()):
         out.append(
-            f"{src}: spec.parentRefs: sectionName must be specified for every reference to one parent"
+            f"{src}: spec.parentRefs: sectionName must be set on all references to a parent or none"
         )
     rules = spec.get("rules", [])
     if sum(len(r.get("matches", [])) for r in rules) >= 128:
@@ -679,7 +679,8 @@ def http_route(route: Obj) -> list[str]:
         backends = rule.get("backendRefs", [])
         if backends and any(f["type"] == "RequestRedirect" for f in filters):
             out.append(
-                f"{src}: rules[{i}]: RequestRedirect filter must not be used together with backendRefs"
+                f"{src}: rules[{i}]: RequestRedirect filter must not be used together with "
+                "backendRefs"
             )
         out += _filter_rules(filters, f"rules[{i}].filters")
         prefix_rewrites = [

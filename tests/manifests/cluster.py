@@ -210,7 +210,8 @@ class Store:
             if optional:
                 return None
             raise ClusterError(
-                f"CreateContainerConfigError: couldn't find key {key} in {kind} {namespace}/{ref['name']}"
+                f"CreateContainerConfigError: couldn't find key {key} in {kind} "
+                f"{namespace}/{ref['name']}"
             )
         return data[key]
 
@@ -838,25 +839,28 @@ class Gateway:
             if k.lower() not in ("host", "content-length", "transfer-encoding")
         }
         headers["Host"] = host
-        timeout = aiohttp.ClientTimeout(total=rule.timeout or 15)  # Istio's default: 15 s
         body = await request.read()
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-            async with session.request(
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=rule.timeout), auto_decompress=False
+            ) as session,
+            session.request(
                 request.method,
                 f"http://127.0.0.1:{port}{request.path_qs}",
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-            ) as upstream:
-                response = web.StreamResponse(status=upstream.status)
-                for k, v in upstream.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        response.headers.add(k, v)
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
+            ) as upstream,
+        ):
+            response = web.StreamResponse(status=upstream.status)
+            for k, v in upstream.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    response.headers.add(k, v)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[dict[str, int]]:

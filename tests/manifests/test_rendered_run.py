@@ -54,7 +54,7 @@ def test_openai_sdk_through_the_rendered_gateway(cluster: tuple[str, Overlay, Ga
         admin_service,
         ["/cnb/lifecycle/launcher", "--", "jan-server", "admin", "create-org", "--name", "Ops"],
     )
-    admin_key = [ln for ln in out.splitlines() if ln.startswith("sk-admin-")][0]
+    admin_key = next(ln for ln in out.splitlines() if ln.startswith("sk-admin-"))
     admin = openai.OpenAI(
         base_url=base_url,
         api_key="unused",
@@ -114,7 +114,11 @@ def test_plain_http_only_redirects_in_prod(cluster: tuple[str, Overlay, Gateway]
 def test_every_knative_service_and_predictor_runs(cluster: tuple[str, Overlay, Gateway]) -> None:
     name, overlay, _ = cluster
     objs = render(name)
-    expected = {f"Service/{s['metadata']['name']}" for s in of_kind(objs, "Service", "serving.knative.dev")}
-    expected |= {f"InferenceService/{i['metadata']['name']}" for i in of_kind(objs, "InferenceService")}
+    expected = {
+        f"Service/{s['metadata']['name']}" for s in of_kind(objs, "Service", "serving.knative.dev")
+    }
+    expected |= {
+        f"InferenceService/{i['metadata']['name']}" for i in of_kind(objs, "InferenceService")
+    }
     running = {p.name for p in overlay.pods if p.process is not None and p.process.poll() is None}
     assert expected <= running
