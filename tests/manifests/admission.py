@@ -548,6 +548,11 @@ def cnpg_cluster(cluster: Obj) -> list[str]:
     name = cluster["metadata"]["name"]
     if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 50:
         out.append(f"{src}: validateName: a DNS-1035 label of at most 50 characters")
+    # api/v1/cluster_types.go: ClusterSpec's XValidation (a CEL rule of the CRD)
+    if "imageName" in spec and "imageCatalogRef" in spec:
+        out.append(
+            f"{CNPG}: cluster_types.go: imageName and imageCatalogRef are mutually exclusive"
+        )
     image = spec.get("imageName", "")
     if image:  # validateImageName: a version tag, never latest or a bare digest
         tag = (

@@ -49,7 +49,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ from tests.manifests.support import (
     REPO,
     SCHEMAS,
     Obj,
+    final_stage,
     group_of,
     install_outline,
     of_kind,
@@ -291,7 +292,7 @@ class Images:
     # func's pack builder (func.yaml build.builder: pack)
     def _pack(self, command: list[str] | None, args: list[str] | None) -> Launch:
         launch_path = f"{VENV_BIN}:{PACK_PATH}"  # the CPython and Poetry layers' bin first
-        image_env = {"PATH": PACK_PATH, "LISTEN_ADDRESS": "[::]:8080", "CNB_APP_DIR": "/workspace"}
+        image_env = {"LISTEN_ADDRESS": "[::]:8080", "CNB_APP_DIR": "/workspace"}
         # The code under test: this run's own PYTHONPATH, when it has one (a worktree).
         code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
         argv = [*(command or ["/cnb/process/web"]), *(args or [])]
@@ -314,14 +315,14 @@ class Images:
                 f"only through the launcher; run it as [{LAUNCHER!r}, '--', ...]"
             )
         program = argv[0]
-        found = program if "/" in program else _which(program, f"{VENV_BIN}")
+        found = program if "/" in program else _which(program, launch_path)
         if found is None:
             raise ClusterError(f"{program!r}: not found on the buildpack environment's PATH")
         return Launch([found, *argv[1:]], {**image_env, **code, "PATH": launch_path}, self.app)
 
     # kserve/Dockerfile: its final stage's ENTRYPOINT and ENV
     def _predictor(self, command: list[str] | None, args: list[str] | None) -> Launch:
-        stage = _final_stage((REPO / "kserve" / "Dockerfile").read_text())
+        stage = final_stage((REPO / "kserve" / "Dockerfile").read_text())
         entrypoint: list[str] = []
         env: dict[str, str] = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -365,15 +366,6 @@ def expand_shell(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m.group(1), ""), value)
 
 
-def _final_stage(dockerfile: str) -> list[str]:
-    joined = re.sub(r"\\\n\s*", " ", dockerfile)
-    lines = [
-        ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
-    ]
-    last = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
-    return lines[last:]
-
-
 # --- pods ---------------------------------------------------------------------------------
 @dataclass
 class Pod:
@@ -388,7 +380,7 @@ class Pod:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log: Path | None = None
 
-    def start(self, logs: Path, localize: Any) -> None:
+    def start(self, logs: Path, localize: Callable[[str], str]) -> None:
         env = {**self.launch.env, **{k: localize(v) for k, v in self.env.items()}}
         self.log = logs / (re.sub(r"[^a-z0-9-]+", "_", self.name.lower()) + ".log")
         with self.log.open("wb") as out:
@@ -441,9 +433,7 @@ def dns_names(name: str, namespace: str) -> tuple[str, ...]:
     )
 
 
-def knative_pod(
-    name: str, namespace: str, spec: Obj, container: Obj, images: Images, store: Store
-) -> Pod:
+def knative_pod(name: str, namespace: str, container: Obj, images: Images, store: Store) -> Pod:
     """A Knative revision's user container: Knative appends PORT (its container port) and
     the K_* variables (knative/serving pkg/reconciler/revision/resources/deploy.go:
     makeServingContainer, makeContainer)."""
@@ -494,7 +484,7 @@ class Overlay:
             spec = svc["spec"]["template"]["spec"]
             (container,) = spec["containers"]
             self.pods.append(
-                knative_pod(svc["metadata"]["name"], ns, spec, container, self.images, self.store)
+                knative_pod(svc["metadata"]["name"], ns, container, self.images, self.store)
             )
         runtimes = of_kind(self.objs, "ServingRuntime")
         for isvc in of_kind(self.objs, "InferenceService"):
@@ -541,7 +531,7 @@ class Overlay:
             )
         if mode != "Knative":
             raise ClusterError(f"{name}: only Knative-mode custom predictors are emulated")
-        pod = knative_pod(name, self.namespace, {}, container, self.images, self.store)
+        pod = knative_pod(name, self.namespace, container, self.images, self.store)
         pod.name = f"InferenceService/{isvc['metadata']['name']}"
         return pod
 

@@ -148,6 +148,7 @@ CASES: list[tuple[str, str, str, Callable[[Obj], None], str]] = [
     ("Cluster", "jan-db", "fixed", _cnpg((*PARAMETERS, "port"), "1"), "fixed"),
     ("Cluster", "jan-db", "latest", _cnpg(("spec", "imageName"), "postgres:latest"), "version tag"),
     ("Cluster", "jan-db", "memory", _cnpg((*PARAMETERS, "shared_buffers"), "8GB"), "shared_buf"),
+    ("Cluster", "jan-db", "catalog", _cnpg(("spec", "imageCatalogRef"), {}), "mutually exclusive"),
     ("Cluster", "jan-db", "owner", _cnpg(("spec", "bootstrap", "initdb", "owner"), ""), "owner"),
     # kubernetes-sigs/gateway-api CEL rules
     ("HTTPRoute", "jan-api", "redirect", _redirect_with_backend, "together with backendRefs"),

@@ -14,7 +14,15 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from tests.manifests.cluster import Images, free_port
-from tests.manifests.support import REPO, SCHEMAS, env_of, functions, render, tool
+from tests.manifests.support import (
+    REPO,
+    SCHEMAS,
+    env_of,
+    final_stage,
+    functions,
+    render,
+    tool,
+)
 
 DOCKERFILE = REPO / "kserve" / "Dockerfile"
 
@@ -22,16 +30,6 @@ DOCKERFILE = REPO / "kserve" / "Dockerfile"
 def func_yaml() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "func.yaml").read_text())
     return data
-
-
-def final_stage(dockerfile: str) -> list[str]:
-    """The instructions of the last FROM stage, continuation lines joined."""
-    joined = re.sub(r"\\\n\s*", " ", dockerfile)
-    lines = [
-        ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
-    ]
-    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
-    return lines[last_from:]
 
 
 def test_func_yaml_matches_knative_funcs_schema() -> None:
