@@ -1,5 +1,5 @@
 """Each overlay, rendered with kustomize, run on this machine as a cluster would run it
-(tests/manifests/cluster.py): the migration Job's command and environment exactly as
+(tests/manifests/cluster.py, gateway.py): the migration Job's command and environment exactly as
 rendered, then every Knative Service and predictor as a process, behind the rendered
 Gateway's routes; the official `openai` SDK then uses it as a client would.
 
@@ -17,7 +17,8 @@ import openai
 import pytest
 
 from tests.manifests import admission
-from tests.manifests.cluster import Gateway, Overlay
+from tests.manifests.cluster import Overlay
+from tests.manifests.gateway import Gateway
 from tests.manifests.support import OVERLAYS, of_kind, render
 
 
