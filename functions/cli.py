@@ -100,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    settings = local.load()
+    # Migrations use no secret: the migration Job has the database's DSN only.
+    settings = local.load(need_secrets=False)
     assert settings.db_postgresql_write_dsn is not None
     dsn = settings.db_postgresql_write_dsn.get_secret_value()
 

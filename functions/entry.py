@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -24,6 +26,7 @@ from functions.ops import needs_database
 
 log = logging.getLogger(__name__)
 OPEN_WAIT_SECONDS = 10.0
+FUNC_LISTEN_ADDRESS = "[::]:8080,0.0.0.0:8080"  # func-python's default
 
 
 class Function:
@@ -111,10 +114,27 @@ async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
     )
 
 
+def listen_on_knative_port(environ: MutableMapping[str, str]) -> None:
+    """Under Knative (``K_SERVICE`` set) listen where it sends traffic: its ``PORT`` (the
+    container's port), on the hosts ``LISTEN_ADDRESS`` names. func-python binds
+    ``LISTEN_ADDRESS`` alone, and func's buildpack sets it to ``[::]:8080`` in the image."""
+    port = environ.get("PORT")
+    if not environ.get("K_SERVICE") or not port:
+        return
+    hosts = [
+        a.strip().rpartition(":")[0]
+        for a in environ.get("LISTEN_ADDRESS", FUNC_LISTEN_ADDRESS).split(",")
+        if a.strip()
+    ]
+    environ["LISTEN_ADDRESS"] = ",".join(f"{host}:{port}" for host in hosts)
+
+
 def new(settings: Settings | None = None, **overrides: Any) -> Function:
-    """Build the function from the environment (the constructor func-python calls)."""
+    """Build the function from the environment (the constructor func-python calls, before
+    it binds ``LISTEN_ADDRESS``)."""
     settings = settings or load_settings(overrides)
     logs.setup(settings.jan_log_level)
     settings = local.prepare(settings)
+    listen_on_knative_port(os.environ)
     log.info("settings", extra={"settings": settings.masked()})
     return Function(settings)

@@ -29,19 +29,31 @@ from functions.common.settings import (
 log = logging.getLogger(__name__)
 
 
-def load(overrides: Mapping[str, Any] | None = None) -> Settings:
+def load(overrides: Mapping[str, Any] | None = None, *, need_secrets: bool = True) -> Settings:
     """Settings from the environment for a process of ours (server or command): logging
     set up as they say, then ``prepare``d."""
     settings = load_settings(overrides)
     logs.setup(settings.jan_log_level)
-    return prepare(settings)
+    return prepare(settings, need_secrets=need_secrets)
 
 
-def prepare(settings: Settings) -> Settings:
-    """Return settings with a database and secrets, starting PostgreSQL when embedded."""
+def prepare(settings: Settings, *, need_secrets: bool = True) -> Settings:
+    """Return settings with a database and secrets, starting PostgreSQL when embedded.
+
+    ``need_secrets=False`` is for commands that use none (migrations): with an external
+    database they then run on the DSN alone.
+    """
     if not settings.embedded_database:
-        require_secrets(settings)
+        if need_secrets:
+            require_secrets(settings)
         return settings
+    if settings.k_service:
+        # Knative (`func deploy` included) scales pods to zero and replaces them: an
+        # embedded database there would lose everything at the first scale-down.
+        raise ConfigError(
+            f"DB_POSTGRESQL_WRITE_DSN must be set on Knative (K_SERVICE={settings.k_service}): "
+            "an embedded database in a pod that scales to zero loses its data"
+        )
     data_dir = settings.jan_data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     generated = load_or_generate_secrets(data_dir / "secrets.json")

@@ -223,6 +223,9 @@ class Settings(BaseSettings):
         "embedded mode, to loopback clients.",
     )
     otel_exporter_otlp_endpoint: str | None = None
+    k_service: str | None = Field(
+        None, description="Set by Knative (the Service's name): this process runs in a pod."
+    )
 
     @field_validator("jan_function")
     @classmethod

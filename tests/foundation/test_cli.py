@@ -45,7 +45,7 @@ def test_bad_flags_and_configuration_exit_with_one_line() -> None:
     bad_config = run("migrate", "status", JAN_FUNCTION="kitchen")
     assert bad_config.returncode == 2
     assert bad_config.stderr.strip().startswith("jan-server: configuration error: JAN_FUNCTION")
-    no_secrets = run("migrate", "status", DB_POSTGRESQL_WRITE_DSN="postgresql://x/y")
+    no_secrets = run("admin", "list-orgs", DB_POSTGRESQL_WRITE_DSN="postgresql://x/y")
     assert no_secrets.returncode == 2 and "JWT_SECRET" in no_secrets.stderr
 
 
@@ -68,15 +68,21 @@ def test_embedded_postgres_and_generated_secrets(tmp_path: Path) -> None:
     assert (data / "postgres" / "PG_VERSION").exists()
 
 
-def test_migrate_against_an_external_database(database_dsn: str) -> None:
-    env = {
-        "DB_POSTGRESQL_WRITE_DSN": database_dsn,
-        "JWT_SECRET": "a",
-        "APIKEY_SECRET": "b",
-        "MODEL_PROVIDER_SECRET": "c",
-    }
-    r = run("migrate", "status", **env)
-    assert r.returncode == 0 and "pending: 0" in r.stdout
+def test_migrate_against_an_external_database_needs_no_secrets(database_dsn: str) -> None:
+    """The migration Job has the database's DSN only (manifests/base/migrate-job.yaml)."""
+    r = run("migrate", "status", DB_POSTGRESQL_WRITE_DSN=database_dsn)
+    assert r.returncode == 0 and "pending: 0" in r.stdout, r.stderr
+    r = run("migrate", "apply", DB_POSTGRESQL_WRITE_DSN=database_dsn)
+    assert r.returncode == 0 and "applied 0 migration(s)" in r.stdout, r.stderr
+
+
+def test_knative_refuses_an_embedded_database(tmp_path: Path) -> None:
+    """`func deploy` of func.yaml gives the pod no DSN: under Knative (K_SERVICE) that is a
+    configuration error, not an embedded PostgreSQL lost at the first scale to zero."""
+    r = run("serve", JAN_DATA_DIR=str(tmp_path / "data"), K_SERVICE="jan-server")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "DB_POSTGRESQL_WRITE_DSN must be set" in r.stderr
+    assert not (tmp_path / "data" / "postgres").exists()
 
 
 @pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
@@ -125,3 +131,19 @@ def test_serve_then_stop_on_sigterm(database_dsn: str, server: str) -> None:
     assert log_lines, "access log line with the request ID"
     for secret in ("jwt-secret-value-1", "apikey-secret-value-2", "provider-value-3"):
         assert secret not in err and secret not in out  # settings are logged masked
+
+
+def test_knative_port_decides_where_the_function_listens() -> None:
+    """func-python binds LISTEN_ADDRESS alone (func's buildpack sets it to [::]:8080);
+    Knative sends traffic to PORT, the container's port."""
+    from functions.entry import listen_on_knative_port
+
+    env = {"K_SERVICE": "jan-chat", "PORT": "8123", "LISTEN_ADDRESS": "0.0.0.0:8080"}
+    listen_on_knative_port(env)
+    assert env["LISTEN_ADDRESS"] == "0.0.0.0:8123"
+    env = {"K_SERVICE": "jan-chat", "PORT": "8123"}
+    listen_on_knative_port(env)
+    assert env["LISTEN_ADDRESS"] == "[::]:8123,0.0.0.0:8123"
+    local = {"PORT": "8123", "LISTEN_ADDRESS": "127.0.0.1:9000"}  # not on Knative: as given
+    listen_on_knative_port(local)
+    assert local["LISTEN_ADDRESS"] == "127.0.0.1:9000"

@@ -13,6 +13,7 @@ and every model must construct (the SDK's own required-field checks).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -39,6 +40,11 @@ PRIMITIVES: dict[str, tuple[type, ...]] = {
 def model_class(name: str) -> Any:
     """The generated class for an OpenAPI type name: KServe's own, else Kubernetes'."""
     found = getattr(kserve_models, name, None) or getattr(k8s_models, name, None)
+    # The SDK names some Kubernetes types by their Go package: K8sIoApiAppsV1DeploymentStrategy
+    # is the Kubernetes client's V1DeploymentStrategy.
+    go_name = re.match(r"K8sIoApi[A-Z][a-z]*(V\d.*)$", name)
+    if found is None and go_name:
+        found = getattr(k8s_models, go_name.group(1), None)
     if found is None:
         raise LookupError(f"no SDK model named {name}")
     return found

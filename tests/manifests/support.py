@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,25 @@ def pod_specs(obj: Obj) -> Iterator[tuple[str, Obj]]:
 
 def env_of(container: Obj) -> dict[str, Obj]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def final_stage(dockerfile: str) -> list[str]:
+    """The instructions of the last FROM stage, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    lines = [
+        ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
+    return lines[last_from:]
+
+
+def install_outline() -> list[str]:
+    """The commands of manifests/README.md's install outline (the ```sh block after
+    "Install outline"), continuation lines joined, comments dropped."""
+    text = (MANIFESTS / "README.md").read_text()
+    block = text.split("Install outline", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def config_data(objs: list[Obj], name: str = "jan-config") -> dict[str, str]:

@@ -6,13 +6,23 @@ import json
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from tests.manifests.support import REPO, SCHEMAS, env_of, functions, render, tool
+from tests.manifests.cluster import Images, free_port
+from tests.manifests.support import (
+    REPO,
+    SCHEMAS,
+    env_of,
+    final_stage,
+    functions,
+    render,
+    tool,
+)
 
 DOCKERFILE = REPO / "kserve" / "Dockerfile"
 
@@ -20,16 +30,6 @@ DOCKERFILE = REPO / "kserve" / "Dockerfile"
 def func_yaml() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "func.yaml").read_text())
     return data
-
-
-def final_stage(dockerfile: str) -> list[str]:
-    """The instructions of the last FROM stage, continuation lines joined."""
-    joined = re.sub(r"\\\n\s*", " ", dockerfile)
-    lines = [
-        ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
-    ]
-    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
-    return lines[last_from:]
 
 
 def test_func_yaml_matches_knative_funcs_schema() -> None:
@@ -107,3 +107,25 @@ def test_function_shim_exports_the_entry_point() -> None:
     from functions.entry import new as entry_new
 
     assert new is entry_new
+
+
+def test_func_deploy_of_func_yaml_runs_no_embedded_database(tmp_path: Path) -> None:
+    """`func deploy` makes a Knative Service of func.yaml: its run.envs (knative/func
+    pkg/knative/deployer.go: ProcessEnvs(f.Run.Envs)), the image's default process, and
+    Knative's PORT and K_* variables, but no database. The pod must not start an embedded
+    PostgreSQL that its first scale to zero would lose: it stops with the reason."""
+    launch = Images(tmp_path).resolve("ghcr.io/janhq/jan-server:0.1.0", None, None)
+    envs = {e["name"]: e["value"] for e in func_yaml()["run"]["envs"]}
+    knative = {"PORT": str(free_port()), "K_SERVICE": "jan-server", "K_REVISION": "jan-server-1"}
+    done = subprocess.run(
+        launch.argv,
+        env={**launch.env, **envs, **knative},
+        cwd=launch.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "DB_POSTGRESQL_WRITE_DSN must be set on Knative" in done.stderr
+    assert not list(tmp_path.rglob("PG_VERSION"))

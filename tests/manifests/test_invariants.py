@@ -399,3 +399,69 @@ def test_cpu_predictor_threads_fit_its_cpu_limit() -> None:
     )
     model = one(objs, "InferenceService", "jan-cpu")["spec"]["predictor"]["model"]
     assert threads == int(model["resources"]["limits"]["cpu"])
+
+
+# PostgreSQL's default superuser_reserved_connections (CloudNativePG does not change it);
+# reserved_connections (PostgreSQL 16+) defaults to 0.
+SUPERUSER_RESERVED = 3
+# Left for what is not a function pod: the migration Job, `jan-server admin` sessions,
+# CloudNativePG's instance manager and metrics exporter, an operator's psql.
+OPERATOR_HEADROOM = 10
+
+
+def pool_size(c: Obj, config: dict[str, str]) -> int:
+    value = env_of(c).get("DB_POOL_MAX_SIZE", {}).get("value") or config.get("DB_POOL_MAX_SIZE")
+    return int(value or 10)  # functions/common/settings.py: db_pool_max_size
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_area_at_max_scale_fits_the_databases_connections(overlay: str) -> None:
+    """The sum over areas of max-scale x pool size stays under max_connections less the
+    reserved connections, on every instance.
+
+    Each pod holds one pool on the primary (-rw), plus one connection to drain its usage
+    records at shutdown (functions/common/runtime.py: stop_sync), and one pool on its read
+    host: -ro spreads over the replicas, but one replica may have to take them all; -r
+    (dev: one instance) is the primary itself.
+    """
+    objs = render(overlay)
+    (cluster,) = of_kind(objs, "Cluster", "postgresql.cnpg.io")
+    config = config_data(objs)
+    name = cluster["metadata"]["name"]
+    limit = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+    budget = limit - SUPERUSER_RESERVED - OPERATOR_HEADROOM
+    primary, replica = 1, 0  # the migration Job's connection
+    for service in functions(objs):
+        pods = int(template_annotations(service)[AUTOSCALING + "max-scale"])
+        pool = pool_size(container(service), config)
+        primary += pods * (pool + 1)
+        if config["DB_READ_HOST"] in (f"{name}-rw", f"{name}-r"):
+            primary += pods * pool
+        else:
+            assert config["DB_READ_HOST"] == f"{name}-ro"
+            replica += pods * pool
+    assert primary <= budget, f"{overlay}: {primary} connections on the primary, {budget} allowed"
+    assert replica <= budget, f"{overlay}: {replica} connections on one replica, {budget} allowed"
+
+
+def test_a_one_gpu_model_is_replaced_not_rolled() -> None:
+    """A rolling update starts the new pod before the old one stops: with every GPU taken,
+    it waits for a GPU forever. Recreate (or maxSurge 0) frees the GPU first."""
+    for isvc in of_kind(render("prod"), "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        gpus = int(predictor["model"]["resources"]["limits"].get("nvidia.com/gpu", 0))
+        if not gpus:
+            continue
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        strategy = predictor["deploymentStrategy"]
+        rolling = strategy.get("rollingUpdate", {})
+        assert strategy["type"] == "Recreate" or str(rolling.get("maxSurge")) in ("0", "0%")
+
+
+def test_the_hot_path_keeps_the_activator_out_of_the_request_path() -> None:
+    """Areas that never scale to zero set target-burst-capacity 0: Knative's activator then
+    stays out of their request path (it only buffers requests for a revision at zero)."""
+    for service in functions(render("prod")):
+        a = template_annotations(service)
+        if int(a[AUTOSCALING + "min-scale"]) >= 1:
+            assert a[AUTOSCALING + "target-burst-capacity"] == "0", service["metadata"]["name"]
