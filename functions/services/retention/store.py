@@ -198,3 +198,33 @@ async def audit_cutoffs(
         default_days,
     )
     return [(r["organization_id"], r["cutoff"]) for r in rows]
+
+
+# --- the ledger's monthly partitions -----------------------------------------------------
+async def maintain_usage_partitions(ex: Executor, *, now: datetime, ahead: int) -> int:
+    """Create the ledger's partitions from ``now``'s month to ``ahead`` months later (and
+    for rows waiting in the default partition): how many were created."""
+    created: int = await ex.fetchval("SELECT usage_partitions_maintain($1, $2)", now, ahead)
+    return created
+
+
+async def usage_partition_horizon(
+    ex: Executor, *, now: datetime, default_days: int
+) -> datetime | None:
+    """The instant before which every organization's ledger rows are past retention; None
+    when one of them keeps its rows for ever."""
+    horizon: datetime | None = await ex.fetchval(
+        """
+        SELECT CASE WHEN count(*) = (SELECT count(*) FROM organizations) THEN min(cutoff) END
+        FROM retention_cutoffs('usage_detail', $1, $2)
+        """,
+        now,
+        default_days,
+    )
+    return horizon
+
+
+async def drop_usage_partitions(ex: Executor, *, before: datetime) -> int:
+    """Drop the ledger's months that end by ``before``: how many."""
+    dropped: int = await ex.fetchval("SELECT usage_partitions_drop($1)", before)
+    return dropped
