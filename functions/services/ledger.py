@@ -2,10 +2,12 @@
 
 The request path only appends a tuple to a list (``record``); a background task copies
 the batch into ``usage_completions`` with one ``COPY`` when the batch is full or the
-queue has been quiet for ``idle_seconds``. On stop, the runtime's drain hook writes what
-is left on a connection of its own, so a function scaled to zero loses nothing it had
-accepted. If the database is down the batch is kept (up to ``max_queue`` records, then
-the oldest are dropped and counted) and retried.
+queue has been quiet for ``idle_seconds``, and adds it to the hourly rollup
+(``usage_hourly``, which usage, costs and budgets read) in the same transaction. On
+stop, the runtime's drain hook writes what is left on a connection of its own, so a
+function scaled to zero loses nothing it had accepted. If the database is down the batch
+is kept (up to ``max_queue`` records, then the oldest are dropped and counted) and
+retried.
 
 A record the table refuses (a value out of a column's range, a byte PostgreSQL's text
 cannot hold) must not hold up everyone else's: a batch refused for its data is split in
@@ -98,6 +100,54 @@ COLUMNS = tuple(f.name for f in fields(UsageRecord))
 _as_row = operator.attrgetter(*COLUMNS)  # a record as a COPY row, without a deep copy
 
 
+_ROLL_UP = """
+INSERT INTO usage_hourly AS h (organization_id, hour, project_id, api_key_id, user_id, model,
+                               operation, requests, input_tokens, input_cached_tokens,
+                               output_tokens, reserved_tokens, cost_picodollars)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                     $11::bigint[], $12::bigint[], $13::numeric[])
+ON CONFLICT (organization_id, hour, project_id, api_key_id, user_id, model, operation)
+DO UPDATE SET requests = h.requests + excluded.requests,
+              input_tokens = h.input_tokens + excluded.input_tokens,
+              input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
+              output_tokens = h.output_tokens + excluded.output_tokens,
+              reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
+              cost_picodollars = h.cost_picodollars + excluded.cost_picodollars
+"""
+
+
+async def roll_up(conn: AnyConnection, records: list[UsageRecord]) -> None:
+    """Add ``records`` to the hourly rollup (``usage_hourly``: per organization, hour,
+    project, key, user, model and operation; '' for none), in the caller's transaction.
+    One statement for the batch; its rows in key order, so instances adding to the same
+    hours concurrently lock them in the same order."""
+    sums: dict[tuple[str, datetime, str, str, str, str, str], list[int]] = {}
+    for r in records:
+        key = (
+            r.organization_id,
+            r.created_at.replace(minute=0, second=0, microsecond=0),
+            r.project_id or "",
+            r.api_key_id or "",
+            r.user_id or "",
+            r.model,
+            r.operation,
+        )
+        total = sums.get(key)
+        if total is None:
+            total = sums[key] = [0, 0, 0, 0, 0, 0]
+        total[0] += 1
+        total[1] += r.input_tokens
+        total[2] += r.input_cached_tokens
+        total[3] += r.output_tokens
+        total[4] += r.reserved_tokens
+        total[5] += r.cost_picodollars
+    keys = sorted(sums)
+    columns = [list(c) for c in zip(*keys, strict=True)]
+    counts = [list(c) for c in zip(*(sums[k] for k in keys), strict=True)]
+    await conn.execute(_ROLL_UP, *columns, *counts)
+
+
 class UsageRecorder(Component):
     def __init__(
         self,
@@ -174,7 +224,11 @@ class UsageRecorder(Component):
         while parts:
             part = parts.pop()
             try:
-                await conn.copy_records_to_table(TABLE, records=map(_as_row, part), columns=COLUMNS)
+                async with conn.transaction():  # the rows and their hourly rollup, or neither
+                    await conn.copy_records_to_table(
+                        TABLE, records=map(_as_row, part), columns=COLUMNS
+                    )
+                    await roll_up(conn, part)
             except BaseException as exc:
                 if not isinstance(exc, Exception) or not _refused_for_data(exc):
                     parts.append(part)
