@@ -617,28 +617,42 @@ async def usage_buckets(
     (``bucket``: Unix seconds, aligned to the epoch) and per ``groups``, ordered by bucket
     then groups. ``filters`` keeps, per column, the rows with one of the given values.
     ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
+
+    Buckets of whole hours are summed from the hourly rollup (``usage_hourly``, written in
+    the transaction of each batch of ledger rows, so as fresh as the ledger): a report of
+    years reads a few rows per hour, not one per request; the hours are whole (a start or
+    stop inside an hour counts that hour). Shorter buckets sum the ledger's own rows.
     """
     unknown = {*groups, *filters} - set(USAGE_COLUMNS)
     if unknown:
         raise ValueError(f"Not usage columns: {sorted(unknown)}")
+    rollup = width % 3600 == 0
     # Assembled with f-strings, yet safe: every fragment put in is constant text of this
     # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
     # among them, they are never copied in) and "$n" placeholders. Every value, filter
     # values included, travels as a parameter.
     chosen = [column for column in USAGE_COLUMNS if column in groups]
     args: list[Any] = [organization_id, start, stop, width]
-    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
+    if rollup:  # '' stands for "none" in the rollup's keys
+        table, at, requests = "usage_hourly", "hour", "sum(requests)"
+        where = ["organization_id = $1", "hour >= date_trunc('hour', $2::timestamptz)", "hour < $3"]
+        shown = [f"nullif({c}, '') AS {c}" if c != "model" else c for c in chosen]
+    else:
+        table, at, requests = "usage_completions", "created_at", "count(*)"
+        where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
+        shown = chosen
     for column in USAGE_COLUMNS:
         values = filters.get(column)
         if values:
             args.append(list(values))
             where.append(f"{column} = ANY(${len(args)}::text[])")
+    select = "".join(f", {column}" for column in shown)
     group_sql = "".join(f", {column}" for column in chosen)
     sql = (
-        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
-        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
-        f" FROM usage_completions WHERE {' AND '.join(where)}"
+        f"SELECT (floor(extract(epoch FROM {at}) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{select}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        f" sum(input_cached_tokens) AS input_cached_tokens, {requests} AS requests"
+        f" FROM {table} WHERE {' AND '.join(where)}"
         f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
     )
     return await ex.fetch(sql, *args)

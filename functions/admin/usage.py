@@ -3,7 +3,9 @@
 Time is cut into buckets of ``bucket_width`` (``1m``, ``1h``, ``1d``, aligned to UTC);
 each bucket lists one result per group (``group_by`` any of project_id, user_id,
 api_key_id, model) or one overall result, and empty buckets are listed too. ``page`` is
-the start of the next bucket, from ``next_page``.
+the start of the next bucket, from ``next_page``. Hour and day buckets are summed from the
+hourly rollup (a few rows an hour however many requests, and kept when the per-request
+rows' retention ends); minute buckets from the per-request rows.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def _result(row: dict[str, Any] | None, groups: list[str]) -> dict[str, Any]:
 async def usage_completions(deps: AdminDeps, request: Request) -> Response:
     """
     summary: Completions usage (OpenAI's usage API shape)
+    description: >
+      `1h` and `1d` buckets are answered from the hourly rollup, so they count whole hours
+      (a `start_time` or `end_time` inside an hour counts that hour) and outlive the
+      per-request rows (`usage_detail` retention, `/v1/organization/data_retention`);
+      `1m` buckets count the per-request rows.
     tags: [admin]
     parameters:
       - name: start_time
