@@ -35,11 +35,12 @@ test: env lint ## the whole suite: lint, then every test (functions and predicto
 	$(MAKE) test-py
 	$(MAKE) -C kserve test
 
-bench: env ## benchmarks (not part of `make test`): gateway, cold start, key verification, rate limits, predictor
+bench: env ## benchmarks (not part of `make test`): gateway, cold start, key verification, rate limits, usage ledger, predictor
 	$(PY) bench/gateway.py
 	$(PY) bench/coldstart.py
 	$(PY) bench/bench_keys.py
 	$(PY) bench/bench_limits.py
+	$(PY) bench/bench_usage.py
 	$(MAKE) -C kserve bench
 
 clean: ## remove environments and caches (keeps data/)

@@ -6,6 +6,11 @@
 -- partition until maintenance gives the month its own.
 --
 -- This migration rewrites the ledger once (every row is copied into its month).
+--
+-- No primary key: nothing refers to a ledger row, and each index is paid on every write;
+-- `id` still comes from a sequence (unique, in write order). Its one index serves every
+-- reader: an organization's rows in time order (the usage API's minute buckets, the
+-- export, retention).
 
 ALTER TABLE usage_completions RENAME TO usage_completions_unpartitioned;
 ALTER INDEX usage_completions_org_time RENAME TO usage_completions_unpartitioned_org_time;
@@ -32,8 +37,7 @@ CREATE TABLE usage_completions (
     ttft_ms             integer,
     status              integer NOT NULL,
     cost_picodollars    bigint NOT NULL DEFAULT 0,
-    reserved_tokens     integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (id, created_at)
+    reserved_tokens     integer NOT NULL DEFAULT 0
 ) PARTITION BY RANGE (created_at);
 ALTER SEQUENCE usage_ledger_id_seq OWNED BY usage_completions.id;
 CREATE INDEX usage_completions_org_time ON usage_completions (organization_id, created_at);

@@ -618,24 +618,30 @@ async def usage_buckets(
     then groups. ``filters`` keeps, per column, the rows with one of the given values.
     ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
 
-    Buckets of whole hours are summed from the hourly rollup (``usage_hourly``, written in
-    the transaction of each batch of ledger rows, so as fresh as the ledger): a report of
-    years reads a few rows per hour, not one per request; the hours are whole (a start or
-    stop inside an hour counts that hour). Shorter buckets sum the ledger's own rows.
+    Buckets of whole days are summed from the daily rollup, of whole hours from the hourly
+    one (``usage_daily``, ``usage_hourly``: written in the transaction of each batch of
+    ledger rows, so as fresh as the ledger): a report of years reads a few rows per day or
+    hour, not one per request; the days or hours are whole (a start or stop inside one
+    counts all of it). Shorter buckets sum the ledger's own rows.
     """
     unknown = {*groups, *filters} - set(USAGE_COLUMNS)
     if unknown:
         raise ValueError(f"Not usage columns: {sorted(unknown)}")
-    rollup = width % 3600 == 0
+    rollup = {86400: ("usage_daily", "day"), 3600: ("usage_hourly", "hour")}.get(width)
     # Assembled with f-strings, yet safe: every fragment put in is constant text of this
     # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
     # among them, they are never copied in) and "$n" placeholders. Every value, filter
     # values included, travels as a parameter.
     chosen = [column for column in USAGE_COLUMNS if column in groups]
     args: list[Any] = [organization_id, start, stop, width]
-    if rollup:  # '' stands for "none" in the rollup's keys
-        table, at, requests = "usage_hourly", "hour", "sum(requests)"
-        where = ["organization_id = $1", "hour >= date_trunc('hour', $2::timestamptz)", "hour < $3"]
+    if rollup is not None:  # '' stands for "none" in the rollups' keys
+        table, at = rollup
+        requests = "sum(requests)"
+        where = [
+            "organization_id = $1",
+            f"{at} >= date_trunc('{at}', $2::timestamptz, 'UTC')",
+            f"{at} < $3",
+        ]
         shown = [f"nullif({c}, '') AS {c}" if c != "model" else c for c in chosen]
     else:
         table, at, requests = "usage_completions", "created_at", "count(*)"
@@ -649,7 +655,7 @@ async def usage_buckets(
     select = "".join(f", {column}" for column in shown)
     group_sql = "".join(f", {column}" for column in chosen)
     sql = (
-        f"SELECT (floor(extract(epoch FROM {at}) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"SELECT floor(extract(epoch FROM {at}))::bigint / $4 * $4 AS bucket"  # noqa: S608
         f"{select}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
         f" sum(input_cached_tokens) AS input_cached_tokens, {requests} AS requests"
         f" FROM {table} WHERE {' AND '.join(where)}"

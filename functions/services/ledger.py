@@ -2,12 +2,12 @@
 
 The request path only appends a tuple to a list (``record``); a background task copies
 the batch into ``usage_completions`` with one ``COPY`` when the batch is full or the
-queue has been quiet for ``idle_seconds``, and adds it to the hourly rollup
-(``usage_hourly``, which usage, costs and budgets read) in the same transaction. On
-stop, the runtime's drain hook writes what is left on a connection of its own, so a
-function scaled to zero loses nothing it had accepted. If the database is down the batch
-is kept (up to ``max_queue`` records, then the oldest are dropped and counted) and
-retried.
+queue has been quiet for ``idle_seconds``, and adds it to the hourly and daily rollups
+(``usage_hourly``, ``usage_daily``: what usage, costs and budgets read) in the same
+transaction. On stop, the runtime's drain hook writes what is left on a connection of
+its own, so a function scaled to zero loses nothing it had accepted. If the database is
+down the batch is kept (up to ``max_queue`` records, then the oldest are dropped and
+counted) and retried.
 
 A record the table refuses (a value out of a column's range, a byte PostgreSQL's text
 cannot hold) must not hold up everyone else's: a batch refused for its data is split in
@@ -100,28 +100,44 @@ COLUMNS = tuple(f.name for f in fields(UsageRecord))
 _as_row = operator.attrgetter(*COLUMNS)  # a record as a COPY row, without a deep copy
 
 
+# The batch's sums per hour ($2) and day (its hour's midnight, UTC), one statement.
 _ROLL_UP = """
-INSERT INTO usage_hourly AS h (organization_id, hour, project_id, api_key_id, user_id, model,
-                               operation, requests, input_tokens, input_cached_tokens,
-                               output_tokens, reserved_tokens, cost_picodollars)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                     $11::bigint[], $12::bigint[], $13::numeric[])
-ON CONFLICT (organization_id, hour, project_id, api_key_id, user_id, model, operation)
-DO UPDATE SET requests = h.requests + excluded.requests,
-              input_tokens = h.input_tokens + excluded.input_tokens,
-              input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
-              output_tokens = h.output_tokens + excluded.output_tokens,
-              reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
-              cost_picodollars = h.cost_picodollars + excluded.cost_picodollars
+WITH sums (organization_id, hour, project_id, api_key_id, user_id, model, operation,
+           requests, input_tokens, input_cached_tokens, output_tokens, reserved_tokens,
+           cost_picodollars) AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                         $11::bigint[], $12::bigint[], $13::numeric[])
+), hourly AS (
+    INSERT INTO usage_hourly AS h SELECT * FROM sums
+    ON CONFLICT (organization_id, hour, project_id, api_key_id, user_id, model, operation)
+    DO UPDATE SET requests = h.requests + excluded.requests,
+                  input_tokens = h.input_tokens + excluded.input_tokens,
+                  input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
+                  output_tokens = h.output_tokens + excluded.output_tokens,
+                  reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
+                  cost_picodollars = h.cost_picodollars + excluded.cost_picodollars
+)
+INSERT INTO usage_daily AS d
+SELECT organization_id, date_trunc('day', hour, 'UTC'), project_id, api_key_id, user_id,
+       model, operation, sum(requests), sum(input_tokens), sum(input_cached_tokens),
+       sum(output_tokens), sum(reserved_tokens), sum(cost_picodollars)
+FROM sums GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7
+ON CONFLICT (organization_id, day, project_id, api_key_id, user_id, model, operation)
+DO UPDATE SET requests = d.requests + excluded.requests,
+              input_tokens = d.input_tokens + excluded.input_tokens,
+              input_cached_tokens = d.input_cached_tokens + excluded.input_cached_tokens,
+              output_tokens = d.output_tokens + excluded.output_tokens,
+              reserved_tokens = d.reserved_tokens + excluded.reserved_tokens,
+              cost_picodollars = d.cost_picodollars + excluded.cost_picodollars
 """
 
 
 async def roll_up(conn: AnyConnection, records: list[UsageRecord]) -> None:
-    """Add ``records`` to the hourly rollup (``usage_hourly``: per organization, hour,
-    project, key, user, model and operation; '' for none), in the caller's transaction.
-    One statement for the batch; its rows in key order, so instances adding to the same
-    hours concurrently lock them in the same order."""
+    """Add ``records`` to the rollups (``usage_hourly`` and ``usage_daily``: per
+    organization, hour or day, project, key, user, model and operation; '' for none), in
+    the caller's transaction. One statement for the batch; its rows in key order, so
+    instances adding to the same hours and days at once lock them in the same order."""
     sums: dict[tuple[str, datetime, str, str, str, str, str], list[int]] = {}
     for r in records:
         key = (

@@ -1,6 +1,6 @@
-"""The hourly rollup, written with each batch of ledger rows, is what hour and day usage
-reports read: they stay once the per-request rows are gone; minute reports read the rows.
-Instances adding to the same hours at once lose nothing."""
+"""The hourly and daily rollups, written with each batch of ledger rows, are what hour and
+day usage reports read: they stay once the per-request rows are gone; minute reports read
+the rows. Instances adding to the same hours and days at once lose nothing."""
 
 from __future__ import annotations
 
@@ -63,10 +63,20 @@ async def test_hour_and_day_reports_read_the_rollup(
             " reserved_tokens FROM usage_hourly WHERE organization_id = $1 ORDER BY hour",
             org,
         )
+        daily = await conn.fetch(
+            "SELECT day, project_id, requests, input_tokens FROM usage_daily"
+            " WHERE organization_id = $1 ORDER BY day, project_id",
+            org,
+        )
     assert [tuple(r) for r in hourly] == [
         (datetime.fromtimestamp(day0, UTC), "proj_a", "key_1", 2, 3, 14, 6),
         (datetime.fromtimestamp(day0 + HOUR, UTC), "", "", 1, 4, 7, 3),
         (datetime.fromtimestamp(day0 + DAY, UTC), "proj_b", "key_1", 1, 8, 7, 3),
+    ]
+    assert [tuple(r) for r in daily] == [
+        (datetime.fromtimestamp(day0, UTC), "", 1, 4),
+        (datetime.fromtimestamp(day0, UTC), "proj_a", 2, 3),
+        (datetime.fromtimestamp(day0 + DAY, UTC), "proj_b", 1, 8),
     ]
     h = tenant.admin_headers
     window = {"start_time": day0, "end_time": day0 + 2 * DAY}
@@ -103,7 +113,8 @@ async def test_instances_adding_to_the_same_hours_at_once_lose_nothing(
             return await recorder.flush(conn)
 
     assert await asyncio.gather(*map(flush, recorders)) == [500] * 4
-    total = await runtime.db.writer.fetchval(
-        "SELECT sum(requests) FROM usage_hourly WHERE organization_id = 'org_busy'"
-    )
-    assert total == 2000
+    for table in ("usage_hourly", "usage_daily"):
+        total = await runtime.db.writer.fetchval(
+            f"SELECT sum(requests) FROM {table} WHERE organization_id = 'org_busy'"  # noqa: S608
+        )
+        assert total == 2000, table

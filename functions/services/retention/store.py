@@ -161,20 +161,27 @@ async def delete_conversation_items(
 
 
 async def delete_usage_detail(ex: Executor, *, now: datetime, default_days: int, limit: int) -> int:
-    """The ledger's per-request rows past retention (the hourly rollups stay)."""
+    """The ledger's per-request rows past retention (the rollups stay), of the first
+    organization that has some: its oldest ``limit`` or so (rows that share the last one's
+    instant go with it; the ledger has no key to cut a tie with)."""
     status = await ex.execute(
         """
-        WITH cutoffs AS (SELECT * FROM retention_cutoffs('usage_detail', $1, $2)),
-        doomed AS (
-            SELECT x.id, x.created_at FROM cutoffs c CROSS JOIN LATERAL (
-                SELECT id, created_at FROM usage_completions u
-                WHERE u.organization_id = c.organization_id AND u.created_at < c.cutoff
-                ORDER BY u.created_at LIMIT $3
-            ) x
-            LIMIT $3
+        WITH due AS (
+            SELECT c.organization_id, c.cutoff FROM retention_cutoffs('usage_detail', $1, $2) c
+            WHERE EXISTS (SELECT 1 FROM usage_completions u
+                          WHERE u.organization_id = c.organization_id
+                            AND u.created_at < c.cutoff)
+            ORDER BY c.organization_id LIMIT 1
+        ), bound AS (
+            SELECT d.organization_id, least(d.cutoff, (
+                SELECT u.created_at FROM usage_completions u
+                WHERE u.organization_id = d.organization_id AND u.created_at < d.cutoff
+                ORDER BY u.created_at OFFSET $3 - 1 LIMIT 1
+            ) + interval '1 microsecond') AS before
+            FROM due d
         )
-        DELETE FROM usage_completions u USING doomed d
-        WHERE u.id = d.id AND u.created_at = d.created_at
+        DELETE FROM usage_completions u USING bound b
+        WHERE u.organization_id = b.organization_id AND u.created_at < b.before
         """,
         now,
         default_days,
