@@ -436,6 +436,27 @@ async def test_a_receiver_that_keeps_failing_ends_failed(
     assert event["delivery"]["next_attempt_at"] is None
 
 
+async def test_a_delivery_ends_when_the_alert_no_longer_has_a_webhook(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    alerts = component(runtime, SpendAlerts)
+    alerts.retry_seconds = 0
+    async with receiving(500) as receiver:
+        made = await client.post(ORG, json=webhook(receiver.url), headers=tenant.admin_headers)
+        path = f"{ORG}/{made.json()['id']}"
+        await spent(runtime, tenant, 100, tenant.project_id)
+        assert await alerts.run_once() == (1, 0)
+        changed = await client.post(path, json=email(), headers=tenant.admin_headers)
+        assert changed.status_code == 200
+        assert await alerts.run_once() == (0, 0)
+    [event] = await events(client, tenant, path)
+    assert len(receiver.got) == 1 and event["delivery"]["status"] == "failed"
+    assert event["delivery"]["last_error"] == "the alert no longer has a webhook"
+    # Given a webhook again, the alert gets a new secret, shown this once.
+    again = await client.post(path, json=webhook(receiver.url), headers=tenant.admin_headers)
+    assert again.json()["notification_channel"]["secret"].startswith("whsec_")
+
+
 async def test_a_url_that_became_private_is_refused_at_delivery(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
 ) -> None:

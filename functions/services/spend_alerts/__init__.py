@@ -119,14 +119,17 @@ class SpendAlerts(Component):
         return sum(outcomes)
 
     async def _attempt(self, row: asyncpg.Record) -> bool:
-        error = await self._send(row)
         db = self.runtime.db.writer
+        webhook = row["notification_channel"].get("type") == "webhook"
+        error = await self._send(row) if webhook else "the alert no longer has a webhook"
         if error is None:
             await store.delivered(db, event_id=row["id"])
             return True
         attempts: int = row["attempts"]
         retry_in = (
-            self.retry_seconds * 2 ** (attempts - 1) if attempts < self.max_attempts else None
+            self.retry_seconds * 2 ** (attempts - 1)
+            if attempts < self.max_attempts and webhook
+            else None
         )
         await store.not_delivered(db, event_id=row["id"], error=error, retry_in=retry_in)
         log.warning(
@@ -136,9 +139,8 @@ class SpendAlerts(Component):
         return False
 
     async def _send(self, row: asyncpg.Record) -> str | None:
-        channel = row["notification_channel"]
-        if channel.get("type") != "webhook" or row["secret_ciphertext"] is None:
-            return "the alert no longer has a webhook"
+        if row["secret_ciphertext"] is None:
+            return "the webhook has no secret"
         if self.box is None:
             return "no MODEL_PROVIDER_SECRET to read the webhook's secret with"
         try:
@@ -147,7 +149,8 @@ class SpendAlerts(Component):
             return "the webhook's secret does not decrypt (MODEL_PROVIDER_SECRET changed?)"
         body = payload(row)
         headers = webhooks.signed_headers(secret, row["id"], int(time.time()), body)
-        return await webhooks.post(self.http, self.guard, channel["url"], headers, body)
+        url = row["notification_channel"]["url"]
+        return await webhooks.post(self.http, self.guard, url, headers, body)
 
     @property
     def http(self) -> httpx.AsyncClient:
