@@ -17,6 +17,7 @@ from functions.admin import (
     providers,
     rate_limits,
     service_accounts,
+    spend_alerts,
     usage,
     users,
 )
@@ -38,4 +39,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *usage.ROUTES,
     *rate_limits.ROUTES,
     *budgets.ROUTES,
+    *spend_alerts.ROUTES,
 ]

@@ -29,8 +29,15 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     ),
     "chat": (
         # The rate limiter runs a background task only once a limit applies to a call.
-        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference"},
-        {"Identity._flush_forever", "UsageRecorder._run", "Catalog.run", WAIT_FOR},
+        # Spend alerts are checked where spend happens (and the process stays warm).
+        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference", "SpendAlerts"},
+        {
+            "Identity._flush_forever",
+            "UsageRecorder._run",
+            "Catalog.run",
+            WAIT_FOR,
+            "SpendAlerts._forever",
+        },
     ),
     "conversations": ({"Identity"}, {"Identity._flush_forever"}),
     "responses": (
@@ -40,6 +47,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             "UsageRecorder",
             "Limiter",
             "Inference",
+            "SpendAlerts",
             "Outbound",
             "ToolBox",
             "Housekeeping",
@@ -52,6 +60,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             WAIT_FOR,
             "Housekeeping._forever",
             "BackgroundWorker._claim_forever",
+            "SpendAlerts._forever",
         },
     ),
     "mcp": (
