@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from functions.services.limits.definitions import RateLimitDefinitions
     from functions.services.providers.directory import Providers
     from functions.services.retention import Retention
+    from functions.services.spend_alerts import SpendAlerts
     from functions.services.toolbox.toolbox import ToolBox
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,23 @@ class Services:
         return inference
 
     @cached_property
+    def spend_alerts(self) -> SpendAlerts:
+        """Built where models are served: spend happens there, and those areas stay warm
+        (an admin process scales to zero)."""
+        from functions.common.upstream import ProviderGuard
+        from functions.services.spend_alerts import SpendAlerts
+
+        settings = self.runtime.settings
+        alerts = SpendAlerts(
+            self.runtime,
+            self.providers.box,
+            ProviderGuard.from_settings(settings),
+            interval_seconds=settings.jan_spend_alert_interval_seconds,
+        )
+        self._own(alerts)
+        return alerts
+
+    @cached_property
     def toolbox(self) -> ToolBox:
         from functions.services.toolbox.toolbox import ToolBox
 
@@ -216,6 +234,7 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         from functions import chat
 
         s.retention  # noqa: B018  (the usage ledger)
+        s.spend_alerts  # noqa: B018  (checked where spend happens)
         return bind(chat.ROUTES, chat.ChatDeps(s.identity, s.inference))
     if area == "conversations":
         from functions import conversations
@@ -225,6 +244,7 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
     if area == "responses":
         from functions import responses
 
+        s.spend_alerts  # noqa: B018
         responses_deps = responses.build(s.runtime, s.identity, s.inference, s.toolbox)
         s.components.append(responses_deps.worker)
         responses.register_sweeps(s.housekeeping, settings)

@@ -114,6 +114,7 @@ CREATE TABLE spend_alert_events (
     alert_id        text NOT NULL REFERENCES spend_alerts (id) ON DELETE CASCADE,
     organization_id text NOT NULL,
     period_start    timestamptz NOT NULL,
+    threshold_amount bigint NOT NULL,  -- the alert's, in cents, when it was crossed
     spend_cents     numeric NOT NULL,
     crossed_at      timestamptz NOT NULL DEFAULT now(),
     delivery        text NOT NULL DEFAULT 'none'

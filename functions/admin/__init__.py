@@ -19,6 +19,7 @@ from functions.admin import (
     providers,
     rate_limits,
     service_accounts,
+    spend_alerts,
     usage,
     users,
 )
@@ -40,6 +41,7 @@ ROUTES: list[Operation[AdminDeps]] = [
     *usage.ROUTES,
     *rate_limits.ROUTES,
     *budgets.ROUTES,
+    *spend_alerts.ROUTES,
     *audit_logs.ROUTES,
     *data_retention.ROUTES,
 ]

@@ -87,7 +87,9 @@ def list_page(data: list[dict[str, Any]], *, has_more: bool, id_key: str = "id")
     }
 
 
-def limit_param(request: Request, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+def limit_param(
+    request: Request, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, minimum: int = 1
+) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
@@ -95,8 +97,8 @@ def limit_param(request: Request, *, default: int = DEFAULT_LIMIT, maximum: int 
         value = int(raw)
     except ValueError:
         raise InvalidRequest("limit must be an integer.", param="limit") from None
-    if not 1 <= value <= maximum:
-        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit")
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"limit must be between {minimum} and {maximum}.", param="limit")
     return value
 
 

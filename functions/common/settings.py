@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     jan_rate_limit_refresh_seconds: float = Field(
         5.0, gt=0, description="How often an instance reloads the rate-limit definitions."
     )
+    jan_spend_alert_interval_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How often an instance serving models checks spend alerts and delivers "
+        "their webhooks (0: never, on this instance).",
+    )
     jan_budget_reconcile_seconds: float = Field(
         10.0,
         gt=0,

@@ -41,6 +41,7 @@ from functions.common.netguard import (
     AddressError,
     AddressPolicy,
     AddressRefused,
+    IPAddress,
     Unresolvable,
     ip_literal,
     parse_address,
@@ -99,17 +100,23 @@ class ProviderGuard:
     async def check(self, url: str) -> None:
         """Resolve a tenant's endpoint now (creating or changing a provider); raise
         AddressError with the reason when it may not be used."""
+        await self.vet(url)
+
+    async def vet(self, url: str) -> IPAddress | None:
+        """The address to connect to for a tenant's URL, resolved now (``None``: the
+        allow-list names the host, connect by name); raise AddressError when it may not
+        be used. For clients without the guarded resolver (webhooks)."""
         reason = self.refusal(url)
         parts = urlsplit(url)
         host = parts.hostname or ""
         if reason is not None:
             raise AddressError(host, reason)
         if self.policy.names(host):
-            return
+            return None
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             async with asyncio.timeout(CHECK_SECONDS):
-                await vetted_address(host, port, self.policy)
+                return await vetted_address(host, port, self.policy)
         except TimeoutError:
             raise Unresolvable(host) from None
 

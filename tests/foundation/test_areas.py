@@ -30,12 +30,22 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     ),
     "chat": (
         # The rate limiter runs a background task only once a limit applies to a call.
-        {"Identity", "Upstream", "UsageRecorder", "Limiter", "Inference", "Housekeeping"},
+        # Spend alerts are checked where spend happens (and the process stays warm).
+        {
+            "Identity",
+            "Upstream",
+            "UsageRecorder",
+            "Limiter",
+            "Inference",
+            "SpendAlerts",
+            "Housekeeping",
+        },
         {
             "Identity._flush_forever",
             "UsageRecorder._run",
             "Catalog.run",
             WAIT_FOR,
+            "SpendAlerts._forever",
             "Housekeeping._forever",
         },
     ),
@@ -50,6 +60,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             "UsageRecorder",
             "Limiter",
             "Inference",
+            "SpendAlerts",
             "Outbound",
             "ToolBox",
             "Housekeeping",
@@ -62,6 +73,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             WAIT_FOR,
             "Housekeeping._forever",
             "BackgroundWorker._claim_forever",
+            "SpendAlerts._forever",
         },
     ),
     "mcp": (
