@@ -127,7 +127,9 @@ async def list_audit_logs(deps: AdminDeps, request: Request) -> Response:
       `user.updated`, `user.deleted`) and Jan's own otherwise: `data_retention.updated`,
       `model_permissions.updated`, `model_permissions.deleted`,
       `model_provider.created`, `model_provider.updated`, `model_provider.deleted`,
-      `rate_limit_policy.updated`, `spend_limit.updated`, `spend_limit.deleted`,
+      `rate_limit_policy.updated`, `spend_alert.created`, `spend_alert.updated`,
+      `spend_alert.deleted` (a webhook named by its origin alone: its path is often its
+      secret), `spend_limit.updated`, `spend_limit.deleted`,
       `token_budget.updated`, `tool_settings.updated`. `rate_limit.updated` also
       covers Jan's defaults and the limits of keys, service accounts and users (`subject`
       names which). Events are written in the transaction of the change and cannot be

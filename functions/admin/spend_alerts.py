@@ -151,6 +151,21 @@ def render(row: asyncpg.Record, secret: str | None = None) -> dict[str, Any]:
     }
 
 
+def _audited(row: asyncpg.Record) -> dict[str, Any]:
+    """An alert as the audit log shows it: a webhook by its origin alone (a webhook URL's
+    path or query is often its secret, as Slack's and Discord's are)."""
+    channel = dict(row["notification_channel"])
+    if channel["type"] == "webhook":
+        parts = urlsplit(channel["url"])
+        channel["url"] = f"{parts.scheme}://{parts.netloc}/…"
+    return {
+        "threshold_amount": row["threshold_amount"],
+        "currency": row["currency"],
+        "interval": row["period"],
+        "notification_channel": channel,
+    }
+
+
 def render_event(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -211,17 +226,21 @@ async def _create(
     await _check_url(deps, channel)
     alert_id = alerts_store.new_alert_id()
     secret = webhooks.new_secret() if channel["type"] == "webhook" else None
-    row = await alerts_store.create_alert(
-        call.db,
-        alert_id=alert_id,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        threshold_amount=cents,
-        channel=channel,
-        secret_ciphertext=(
-            _box(deps).encrypt(secret, associated=alert_id) if secret is not None else None
-        ),
-    )
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await alerts_store.create_alert(
+            conn,
+            alert_id=alert_id,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            threshold_amount=cents,
+            channel=channel,
+            secret_ciphertext=(
+                _box(deps).encrypt(secret, associated=alert_id) if secret is not None else None
+            ),
+        )
+        await call.record(
+            conn, "spend_alert.created", alert_id, project_id=project_id, data=_audited(row)
+        )
     return JSON(render(row, secret))
 
 
@@ -240,27 +259,37 @@ async def _update(
         if ciphertext is None:
             secret = webhooks.new_secret()
             ciphertext = _box(deps).encrypt(secret, associated=alert_id)
-    row = await alerts_store.update_alert(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        alert_id=alert_id,
-        threshold_amount=cents,
-        channel=channel,
-        secret_ciphertext=ciphertext,
-    )
-    if row is None:  # deleted meanwhile
-        raise NotFound(f"No spend alert found with id '{alert_id}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await alerts_store.update_alert(
+            conn,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            alert_id=alert_id,
+            threshold_amount=cents,
+            channel=channel,
+            secret_ciphertext=ciphertext,
+        )
+        if row is None:  # deleted meanwhile
+            raise NotFound(f"No spend alert found with id '{alert_id}'.")
+        await call.record(
+            conn,
+            "spend_alert.updated",
+            alert_id,
+            project_id=project_id,
+            changes_requested=_audited(row),
+        )
     return JSON(render(row, secret))
 
 
 async def _delete(call: Admin, project_id: str | None, request: Request) -> Response:
     alert_id = request.path_params["alert_id"]
-    done = await alerts_store.delete_alert(
-        call.db, organization_id=call.organization_id, project_id=project_id, alert_id=alert_id
-    )
-    if not done:
-        raise NotFound(f"No spend alert found with id '{alert_id}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        done = await alerts_store.delete_alert(
+            conn, organization_id=call.organization_id, project_id=project_id, alert_id=alert_id
+        )
+        if not done:
+            raise NotFound(f"No spend alert found with id '{alert_id}'.")
+        await call.record(conn, "spend_alert.deleted", alert_id, project_id=project_id)
     return JSON({"id": alert_id, "object": f"{_object(project_id)}.deleted", "deleted": True})
 
 

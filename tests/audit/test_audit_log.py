@@ -70,7 +70,19 @@ async def test_events_name_the_actor_the_object_and_what_changed_never_a_secret(
         json={"api_key": "sk-upstream-rotated-secret", "active": False},
         headers=tenant.admin_headers,
     )
-    assert {r.status_code for r in (made, admin_key, project_key, provider, changed)} == {200}
+    hook = "http://127.0.0.1:9/hooks/T0001/B0001/slack-style-secret-path"
+    alert = await client.post(
+        "/v1/organization/spend_alerts",
+        json={
+            "threshold_amount": 100,
+            "currency": "USD",
+            "interval": "month",
+            "notification_channel": {"type": "webhook", "url": hook},
+        },
+        headers=tenant.admin_headers,
+    )
+    made_all = (made, admin_key, project_key, provider, changed, alert)
+    assert {r.status_code for r in made_all} == {200}, [r.text for r in made_all]
     keys_listed = await client.get("/v1/organization/admin_api_keys", headers=tenant.admin_headers)
     admin_key_id = keys_listed.json()["data"][0]["id"]  # the tenant's own, which made them
 
@@ -116,17 +128,23 @@ async def test_events_name_the_actor_the_object_and_what_changed_never_a_secret(
     }
     [new_provider] = by_type(found, "model_provider.created")
     assert new_provider["model_provider.created"]["data"]["base_urls"] == [CLOSED_UPSTREAM]
-    # Keys' values (shown once) and provider credentials never reach the log.
+    [spend_alert] = by_type(found, "spend_alert.created")
+    channel = spend_alert["spend_alert.created"]["data"]["notification_channel"]
+    assert channel == {"type": "webhook", "url": "http://127.0.0.1:9/…"}
+    # Keys' values (shown once), provider credentials, a webhook's path and signing secret
+    # never reach the log.
     text = listed.text
     for secret in (
         admin_key.json()["value"],
         project_key.json()["value"],
         "sk-upstream-very-secret",
         "sk-upstream-rotated-secret",
+        "slack-style-secret-path",
+        alert.json()["notification_channel"]["secret"],
     ):
         assert secret not in text
     stored = " ".join(str(dict(r)) for r in await rows(runtime))
-    assert "secret" not in stored and "sk-" not in stored
+    assert "secret" not in stored and "sk-" not in stored and "whsec_" not in stored
 
 
 async def test_filters_and_cursors(client: httpx.AsyncClient, runtime: Runtime) -> None:

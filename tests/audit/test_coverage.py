@@ -308,6 +308,32 @@ async def user_token_budget(w: World) -> httpx.Response:
     return await w.post(f"/v1/organization/users/{await w.reader()}/token_budgets", TOKENS)
 
 
+# --- spend alerts, organization-wide and per project
+ALERT = {
+    "threshold_amount": 5000,
+    "currency": "USD",
+    "interval": "month",
+    "notification_channel": {"type": "email", "recipients": ["ops@x.test"]},
+}
+for _alerts in ("/v1/organization/spend_alerts", P + "/spend_alerts"):
+
+    def _alerts_url(w: World, base: str = _alerts) -> str:
+        return base.format(project_id=w.tenant.project_id)
+
+    @walks("POST", _alerts, "spend_alert.created")
+    async def create_alert(w: World, url: Callable[[World], str] = _alerts_url) -> httpx.Response:
+        return await w.post(url(w), ALERT)
+
+    @walks("POST", _alerts + "/{alert_id}", "spend_alert.created", "spend_alert.updated")
+    async def update_alert(w: World, url: Callable[[World], str] = _alerts_url) -> httpx.Response:
+        alert_id = await w.made(url(w), ALERT)
+        return await w.post(f"{url(w)}/{alert_id}", ALERT | {"threshold_amount": 9000})
+
+    @walks("DELETE", _alerts + "/{alert_id}", "spend_alert.created", "spend_alert.deleted")
+    async def delete_alert(w: World, url: Callable[[World], str] = _alerts_url) -> httpx.Response:
+        return await w.made_then_delete(url(w), ALERT)
+
+
 # --- data retention
 @walks("POST", "/v1/organization/data_retention", "data_retention.updated")
 async def organization_retention(w: World) -> httpx.Response:
