@@ -399,3 +399,22 @@ def test_cpu_predictor_threads_fit_its_cpu_limit() -> None:
     )
     model = one(objs, "InferenceService", "jan-cpu")["spec"]["predictor"]["model"]
     assert threads == int(model["resources"]["limits"]["cpu"])
+
+
+def test_prod_archives_wal_and_backs_up_daily() -> None:
+    """Point-in-time recovery needs both: WAL archived continuously and base backups
+    (restore procedure: tests/foundation/test_backup_restore.py, manifests/README.md)."""
+    objs = render("prod")
+    backup = one(objs, "Cluster", "jan-db")["spec"]["backup"]
+    store = backup["barmanObjectStore"]
+    assert store["destinationPath"].startswith(("s3://", "gs://", "https://"))
+    credentials = store["s3Credentials"]
+    assert {c["name"] for c in credentials.values()} == {"jan-backup-s3"}  # Secret references
+    assert store["wal"]["compression"] and store["data"]["compression"]
+    assert backup["retentionPolicy"].endswith("d")
+    (scheduled,) = of_kind(objs, "ScheduledBackup")
+    assert scheduled["spec"]["cluster"]["name"] == "jan-db"
+    assert scheduled["spec"]["method"] == "barmanObjectStore" and scheduled["spec"]["immediate"]
+    assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds
+    assert "backup" not in one(render("dev"), "Cluster", "jan-db")["spec"]
+    assert not of_kind(render("dev"), "ScheduledBackup")
