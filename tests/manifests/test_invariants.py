@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -23,6 +24,7 @@ from tests.manifests.support import (
     one,
     pod_specs,
     render,
+    render_with,
 )
 
 NAMESPACE = "jan"
@@ -418,3 +420,22 @@ def test_prod_archives_wal_and_backs_up_daily() -> None:
     assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds
     assert "backup" not in one(render("dev"), "Cluster", "jan-db")["spec"]
     assert not of_kind(render("dev"), "ScheduledBackup")
+
+
+def test_the_restore_component_recovers_from_the_archive_into_a_new_one() -> None:
+    from tests.manifests.test_schemas import crd_schema_problems
+
+    (cluster,) = of_kind(list(render_with("prod", "restore")), "Cluster")
+    # kustomize writes the target time unquoted; the API server reads it as a string.
+    cluster = json.loads(json.dumps(cluster, default=str))
+    assert crd_schema_problems(cluster) == []
+    spec = cluster["spec"]
+    assert list(spec["bootstrap"]) == ["recovery"]  # initdb removed
+    recovery = spec["bootstrap"]["recovery"]
+    assert (recovery["database"], recovery["owner"]) == ("jan", "jan")
+    (source,) = [c for c in spec["externalClusters"] if c["name"] == recovery["source"]]
+    archive, backup = source["barmanObjectStore"], spec["backup"]["barmanObjectStore"]
+    assert archive["destinationPath"] == backup["destinationPath"]
+    assert archive["s3Credentials"] == backup["s3Credentials"]
+    # Reads the archive components/backup writes, and writes to a new one.
+    assert archive["serverName"] == "jan-db" != backup["serverName"]

@@ -9,15 +9,13 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.manifests.support import MANIFESTS, REPO, SCHEMAS, Obj, kustomize, one, tool
+from tests.manifests.support import MANIFESTS, REPO, SCHEMAS, Obj, one, render_with, tool
 
 COMPONENT = MANIFESTS / "components" / "monitoring"
 DASHBOARDS = ("gateway", "router", "predictor", "database", "limits")
@@ -42,22 +40,8 @@ _DECLARED = re.compile(
 )
 
 
-@functools.cache
 def rendered() -> tuple[Obj, ...]:
-    """The prod overlay with the monitoring component added, as manifests/README.md says
-    (in a copy of manifests/)."""
-    return tuple(_render_with_component())
-
-
-def _render_with_component() -> list[Obj]:
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "manifests"
-        shutil.copytree(MANIFESTS, copy)
-        prod = copy / "overlays" / "prod" / "kustomization.yaml"
-        kustomization = yaml.safe_load(prod.read_text())
-        kustomization["components"].append("../../components/monitoring")
-        prod.write_text(yaml.safe_dump(kustomization))
-        return kustomize(prod.parent)
+    return render_with("prod", "monitoring")
 
 
 @functools.cache
