@@ -107,7 +107,7 @@ class FakeUpstream:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self.model_lists += 1
-        if cold := self._cold():
+        if (cold := self._cold()) is not None:
             return cold
         if self.mode == "huge":
             return await self._huge(request, b'{"object":"list","data":[')
@@ -135,7 +135,7 @@ class FakeUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        if cold := self._cold():
+        if (cold := self._cold()) is not None:
             return cold
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "engine crashed"}}, status=500)
