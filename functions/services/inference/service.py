@@ -223,7 +223,7 @@ class LedgerEntry:
             completion = clamp(usage.get("completion_tokens"))
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
-                cached = clamp(details.get("cached_tokens"))
+                cached = min(clamp(details.get("cached_tokens")), prompt)
             metrics.count_tokens(model, prompt, completion)
         ticket = self.ticket
         cost = reserved = cached_cost = output_cost = 0
