@@ -99,7 +99,7 @@ CREATE TABLE usage_completions_plain (
     input_tokens integer NOT NULL DEFAULT 0, output_tokens integer NOT NULL DEFAULT 0,
     input_cached_tokens integer NOT NULL DEFAULT 0, latency_ms integer NOT NULL,
     ttft_ms integer, status integer NOT NULL,
-    cost_picodollars bigint NOT NULL DEFAULT 0, reserved_tokens integer NOT NULL DEFAULT 0
+    cost_picodollars numeric NOT NULL DEFAULT 0, reserved_tokens integer NOT NULL DEFAULT 0
 );
 CREATE INDEX usage_completions_plain_org_time ON usage_completions_plain
     (organization_id, created_at);
@@ -236,10 +236,12 @@ async def writes(runtime: Runtime, dsn: str, organization_id: str) -> dict[str, 
             "ALTER TABLE usage_completions_swap RENAME TO usage_completions_plain"
         )
 
-    roll_up = ledger.roll_up
+    rollup_sql, rollup_args = ledger._ROLLUP, ledger._rollup
 
-    async def no_roll_up(conn: Any, records: list[UsageRecord]) -> None:
-        return None
+    def rollups(on: bool) -> None:
+        """The writer with its rollups, or without (the writer before issue 12)."""
+        ledger._ROLLUP = rollup_sql if on else "SELECT 1"
+        ledger._rollup = rollup_args if on else (lambda records: [])  # type: ignore[assignment]
 
     async def partitioned() -> None:
         rates["partitioned"].append(await flush_rate(runtime, conn, organization_id))
@@ -248,10 +250,10 @@ async def writes(runtime: Runtime, dsn: str, organization_id: str) -> dict[str, 
         await swap()
         try:
             rates["plain"].append(await flush_rate(runtime, conn, organization_id))
-            ledger.roll_up = no_roll_up  # type: ignore[assignment]
+            rollups(False)
             rates["plain, no rollup"].append(await flush_rate(runtime, conn, organization_id))
         finally:
-            ledger.roll_up = roll_up
+            rollups(True)
             await swap()
 
     try:

@@ -13,6 +13,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -176,5 +177,12 @@ def _audit_line(row: asyncpg.Record) -> bytes:
 
 
 def _usage_line(row: asyncpg.Record) -> bytes:
-    """A ledger row: its columns, times in RFC 3339 (UTC)."""
-    return orjson.dumps(dict(row), option=orjson.OPT_UTC_Z) + b"\n"
+    """A ledger row: its columns, times in RFC 3339 (UTC), costs in whole picodollars."""
+    return orjson.dumps(dict(row), default=_number, option=orjson.OPT_UTC_Z) + b"\n"
+
+
+def _number(value: Any) -> int | str:
+    """A numeric column (``Decimal``): an integer when whole, else its exact text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    raise TypeError(type(value).__name__)

@@ -36,7 +36,7 @@ CREATE TABLE usage_completions (
     latency_ms          integer NOT NULL,
     ttft_ms             integer,
     status              integer NOT NULL,
-    cost_picodollars    bigint NOT NULL DEFAULT 0,
+    cost_picodollars    numeric NOT NULL DEFAULT 0,
     reserved_tokens     integer NOT NULL DEFAULT 0
 ) PARTITION BY RANGE (created_at);
 ALTER SEQUENCE usage_ledger_id_seq OWNED BY usage_completions.id;

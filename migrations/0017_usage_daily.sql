@@ -15,15 +15,22 @@ CREATE TABLE usage_daily (
     input_cached_tokens bigint NOT NULL DEFAULT 0,
     output_tokens       bigint NOT NULL DEFAULT 0,
     reserved_tokens     bigint NOT NULL DEFAULT 0,
-    cost_picodollars    numeric NOT NULL DEFAULT 0,
+    cost_picodollars    numeric NOT NULL DEFAULT 0,  -- the total of the three below
+    input_cost_picodollars        numeric NOT NULL DEFAULT 0,  -- uncached input tokens'
+    cached_input_cost_picodollars numeric NOT NULL DEFAULT 0,
+    output_cost_picodollars       numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (organization_id, day, project_id, api_key_id, user_id, model, operation)
 );
 
 INSERT INTO usage_daily (organization_id, day, project_id, api_key_id, user_id, model,
                          operation, requests, input_tokens, input_cached_tokens,
-                         output_tokens, reserved_tokens, cost_picodollars)
+                         output_tokens, reserved_tokens, cost_picodollars,
+                         input_cost_picodollars, cached_input_cost_picodollars,
+                         output_cost_picodollars)
 SELECT organization_id, date_trunc('day', hour, 'UTC'), project_id, api_key_id, user_id,
        model, operation, sum(requests), sum(input_tokens), sum(input_cached_tokens),
-       sum(output_tokens), sum(reserved_tokens), sum(cost_picodollars)
+       sum(output_tokens), sum(reserved_tokens), sum(cost_picodollars),
+       sum(input_cost_picodollars), sum(cached_input_cost_picodollars),
+       sum(output_cost_picodollars)
 FROM usage_hourly
 GROUP BY 1, 2, 3, 4, 5, 6, 7;

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 import asyncpg
 
@@ -599,6 +600,12 @@ async def mark_invite_accepted(ex: Executor, *, invite_id: str) -> asyncpg.Recor
 
 
 # --- usage -------------------------------------------------------------------------------
+# The ledger's rollups, written with each batch of its rows: (table, time column).
+Rollup = Literal["hourly", "daily"]
+ROLLUPS: dict[Rollup, tuple[str, str]] = {
+    "hourly": ("usage_hourly", "hour"),
+    "daily": ("usage_daily", "day"),
+}
 # The ledger's columns a usage report may group and filter by.
 USAGE_COLUMNS = ("project_id", "user_id", "api_key_id", "model")
 
@@ -612,53 +619,162 @@ async def usage_buckets(
     width: int,
     groups: Sequence[str],
     filters: Mapping[str, Sequence[str]],
+    rollup: Rollup | None = None,
 ) -> list[asyncpg.Record]:
     """Completions usage from ``start`` to ``stop`` summed per ``width``-second bucket
     (``bucket``: Unix seconds, aligned to the epoch) and per ``groups``, ordered by bucket
     then groups. ``filters`` keeps, per column, the rows with one of the given values.
     ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
-
-    Buckets of whole days are summed from the daily rollup, of whole hours from the hourly
-    one (``usage_daily``, ``usage_hourly``: written in the transaction of each batch of
-    ledger rows, so as fresh as the ledger): a report of years reads a few rows per day or
-    hour, not one per request; the days or hours are whole (a start or stop inside one
-    counts all of it). Shorter buckets sum the ledger's own rows.
+    ``rollup``: from the hourly or daily rollup (``start`` and ``width`` whole hours or
+    days), where "none" is '' (given back as NULL), instead of the ledger's rows.
     """
-    unknown = {*groups, *filters} - set(USAGE_COLUMNS)
+    sums = (
+        "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        " sum(input_cached_tokens) AS input_cached_tokens,"
+        " sum(reserved_tokens) AS reserved_tokens, "
+        + ("sum(requests) AS requests" if rollup else "count(*) AS requests")
+    )
+    table, time_column = ROLLUPS[rollup] if rollup else ("usage_completions", "created_at")
+    return await _buckets(
+        ex, table, time_column, sums, USAGE_COLUMNS, organization_id=organization_id,
+        start=start, stop=stop, width=width, groups=groups, filters=filters,
+        blank_is_none=rollup is not None,
+    )  # fmt: skip
+
+
+# The rollup's columns a cost report may group and filter by.
+COST_COLUMNS = ("project_id", "api_key_id", "model")
+
+
+async def cost_buckets(
+    ex: Executor,
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    rollup: Rollup = "hourly",
+) -> list[asyncpg.Record]:
+    """Costs (picodollars) and tokens per line item kind, from a rollup, per bucket and
+    ``groups`` (of ``COST_COLUMNS``)."""
+    sums = (
+        "sum(cost_picodollars) AS cost, sum(input_cost_picodollars) AS input_cost,"
+        " sum(cached_input_cost_picodollars) AS cached_input_cost,"
+        " sum(output_cost_picodollars) AS output_cost,"
+        " sum(input_tokens - input_cached_tokens) AS input_tokens,"
+        " sum(input_cached_tokens) AS cached_input_tokens, sum(output_tokens) AS output_tokens"
+    )
+    table, time_column = ROLLUPS[rollup]
+    return await _buckets(
+        ex, table, time_column, sums, COST_COLUMNS, organization_id=organization_id,
+        start=start, stop=stop, width=width, groups=groups, filters=filters,
+        blank_is_none=True,
+    )  # fmt: skip
+
+
+async def _buckets(
+    ex: Executor,
+    table: str,
+    time_column: str,
+    sums: str,
+    columns: Sequence[str],
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    blank_is_none: bool,
+) -> list[asyncpg.Record]:
+    unknown = {*groups, *filters} - set(columns)
     if unknown:
         raise ValueError(f"Not usage columns: {sorted(unknown)}")
-    rollup = {86400: ("usage_daily", "day"), 3600: ("usage_hourly", "hour")}.get(width)
     # Assembled with f-strings, yet safe: every fragment put in is constant text of this
-    # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
+    # module: table, column names taken from ``columns`` (the caller's strings only pick
     # among them, they are never copied in) and "$n" placeholders. Every value, filter
     # values included, travels as a parameter.
-    chosen = [column for column in USAGE_COLUMNS if column in groups]
+    chosen = [column for column in columns if column in groups]
     args: list[Any] = [organization_id, start, stop, width]
-    if rollup is not None:  # '' stands for "none" in the rollups' keys
-        table, at = rollup
-        requests = "sum(requests)"
-        where = [
-            "organization_id = $1",
-            f"{at} >= date_trunc('{at}', $2::timestamptz, 'UTC')",
-            f"{at} < $3",
-        ]
-        shown = [f"nullif({c}, '') AS {c}" if c != "model" else c for c in chosen]
-    else:
-        table, at, requests = "usage_completions", "created_at", "count(*)"
-        where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
-        shown = chosen
-    for column in USAGE_COLUMNS:
+    where = ["organization_id = $1", f"{time_column} >= $2", f"{time_column} < $3"]
+    for column in columns:
         values = filters.get(column)
         if values:
             args.append(list(values))
             where.append(f"{column} = ANY(${len(args)}::text[])")
-    select = "".join(f", {column}" for column in shown)
     group_sql = "".join(f", {column}" for column in chosen)
+    shown = "".join(
+        f", nullif({column}, '') AS {column}" if blank_is_none else f", {column}"
+        for column in chosen
+    )
     sql = (
-        f"SELECT floor(extract(epoch FROM {at}))::bigint / $4 * $4 AS bucket"  # noqa: S608
-        f"{select}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-        f" sum(input_cached_tokens) AS input_cached_tokens, {requests} AS requests"
-        f" FROM {table} WHERE {' AND '.join(where)}"
+        f"SELECT (floor(extract(epoch FROM {time_column}) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{shown}, {sums} FROM {table} WHERE {' AND '.join(where)}"
         f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
     )
     return await ex.fetch(sql, *args)
+
+
+# --- model prices (Jan extension) ------------------------------------------------------------
+_PRICE_COLUMNS = "model, input, cached_input, output, created_at, updated_at"
+
+
+async def model_prices(
+    ex: Executor, *, organization_id: str, project_id: str | None
+) -> list[asyncpg.Record]:
+    """The organization's prices (``project_id`` None) or a project's overrides, by model."""
+    return await ex.fetch(
+        f"""
+        SELECT {_PRICE_COLUMNS} FROM model_prices
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 ORDER BY model
+        """,  # noqa: S608  (constant column list)
+        organization_id,
+        project_id,
+    )
+
+
+async def set_model_price(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    model: str,
+    input: Decimal,
+    cached_input: Decimal | None,
+    output: Decimal,
+) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        f"""
+        INSERT INTO model_prices (organization_id, project_id, model, input, cached_input, output)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (organization_id, (coalesce(project_id, '')), model)
+        DO UPDATE SET input = excluded.input, cached_input = excluded.cached_input,
+                      output = excluded.output, updated_at = now()
+        RETURNING {_PRICE_COLUMNS}
+        """,  # noqa: S608
+        organization_id,
+        project_id,
+        model,
+        input,
+        cached_input,
+        output,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_model_price(
+    ex: Executor, *, organization_id: str, project_id: str | None, model: str
+) -> bool:
+    status = await ex.execute(
+        """
+        DELETE FROM model_prices
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 AND model = $3
+        """,
+        organization_id,
+        project_id,
+        model,
+    )
+    return status != "DELETE 0"

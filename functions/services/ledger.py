@@ -2,12 +2,11 @@
 
 The request path only appends a tuple to a list (``record``); a background task copies
 the batch into ``usage_completions`` with one ``COPY`` when the batch is full or the
-queue has been quiet for ``idle_seconds``, and adds it to the hourly and daily rollups
-(``usage_hourly``, ``usage_daily``: what usage, costs and budgets read) in the same
-transaction. On stop, the runtime's drain hook writes what is left on a connection of
-its own, so a function scaled to zero loses nothing it had accepted. If the database is
-down the batch is kept (up to ``max_queue`` records, then the oldest are dropped and
-counted) and retried.
+queue has been quiet for ``idle_seconds``, and adds it to the hourly and daily rollups in
+the same transaction. On stop, the runtime's drain hook writes what is left on a
+connection of its own, so a function scaled to zero loses nothing it had accepted. If the
+database is down the batch is kept (up to ``max_queue`` records, then the oldest are
+dropped and counted) and retried.
 
 A record the table refuses (a value out of a column's range, a byte PostgreSQL's text
 cannot hold) must not hold up everyone else's: a batch refused for its data is split in
@@ -26,8 +25,8 @@ import logging
 import operator
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -94,74 +93,94 @@ class UsageRecord:
     status: int
     cost_picodollars: int = 0  # at the model's price when the call was made
     reserved_tokens: int = 0  # what the rate limiter reserved at admission
+    # Parts of the cost, for the rollup's line items only (not ledger columns; the
+    # uncached input's part is the rest).
+    cached_input_cost: int = field(default=0, metadata={"column": False})
+    output_cost: int = field(default=0, metadata={"column": False})
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRecord))
+COLUMNS = tuple(f.name for f in fields(UsageRecord) if f.metadata.get("column", True))
 _as_row = operator.attrgetter(*COLUMNS)  # a record as a COPY row, without a deep copy
 
 
-# The batch's sums per hour ($2) and day (its hour's midnight, UTC), one statement.
-_ROLL_UP = """
+# The rollups (``usage_hourly``, ``usage_daily``: per hour, and per day of its hours, UTC),
+# upserted with the ledger rows of each batch, in the same transaction: one statement per
+# batch, whatever its size; its rows in key order, so instances adding to the same hours
+# and days at once lock them in the same order (no deadlock).
+_ROLLUP = """
 WITH sums (organization_id, hour, project_id, api_key_id, user_id, model, operation,
            requests, input_tokens, input_cached_tokens, output_tokens, reserved_tokens,
-           cost_picodollars) AS (
+           cost_picodollars, input_cost_picodollars, cached_input_cost_picodollars,
+           output_cost_picodollars) AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                         $11::bigint[], $12::bigint[], $13::numeric[])
+                         $11::bigint[], $12::bigint[], $13::numeric[], $14::numeric[],
+                         $15::numeric[], $16::numeric[])
 ), hourly AS (
-    INSERT INTO usage_hourly AS h SELECT * FROM sums
+    INSERT INTO usage_hourly AS h
+        (organization_id, hour, project_id, api_key_id, user_id, model, operation, requests,
+        input_tokens, input_cached_tokens, output_tokens, reserved_tokens, cost_picodollars,
+        input_cost_picodollars, cached_input_cost_picodollars, output_cost_picodollars)
+    SELECT * FROM sums
     ON CONFLICT (organization_id, hour, project_id, api_key_id, user_id, model, operation)
     DO UPDATE SET requests = h.requests + excluded.requests,
-                  input_tokens = h.input_tokens + excluded.input_tokens,
-                  input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
-                  output_tokens = h.output_tokens + excluded.output_tokens,
-                  reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
-                  cost_picodollars = h.cost_picodollars + excluded.cost_picodollars
+        input_tokens = h.input_tokens + excluded.input_tokens,
+        input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
+        output_tokens = h.output_tokens + excluded.output_tokens,
+        reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
+        cost_picodollars = h.cost_picodollars + excluded.cost_picodollars,
+        input_cost_picodollars = h.input_cost_picodollars + excluded.input_cost_picodollars,
+        cached_input_cost_picodollars =
+            h.cached_input_cost_picodollars + excluded.cached_input_cost_picodollars,
+        output_cost_picodollars = h.output_cost_picodollars + excluded.output_cost_picodollars
 )
 INSERT INTO usage_daily AS d
+    (organization_id, day, project_id, api_key_id, user_id, model, operation, requests,
+        input_tokens, input_cached_tokens, output_tokens, reserved_tokens, cost_picodollars,
+        input_cost_picodollars, cached_input_cost_picodollars, output_cost_picodollars)
 SELECT organization_id, date_trunc('day', hour, 'UTC'), project_id, api_key_id, user_id,
        model, operation, sum(requests), sum(input_tokens), sum(input_cached_tokens),
-       sum(output_tokens), sum(reserved_tokens), sum(cost_picodollars)
+       sum(output_tokens), sum(reserved_tokens), sum(cost_picodollars),
+       sum(input_cost_picodollars), sum(cached_input_cost_picodollars),
+       sum(output_cost_picodollars)
 FROM sums GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7
 ON CONFLICT (organization_id, day, project_id, api_key_id, user_id, model, operation)
 DO UPDATE SET requests = d.requests + excluded.requests,
-              input_tokens = d.input_tokens + excluded.input_tokens,
-              input_cached_tokens = d.input_cached_tokens + excluded.input_cached_tokens,
-              output_tokens = d.output_tokens + excluded.output_tokens,
-              reserved_tokens = d.reserved_tokens + excluded.reserved_tokens,
-              cost_picodollars = d.cost_picodollars + excluded.cost_picodollars
+    input_tokens = d.input_tokens + excluded.input_tokens,
+    input_cached_tokens = d.input_cached_tokens + excluded.input_cached_tokens,
+    output_tokens = d.output_tokens + excluded.output_tokens,
+    reserved_tokens = d.reserved_tokens + excluded.reserved_tokens,
+    cost_picodollars = d.cost_picodollars + excluded.cost_picodollars,
+    input_cost_picodollars = d.input_cost_picodollars + excluded.input_cost_picodollars,
+    cached_input_cost_picodollars =
+        d.cached_input_cost_picodollars + excluded.cached_input_cost_picodollars,
+    output_cost_picodollars = d.output_cost_picodollars + excluded.output_cost_picodollars
 """
 
 
-async def roll_up(conn: AnyConnection, records: list[UsageRecord]) -> None:
-    """Add ``records`` to the rollups (``usage_hourly`` and ``usage_daily``: per
-    organization, hour or day, project, key, user, model and operation; '' for none), in
-    the caller's transaction. One statement for the batch; its rows in key order, so
-    instances adding to the same hours and days at once lock them in the same order."""
-    sums: dict[tuple[str, datetime, str, str, str, str, str], list[int]] = {}
+def _rollup(records: list[UsageRecord]) -> list[list[Any]]:
+    """The batch summed per hour and key, as the 16 arrays of ``_ROLLUP``."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
     for r in records:
-        key = (
-            r.organization_id,
-            r.created_at.replace(minute=0, second=0, microsecond=0),
-            r.project_id or "",
-            r.api_key_id or "",
-            r.user_id or "",
-            r.model,
-            r.operation,
-        )
-        total = sums.get(key)
-        if total is None:
-            total = sums[key] = [0, 0, 0, 0, 0, 0]
-        total[0] += 1
-        total[1] += r.input_tokens
-        total[2] += r.input_cached_tokens
-        total[3] += r.output_tokens
-        total[4] += r.reserved_tokens
-        total[5] += r.cost_picodollars
+        hour = r.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        key = (r.organization_id, hour, r.project_id or "", r.api_key_id or "",
+               r.user_id or "", r.model, r.operation)  # fmt: skip
+        row = sums.get(key)
+        if row is None:
+            row = sums[key] = [0] * 9
+        cost = r.cost_picodollars
+        row[0] += 1
+        row[1] += r.input_tokens
+        row[2] += r.input_cached_tokens
+        row[3] += r.output_tokens
+        row[4] += r.reserved_tokens
+        row[5] += cost
+        row[6] += cost - r.cached_input_cost - r.output_cost
+        row[7] += r.cached_input_cost
+        row[8] += r.output_cost
     keys = sorted(sums)
-    columns = [list(c) for c in zip(*keys, strict=True)]
-    counts = [list(c) for c in zip(*(sums[k] for k in keys), strict=True)]
-    await conn.execute(_ROLL_UP, *columns, *counts)
+    values = [sums[k] for k in keys]
+    return [[k[i] for k in keys] for i in range(7)] + [[v[i] for v in values] for i in range(9)]
 
 
 class UsageRecorder(Component):
@@ -240,11 +259,11 @@ class UsageRecorder(Component):
         while parts:
             part = parts.pop()
             try:
-                async with conn.transaction():  # the rows and their hourly rollup, or neither
+                async with conn.transaction():
                     await conn.copy_records_to_table(
                         TABLE, records=map(_as_row, part), columns=COLUMNS
                     )
-                    await roll_up(conn, part)
+                    await conn.execute(_ROLLUP, *_rollup(part))
             except BaseException as exc:
                 if not isinstance(exc, Exception) or not _refused_for_data(exc):
                     parts.append(part)

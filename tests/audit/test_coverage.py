@@ -334,6 +334,23 @@ for _alerts in ("/v1/organization/spend_alerts", P + "/spend_alerts"):
         return await w.made_then_delete(url(w), ALERT)
 
 
+# --- model prices, organization-wide and per project
+PRICE = {"model": MODEL, "input": 1.25, "output": 10}
+for _prices in ("/v1/organization/model_prices", P + "/model_prices"):
+
+    def _prices_url(w: World, base: str = _prices) -> str:
+        return base.format(project_id=w.tenant.project_id)
+
+    @walks("POST", _prices, "model_price.updated")
+    async def set_price(w: World, url: Callable[[World], str] = _prices_url) -> httpx.Response:
+        return await w.post(url(w), PRICE)
+
+    @walks("DELETE", _prices + "/{model}", "model_price.updated", "model_price.deleted")
+    async def delete_price(w: World, url: Callable[[World], str] = _prices_url) -> httpx.Response:
+        await w.post(url(w), PRICE)
+        return await w.client.delete(f"{url(w)}/{MODEL}", headers=w.admin)
+
+
 # --- data retention
 @walks("POST", "/v1/organization/data_retention", "data_retention.updated")
 async def organization_retention(w: World) -> httpx.Response:

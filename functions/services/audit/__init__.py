@@ -55,6 +55,8 @@ JAN_EVENT_TYPES = (
     "data_retention.updated",
     "model_permissions.updated",
     "model_permissions.deleted",
+    "model_price.updated",
+    "model_price.deleted",
     "model_provider.created",
     "model_provider.updated",
     "model_provider.deleted",
