@@ -9,14 +9,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from functions.common.runtime import Runtime
 from functions.common.upstream import Upstream
 from functions.services.inference.health import HealthBook
 from functions.services.inference.router import Router
+from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
 from tests.chat.test_router import BODY, route_to
+from tests.conftest import component
 
 Start = Callable[..., Awaitable[FakeUpstream]]
 SLOW = 1.0  # seconds the slow endpoint takes to answer
@@ -91,3 +95,28 @@ async def test_a_lone_slow_endpoint_is_not_ejected(
     both = route_to(health, a, b)
     await asyncio.gather(*(router.send(both, "/chat/completions", BODY) for _ in range(8)))
     assert not any(ep.ejected for ep in both.endpoints)
+
+
+async def test_an_endpoint_that_lists_models_but_fails_completions_stays_out(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    svc = component(runtime, Inference)
+    ep = svc.health.endpoint(builtin.base_url)
+    builtin.mode = "broken"  # /models answers; every completion is a 500
+    for _ in range(svc.health.eject_after):
+        svc.health.failed(ep)
+    assert ep.ejected
+    backoff = []
+    for _ in range(3):
+        ep.ejected_until = time.time() - 1  # its time is up
+        calls, lists = builtin.calls, builtin.model_lists
+        await svc.health.probe_due(svc.catalog.probe)
+        assert ep.ejected  # the trial completion failed: kept out
+        assert builtin.calls > calls and builtin.model_lists > lists
+        backoff.append(ep.ejected_until - time.time())
+    assert backoff[0] < backoff[1] < backoff[2]  # growing: 4, 8, 16 s
+    builtin.mode = "ok"
+    ep.ejected_until = time.time() - 1
+    await svc.health.probe_due(svc.catalog.probe)
+    assert not ep.ejected
+    assert builtin.bodies[-1]["max_tokens"] == 1  # a minimal request

@@ -3,8 +3,9 @@
 Each upstream base URL has one ``Endpoint`` per process holding its outstanding requests
 (for least-outstanding balancing) and its health. After ``EJECT_AFTER`` consecutive
 failures (as classified by ``failures``) it is ejected for a while, doubling on each
-repeat up to a ceiling; once that time passes the prober calls its ``/models`` and only
-a success returns it to rotation. An endpoint ejected again
+repeat up to a ceiling; once that time passes the prober makes it prove it serves (its
+``/models`` and a one-token completion, ``Catalog.probe``) and only a success returns it
+to rotation; a failed probe keeps it out for the next, doubled, time. An endpoint ejected again
 within ``TRIAL_SECONDS`` of its return keeps the doubled back-off.
 
 An endpoint that answers but far slower than its peers is ejected the same way (latency
