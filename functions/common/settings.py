@@ -100,12 +100,12 @@ class Settings(BaseSettings):
         3.0,
         ge=0,
         description="An endpoint whose p90 time to first byte is above this many times "
-        "the median of the model's other endpoints is ejected as slow (0: never).",
+        "the p90 of the model's other endpoints is ejected as slow (0: never).",
     )
     jan_upstream_slow_min_seconds: float = Field(
         1.0,
         gt=0,
-        description="How much slower than its peers' median (at least) an endpoint's "
+        description="How much slower than its peers' p90 (at least) an endpoint's "
         "p90 time to first byte must be to eject it.",
     )
     jan_housekeeping_interval_seconds: float = Field(

@@ -11,8 +11,10 @@ within ``TRIAL_SECONDS`` of its return keeps the doubled back-off.
 An endpoint that answers but far slower than its peers is ejected the same way (latency
 outlier ejection): each keeps its last ``WINDOW`` times to first byte in a fixed ring, and
 when one of them is at least ``slow_min_seconds``, its p90 over the ring is compared with
-the median of the model's other endpoints in rotation; above ``slow_factor`` times that
-median and ``slow_min_seconds`` more, it is ejected with reason ``slow``. Both sides need
+the p90 of the model's other endpoints in rotation, pooled; above ``slow_factor`` times
+that and ``slow_min_seconds`` more, it is ejected with reason ``slow``. Like is compared
+with like: a model's latencies are spread (long prompts, long non-streamed answers), so
+an endpoint's tail against its peers' median would eject healthy endpoints. Both sides need
 ``slow_samples`` samples; a model with no other endpoint in rotation never ejects for
 slowness (there is nowhere else to go). Fast requests pay one ring write and a compare.
 
@@ -73,6 +75,11 @@ class Endpoint:
     @property
     def ejected(self) -> bool:
         return self.ejected_until > 0.0
+
+
+def p90(samples: list[float]) -> float:
+    samples.sort()
+    return samples[int(0.9 * (len(samples) - 1))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,12 +237,10 @@ class HealthBook:
         ]
         if not others:  # nowhere else to go
             return
-        others.sort()
-        median = others[len(others) // 2]
-        mine = sorted(ep.window())
-        p90 = mine[int(0.9 * (len(mine) - 1))]
-        if p90 > max(self.slow_factor * median, median + self.slow_min_seconds):
-            self._eject(ep, "slow", p90=round(p90, 3), peers_median=round(median, 3))
+        peers_p90 = p90(others)
+        mine = p90(ep.window())
+        if mine > max(self.slow_factor * peers_p90, peers_p90 + self.slow_min_seconds):
+            self._eject(ep, "slow", p90=round(mine, 3), peers_p90=round(peers_p90, 3))
 
     # --- ejection and return ----------------------------------------------------------
     def _eject(self, ep: Endpoint, reason: str, **detail: float) -> None:
