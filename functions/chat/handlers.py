@@ -179,7 +179,8 @@ async def list_models(deps: ChatDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
     svc = deps.inference
-    return JSON({"object": "list", "data": [r.card() for r in await svc.models_for(principal)]})
+    models = await svc.models_for(principal)
+    return JSON({"object": "list", "data": [route.card(name) for name, route in models]})
 
 
 async def retrieve_model(deps: ChatDeps, request: Request) -> Response:
@@ -196,5 +197,6 @@ async def retrieve_model(deps: ChatDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
     svc = deps.inference
-    route = await svc.route_for(principal, request.path_params["model"])
-    return JSON(route.card())
+    name = request.path_params["model"]
+    route = await svc.route_for(principal, name)
+    return JSON(route.card(name))

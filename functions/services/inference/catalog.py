@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from functions.common.db import Executor
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.providers import store
 from functions.services.providers.directory import BUILTIN_ID, DISCOVERY_ERRORS, Provider, Providers
@@ -61,13 +62,18 @@ class ModelRoute:
             for ep in self.endpoints:
                 self.labels[ep] = self.provider.label(index[ep.base_url])
 
-    def card(self) -> dict[str, Any]:
-        return {
-            "id": self.model,
+    def card(self, name: str | None = None) -> dict[str, Any]:
+        """The model object; under an alias's ``name``, with ``jan_alias_of`` naming this
+        model (a Jan extension)."""
+        card = {
+            "id": name or self.model,
             "object": "model",
             "created": self.created,
             "owned_by": self.owned_by,
         }
+        if name is not None and name != self.model:
+            card["jan_alias_of"] = self.model
+        return card
 
 
 Scope = tuple[str, str | None]  # (organization_id, project_id or None)
@@ -104,6 +110,8 @@ class Catalog:
     _stored: dict[str, _Stored] = field(default_factory=dict)
     _members: dict[Scope, dict[str, _Stored]] = field(default_factory=dict)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
+    _aliases: dict[Scope, dict[str, str]] = field(default_factory=dict)
+    _alias_stamp: tuple[int, datetime | None] = (0, None)
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # On-demand polls: the one in flight per (provider, URL), shared by every caller that
@@ -117,6 +125,39 @@ class Catalog:
     rebuilt_scopes: int = 0
 
     # --- the request path -------------------------------------------------------------
+    def target(self, organization_id: str, project_id: str | None, name: str) -> str:
+        """The model an alias names (the project's first, then the organization's), or
+        ``name`` itself when it is no alias. One step: an alias's target is never an alias
+        again, so an alias may take over the name of the model it replaces."""
+        if project_id is not None:
+            found = self._aliases.get((organization_id, project_id))
+            if found is not None and name in found:
+                return found[name]
+        found = self._aliases.get((organization_id, None))
+        if found is not None and name in found:
+            return found[name]
+        return name
+
+    async def target_fresh(self, organization_id: str, project_id: str | None, name: str) -> str:
+        """``target``; a name that is neither an alias nor a model reloads first, as
+        ``resolve_fresh`` does (an alias just made elsewhere applies at once)."""
+        model = self.target(organization_id, project_id, name)
+        if (
+            model == name
+            and self.resolve(organization_id, project_id, name) is None
+            and time.monotonic() - self._last_reload > MISS_RELOAD_SECONDS
+        ):
+            await self.refresh()
+            model = self.target(organization_id, project_id, name)
+        return model
+
+    def aliases(self, organization_id: str, project_id: str | None) -> dict[str, str]:
+        """The aliases a principal sees: its organization's, overridden by its project's."""
+        merged = dict(self._aliases.get((organization_id, None), {}))
+        if project_id is not None:
+            merged.update(self._aliases.get((organization_id, project_id), {}))
+        return merged
+
     def resolve(
         self, organization_id: str, project_id: str | None, model: str
     ) -> ModelRoute | None:
@@ -189,8 +230,27 @@ class Catalog:
                 entry = self._discovered.get(key)
                 if entry is not None and at > entry.at:
                     entry.at = at
+            await self._load_aliases()
             await self.health.pull()
             await self._rebuild(dirty)
+
+    async def _load_aliases(self) -> None:
+        """Read the model aliases again when their count or last change moved (both from
+        one server, the rows after the stamp, so they are never older than it)."""
+        known = self._alias_stamp
+
+        async def read(ex: Executor) -> tuple[tuple[int, datetime | None], list[Any] | None]:
+            stamp = await store.alias_stamp(ex)
+            return stamp, (None if stamp == known else await store.model_aliases(ex))
+
+        stamp, rows = await self.providers.runtime.db.read(read)
+        if rows is None:
+            return
+        aliases: dict[Scope, dict[str, str]] = {}
+        for row in rows:
+            scope = (row["organization_id"], row["project_id"])
+            aliases.setdefault(scope, {})[row["alias"]] = row["model"]
+        self._aliases, self._alias_stamp = aliases, stamp
 
     async def _load(
         self, provider_ids: list[str], digests: dict[str, set[tuple[str, int, int]]]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Component, Runtime
@@ -98,15 +100,22 @@ class Inference(Component):
             await self.health.store.close()
 
     # --- what the endpoints use -------------------------------------------------------
+    async def model_named(self, principal: Principal, name: str) -> str:
+        """The model ``name`` stands for: an alias's target, or ``name`` itself."""
+        return await self.catalog.target_fresh(
+            principal.organization_id, principal.project_id, name
+        )
+
     async def route_for(self, principal: Principal, model: Any) -> ModelRoute:
-        """The route for a model the principal may use; 400/404 in OpenAI's words."""
+        """The route for a model the principal may use; 400/404 in OpenAI's words. An
+        alias is resolved first: permissions, limits and routing see the model it names."""
         if not isinstance(model, str) or not model:
             raise errors.InvalidRequest("You must provide a model parameter.", param="model")
+        org, project = principal.organization_id, principal.project_id
+        target = await self.catalog.target_fresh(org, project, model)
         route = None
-        if principal.may_use_model(model):
-            route = await self.catalog.resolve_fresh(
-                principal.organization_id, principal.project_id, model
-            )
+        if principal.may_use_model(target):
+            route = await self.catalog.resolve_fresh(org, project, target)
         if route is None:
             raise errors.NotFound(
                 f"The model `{model}` does not exist or you do not have access to it.",
@@ -115,11 +124,20 @@ class Inference(Component):
             )
         return route
 
-    async def models_for(self, principal: Principal) -> list[ModelRoute]:
+    async def models_for(self, principal: Principal) -> list[tuple[str, ModelRoute]]:
+        """What ``/v1/models`` lists, sorted by name: each model the principal may use and
+        each alias whose model it may use (an alias in place of a model of its name)."""
         org, project = principal.organization_id, principal.project_id
         await self.catalog.discover_on_demand(org, project, missing_only=True)
         routes = self.catalog.visible(org, project)
-        return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
+        named = {name: route for name, route in routes.items() if principal.may_use_model(name)}
+        for alias, target in self.catalog.aliases(org, project).items():
+            route = routes.get(target)
+            if route is not None and principal.may_use_model(target):
+                named[alias] = route
+            else:
+                named.pop(alias, None)  # the alias shadows a model of its name
+        return sorted(named.items())
 
     async def call(
         self,
@@ -140,6 +158,9 @@ class Inference(Component):
         tokens reserved at admission). The admission's ``x-ratelimit-*`` headers are
         ``functions.services.limits.current_headers()``."""
         route = await self.route_for(principal, body.get("model"))
+        if route.model != body["model"]:  # an alias: the upstream gets the model it names
+            body = {**body, "model": route.model}
+            raw = orjson.dumps(body)
         ticket = None
         if self.limits is not None:
             ticket = await self.limits.admit(principal, route.model, operation, body, len(raw))

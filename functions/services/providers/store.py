@@ -51,6 +51,19 @@ async def provider_stamps(ex: Executor) -> dict[str, datetime]:
     return {r["id"]: r["updated_at"] for r in rows}
 
 
+async def alias_stamp(ex: Executor) -> tuple[int, datetime | None]:
+    """How many model aliases there are and when the last changed: what a reload compares
+    to see whether to read them again (a delete lowers the count, a write the time)."""
+    row = await ex.fetchrow("SELECT count(*) AS n, max(updated_at) AS at FROM model_aliases")
+    assert row is not None
+    return row["n"], row["at"]
+
+
+async def model_aliases(ex: Executor) -> list[asyncpg.Record]:
+    """Every model alias of every tenant (the catalog is process-wide)."""
+    return await ex.fetch("SELECT organization_id, project_id, alias, model FROM model_aliases")
+
+
 async def active_providers(
     ex: Executor, *, provider_ids: Sequence[str] | None = None
 ) -> list[asyncpg.Record]:
