@@ -48,7 +48,7 @@ def render(object_name: str, row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _name(body: dict[str, Any], name: str) -> str:
+def model_name(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if value is None:
         raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
@@ -61,15 +61,11 @@ def _name(body: dict[str, Any], name: str) -> str:
     return value
 
 
-async def _list(
-    call: Admin, request: Request, project_id: str | None, object_name: str
-) -> Response:
+def paged(request: Request, items: list[dict[str, Any]]) -> Response:
+    """A list page of ``items`` (sorted by ``id``) as the request's ``after``, ``limit``
+    and ``order`` ask."""
     page = Page.of(request, default_order="asc")
     limit = limit_param(request, default=100)
-    rows = await store.model_aliases(
-        call.db, organization_id=call.organization_id, project_id=project_id
-    )
-    items = [render(object_name, r) for r in rows]
     if page.order == "desc":
         items.reverse()
     after = page.after
@@ -81,13 +77,22 @@ async def _list(
     return JSON(list_page(items[:limit], has_more=len(items) > limit))
 
 
+async def _list(
+    call: Admin, request: Request, project_id: str | None, object_name: str
+) -> Response:
+    rows = await store.model_aliases(
+        call.db, organization_id=call.organization_id, project_id=project_id
+    )
+    return paged(request, [render(object_name, r) for r in rows])
+
+
 async def _set(deps: AdminDeps, call: Admin, request: Request, project_id: str | None,
                object_name: str) -> Response:  # fmt: skip
     body = await json_body(request)
     for name in body:
         if name not in _FIELDS:
             raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
-    alias, model = _name(body, "alias"), _name(body, "model")
+    alias, model = model_name(body, "alias"), model_name(body, "model")
     if alias == model:
         raise InvalidRequest("An alias cannot name itself.", param="model")
     row = await store.set_model_alias(

@@ -16,7 +16,7 @@ from functions.common.http import JSON, json_body
 from functions.common.principal import require_project
 from functions.services.identity import Identity
 from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
-from functions.services.inference.service import Inference, ModelStream
+from functions.services.inference.service import Inference, ModelStream, fallback_headers
 from functions.services.inference.sse import StreamTally
 from functions.services.inference.streaming import SSERelay
 from functions.services.limits import current_raw_headers
@@ -42,7 +42,8 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
     )
-    limits = current_raw_headers()  # OpenAI's x-ratelimit-* (none when no limit applies)
+    # OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback.
+    limits = current_raw_headers() + fallback_headers()
     if isinstance(call, ModelStream):
         tally = StreamTally(keep_usage_chunk=keep_usage)
         return SSERelay(call.stream, tally, call.entry.write, limits)

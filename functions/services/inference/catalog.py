@@ -111,7 +111,8 @@ class Catalog:
     _members: dict[Scope, dict[str, _Stored]] = field(default_factory=dict)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
     _aliases: dict[Scope, dict[str, str]] = field(default_factory=dict)
-    _alias_stamp: tuple[int, datetime | None] = (0, None)
+    _fallbacks: dict[Scope, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    _routing_stamp: Any = None
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # On-demand polls: the one in flight per (provider, URL), shared by every caller that
@@ -150,6 +151,15 @@ class Catalog:
             await self.refresh()
             model = self.target(organization_id, project_id, name)
         return model
+
+    def fallbacks(self, organization_id: str, project_id: str | None, name: str) -> tuple[str, ...]:
+        """The models to try in turn when ``name`` (a model or an alias) cannot serve:
+        the project's list for it, else the organization's."""
+        for scope in ((organization_id, project_id), (organization_id, None)):
+            found = self._fallbacks.get(scope)
+            if found is not None and name in found:
+                return found[name]
+        return ()
 
     def aliases(self, organization_id: str, project_id: str | None) -> dict[str, str]:
         """The aliases a principal sees: its organization's, overridden by its project's."""
@@ -230,27 +240,33 @@ class Catalog:
                 entry = self._discovered.get(key)
                 if entry is not None and at > entry.at:
                     entry.at = at
-            await self._load_aliases()
+            await self._load_routing()
             await self.health.pull()
             await self._rebuild(dirty)
 
-    async def _load_aliases(self) -> None:
-        """Read the model aliases again when their count or last change moved (both from
-        one server, the rows after the stamp, so they are never older than it)."""
-        known = self._alias_stamp
+    async def _load_routing(self) -> None:
+        """Read the model aliases and fallback lists again when a count or last change
+        moved (all from one server, the rows after the stamp, so never older than it)."""
+        known = self._routing_stamp
 
-        async def read(ex: Executor) -> tuple[tuple[int, datetime | None], list[Any] | None]:
-            stamp = await store.alias_stamp(ex)
-            return stamp, (None if stamp == known else await store.model_aliases(ex))
+        async def read(ex: Executor) -> tuple[Any, list[Any] | None, list[Any] | None]:
+            stamp = await store.routing_stamp(ex)
+            if stamp == known:
+                return stamp, None, None
+            return stamp, await store.model_aliases(ex), await store.model_fallbacks(ex)
 
-        stamp, rows = await self.providers.runtime.db.read(read)
-        if rows is None:
+        stamp, alias_rows, fallback_rows = await self.providers.runtime.db.read(read)
+        if alias_rows is None or fallback_rows is None:
             return
         aliases: dict[Scope, dict[str, str]] = {}
-        for row in rows:
+        for row in alias_rows:
             scope = (row["organization_id"], row["project_id"])
             aliases.setdefault(scope, {})[row["alias"]] = row["model"]
-        self._aliases, self._alias_stamp = aliases, stamp
+        fallbacks: dict[Scope, dict[str, tuple[str, ...]]] = {}
+        for row in fallback_rows:
+            scope = (row["organization_id"], row["project_id"])
+            fallbacks.setdefault(scope, {})[row["model"]] = tuple(row["fallbacks"])
+        self._aliases, self._fallbacks, self._routing_stamp = aliases, fallbacks, stamp
 
     async def _load(
         self, provider_ids: list[str], digests: dict[str, set[tuple[str, int, int]]]
