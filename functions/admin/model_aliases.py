@@ -52,9 +52,10 @@ def model_name(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if value is None:
         raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
-    if not isinstance(value, str) or not value or value != value.strip():
+    if not isinstance(value, str) or not value or value != value.strip() or not value.isprintable():
         raise InvalidRequest(
-            f"'{name}' must be a model name without surrounding spaces.", param=name
+            f"'{name}' must be a model name without surrounding spaces or control characters.",
+            param=name,
         )
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidRequest(f"'{name}' must be at most {MAX_NAME_LENGTH} characters.", param=name)

@@ -57,7 +57,10 @@ def _fallbacks(body: dict[str, Any], model: str) -> list[str]:
     if (
         not isinstance(value, list)
         or not 0 < len(value) <= MAX_FALLBACKS
-        or not all(isinstance(m, str) and m and len(m) <= MAX_NAME_LENGTH for m in value)
+        or not all(
+            isinstance(m, str) and m and len(m) <= MAX_NAME_LENGTH and m.isprintable()
+            for m in value
+        )
         or len(set(value)) != len(value)
         or model in value
     ):

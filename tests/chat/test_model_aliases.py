@@ -99,6 +99,7 @@ async def test_admin_api_shape_roles_and_errors(
         ({"alias": "a"}, "model"),
         ({"alias": "", "model": "m1"}, "alias"),
         ({"alias": " a", "model": "m1"}, "alias"),
+        ({"alias": "a\r\nx-evil: 1", "model": "m1"}, "alias"),
         ({"alias": "a", "model": 3}, "model"),
         ({"alias": "a" * 257, "model": "m1"}, "alias"),
         ({"alias": "m1", "model": "m1"}, "model"),

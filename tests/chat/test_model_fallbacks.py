@@ -93,6 +93,7 @@ async def test_admin_api_shape_roles_and_errors(
         ({"model": "m1", "fallbacks": ["a", "a"]}, "fallbacks"),
         ({"model": "m1", "fallbacks": ["m1"]}, "fallbacks"),
         ({"model": "m1", "fallbacks": [""]}, "fallbacks"),
+        ({"model": "m1", "fallbacks": ["a\nb"]}, "fallbacks"),
         ({"model": "m1", "fallbacks": "m2"}, "fallbacks"),
         ({"fallbacks": ["m2"]}, "model"),
         ({"model": "m1", "fallbacks": ["m2"], "x": 1}, "x"),

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -67,9 +68,13 @@ class Unserved(Exception):
 
 def fallback_headers() -> list[tuple[bytes, bytes]]:
     """``x-jan-model-fallback``: the models that failed before the one that served,
-    comma-separated (absent when the first served)."""
+    comma-separated and percent-encoded past ASCII's printable characters (absent when
+    the first served)."""
     failed = FELL_BACK.get()
-    return [(b"x-jan-model-fallback", ",".join(failed).encode())] if failed else []
+    if not failed:
+        return []
+    value = ",".join(quote(name, safe="/:@+=~!$&'()*;") for name in failed)
+    return [(b"x-jan-model-fallback", value.encode())]
 
 
 class Inference(Component):
