@@ -57,6 +57,11 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
 async def chat_completions(deps: ChatDeps, request: Request) -> Response:
     """
     summary: "Create a chat completion (OpenAI-compatible; streams with `stream: true`)"
+    description: >-
+      Jan extensions: `model` may be a model alias (the answer names the model it stands
+      for); when every endpoint of the model fails before the first byte, the model
+      fallback list applies and the answer carries `x-jan-model-fallback` (the models that
+      failed, comma-separated). Both apply to completions and embeddings too.
     tags: [chat]
     requestBody:
       required: true
@@ -172,6 +177,9 @@ async def embeddings(deps: ChatDeps, request: Request) -> Response:
 async def list_models(deps: ChatDeps, request: Request) -> Response:
     """
     summary: List the models this caller may use
+    description: >-
+      Also lists the caller's model aliases (a Jan extension) whose model it may use: an
+      alias's entry has `jan_alias_of`, the model it stands for.
     tags: [chat]
     responses:
       200: {description: "`{object: list, data: [model]}`"}
@@ -187,6 +195,7 @@ async def list_models(deps: ChatDeps, request: Request) -> Response:
 async def retrieve_model(deps: ChatDeps, request: Request) -> Response:
     """
     summary: Retrieve a model
+    description: "A model alias (Jan extension) answers with `jan_alias_of`, its model."
     tags: [chat]
     parameters:
       - {name: model, in: path, required: true, schema: {type: string}}
