@@ -10,10 +10,16 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
         left a stream)
     jan_upstream_failures_total{endpoint, fault, reason}
         the same failures with their short reason (connect, timeout, status_503, cut, …)
+    jan_upstream_ejections_total{endpoint, reason}
+        endpoints taken out of rotation: ``failures`` (consecutive failures), ``slow``
+        (latency outlier), ``probe`` (its probe failed: kept out longer)
     jan_upstream_time_to_first_token_seconds{model}
         from sending a streamed request to its first event
     jan_upstream_tokens_total{model, kind}
         prompt and completion tokens as the model servers reported them
+    jan_model_fallbacks_total{model, fallback, outcome}
+        a request that ``model`` could not serve tried on ``fallback`` (a Jan model
+        fallback list); outcome ``ok`` or ``failed``
     jan_upstream_endpoint_healthy{endpoint}, jan_upstream_outstanding_requests{endpoint}
         gauges read from the health book at scrape time (nothing on the request path)
 
@@ -45,6 +51,11 @@ FAILURES = Counter(
     "Failed attempts on model servers, by endpoint, fault and reason.",
     ["endpoint", "fault", "reason"],
 )
+EJECTIONS = Counter(
+    "jan_upstream_ejections_total",
+    "Endpoints taken out of rotation, by endpoint and reason (failures, slow, probe).",
+    ["endpoint", "reason"],
+)
 TTFT = Histogram(
     "jan_upstream_time_to_first_token_seconds",
     "Time from sending a streamed request to its first event, by model.",
@@ -55,6 +66,11 @@ TOKENS = Counter(
     "jan_upstream_tokens_total",
     "Tokens reported by model servers, by model and kind (prompt, completion).",
     ["model", "kind"],
+)
+FALLBACKS = Counter(
+    "jan_model_fallbacks_total",
+    "Requests tried on a fallback model, by the model that failed, the fallback and outcome.",
+    ["model", "fallback", "outcome"],
 )
 
 OK = "ok"
@@ -71,6 +87,14 @@ def count_request(model: str, endpoint: str, outcome: str) -> None:
 
 def count_failure(endpoint: str, fault: str, reason: str) -> None:
     FAILURES.labels(endpoint, fault, reason).inc()  # rare: no cache needed
+
+
+def count_ejection(endpoint: str, reason: str) -> None:
+    EJECTIONS.labels(endpoint or "unknown", reason).inc()  # rare: no cache needed
+
+
+def count_fallback(model: str, fallback: str, outcome: str) -> None:
+    FALLBACKS.labels(model, fallback, outcome).inc()  # rare: no cache needed
 
 
 def observe_ttft(model: str, seconds: float) -> None:
