@@ -125,7 +125,9 @@ async def list_audit_logs(deps: AdminDeps, request: Request) -> Response:
       `project.updated`, `project.archived`, `rate_limit.updated`,
       `service_account.created`, `service_account.deleted`, `user.added`,
       `user.updated`, `user.deleted`) and Jan's own otherwise: `data_retention.updated`,
-      `model_permissions.updated`, `model_permissions.deleted`, `model_price.updated`
+      `model_alias.updated`, `model_alias.deleted`, `model_fallbacks.updated`,
+      `model_fallbacks.deleted`, `model_permissions.updated`, `model_permissions.deleted`,
+      `model_price.updated`
       (prices as decimal strings, USD per 1M tokens), `model_price.deleted`,
       `model_provider.created`, `model_provider.updated`, `model_provider.deleted`,
       `rate_limit_policy.updated`, `spend_alert.created`, `spend_alert.updated`,

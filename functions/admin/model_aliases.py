@@ -96,18 +96,27 @@ async def _set(deps: AdminDeps, call: Admin, request: Request, project_id: str |
     alias, model = model_name(body, "alias"), model_name(body, "model")
     if alias == model:
         raise InvalidRequest("An alias cannot name itself.", param="model")
-    row = await store.set_model_alias(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        alias=alias,
-        model=model,
-        max_aliases=MAX_ALIASES,
-    )
-    if row is None:
-        raise InvalidRequest(
-            f"At most {MAX_ALIASES} aliases per organization and per project; delete one first.",
-            param="alias",
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await store.set_model_alias(
+            conn,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            alias=alias,
+            model=model,
+            max_aliases=MAX_ALIASES,
+        )
+        if row is None:
+            raise InvalidRequest(
+                f"At most {MAX_ALIASES} aliases per organization and per project; delete one "
+                "first.",
+                param="alias",
+            )
+        await call.record(
+            conn,
+            "model_alias.updated",
+            alias,
+            project_id=project_id,
+            changes_requested={"model": model},
         )
     await deps.providers.changed()  # this instance's catalog applies it now
     return JSON(render(object_name, row))
@@ -116,11 +125,13 @@ async def _set(deps: AdminDeps, call: Admin, request: Request, project_id: str |
 async def _delete(deps: AdminDeps, call: Admin, request: Request, project_id: str | None,
                   object_name: str) -> Response:  # fmt: skip
     alias = request.path_params["alias"]
-    removed = await store.delete_model_alias(
-        call.db, organization_id=call.organization_id, project_id=project_id, alias=alias
-    )
-    if not removed:
-        raise NotFound(f"No model alias named '{alias}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        removed = await store.delete_model_alias(
+            conn, organization_id=call.organization_id, project_id=project_id, alias=alias
+        )
+        if not removed:
+            raise NotFound(f"No model alias named '{alias}'.")
+        await call.record(conn, "model_alias.deleted", alias, project_id=project_id)
     await deps.providers.changed()
     return JSON({"object": f"{object_name}.deleted", "id": alias, "deleted": True})
 

@@ -88,18 +88,27 @@ async def _set(deps: AdminDeps, call: Admin, request: Request, project_id: str |
         if name not in _FIELDS:
             raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
     model = model_name(body, "model")
-    row = await store.set_model_fallbacks(
-        call.db,
-        organization_id=call.organization_id,
-        project_id=project_id,
-        model=model,
-        fallbacks=_fallbacks(body, model),
-        max_lists=MAX_LISTS,
-    )
-    if row is None:
-        raise InvalidRequest(
-            f"At most {MAX_LISTS} fallback lists per organization and per project.",
-            param="model",
+    fallbacks = _fallbacks(body, model)
+    async with call.db.acquire() as conn, conn.transaction():
+        row = await store.set_model_fallbacks(
+            conn,
+            organization_id=call.organization_id,
+            project_id=project_id,
+            model=model,
+            fallbacks=fallbacks,
+            max_lists=MAX_LISTS,
+        )
+        if row is None:
+            raise InvalidRequest(
+                f"At most {MAX_LISTS} fallback lists per organization and per project.",
+                param="model",
+            )
+        await call.record(
+            conn,
+            "model_fallbacks.updated",
+            model,
+            project_id=project_id,
+            changes_requested={"fallbacks": fallbacks},
         )
     await deps.providers.changed()  # this instance's catalog applies it now
     return JSON(render(object_name, row))
@@ -108,11 +117,13 @@ async def _set(deps: AdminDeps, call: Admin, request: Request, project_id: str |
 async def _delete(deps: AdminDeps, call: Admin, request: Request, project_id: str | None,
                   object_name: str) -> Response:  # fmt: skip
     model = request.path_params["model"]
-    removed = await store.delete_model_fallbacks(
-        call.db, organization_id=call.organization_id, project_id=project_id, model=model
-    )
-    if not removed:
-        raise NotFound(f"No fallback list for model '{model}'.")
+    async with call.db.acquire() as conn, conn.transaction():
+        removed = await store.delete_model_fallbacks(
+            conn, organization_id=call.organization_id, project_id=project_id, model=model
+        )
+        if not removed:
+            raise NotFound(f"No fallback list for model '{model}'.")
+        await call.record(conn, "model_fallbacks.deleted", model, project_id=project_id)
     await deps.providers.changed()
     return JSON({"object": f"{object_name}.deleted", "id": model, "deleted": True})
 

@@ -351,6 +351,38 @@ for _prices in ("/v1/organization/model_prices", P + "/model_prices"):
         return await w.client.delete(f"{url(w)}/{MODEL}", headers=w.admin)
 
 
+# --- model aliases and fallbacks, organization-wide and per project
+for _routing in ("/v1/organization", P):
+
+    def _routing_url(w: World, what: str, base: str = _routing) -> str:
+        return base.format(project_id=w.tenant.project_id) + what
+
+    @walks("POST", _routing + "/model_aliases", "model_alias.updated")
+    async def set_alias(w: World, url: Callable[..., str] = _routing_url) -> httpx.Response:
+        return await w.post(url(w, "/model_aliases"), {"alias": "fast", "model": MODEL})
+
+    @walks(
+        "DELETE", _routing + "/model_aliases/{alias}", "model_alias.updated", "model_alias.deleted"
+    )
+    async def delete_alias(w: World, url: Callable[..., str] = _routing_url) -> httpx.Response:
+        await w.post(url(w, "/model_aliases"), {"alias": "fast", "model": MODEL})
+        return await w.client.delete(url(w, "/model_aliases/fast"), headers=w.admin)
+
+    @walks("POST", _routing + "/model_fallbacks", "model_fallbacks.updated")
+    async def set_fallbacks(w: World, url: Callable[..., str] = _routing_url) -> httpx.Response:
+        return await w.post(url(w, "/model_fallbacks"), {"model": MODEL, "fallbacks": ["m2"]})
+
+    @walks(
+        "DELETE",
+        _routing + "/model_fallbacks/{model}",
+        "model_fallbacks.updated",
+        "model_fallbacks.deleted",
+    )
+    async def delete_fallbacks(w: World, url: Callable[..., str] = _routing_url) -> httpx.Response:
+        await w.post(url(w, "/model_fallbacks"), {"model": MODEL, "fallbacks": ["m2"]})
+        return await w.client.delete(url(w, f"/model_fallbacks/{MODEL}"), headers=w.admin)
+
+
 # --- data retention
 @walks("POST", "/v1/organization/data_retention", "data_retention.updated")
 async def organization_retention(w: World) -> httpx.Response:

@@ -53,6 +53,10 @@ EVENT_TYPES = (
 # Jan's own, for what OpenAI's Administration API does not have.
 JAN_EVENT_TYPES = (
     "data_retention.updated",
+    "model_alias.updated",
+    "model_alias.deleted",
+    "model_fallbacks.updated",
+    "model_fallbacks.deleted",
     "model_permissions.updated",
     "model_permissions.deleted",
     "model_price.updated",
