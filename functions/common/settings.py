@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp")
+AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp", "console")
 SECRET_NAMES = ("jwt_secret", "apikey_secret", "model_provider_secret")
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 _READ_DSN = re.compile(r"^DB_POSTGRESQL_READ(\d+)_DSN(_FILE)?$")

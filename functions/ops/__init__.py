@@ -144,7 +144,7 @@ def routes(deps: OpsDeps) -> list[BaseRoute]:
 NO_DATABASE_PATHS = frozenset(
     {"/healthcheck", "/readyz", "/v1/version", "/metrics", "/openapi.json"}
 )
-NO_DATABASE_PREFIXES = ("/api/swagger/",)
+NO_DATABASE_PREFIXES = ("/api/swagger/", "/console")  # static files
 
 
 def needs_database(path: str) -> bool:
