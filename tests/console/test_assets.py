@@ -4,6 +4,7 @@ and the wheel carrying it all."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from functions.common.settings import Settings
 from functions.console.assets import STATIC
+from functions.entry import new
+from tests.pg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PINS = json.loads((REPO / "scripts" / "console-vendor.json").read_text())["files"]
@@ -118,3 +122,21 @@ def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
     for path in STATIC.rglob("*"):
         if path.is_file():
             assert f"functions/console/static/{path.relative_to(STATIC).as_posix()}" in names
+
+
+async def test_the_console_area_needs_no_database() -> None:
+    """A console instance (JAN_FUNCTION=console) opens no pool and needs no secret: ready,
+    and serving, with its database address pointing at nothing (a connection budget of 0)."""
+    nowhere = f"postgresql://jan@127.0.0.1:{free_port()}/jan"
+    function = new(Settings(jan_function="console", db_postgresql_write_dsn=nowhere))
+    function.start({})  # as func-python does: the runtime opens in the background
+    for _ in range(100):
+        if function.ready()[0]:
+            break
+        await asyncio.sleep(0.01)
+    transport = httpx.ASGITransport(app=function.handle)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/console/")).status_code == 200
+        assert (await c.get("/readyz")).json() == {"status": "ok", "message": "OK"}
+    assert function.ready() == (True, "OK")
+    await function.runtime.close()
