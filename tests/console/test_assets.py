@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 
-from functions.common.settings import Settings
 from functions.console.assets import STATIC
 from functions.entry import new
 from tests.pg import free_port
@@ -128,7 +127,7 @@ async def test_the_console_area_needs_no_database() -> None:
     """A console instance (JAN_FUNCTION=console) opens no pool and needs no secret: ready,
     and serving, with its database address pointing at nothing (a connection budget of 0)."""
     nowhere = f"postgresql://jan@127.0.0.1:{free_port()}/jan"
-    function = new(Settings(jan_function="console", db_postgresql_write_dsn=nowhere))
+    function = new(jan_function="console", db_postgresql_write_dsn=nowhere)
     function.start({})  # as func-python does: the runtime opens in the background
     for _ in range(100):
         if function.ready()[0]:
