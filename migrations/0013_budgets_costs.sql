@@ -43,7 +43,10 @@ CREATE TABLE usage_hourly (
     input_cached_tokens bigint NOT NULL DEFAULT 0,
     output_tokens       bigint NOT NULL DEFAULT 0,
     reserved_tokens     bigint NOT NULL DEFAULT 0,
-    cost_picodollars    numeric NOT NULL DEFAULT 0,
+    cost_picodollars    numeric NOT NULL DEFAULT 0,  -- the total of the three below
+    input_cost_picodollars        numeric NOT NULL DEFAULT 0,  -- uncached input tokens'
+    cached_input_cost_picodollars numeric NOT NULL DEFAULT 0,
+    output_cost_picodollars       numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (organization_id, hour, project_id, api_key_id, user_id, model, operation)
 );
 -- Budgets are reconciled per scope over the current day or month.

@@ -11,6 +11,7 @@ from functions.admin import (
     budgets,
     invites,
     model_permissions,
+    prices,
     project_keys,
     project_users,
     projects,
@@ -39,5 +40,6 @@ ROUTES: list[Operation[AdminDeps]] = [
     *usage.ROUTES,
     *rate_limits.ROUTES,
     *budgets.ROUTES,
+    *prices.ROUTES,
     *spend_alerts.ROUTES,
 ]

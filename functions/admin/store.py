@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -612,33 +613,159 @@ async def usage_buckets(
     width: int,
     groups: Sequence[str],
     filters: Mapping[str, Sequence[str]],
+    hourly: bool = False,
 ) -> list[asyncpg.Record]:
     """Completions usage from ``start`` to ``stop`` summed per ``width``-second bucket
     (``bucket``: Unix seconds, aligned to the epoch) and per ``groups``, ordered by bucket
     then groups. ``filters`` keeps, per column, the rows with one of the given values.
     ``groups`` and ``filters`` name columns of ``USAGE_COLUMNS``; the rest is refused.
+    ``hourly``: from the hourly rollup (``start`` and ``width`` whole hours), where "none"
+    is '' (given back as NULL), instead of the ledger's rows.
     """
-    unknown = {*groups, *filters} - set(USAGE_COLUMNS)
+    sums = (
+        "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+        " sum(input_cached_tokens) AS input_cached_tokens,"
+        " sum(reserved_tokens) AS reserved_tokens, "
+        + ("sum(requests) AS requests" if hourly else "count(*) AS requests")
+    )
+    return await _buckets(
+        ex, "usage_hourly" if hourly else "usage_completions", "hour" if hourly else "created_at",
+        sums, USAGE_COLUMNS, organization_id=organization_id, start=start, stop=stop,
+        width=width, groups=groups, filters=filters, blank_is_none=hourly,
+    )  # fmt: skip
+
+
+# The rollup's columns a cost report may group and filter by.
+COST_COLUMNS = ("project_id", "api_key_id", "model")
+
+
+async def cost_buckets(
+    ex: Executor,
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+) -> list[asyncpg.Record]:
+    """Costs (picodollars) and tokens per line item kind, from the hourly rollup, per
+    bucket and ``groups`` (of ``COST_COLUMNS``)."""
+    sums = (
+        "sum(cost_picodollars) AS cost, sum(input_cost_picodollars) AS input_cost,"
+        " sum(cached_input_cost_picodollars) AS cached_input_cost,"
+        " sum(output_cost_picodollars) AS output_cost,"
+        " sum(input_tokens - input_cached_tokens) AS input_tokens,"
+        " sum(input_cached_tokens) AS cached_input_tokens, sum(output_tokens) AS output_tokens"
+    )
+    return await _buckets(
+        ex, "usage_hourly", "hour", sums, COST_COLUMNS, organization_id=organization_id,
+        start=start, stop=stop, width=width, groups=groups, filters=filters,
+        blank_is_none=True,
+    )  # fmt: skip
+
+
+async def _buckets(
+    ex: Executor,
+    table: str,
+    time_column: str,
+    sums: str,
+    columns: Sequence[str],
+    *,
+    organization_id: str,
+    start: datetime,
+    stop: datetime,
+    width: int,
+    groups: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    blank_is_none: bool,
+) -> list[asyncpg.Record]:
+    unknown = {*groups, *filters} - set(columns)
     if unknown:
         raise ValueError(f"Not usage columns: {sorted(unknown)}")
     # Assembled with f-strings, yet safe: every fragment put in is constant text of this
-    # function: column names taken from USAGE_COLUMNS (the caller's strings only pick
+    # module: table, column names taken from ``columns`` (the caller's strings only pick
     # among them, they are never copied in) and "$n" placeholders. Every value, filter
     # values included, travels as a parameter.
-    chosen = [column for column in USAGE_COLUMNS if column in groups]
+    chosen = [column for column in columns if column in groups]
     args: list[Any] = [organization_id, start, stop, width]
-    where = ["organization_id = $1", "created_at >= $2", "created_at < $3"]
-    for column in USAGE_COLUMNS:
+    where = ["organization_id = $1", f"{time_column} >= $2", f"{time_column} < $3"]
+    for column in columns:
         values = filters.get(column)
         if values:
             args.append(list(values))
             where.append(f"{column} = ANY(${len(args)}::text[])")
     group_sql = "".join(f", {column}" for column in chosen)
+    shown = "".join(
+        f", nullif({column}, '') AS {column}" if blank_is_none else f", {column}"
+        for column in chosen
+    )
     sql = (
-        "SELECT (floor(extract(epoch FROM created_at) / $4) * $4)::bigint AS bucket"  # noqa: S608
-        f"{group_sql}, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-        " sum(input_cached_tokens) AS input_cached_tokens, count(*) AS requests"
-        f" FROM usage_completions WHERE {' AND '.join(where)}"
+        f"SELECT (floor(extract(epoch FROM {time_column}) / $4) * $4)::bigint AS bucket"  # noqa: S608
+        f"{shown}, {sums} FROM {table} WHERE {' AND '.join(where)}"
         f" GROUP BY bucket{group_sql} ORDER BY bucket{group_sql}"
     )
     return await ex.fetch(sql, *args)
+
+
+# --- model prices (Jan extension) ------------------------------------------------------------
+_PRICE_COLUMNS = "model, input, cached_input, output, created_at, updated_at"
+
+
+async def model_prices(
+    ex: Executor, *, organization_id: str, project_id: str | None
+) -> list[asyncpg.Record]:
+    """The organization's prices (``project_id`` None) or a project's overrides, by model."""
+    return await ex.fetch(
+        f"""
+        SELECT {_PRICE_COLUMNS} FROM model_prices
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 ORDER BY model
+        """,  # noqa: S608  (constant column list)
+        organization_id,
+        project_id,
+    )
+
+
+async def set_model_price(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    model: str,
+    input: Decimal,
+    cached_input: Decimal | None,
+    output: Decimal,
+) -> asyncpg.Record:
+    row = await ex.fetchrow(
+        f"""
+        INSERT INTO model_prices (organization_id, project_id, model, input, cached_input, output)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (organization_id, (coalesce(project_id, '')), model)
+        DO UPDATE SET input = excluded.input, cached_input = excluded.cached_input,
+                      output = excluded.output, updated_at = now()
+        RETURNING {_PRICE_COLUMNS}
+        """,  # noqa: S608
+        organization_id,
+        project_id,
+        model,
+        input,
+        cached_input,
+        output,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_model_price(
+    ex: Executor, *, organization_id: str, project_id: str | None, model: str
+) -> bool:
+    status = await ex.execute(
+        """
+        DELETE FROM model_prices
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 AND model = $3
+        """,
+        organization_id,
+        project_id,
+        model,
+    )
+    return status != "DELETE 0"

@@ -23,8 +23,8 @@ import contextlib
 import logging
 import operator
 from collections import deque
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -91,10 +91,66 @@ class UsageRecord:
     status: int
     cost_picodollars: int = 0  # at the model's price when the call was made
     reserved_tokens: int = 0  # what the rate limiter reserved at admission
+    # Parts of the cost, for the rollup's line items only (not ledger columns; the
+    # uncached input's part is the rest).
+    cached_input_cost: int = field(default=0, metadata={"column": False})
+    output_cost: int = field(default=0, metadata={"column": False})
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRecord))
+COLUMNS = tuple(f.name for f in fields(UsageRecord) if f.metadata.get("column", True))
 _as_row = operator.attrgetter(*COLUMNS)  # a record as a COPY row, without a deep copy
+
+
+# The hourly rollup (``usage_hourly``), upserted with the ledger rows of each batch, in
+# the same transaction: one statement per batch, whatever its size.
+_ROLLUP = """
+INSERT INTO usage_hourly AS h (
+    organization_id, hour, project_id, api_key_id, user_id, model, operation, requests,
+    input_tokens, input_cached_tokens, output_tokens, reserved_tokens, cost_picodollars,
+    input_cost_picodollars, cached_input_cost_picodollars, output_cost_picodollars)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                     $11::bigint[], $12::bigint[], $13::numeric[], $14::numeric[],
+                     $15::numeric[], $16::numeric[])
+ON CONFLICT (organization_id, hour, project_id, api_key_id, user_id, model, operation)
+DO UPDATE SET requests = h.requests + excluded.requests,
+              input_tokens = h.input_tokens + excluded.input_tokens,
+              input_cached_tokens = h.input_cached_tokens + excluded.input_cached_tokens,
+              output_tokens = h.output_tokens + excluded.output_tokens,
+              reserved_tokens = h.reserved_tokens + excluded.reserved_tokens,
+              cost_picodollars = h.cost_picodollars + excluded.cost_picodollars,
+              input_cost_picodollars = h.input_cost_picodollars + excluded.input_cost_picodollars,
+              cached_input_cost_picodollars =
+                  h.cached_input_cost_picodollars + excluded.cached_input_cost_picodollars,
+              output_cost_picodollars =
+                  h.output_cost_picodollars + excluded.output_cost_picodollars
+"""
+
+
+def _rollup(records: list[UsageRecord]) -> list[list[Any]]:
+    """The batch summed per hour and key, as the 16 arrays of ``_ROLLUP``."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for r in records:
+        at = r.created_at
+        hour = at - timedelta(minutes=at.minute, seconds=at.second, microseconds=at.microsecond)
+        key = (r.organization_id, hour, r.project_id or "", r.api_key_id or "",
+               r.user_id or "", r.model, r.operation)  # fmt: skip
+        row = sums.get(key)
+        if row is None:
+            row = sums[key] = [0] * 9
+        cost = r.cost_picodollars
+        row[0] += 1
+        row[1] += r.input_tokens
+        row[2] += r.input_cached_tokens
+        row[3] += r.output_tokens
+        row[4] += r.reserved_tokens
+        row[5] += cost
+        row[6] += cost - r.cached_input_cost - r.output_cost
+        row[7] += r.cached_input_cost
+        row[8] += r.output_cost
+    keys = list(sums)
+    values = list(sums.values())
+    return [[k[i] for k in keys] for i in range(7)] + [[v[i] for v in values] for i in range(9)]
 
 
 class UsageRecorder(Component):
@@ -173,7 +229,11 @@ class UsageRecorder(Component):
         while parts:
             part = parts.pop()
             try:
-                await conn.copy_records_to_table(TABLE, records=map(_as_row, part), columns=COLUMNS)
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        TABLE, records=map(_as_row, part), columns=COLUMNS
+                    )
+                    await conn.execute(_ROLLUP, *_rollup(part))
             except BaseException as exc:
                 if not isinstance(exc, Exception) or not _refused_for_data(exc):
                     parts.append(part)

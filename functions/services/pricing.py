@@ -36,11 +36,17 @@ class Price:
     def cost(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> int:
         """Picodollars for a call; ``input_tokens`` includes the cached ones (as OpenAI's
         usage counts them)."""
+        return sum(self.costs(input_tokens, cached_tokens, output_tokens))
+
+    def costs(
+        self, input_tokens: int, cached_tokens: int, output_tokens: int
+    ) -> tuple[int, int, int]:
+        """The same, per line item: (uncached input, cached input, output)."""
         cached = min(cached_tokens, input_tokens)
         return (
-            (input_tokens - cached) * self.input
-            + cached * self.cached_input
-            + output_tokens * self.output
+            (input_tokens - cached) * self.input,
+            cached * self.cached_input,
+            output_tokens * self.output,
         )
 
 

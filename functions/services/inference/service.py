@@ -225,12 +225,15 @@ class LedgerEntry:
                 cached = clamp(details.get("cached_tokens"))
             metrics.count_tokens(model, prompt, completion)
         ticket = self.ticket
-        cost = reserved = 0
+        cost = reserved = cached_cost = output_cost = 0
         if ticket is not None:
             self.ticket = None
             reserved = ticket.reserved
             if ticket.price is not None:
-                cost = ticket.price.cost(prompt, cached, completion)
+                input_cost, cached_cost, output_cost = ticket.price.costs(
+                    prompt, cached, completion
+                )
+                cost = input_cost + cached_cost + output_cost
             if usage:
                 ticket.settle(prompt + completion, cost)
             else:
@@ -256,5 +259,7 @@ class LedgerEntry:
                 status=status,
                 cost_picodollars=cost,
                 reserved_tokens=reserved,
+                cached_input_cost=cached_cost,
+                output_cost=output_cost,
             )
         )
