@@ -1,5 +1,6 @@
 """Administration in the browser: sign in with an admin key, create a project, a key
-(shown once) and a rate limit, chat with that key, and see the usage chart; forms check
+(shown once), a rate limit and a price, chat with that key, and see the usage and cost
+charts; forms check
 their fields before sending and show the API's own errors; the first load stays small."""
 
 from __future__ import annotations
@@ -95,8 +96,17 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
     assert limits.json()["data"][0]["max_requests_per_1_minute"] == 60
     await screen(page, "project-rate-limits")
 
-    # The API's error, shown as it sent it: a provider at a loopback address.
+    # A price for the model in this project: what its calls cost from now on.
     sections = page.get_by_role("navigation", name="Sections")
+    await sections.get_by_role("link", name="Budgets").click()
+    await page.get_by_role("textbox", name="Model", exact=True).fill(MODEL)
+    await page.get_by_role("textbox", name="Input", exact=True).fill("1000")
+    await page.get_by_role("textbox", name="Output", exact=True).fill("2000.5")
+    await page.get_by_role("button", name="Set price").click()
+    await expect(page.get_by_role("cell", name="$2000.5", exact=True)).to_be_visible()
+    await screen(page, "project-budgets")
+
+    # The API's error, shown as it sent it: a provider at a loopback address.
     await sections.get_by_role("link", name="Providers").click()
     await page.get_by_role("heading", name="Project providers").wait_for()
     await page.get_by_role("textbox", name="Name").fill("local")
@@ -130,10 +140,14 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
         if await page.get_by_test_id("usage-requests").inner_text() == "1":
             break
     await expect(page.get_by_test_id("usage-requests")).to_have_text("1")
-    bars = page.locator(".chart svg rect")
-    await expect(bars).to_have_count(1)
-    total = await page.locator(".chart svg").get_attribute("data-total")
-    assert total is not None and int(total) > 0
+    tokens, cost = page.locator(".chart").nth(0), page.locator(".chart").nth(1)
+    await expect(tokens.locator("svg rect")).to_have_count(1)
+    await expect(tokens.locator(".legend")).to_have_text("Console project")
+    used = await tokens.locator("svg").get_attribute("data-total")
+    assert used is not None and int(used) > 0
+    # 10 input and 3 output tokens at $1000 and $2000.50 per million.
+    await expect(page.get_by_test_id("cost-total")).to_have_text("$0.0160")
+    await expect(cost.locator("svg rect")).to_have_count(1)
     await screen(page, "overview-usage")
 
     # The other screens render (and pass the accessibility check).

@@ -5,23 +5,23 @@ import { html } from './lib.js';
 const COLORS = ['#1d4ed8', '#b45309', '#047857', '#9d174d', '#6d28d9', '#0e7490', '#4d7c0f', '#b91c1c'];
 
 // buckets: [{label, values: {series: number}}]; series: names in legend order.
-export function BarChart({ title, buckets, series, unit = '' }) {
+export function BarChart({ title, buckets, series, unit = '', format = (v) => v.toLocaleString() }) {
   const W = 720;
   const H = 220;
   const pad = { left: 56, right: 8, top: 12, bottom: 28 };
   const totals = buckets.map((b) => series.reduce((sum, s) => sum + (b.values[s] || 0), 0));
-  const max = Math.max(1, ...totals);
+  const max = Math.max(0, ...totals) || 1;
   const step = (W - pad.left - pad.right) / Math.max(1, buckets.length);
   const bar = Math.max(2, step * 0.7);
   const y = (v) => pad.top + (H - pad.top - pad.bottom) * (1 - v / max);
   const grand = totals.reduce((a, b) => a + b, 0);
-  const label = `${title}: ${grand.toLocaleString()} ${unit} in ${buckets.length} periods, at most ${max.toLocaleString()} in one.`;
+  const label = `${title}: ${format(grand)} ${unit} in ${buckets.length} periods, at most ${format(max)} in one.`;
   const every = Math.ceil(buckets.length / 8);
   return html`<figure class="chart">
     <figcaption>${title}</figcaption>
     <svg viewBox=${`0 0 ${W} ${H}`} role="img" aria-label=${label} data-total=${grand}>
       <line x1=${pad.left} x2=${W - pad.right} y1=${y(0)} y2=${y(0)} stroke="#6b7280" />
-      <text x=${pad.left - 6} y=${y(max) + 4} text-anchor="end" class="axis">${max.toLocaleString()}</text>
+      <text x=${pad.left - 6} y=${y(max) + 4} text-anchor="end" class="axis">${format(max)}</text>
       <text x=${pad.left - 6} y=${y(0) + 4} text-anchor="end" class="axis">0</text>
       ${buckets.map((b, i) => {
         let base = 0;
@@ -31,7 +31,7 @@ export function BarChart({ title, buckets, series, unit = '' }) {
             const v = b.values[s] || 0;
             if (!v) return null;
             const top = y(base + v);
-            const r = html`<rect x=${x} y=${top} width=${bar} height=${y(base) - top} fill=${COLORS[n % COLORS.length]}><title>${`${b.label} · ${s}: ${v.toLocaleString()} ${unit}`}</title></rect>`;
+            const r = html`<rect x=${x} y=${top} width=${bar} height=${y(base) - top} fill=${COLORS[n % COLORS.length]}><title>${`${b.label} · ${s}: ${format(v)} ${unit}`}</title></rect>`;
             base += v;
             return r;
           })}
@@ -44,7 +44,7 @@ export function BarChart({ title, buckets, series, unit = '' }) {
     </ul>
     <details><summary>Numbers</summary>
       <table><thead><tr><th scope="col">Period</th>${series.map((s) => html`<th scope="col">${s}</th>`)}<th scope="col">Total</th></tr></thead>
-        <tbody>${buckets.map((b, i) => html`<tr><td>${b.label}</td>${series.map((s) => html`<td>${(b.values[s] || 0).toLocaleString()}</td>`)}<td>${totals[i].toLocaleString()}</td></tr>`)}</tbody>
+        <tbody>${buckets.map((b, i) => html`<tr><td>${b.label}</td>${series.map((s) => html`<td>${format(b.values[s] || 0)}</td>`)}<td>${format(totals[i])}</td></tr>`)}</tbody>
       </table>
     </details>
   </figure>`;

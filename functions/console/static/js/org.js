@@ -13,16 +13,13 @@ const RANGES = {
 };
 const GROUPS = { project_id: 'Project', model: 'Model', api_key_id: 'API key' };
 
-// Every bucket of the range: the usage API pages through buckets with `page`.
-async function usage(range, group) {
-  const r = RANGES[range];
-  const now = Math.floor(Date.now() / 1000);
-  const params = { start_time: now - r.seconds, end_time: now + 1, bucket_width: r.width, limit: r.limit, group_by: group };
-  const buckets = [];
+// Every bucket of the range: the usage and costs APIs page through buckets with `page`.
+async function buckets(path, params) {
+  const out = [];
   for (let page; ; ) {
-    const res = await api.get('/v1/organization/usage/completions', { ...params, page });
-    buckets.push(...res.data);
-    if (!res.has_more || !res.next_page) return buckets;
+    const res = await api.get(path, { ...params, page });
+    out.push(...res.data);
+    if (!res.has_more || !res.next_page) return out;
     page = res.next_page;
   }
 }
@@ -32,27 +29,54 @@ function label(seconds, width) {
   return width === '1h' ? `${String(d.getHours()).padStart(2, '0')}:00` : `${d.getMonth() + 1}/${d.getDate()}`;
 }
 
+// Series named by what a person reads: a project's name rather than its ID.
+async function overview(range, group) {
+  const r = RANGES[range];
+  const now = Math.floor(Date.now() / 1000);
+  const start = now - r.seconds;
+  const days = Math.ceil(r.seconds / 86400) + 1;
+  const [usage, costs, projects] = await Promise.all([
+    buckets('/v1/organization/usage/completions', { start_time: start, end_time: now + 1, bucket_width: r.width, limit: r.limit, group_by: group }),
+    buckets('/v1/organization/costs', { start_time: start, end_time: now + 1, bucket_width: '1d', limit: days, group_by: group === 'model' ? 'line_item' : group }),
+    group === 'project_id' ? api.get('/v1/organization/projects', { include_archived: true, limit: 100 }) : null,
+  ]);
+  const names = Object.fromEntries((projects?.data || []).map((p) => [p.id, p.name]));
+  return { usage, costs, names };
+}
+
+function chartData(data, width, value) {
+  const series = new Set();
+  const rows = data.map((b) => {
+    const values = {};
+    for (const r of b.results) {
+      const [name, v] = value(r);
+      if (v) series.add(name);
+      values[name] = (values[name] || 0) + v;
+    }
+    return { label: label(b.start_time, width), values };
+  });
+  return { buckets: rows, series: [...series] };
+}
+
+const usd = (v) => `$${v.toFixed(v && v < 1 ? 4 : 2)}`;
+
 export function Overview() {
   const [range, setRange] = useState('7d');
   const [group, setGroup] = useState('project_id');
-  const [{ data, error, loading }, reload] = useLoad(() => usage(range, group), [range, group]);
-  let chart = null;
+  const [{ data, error, loading }, reload] = useLoad(() => overview(range, group), [range, group]);
+  let charts = null;
   if (data) {
-    const series = new Set();
-    const width = RANGES[range].width;
-    const buckets = data.map((b) => {
-      const values = {};
-      for (const r of b.results) {
-        const name = r[group] || '(none)';
-        const tokens = r.input_tokens + r.output_tokens;
-        if (tokens) series.add(name);
-        values[name] = (values[name] || 0) + tokens;
-      }
-      return { label: label(b.start_time, width), values };
-    });
-    const requests = data.reduce((n, b) => n + b.results.reduce((m, r) => m + r.num_model_requests, 0), 0);
-    chart = html`<p class="stats"><span><strong data-testid="usage-requests">${count(requests)}</strong> requests</span></p>
-      <${BarChart} title=${`Tokens by ${GROUPS[group].toLowerCase()}`} unit="tokens" buckets=${buckets} series=${[...series]} />`;
+    const name = (r) => (group === 'model' ? r.model || (r.line_item || '').split(', ')[0] : data.names[r[group]] || r[group]) || '(none)';
+    const tokens = chartData(data.usage, RANGES[range].width, (r) => [name(r), r.input_tokens + r.output_tokens]);
+    const spend = chartData(data.costs, '1d', (r) => [name(r), Number(r.amount.value) || 0]);
+    const requests = data.usage.reduce((n, b) => n + b.results.reduce((m, r) => m + r.num_model_requests, 0), 0);
+    const total = data.costs.reduce((n, b) => n + b.results.reduce((m, r) => m + (Number(r.amount.value) || 0), 0), 0);
+    charts = html`<p class="stats"><span><strong data-testid="usage-requests">${count(requests)}</strong> requests</span>
+        <span><strong data-testid="cost-total">${usd(total)}</strong> spent</span></p>
+      <div class="charts">
+        <${BarChart} title=${`Tokens by ${GROUPS[group].toLowerCase()}`} unit="tokens" ...${tokens} />
+        <${BarChart} title=${`Cost by ${GROUPS[group].toLowerCase()} (USD, per day)`} format=${usd} ...${spend} />
+      </div>`;
   }
   return html`<section>
     <h2>Overview</h2>
@@ -66,7 +90,7 @@ export function Overview() {
       <button type="button" class="secondary" onClick=${reload}>Refresh</button>
     </div>
     <${ErrorNote} error=${error} />
-    ${loading && !data ? html`<p class="muted">Loading…</p>` : chart}
+    ${loading && !data ? html`<p class="muted">Loading…</p>` : charts}
   </section>`;
 }
 
@@ -195,9 +219,42 @@ export function OrgLimits() {
   </section>`;
 }
 
+// Prices per model (USD per million tokens), the organization's or a project's overrides:
+// what costs and spend limits count.
+export function ModelPrices({ base = '/v1/organization/model_prices', title = 'Model prices' }) {
+  const [version, setVersion] = useState(0);
+  const bump = () => setVersion((v) => v + 1);
+  const per = (v) => (v === null || v === undefined ? '—' : `$${v}`);
+  const price = (name, label, required) => ({
+    name,
+    label,
+    required,
+    validate: (v) => (v === '' || /^\d+(\.\d{1,6})?$/.test(v) ? null : `${label} must be a number of dollars (6 decimals at most).`),
+  });
+  const columns = [
+    { label: 'Model', render: (p) => html`<code>${p.model}</code>` },
+    { label: 'Input', render: (p) => per(p.input) },
+    { label: 'Cached input', render: (p) => (p.cached_input === null ? 'as input' : per(p.cached_input)) },
+    { label: 'Output', render: (p) => per(p.output) },
+    { label: 'Updated', render: (p) => when(p.updated_at) },
+    { label: 'Delete', render: (p) => html`<${Confirm} label="Delete" question=${`Delete the price of ${p.model}?`} action=${() => api.del(`${base}/${encodeURIComponent(p.model)}`)} done=${bump} />` },
+  ];
+  return html`<section>
+    <h3>${title} (USD per million tokens)</h3>
+    <${Paged} caption=${title} load=${(p) => api.get(base, p)} columns=${columns} version=${version} empty="No prices: calls cost nothing." />
+    <${Form} label="Set price" fields=${[
+      { name: 'model', label: 'Model', required: true },
+      price('input', 'Input', true),
+      price('cached_input', 'Cached input (optional)', false),
+      price('output', 'Output', true),
+    ]} submit=${(v) => api.post(base, { model: v.model, input: Number(v.input), output: Number(v.output), ...(v.cached_input ? { cached_input: Number(v.cached_input) } : {}) })} done=${bump} />
+  </section>`;
+}
+
 export function OrgBudgets() {
   return html`<section>
     <h2>Budgets</h2>
+    <${ModelPrices} />
     <${SpendLimit} path="/v1/organization/spend_limit" />
     <${TokenBudgets} path="/v1/organization/token_budgets" />
     <${SpendAlerts} path="/v1/organization/spend_alerts" />

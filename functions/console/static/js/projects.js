@@ -4,7 +4,7 @@ import { html, useState } from './lib.js';
 import { api, updateSession, getSession } from './api.js';
 import { Form, Paged, ErrorNote, Confirm, OneTimeSecret, Disclosure, Tabs, useLoad, when, parseList } from './ui.js';
 import { ModelRateLimits, RateLimitForm, TokenBudgetForm, TokenBudgets, SpendLimit, SpendAlerts, limitSummary, budgetSummary } from './limits.js';
-import { Providers } from './org.js';
+import { Providers, ModelPrices } from './org.js';
 
 export function Projects() {
   const [version, setVersion] = useState(0);
@@ -55,7 +55,7 @@ export function Project({ id, tab = 'keys' }) {
     'rate-limits': () => html`<${ModelRateLimits} caption="Limits per model" listPath=${`${base}/rate_limits`} />`,
     models: () => html`<${ModelPermissions} base=${base} />`,
     providers: () => html`<${Providers} base=${`${base}/models/providers`} title="Project providers" />`,
-    budgets: () => html`<${SpendLimit} path=${`${base}/spend_limit`} /><${TokenBudgets} path=${`${base}/token_budgets`} /><${SpendAlerts} path=${`${base}/spend_alerts`} />`,
+    budgets: () => html`<${ModelPrices} base=${`${base}/model_prices`} title="Project prices" /><${SpendLimit} path=${`${base}/spend_limit`} /><${TokenBudgets} path=${`${base}/token_budgets`} /><${SpendAlerts} path=${`${base}/spend_alerts`} />`,
   };
   return html`<section>
     <p><a href="#/projects">← Projects</a></p>
