@@ -90,16 +90,30 @@ class Console:
 
 
 @pytest.fixture
-async def console(runtime: Runtime, browser: Browser) -> AsyncIterator[Console]:
-    async with serve_app(runtime) as base:
+def console_port() -> int:
+    """Where the app listens (0: any free port; a test that must know it first sets it)."""
+    return 0
+
+
+@pytest.fixture
+def other_origins() -> tuple[str, ...]:
+    """Hosts (host:port) a test's pages may reach besides the app (an identity provider)."""
+    return ()
+
+
+@pytest.fixture
+async def console(
+    runtime: Runtime, browser: Browser, console_port: int, other_origins: tuple[str, ...]
+) -> AsyncIterator[Console]:
+    async with serve_app(runtime, console_port) as base:
         tenant = await create_tenant(runtime)
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(10_000)
         found = Console(base, tenant, context)
-        origin = urlsplit(base).netloc
+        allowed = {urlsplit(base).netloc, *other_origins}
 
         def watch(request: Request) -> None:
-            if urlsplit(request.url).netloc != origin and not request.url.startswith("data:"):
+            if urlsplit(request.url).netloc not in allowed and not request.url.startswith("data:"):
                 found.foreign.append(request.url)
 
         context.on("request", watch)
