@@ -151,8 +151,31 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
     await screen(page, "overview-usage")
 
     # The other screens render (and pass the accessibility check).
-    for name in ("Members", "Admin keys", "Limits", "Budgets"):
+    screens = {"Members": "Members", "Admin keys": "Admin keys", "Providers": "Model providers"}
+    for name, heading in {**screens, "Limits": "Limits", "Budgets": "Budgets"}.items():
         await page.get_by_role("link", name=name, exact=True).click()
-        await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+        await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         await screen(page, name.lower().replace(" ", "-"))
     assert key not in await page.content()  # the one-time display is gone
+
+
+async def test_lists_page_with_the_apis_cursors(console: Console) -> None:
+    async with httpx.AsyncClient(base_url=console.base) as http:
+        for n in range(21):  # with the tenant's own: 22 projects, 20 a page
+            created = await http.post(
+                "/v1/organization/projects",
+                json={"name": f"Project {n:02d}"},
+                headers=console.tenant.admin_headers,
+            )
+            assert created.status_code == 200
+    page = await console.open("#/projects")
+    await console.sign_in(page, console.tenant.admin_key)
+    rows = page.locator("table tbody tr")
+    await expect(rows).to_have_count(20)
+    first = await rows.first.inner_text()
+    await page.get_by_role("button", name="Next").click()
+    await expect(rows).to_have_count(2)
+    await expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    await page.get_by_role("button", name="Previous").click()
+    await expect(rows).to_have_count(20)
+    assert await rows.first.inner_text() == first
