@@ -158,6 +158,12 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
         await screen(page, name.lower().replace(" ", "-"))
     assert key not in await page.content()  # the one-time display is gone
 
+    # A change the API refuses, from a select: its message is shown (the last owner stays).
+    await page.get_by_role("link", name="Members", exact=True).click()
+    await page.get_by_role("combobox", name=re.compile("^Role of")).select_option("reader")
+    await expect(page.get_by_role("alert")).to_contain_text("owner")
+    await expect(page.get_by_role("combobox", name=re.compile("^Role of"))).to_have_value("owner")
+
 
 async def test_lists_page_with_the_apis_cursors(console: Console) -> None:
     async with httpx.AsyncClient(base_url=console.base) as http:

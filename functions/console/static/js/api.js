@@ -90,7 +90,9 @@ export async function call(method, path, { body, params, signal, raw = false, mo
       cache: 'no-store',
     });
   let res = await send();
-  if (res.status === 401 && session?.kind === 'user' && !models && (await refresh())) res = await send();
+  // A user's expired access token is renewed once (a key given to the playground is not a session).
+  const renewable = session?.kind === 'user' && !(models && session.modelKey);
+  if (res.status === 401 && renewable && (await refresh())) res = await send();
   if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
   return raw ? res : res.json();
 }

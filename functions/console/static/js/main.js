@@ -90,7 +90,6 @@ function Shell({ session }) {
       <h1 class="sr-only">Jan Server console</h1>
       ${screen.view(where.name === screen.path ? where.rest : [])}
     </main>
-    <p id="announce" class="sr-only" role="status" aria-live="polite"></p>
   </div>`;
 }
 

@@ -99,6 +99,7 @@ const ROLES = ['owner', 'reader'];
 export function Members() {
   const [version, setVersion] = useState(0);
   const [code, setCode] = useState(null);
+  const [roleError, setRoleError] = useState(null);
   const bump = () => setVersion((v) => v + 1);
   const users = [
     { label: 'Name', render: (u) => u.name || '—' },
@@ -106,7 +107,7 @@ export function Members() {
     {
       label: 'Role',
       render: (u) => html`<label class="sr-only" for=${`role-${u.id}`}>Role of ${u.email || u.id}</label>
-        <select id=${`role-${u.id}`} value=${u.role} onChange=${(e) => api.post(`/v1/organization/users/${u.id}`, { role: e.target.value }).then(bump, (err) => { alertError(err); bump(); })}>
+        <select id=${`role-${u.id}`} value=${u.role} onChange=${(e) => { setRoleError(null); api.post(`/v1/organization/users/${u.id}`, { role: e.target.value }).then(bump, (err) => { setRoleError(err); bump(); }); }}>
           ${ROLES.map((r) => html`<option value=${r}>${r}</option>`)}
         </select>`,
     },
@@ -125,6 +126,7 @@ export function Members() {
   ];
   return html`<section>
     <h2>Members</h2>
+    <${ErrorNote} error=${roleError} />
     <${Paged} caption="Users of the organization" load=${(p) => api.get('/v1/organization/users', p)} columns=${users} version=${version} />
     <h3>Invites</h3>
     ${code && html`<${OneTimeSecret} title="Invite code" value=${code} onClose=${() => setCode(null)} />`}
@@ -134,12 +136,6 @@ export function Members() {
     ]} submit=${(v) => api.post('/v1/organization/invites', v)} done=${(inv) => { setCode(inv.code || null); bump(); }} />
     <${Paged} caption="Pending and past invites" load=${(p) => api.get('/v1/organization/invites', p)} columns=${invites} version=${version} empty="No invites." />
   </section>`;
-}
-
-// A failed inline change (a select) has no form to show its error in: announce it.
-function alertError(err) {
-  const note = document.getElementById('announce');
-  if (note) note.textContent = err.message;
 }
 
 export function AdminKeys() {
