@@ -11,13 +11,15 @@ STAMP := $(VENV)/.installed
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the versions in uv.lock (--locked also fails when the lock no longer matches
+# pyproject.toml: run `uv lock` after changing a dependency). The `local` extra is the
+# embedded PostgreSQL of `make run` (and of the tests that start it); images leave it out.
+$(STAMP): pyproject.toml uv.lock
 	@command -v uv >/dev/null || python3 -m pip install -q uv
-	uv venv -q --allow-existing -p 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install -q -e '.[dev]'
+	uv sync -q --locked -p 3.11 --extra dev --extra local
 	@touch $@
 
-env: $(STAMP) ## create both environments (functions and the CPU predictor)
+env: $(STAMP) ## create both environments from their lock files (functions and the CPU predictor)
 	$(MAKE) -C kserve env
 
 run: env ## start the predictor on :8101 and every area on :8080 (embedded PostgreSQL)

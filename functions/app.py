@@ -131,6 +131,7 @@ class Services:
             builtin_url=settings.jan_inference_model_url,
             limits=ProviderLimits.from_settings(settings),
             max_discovery_bytes=settings.jan_upstream_max_discovery_bytes,
+            warmup_seconds=settings.jan_upstream_warmup_seconds,
         )
 
     @cached_property

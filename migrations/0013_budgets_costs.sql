@@ -24,7 +24,7 @@ CREATE UNIQUE INDEX model_prices_scope
 -- rewrite history), in picodollars (1e-12 USD: a price of numeric(18,6) USD per 1M tokens
 -- is a whole number of picodollars per token), and the tokens reserved at admission.
 ALTER TABLE usage_completions
-    ADD COLUMN cost_picodollars bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cost_picodollars numeric NOT NULL DEFAULT 0,
     ADD COLUMN reserved_tokens  integer NOT NULL DEFAULT 0;
 
 -- Hourly rollups of the ledger, maintained in the same transaction as each batch of
@@ -60,7 +60,7 @@ CREATE INDEX usage_hourly_user ON usage_hourly (organization_id, user_id, hour)
 INSERT INTO usage_hourly (organization_id, hour, project_id, api_key_id, user_id, model,
                           operation, requests, input_tokens, input_cached_tokens,
                           output_tokens)
-SELECT organization_id, date_trunc('hour', created_at), coalesce(project_id, ''),
+SELECT organization_id, date_trunc('hour', created_at, 'UTC'), coalesce(project_id, ''),
        coalesce(api_key_id, ''), coalesce(user_id, ''), model, operation, count(*),
        sum(input_tokens), sum(input_cached_tokens), sum(output_tokens)
 FROM usage_completions

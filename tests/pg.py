@@ -22,7 +22,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bindir() -> Path:
+def bindir() -> Path:
     out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
     if out.returncode == 0 and (Path(out.stdout.strip()) / "initdb").exists():
         return Path(out.stdout.strip())
@@ -32,7 +32,8 @@ def _bindir() -> Path:
     return found[-1].parent
 
 
-def _as_postgres(*cmd: str) -> None:
+def as_postgres(*cmd: str) -> None:
+    """Run a PostgreSQL program as the `postgres` user (it refuses root)."""
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
 
@@ -48,7 +49,7 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        _as_postgres(
+        as_postgres(
             str(self.bindir / "pg_ctl"),
             "-D",
             str(self.datadir),
@@ -61,7 +62,21 @@ class Cluster:
         )
 
     def stop(self, mode: str = "fast") -> None:
-        _as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-m", mode, "stop")
+        as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-m", mode, "stop")
+
+    def initdb(self, conf: str) -> None:
+        """A new cluster in ``datadir``, trusting local connections, with ``conf`` added."""
+        as_postgres(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-N",
+        )
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write(conf)
 
 
 class ReplicaSet:
@@ -70,19 +85,15 @@ class ReplicaSet:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="jan-pg-"))
         shutil.chown(self.root, "postgres", "postgres") if os.geteuid() == 0 else None
-        bindir = _bindir()
-        self.primary = Cluster(self.root / "primary", free_port(), bindir)
-        self.replica = Cluster(self.root / "replica", free_port(), bindir)
+        found_bindir = bindir()
+        self.primary = Cluster(self.root / "primary", free_port(), found_bindir)
+        self.replica = Cluster(self.root / "replica", free_port(), found_bindir)
 
     def start(self) -> None:
         p = self.primary
-        _as_postgres(
-            str(p.bindir / "initdb"), "-D", str(p.datadir), "-U", "postgres", "--auth=trust", "-N"
-        )
-        with open(p.datadir / "postgresql.conf", "a") as conf:
-            conf.write("wal_level = replica\nmax_wal_senders = 5\nfsync = off\n")
+        p.initdb("wal_level = replica\nmax_wal_senders = 5\nfsync = off\n")
         p.start()
-        _as_postgres(
+        as_postgres(
             str(p.bindir / "pg_basebackup"),
             "-h",
             "127.0.0.1",

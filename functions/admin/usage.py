@@ -143,7 +143,8 @@ class Window:
         return (
             self.width % 3600 == 0
             and max(self.first, self.start) % 3600 == 0
-            and (self.stop % 3600 == 0 or self.stop == self.end)
+            # Ending mid-hour only when that is now: the rollup holds nothing after it.
+            and (self.stop % 3600 == 0 or self.stop >= time.time())
         )
 
     def page(self, by_bucket: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:

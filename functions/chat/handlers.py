@@ -179,7 +179,7 @@ async def list_models(deps: ChatDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
     svc = deps.inference
-    return JSON({"object": "list", "data": [r.card() for r in svc.models_for(principal)]})
+    return JSON({"object": "list", "data": [r.card() for r in await svc.models_for(principal)]})
 
 
 async def retrieve_model(deps: ChatDeps, request: Request) -> Response:

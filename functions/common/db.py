@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +95,7 @@ class Reader:
     healthy: bool = True
 
 
-@dataclass
+@dataclass(eq=False)
 class Database:
     writer: asyncpg.Pool
     readers: list[Reader] = field(default_factory=list)
@@ -119,6 +122,7 @@ class Database:
         db._rotation = itertools.cycle(range(len(readers))) if readers else None
         if readers:
             db._probe_task = asyncio.get_running_loop().create_task(db._probe_forever())
+        _gauges.databases.add(db)
         return db
 
     def healthy_reader(self) -> Reader | None:
@@ -168,11 +172,69 @@ class Database:
             reader.healthy = True
 
     async def close(self) -> None:
+        _gauges.databases.discard(self)
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
         pools = [self.writer, *(r.pool for r in self.readers)]
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+
+class _PoolGauges:
+    """Connection gauges of every open ``Database`` (one per process outside tests), read
+    from asyncpg's pools at scrape time: what each pod holds against ``max_connections``."""
+
+    def __init__(self) -> None:
+        self.databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        held: dict[tuple[str, str], int] = {}
+        most: dict[str, int] = {}
+        healthy: dict[str, int] = {}
+        for db in list(self.databases):
+            pools = [("writer", db.writer), *((r.name, r.pool) for r in db.readers)]
+            for name, pool in pools:
+                idle = pool.get_idle_size()
+                held[name, "busy"] = held.get((name, "busy"), 0) + pool.get_size() - idle
+                held[name, "idle"] = held.get((name, "idle"), 0) + idle
+                most[name] = most.get(name, 0) + pool.get_max_size()
+            for r in db.readers:
+                healthy[r.name] = min(healthy.get(r.name, 1), int(r.healthy))
+        connections, limit, up = self._families()
+        for (name, state), value in held.items():
+            connections.add_metric([name, state], value)
+        for name, value in most.items():
+            limit.add_metric([name], value)
+        for name, value in healthy.items():
+            up.add_metric([name], value)
+        return [connections, limit, up]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "jan_db_pool_connections",
+                "Connections this process holds, by pool (writer, read1, …) and state.",
+                labels=["pool", "state"],
+            ),
+            GaugeMetricFamily(
+                "jan_db_pool_max_connections",
+                "Most connections a pool may open (DB_POOL_MAX_SIZE).",
+                labels=["pool"],
+            ),
+            GaugeMetricFamily(
+                "jan_db_reader_healthy",
+                "1 while a read replica is in rotation, 0 while reads go to the writer.",
+                labels=["pool"],
+            ),
+        )
+
+
+_gauges = _PoolGauges()
+REGISTRY.register(_gauges)
 
 
 def is_unique_violation(exc: BaseException) -> bool:

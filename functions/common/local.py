@@ -91,7 +91,13 @@ def start_embedded_postgres(pgdata: Path) -> str:
     runtime_dir.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    import pgserver  # type: ignore[attr-defined,unused-ignore]
+    try:
+        import pgserver  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:  # images install without the `local` extra, on purpose
+        raise ConfigError(
+            "DB_POSTGRESQL_WRITE_DSN is not set and the embedded PostgreSQL is not installed "
+            "(the `local` extra, for `make run`): set DB_POSTGRESQL_WRITE_DSN"
+        ) from None
 
     try:
         # cleanup_mode="stop": the server stops when the last process using it exits.

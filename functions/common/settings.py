@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest `/models` answer read from a model provider's endpoint.",
     )
+    jan_upstream_warmup_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a model server that answers 503 (scaling from zero, loading "
+        "its model) is waited for before the caller gets the 503.",
+    )
     jan_housekeeping_interval_seconds: float = Field(
         300.0, ge=0, description="How often expired rows are swept (0: never, on this instance)."
     )

@@ -60,6 +60,15 @@ def timeout(*, connect: float, idle: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=idle)
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` given in seconds (model servers do not send the HTTP-date form)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
+
+
 CHECK_SECONDS = 5.0
 
 

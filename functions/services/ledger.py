@@ -24,7 +24,7 @@ import logging
 import operator
 from collections import deque
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -131,8 +131,7 @@ def _rollup(records: list[UsageRecord]) -> list[list[Any]]:
     """The batch summed per hour and key, as the 16 arrays of ``_ROLLUP``."""
     sums: dict[tuple[Any, ...], list[int]] = {}
     for r in records:
-        at = r.created_at
-        hour = at - timedelta(minutes=at.minute, seconds=at.second, microseconds=at.microsecond)
+        hour = r.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         key = (r.organization_id, hour, r.project_id or "", r.api_key_id or "",
                r.user_id or "", r.model, r.operation)  # fmt: skip
         row = sums.get(key)

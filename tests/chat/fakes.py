@@ -37,6 +37,10 @@ class FakeUpstream:
         self.chunk_delay = 0.0
         self.stream_chunks = 3
         self.calls = 0
+        self.model_lists = 0  # /models answered (discovery polls and health probes)
+        # Until this time.monotonic() every request answers 503 "model not ready", as a
+        # KServe predictor does while it loads (or queue-proxy while it scales from zero).
+        self.cold_until = 0.0
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
@@ -92,7 +96,19 @@ class FakeUpstream:
             raise
         return response
 
+    def _cold(self) -> web.Response | None:
+        if time.monotonic() >= self.cold_until:
+            return None
+        return web.json_response(
+            {"error": {"message": "model is not ready", "code": "model_not_ready"}},
+            status=503,
+            headers={"Retry-After": "0.2"},
+        )
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.model_lists += 1
+        if (cold := self._cold()) is not None:
+            return cold
         if self.mode == "huge":
             return await self._huge(request, b'{"object":"list","data":[')
         if self.mode == "fail500":
@@ -119,6 +135,8 @@ class FakeUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        if (cold := self._cold()) is not None:
+            return cold
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "engine crashed"}}, status=500)
         if self.mode == "redirect":

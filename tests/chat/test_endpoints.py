@@ -229,7 +229,7 @@ async def test_client_disconnect_cancels_the_upstream(
 
     builtin.stream_chunks, builtin.chunk_delay = 50, 0.05
     svc = component(runtime, Inference)
-    route = svc.catalog.resolve("org_x", None, "m1")
+    route = await svc.catalog.resolve_fresh("org_x", None, "m1")
     assert route is not None
     body = orjson.dumps({**CHAT, "stream": True})
     opened = await svc.router.open_stream(route, "/chat/completions", body)

@@ -74,8 +74,8 @@ async def started(settings: Settings, key: str) -> Inference:
     return svc
 
 
-def builtin_route(svc: Inference) -> ModelRoute:
-    route = svc.catalog.resolve("org_any", None, "m1")
+async def builtin_route(svc: Inference) -> ModelRoute:
+    route = await svc.catalog.resolve_fresh("org_any", None, "m1")
     assert route is not None
     return route
 
@@ -88,10 +88,11 @@ async def test_two_runtimes_share_health_through_redis(
     b = await started(with_redis, redis_key)
     fresh: Inference | None = None
     try:
+        route = await builtin_route(a)
         builtin.mode = "fail500"
         for _ in range(3):  # one endpoint: each call is one failed attempt
             with pytest.raises(errors.UpstreamError):
-                await a.router.send(builtin_route(a), "/chat/completions", BODY)
+                await a.router.send(route, "/chat/completions", BODY)
         await a.health.settle()
         ep_a = a.health.endpoint(builtin.base_url)
         assert ep_a.ejected

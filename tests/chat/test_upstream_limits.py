@@ -139,6 +139,8 @@ async def test_a_huge_reply_is_a_502_at_the_reply_cap(
     client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream, sized: bool
 ) -> None:
     tenant = await create_tenant(runtime)
+    # Discovered when first asked for, while its /models is still a normal answer.
+    assert (await client.get("/v1/models", headers=tenant.project_headers)).status_code == 200
     builtin.mode, builtin.big, builtin.sized = "huge", BIG, sized
     failures_before = too_large_failures(builtin)
     with Peak() as peak:

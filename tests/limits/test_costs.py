@@ -338,3 +338,50 @@ async def test_a_spend_limit_is_reached_by_real_priced_calls_and_holds_after_a_r
     component(runtime, Limiter).counters.clear()  # as after a restart
     again = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(tenant.project_key))
     assert again.status_code == 429
+
+
+async def test_the_rollup_is_in_utc_hours_and_holds_any_cost(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    """A record stamped in another time zone lands in its UTC hour; a cost beyond bigint
+    (an absurd price times a clamped count) is kept, not refused; a query ending in the
+    past within an hour is answered from the rows, without what follows its end."""
+    from datetime import timedelta, timezone
+
+    org = tenant.organization_id
+    base = today() - DAY
+    india = timezone(timedelta(hours=5, minutes=30))
+    late = _rec(org, base + 3 * 3600 + 50 * 60, "proj_a", None, 1)
+    late.created_at = late.created_at.astimezone(india)  # 10:50+05:30 on the clock
+    late.cost_picodollars = 10**20
+    recorder = UsageRecorder(runtime)
+    recorder.record(late)
+    async with runtime.db.writer.acquire() as conn:
+        assert await recorder.flush(conn) == 1
+    row = await runtime.db.writer.fetchrow(
+        "SELECT hour, cost_picodollars FROM usage_hourly WHERE organization_id = $1", org
+    )
+    assert row is not None
+    assert row["hour"] == datetime.fromtimestamp(base + 3 * 3600, UTC)
+    assert row["cost_picodollars"] == 10**20
+    ended = await client.get(
+        f"/v1/organization/usage/completions?start_time={base + 3 * 3600}"
+        f"&end_time={base + 3 * 3600 + 600}&bucket_width=1h",
+        headers=tenant.admin_headers,
+    )
+    assert ended.json()["data"][0]["results"] == []
+
+
+async def test_cached_tokens_never_exceed_the_input(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, fake: FakeUpstream
+) -> None:
+    fake.usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
+                  "prompt_tokens_details": {"cached_tokens": 99}}  # fmt: skip
+    done = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(tenant.project_key))
+    assert done.status_code == 200
+    await flush(runtime)
+    cached = await runtime.db.writer.fetchval(
+        "SELECT input_cached_tokens FROM usage_completions WHERE organization_id = $1",
+        tenant.organization_id,
+    )
+    assert cached == 7

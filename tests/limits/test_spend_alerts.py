@@ -2,7 +2,8 @@
 admin client, validation, roles and tenants; crossings recorded once a month (also with
 two instances checking at once) from the usage ledger's hourly rollup; Jan's webhooks
 POSTed to a real local receiver that verifies the signature with the official SDK,
-retried with backoff until delivered or failed; private URLs refused."""
+retried with backoff until delivered or failed; private URLs refused; and end to end,
+real calls at a set price crossing an alert."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from functions.app import create_app
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services.inference.service import Inference
 from functions.services.spend_alerts import SpendAlerts
 from tests.chat.fakes import FakeUpstream
 from tests.conftest import component, make_settings
@@ -517,3 +519,38 @@ async def test_spend_counts_this_month_only(
         10**14,
     )
     assert await alerts.run_once() == (0, 0)
+
+
+async def test_real_priced_calls_cross_an_alert(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, fake: FakeUpstream
+) -> None:
+    """End to end: $1 a token (in and out), so a chat call costs $12 (the fake reports 7 +
+    5 tokens). The ledger's rollup, written with the calls' rows, crosses a $20 project
+    alert at the second call; the webhook says $24."""
+    h = tenant.admin_headers
+    price = {"model": "m1", "input": 1e6, "output": 1e6}  # USD per 1M tokens
+    priced = await client.post("/v1/organization/model_prices", json=price, headers=h)
+    assert priced.status_code == 200, priced.text
+    alerts = component(runtime, SpendAlerts)
+    path = project_path(tenant.project_id)
+    chat = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+    async def call() -> None:
+        done = await client.post(
+            "/v1/chat/completions", json=chat, headers=bearer(tenant.project_key)
+        )
+        assert done.status_code == 200, done.text
+        async with runtime.db.writer.acquire() as conn:
+            await component(runtime, Inference).usage.flush(conn)
+
+    async with receiving() as receiver:
+        made = (await client.post(path, json=webhook(receiver.url, 2000), headers=h)).json()
+        await call()
+        assert await alerts.run_once() == (0, 0)  # $12 of $20
+        await call()
+        assert await alerts.run_once() == (1, 1)
+    [(body, headers)] = receiver.got
+    sdk = openai.OpenAI(api_key="x", webhook_secret=made["notification_channel"]["secret"])
+    data: Any = sdk.webhooks.unwrap(body, headers).to_dict()["data"]
+    assert data["alert_id"] == made["id"]
+    assert (data["threshold_amount"], data["spend_amount"]) == (2000, 2400)

@@ -12,11 +12,10 @@ the configuration:
   or key fails the container (``CreateContainerConfigError``) unless marked optional. Knative
   adds ``PORT`` (the container port) and ``K_SERVICE``/``K_CONFIGURATION``/``K_REVISION``;
   KServe builds a predictor's container from its runtime (admission.kserve_predictor_container).
-- **Commands** as the image runs them (``IMAGES``): the functions' image is built by func's
-  pack builder, so its entrypoint is the buildpack launcher's ``/cnb/process/web``, and a
-  command given in a manifest runs in the buildpack environment only through
-  ``/cnb/lifecycle/launcher``; anything else is looked up on the image's own PATH, which
-  holds the OS's tools and none of ours.
+- **Commands** as the images run them (``Images``): each image's final Dockerfile stage
+  (the functions' ``Dockerfile``, ``kserve/Dockerfile``): its ENTRYPOINT and CMD when the
+  manifest gives no command, its ENV (PATH above all: a command must be found on the
+  image's PATH, where its virtualenv ``/opt/venv`` stands for this machine's).
 - **Network**: each pod gets its own port on 127.0.0.1 in place of its container port (which
   stands in for its own network namespace: Knative's ``PORT`` is that port). Cluster DNS names
   of rendered Services (Knative Services, predictors, Services, CloudNativePG's ``-rw``,
@@ -68,34 +67,6 @@ ADMIN_DSN = os.environ.get("JAN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5
 VENV_BIN = Path(sys.executable).parent
 PREDICTOR_BIN = REPO / "kserve" / ".venv" / "bin"
 CLUSTER_DOMAIN = "svc.cluster.local"
-LAUNCHER = "/cnb/lifecycle/launcher"
-# func's pack builder: the run image's PATH with /cnb/process first (buildpacks platform
-# spec, "exporter" outputs), and LISTEN_ADDRESS=[::]:8080 (knative/func
-# pkg/buildpacks/builder.go: BPE_DEFAULT_LISTEN_ADDRESS). The web process is func's
-# Procfile line (pkg/buildpacks/scaffolder.go: PythonScaffoldingProcfile).
-PACK_PATH = "/cnb/process:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PACK_PROCESSES = {"web": ("python", "-m", "service.main")}
-# knative/func templates/python/scaffolding/instanced-http/service/main.py (func-python's
-# glue, written into the image as service/main.py), verbatim but for its docstring.
-FUNC_SERVICE_MAIN = """\
-import logging
-from func_python.http import serve
-
-logging.basicConfig(level=logging.INFO)
-
-try:
-    from function import new as handler  # type: ignore[import]
-except ImportError:
-    try:
-        from function import handle as handler  # type: ignore[import]
-    except ImportError:
-        logging.error("Function must export either 'new' or 'handle'")
-        raise
-
-if __name__ == "__main__":
-    logging.info("Functions middleware invoking user function")
-    serve(handler)
-"""
 # What the install outline applies, where a route or a pod depends on it.
 INSTALLED = {
     "net-gateway-api/releases/download/knative-v1.23.0/istio-gateway.yaml": (
@@ -260,10 +231,6 @@ class Images:
     """What each image of the manifests runs, on this machine (``resolve``)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.app = workdir / "workspace"  # the pack image's /workspace: func's service glue
-        (self.app / "service").mkdir(parents=True, exist_ok=True)
-        (self.app / "service" / "__init__.py").write_text("")
-        (self.app / "service" / "main.py").write_text(FUNC_SERVICE_MAIN)
         self.root = workdir
 
     def resolve(self, image: str, command: list[str] | None, args: list[str] | None) -> Launch:
@@ -272,48 +239,31 @@ class Images:
             repository.rsplit(":", 1)[0] if ":" in repository.rsplit("/", 1)[-1] else repository
         )
         if repository.endswith("/jan-server"):
-            return self._pack(command, args)
+            # The code under test: this run's own PYTHONPATH, when it has one (a worktree).
+            code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+            return self._dockerfile(REPO / "Dockerfile", VENV_BIN.parent, command, args, code)
         if repository.endswith("/jan-predictor"):
-            return self._predictor(command, args)
+            return self._dockerfile(
+                REPO / "kserve" / "Dockerfile", PREDICTOR_BIN.parent, command, args, {}
+            )
         if repository in ("redis", "docker.io/library/redis"):
             return self._redis(command, args)
         raise ClusterError(f"no image model for {image!r}: add one to tests/manifests/cluster.py")
 
-    # func's pack builder (func.yaml build.builder: pack)
-    def _pack(self, command: list[str] | None, args: list[str] | None) -> Launch:
-        launch_path = f"{VENV_BIN}:{PACK_PATH}"  # the CPython and Poetry layers' bin first
-        image_env = {"LISTEN_ADDRESS": "[::]:8080", "CNB_APP_DIR": "/workspace"}
-        # The code under test: this run's own PYTHONPATH, when it has one (a worktree).
-        code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
-        argv = [*(command or ["/cnb/process/web"]), *(args or [])]
-        first = argv[0]
-        if "/" not in first and first in PACK_PROCESSES:  # /cnb/process is on the image's PATH
-            first = f"/cnb/process/{first}"
-        if first.startswith("/cnb/process/"):
-            process = first.removeprefix("/cnb/process/")
-            if process not in PACK_PROCESSES:
-                raise ClusterError(f"{first}: the image has no process type {process!r}")
-            argv = [*PACK_PROCESSES[process], *argv[1:]]
-        elif first == LAUNCHER:
-            argv = argv[2:] if argv[1:2] == ["--"] else argv[1:]
-            if not argv:
-                raise ClusterError(f"{LAUNCHER} without a command")
-        else:
-            raise ClusterError(
-                f"{first!r} is not on the image's PATH ({PACK_PATH}): in a pack-built image "
-                "Python, the packages and jan-server are in the buildpack layers, on PATH "
-                f"only through the launcher; run it as [{LAUNCHER!r}, '--', ...]"
-            )
-        program = argv[0]
-        found = program if "/" in program else _which(program, launch_path)
-        if found is None:
-            raise ClusterError(f"{program!r}: not found on the buildpack environment's PATH")
-        return Launch([found, *argv[1:]], {**image_env, **code, "PATH": launch_path}, self.app)
-
-    # kserve/Dockerfile: its final stage's ENTRYPOINT and ENV
-    def _predictor(self, command: list[str] | None, args: list[str] | None) -> Launch:
-        stage = final_stage((REPO / "kserve" / "Dockerfile").read_text())
+    def _dockerfile(
+        self,
+        dockerfile: Path,
+        venv: Path,
+        command: list[str] | None,
+        args: list[str] | None,
+        extra: dict[str, str],
+    ) -> Launch:
+        """A Dockerfile's final stage: ENTRYPOINT/CMD (Kubernetes: ``command`` replaces the
+        ENTRYPOINT and drops CMD, ``args`` replaces CMD), ENV, with ``/opt/venv`` (the
+        image's virtualenv) standing for ``venv``."""
+        stage = final_stage(dockerfile.read_text())
         entrypoint: list[str] = []
+        cmd: list[str] = []
         env: dict[str, str] = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         }
@@ -321,16 +271,25 @@ class Images:
             word, _, rest = line.partition(" ")
             if word.upper() == "ENTRYPOINT":
                 entrypoint = list(yaml.safe_load(rest))
+            elif word.upper() == "CMD":
+                cmd = list(yaml.safe_load(rest))
             elif word.upper() == "ENV":
                 for item in shlex.split(rest):
                     key, _, value = item.partition("=")
                     env[key] = expand_shell(value, env)
-        env = {k: v.replace("/opt/venv", str(PREDICTOR_BIN.parent)) for k, v in env.items()}
-        argv = [*(command or entrypoint), *(args or [])]
-        found = _which(argv[0], env["PATH"])
-        if found is None:
-            raise ClusterError(f"{argv[0]!r}: not found on the predictor image's PATH")
-        return Launch([found, *argv[1:]], env, self.root)
+        env = {k: v.replace("/opt/venv", str(venv)) for k, v in env.items()}
+        if command:
+            argv = [*command, *(args or [])]
+        else:
+            argv = [*entrypoint, *(args if args is not None else cmd)]
+        if not argv:
+            raise ClusterError(f"{dockerfile}: nothing to run")
+        found = argv[0] if "/" in argv[0] else _which(argv[0], env["PATH"])
+        if found is None or not Path(found).is_file():
+            raise ClusterError(
+                f"{argv[0]!r}: not found on the image's PATH ({env['PATH']}), {dockerfile}"
+            )
+        return Launch([found, *argv[1:]], {**env, **extra}, self.root)
 
     # redis's official image: docker-entrypoint.sh runs redis-server when the first argument
     # is an option

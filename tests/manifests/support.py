@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,20 @@ def _rendered(overlay: str) -> tuple[Obj, ...]:
 def render(overlay: str) -> list[Obj]:
     """The overlay's objects (cached; callers must not modify them)."""
     return list(_rendered(overlay))
+
+
+@functools.cache
+def render_with(overlay: str, component: str) -> tuple[Obj, ...]:
+    """The overlay with one more component added, as manifests/README.md has operators do
+    (in a copy of manifests/; cached, callers must not modify the objects)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "manifests"
+        shutil.copytree(MANIFESTS, copy)
+        path = copy / "overlays" / overlay / "kustomization.yaml"
+        kustomization = yaml.safe_load(path.read_text())
+        kustomization.setdefault("components", []).append(f"../../components/{component}")
+        path.write_text(yaml.safe_dump(kustomization))
+        return tuple(kustomize(path.parent))
 
 
 def group_of(obj: Obj) -> str:

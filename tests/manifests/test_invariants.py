@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -24,6 +25,7 @@ from tests.manifests.support import (
     one,
     pod_specs,
     render,
+    render_with,
 )
 
 NAMESPACE = "jan"
@@ -468,3 +470,41 @@ def test_the_hot_path_keeps_the_activator_out_of_the_request_path() -> None:
         a = template_annotations(service)
         if int(a[AUTOSCALING + "min-scale"]) >= 1:
             assert a[AUTOSCALING + "target-burst-capacity"] == "0", service["metadata"]["name"]
+
+
+def test_prod_archives_wal_and_backs_up_daily() -> None:
+    """Point-in-time recovery needs both: WAL archived continuously and base backups
+    (restore procedure: tests/foundation/test_backup_restore.py, manifests/README.md)."""
+    objs = render("prod")
+    backup = one(objs, "Cluster", "jan-db")["spec"]["backup"]
+    store = backup["barmanObjectStore"]
+    assert store["destinationPath"].startswith(("s3://", "gs://", "https://"))
+    credentials = store["s3Credentials"]
+    assert {c["name"] for c in credentials.values()} == {"jan-backup-s3"}  # Secret references
+    assert store["wal"]["compression"] and store["data"]["compression"]
+    assert backup["retentionPolicy"].endswith("d")
+    (scheduled,) = of_kind(objs, "ScheduledBackup")
+    assert scheduled["spec"]["cluster"]["name"] == "jan-db"
+    assert scheduled["spec"]["method"] == "barmanObjectStore" and scheduled["spec"]["immediate"]
+    assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds
+    assert "backup" not in one(render("dev"), "Cluster", "jan-db")["spec"]
+    assert not of_kind(render("dev"), "ScheduledBackup")
+
+
+def test_the_restore_component_recovers_from_the_archive_into_a_new_one() -> None:
+    from tests.manifests.test_schemas import crd_schema_problems
+
+    (cluster,) = of_kind(list(render_with("prod", "restore")), "Cluster")
+    # kustomize writes the target time unquoted; the API server reads it as a string.
+    cluster = json.loads(json.dumps(cluster, default=str))
+    assert crd_schema_problems(cluster) == []
+    spec = cluster["spec"]
+    assert list(spec["bootstrap"]) == ["recovery"]  # initdb removed
+    recovery = spec["bootstrap"]["recovery"]
+    assert (recovery["database"], recovery["owner"]) == ("jan", "jan")
+    (source,) = [c for c in spec["externalClusters"] if c["name"] == recovery["source"]]
+    archive, backup = source["barmanObjectStore"], spec["backup"]["barmanObjectStore"]
+    assert archive["destinationPath"] == backup["destinationPath"]
+    assert archive["s3Credentials"] == backup["s3Credentials"]
+    # Reads the archive components/backup writes, and writes to a new one.
+    assert archive["serverName"] == "jan-db" != backup["serverName"]

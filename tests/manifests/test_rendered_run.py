@@ -53,7 +53,7 @@ def test_openai_sdk_through_the_rendered_gateway(cluster: tuple[str, Overlay, Ga
     admin_service = "jan-admin" if name == "prod" else "jan-all"
     out = overlay.exec(
         admin_service,
-        ["/cnb/lifecycle/launcher", "--", "jan-server", "admin", "create-org", "--name", "Ops"],
+        ["jan-server", "admin", "create-org", "--name", "Ops"],
     )
     admin_key = next(ln for ln in out.splitlines() if ln.startswith("sk-admin-"))
     admin = openai.OpenAI(

@@ -4,7 +4,12 @@ Providers are stored per organization (``project_id`` NULL) or per project; the 
 provider comes from ``JAN_INFERENCE_MODEL_URL``. A model name resolves project first,
 then organization, then built-in, so a tenant can shadow a built-in model with its own.
 Each endpoint's ``/models`` is polled (discovery); the answers are stored in the database
-so any instance, a fresh one included, routes at once. The request path only reads the
+so any instance, a fresh one included, routes at once. An endpoint that may scale to zero
+(a KServe provider, the built-in model) is never polled just to stay current, which would
+keep it awake: in the background only while this process is calling it, otherwise on
+demand — when a caller names a model its catalog lacks, or lists models while such an
+endpoint has never answered (``discover_on_demand``); a cold one is waited for then, within
+``JAN_UPSTREAM_WARMUP_SECONDS``. The request path only reads the
 in-memory indexes built here, one per scope (organization or project); they are reloaded
 from the database every few seconds and right away when a request names a model we do
 not know (rate-limited). A reload compares cheap stamps and rebuilds only the scopes whose
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -100,6 +106,10 @@ class Catalog:
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # On-demand polls: the one in flight per (provider, URL), shared by every caller that
+    # asks meanwhile, and when each was last started (at most once per MISS_RELOAD_SECONDS).
+    _polls: dict[tuple[str, str], asyncio.Task[bool]] = field(default_factory=dict)
+    _asked_at: dict[tuple[str, str], float] = field(default_factory=dict)
     # What reloads cost so far (tests and benchmarks read them): provider rows loaded,
     # providers whose routes were made, scope indexes rebuilt.
     loaded_providers: int = 0
@@ -126,6 +136,8 @@ class Catalog:
         route = self.resolve(organization_id, project_id, model)
         if route is None and time.monotonic() - self._last_reload > MISS_RELOAD_SECONDS:
             await self.refresh()
+            route = self.resolve(organization_id, project_id, model)
+        if route is None and await self.discover_on_demand(organization_id, project_id):
             route = self.resolve(organization_id, project_id, model)
         return route
 
@@ -291,25 +303,36 @@ class Catalog:
             self._builtin = self._routes_for(builtin)
 
     # --- discovery --------------------------------------------------------------------
-    async def discover_builtin(self) -> None:
+    async def discover_builtin(self, *, warmup: float = 0.0) -> bool:
+        """Poll the built-in endpoint; True when its answer differs from what we held."""
         builtin = self.providers.builtin()
         if builtin is None:
-            return
+            return False
         url = builtin.base_urls[0]
         try:
-            models = await self.providers.list_models(url, builtin.headers, label=BUILTIN_ID)
+            models = await self.providers.list_models(
+                url, builtin.headers, label=BUILTIN_ID, warmup=warmup
+            )
         except DISCOVERY_ERRORS as exc:
             log.warning("built-in model discovery failed", extra={"error": type(exc).__name__})
-            return
+            return False
+        known = self._discovered.get((BUILTIN_ID, url))
         self._discovered[(BUILTIN_ID, url)] = _Discovered(models, time.time())
+        if known is not None and set(known.models) == set(models):
+            return False
         self._rebuild_builtin()
+        return True
 
-    async def discover_provider(self, provider: Provider) -> bool:
-        """Poll a stored provider's endpoints; what answered counts from now on. True when
-        an answer differs from what the catalog held (its scope needs rebuilding)."""
+    async def discover_provider(
+        self, provider: Provider, *, urls: Collection[str] | None = None, warmup: float = 0.0
+    ) -> bool:
+        """Poll a stored provider's endpoints (or those of ``urls``); what answered counts
+        from now on. True when an answer differs from what the catalog held (its scope
+        needs rebuilding)."""
         now = time.time()
         changed = False
-        for url, found in (await self.providers.discover(provider)).items():
+        found_by_url = await self.providers.discover(provider, urls=urls, warmup=warmup)
+        for url, found in found_by_url.items():
             if isinstance(found, str):
                 continue
             known = self._discovered.get((provider.id, url))
@@ -319,43 +342,111 @@ class Catalog:
             stored.routes = None
         return changed
 
+    def _due(self, provider: Provider, url: str, now: float) -> bool:
+        """Whether the background should poll this endpoint now: its answer is older than
+        ``discover_seconds`` and, for one that may scale to zero, this process called it
+        since that answer (a poll then finds it awake; an idle one is left asleep)."""
+        found = self._discovered.get((provider.id, url))
+        if found is not None and now - found.at <= self.discover_seconds:
+            return False
+        if not provider.scales_to_zero:
+            return True
+        return found is not None and self.health.used_at(url) > found.at
+
     async def discover_stale(self) -> None:
         now = time.time()
         stale = [
-            provider
+            (provider, urls)
             for stored in self._stored.values()
             if (provider := stored.provider) is not None
-            and any(
-                (d := self._discovered.get((provider.id, url))) is None
-                or now - d.at > self.discover_seconds
-                for url in provider.base_urls
-            )
+            and (urls := [u for u in provider.base_urls if self._due(provider, u, now)])
         ]
         # A few at a time: one by one, every tenant's dead endpoint cost its full timeout
         # in turn while the upkeep loop (probes, reloads) waited; all at once would take
         # the writer pool from the request path.
         limit = asyncio.Semaphore(DISCOVERY_CONCURRENCY)
 
-        async def discover(provider: Provider) -> bool:
+        async def discover(provider: Provider, urls: list[str]) -> bool:
             async with limit:
-                return await self.discover_provider(provider)
+                return await self.discover_provider(provider, urls=urls)
 
-        outcomes = await asyncio.gather(*map(discover, stale), return_exceptions=True)
+        outcomes = await asyncio.gather(*(discover(*s) for s in stale), return_exceptions=True)
         dirty: set[Scope] = set()
-        for provider, outcome in zip(stale, outcomes, strict=True):
+        for (provider, _), outcome in zip(stale, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.error(
                     "model discovery failed", extra={"provider": provider.id}, exc_info=outcome
                 )
             elif outcome and (stored := self._stored.get(provider.id)) is not None:
                 dirty.add(stored.scope)
-        builtin_url = self.providers.builtin_url
-        found = self._discovered.get((BUILTIN_ID, builtin_url or ""))
-        if builtin_url and (found is None or now - found.at > self.discover_seconds):
+        builtin = self.providers.builtin()
+        if builtin is not None and self._due(builtin, builtin.base_urls[0], now):
             await self.discover_builtin()
         if dirty:
             async with self._reload_lock:  # never interleaved with a reload's rebuild
                 await self._rebuild(dirty)
+
+    async def discover_on_demand(
+        self, organization_id: str, project_id: str | None, *, missing_only: bool = False
+    ) -> bool:
+        """Someone asks: poll the endpoints this caller can reach that may scale to zero
+        and whose answer is missing (or, unless ``missing_only``, older than
+        ``discover_seconds``), each at most once per ``MISS_RELOAD_SECONDS`` and once at a
+        time, waiting for a cold one within the providers' ``warmup_seconds``. True when
+        the caller's view changed."""
+        now, clock = time.time(), time.monotonic()
+        scopes: list[Scope] = [(organization_id, None)]
+        if project_id is not None:
+            scopes.append((organization_id, project_id))
+        providers = [s.provider for scope in scopes for s in self._members.get(scope, {}).values()]
+        providers.append(self.providers.builtin())
+        wanted: list[tuple[Provider, str]] = []
+        for provider in providers:
+            if provider is None or not provider.scales_to_zero:
+                continue
+            for url in provider.base_urls:
+                key = (provider.id, url)
+                found = self._discovered.get(key)
+                if found is not None and (missing_only or now - found.at <= self.discover_seconds):
+                    continue
+                recently = (
+                    clock - self._asked_at.get(key, -MISS_RELOAD_SECONDS) <= MISS_RELOAD_SECONDS
+                )
+                if key in self._polls or not recently:
+                    wanted.append((provider, url))
+        if not wanted:
+            return False
+        changed = await asyncio.gather(*(self._poll_on_demand(p, u) for p, u in wanted))
+        dirty = {
+            stored.scope
+            for (provider, _), moved in zip(wanted, changed, strict=True)
+            if moved and (stored := self._stored.get(provider.id)) is not None
+        }
+        if dirty:
+            async with self._reload_lock:
+                await self._rebuild(dirty)
+        return any(changed)
+
+    async def _poll(self, provider: Provider, url: str, warmup: float) -> bool:
+        try:
+            if provider.id == BUILTIN_ID:
+                return await self.discover_builtin(warmup=warmup)
+            return await self.discover_provider(provider, urls=(url,), warmup=warmup)
+        except Exception:  # the caller gets a 404 for its model, never this
+            log.exception("model discovery failed", extra={"provider": provider.id})
+            return False
+
+    async def _poll_on_demand(self, provider: Provider, url: str) -> bool:
+        key = (provider.id, url)
+        task = self._polls.get(key)
+        if task is None:
+            self._asked_at[key] = time.monotonic()
+            warmup = self.providers.warmup_seconds
+            task = asyncio.get_running_loop().create_task(self._poll(provider, url, warmup))
+            self._polls[key] = task
+            task.add_done_callback(lambda _: self._polls.pop(key, None))
+        # Shared: a caller that goes away must not cancel the poll the others wait for.
+        return await asyncio.shield(task)
 
     def _headers_for(self, base_url: str) -> dict[str, str]:
         """The credentials of a provider that lists this URL (the oldest), for probing."""
@@ -390,9 +481,7 @@ class Catalog:
                     next_reload = now + self.reload_seconds
                     await self.refresh()
                 if now >= next_discovery:
-                    # Retry soon while the built-in upstream has not answered yet.
-                    empty = bool(self.providers.builtin_url) and not self._builtin
-                    next_discovery = now + (2.0 if empty else self.discover_seconds / 2)
+                    next_discovery = now + self.discover_seconds / 2
                     await self.discover_stale()
             except asyncio.CancelledError:
                 raise

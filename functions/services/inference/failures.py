@@ -10,7 +10,10 @@ ejection logic and the metrics read these fields and nothing else.
               with the upstream's message; no retry; the endpoint is healthy.
     upstream  the model server is down, cut the connection, timed out, or answered 5xx/429:
               retried elsewhere; connection errors, timeouts and 500/502/504 eject.
-              429 and 503 mean "busy", not "broken": retried, never ejected.
+              429 and 503 mean "busy", not "broken": retried, never ejected. A 503 is
+              also "warming" (a predictor scaling from zero or loading its model, or a
+              full queue): when no other endpoint is left, the router waits and asks the
+              same one again, within ``JAN_UPSTREAM_WARMUP_SECONDS``.
     ours      our configuration or code is wrong (the provider refused our credentials,
               a malformed base URL, a bug): no retry, a 502/500 that says so. An endpoint
               whose address the guard refuses (``JAN_PROVIDER_ALLOWED_HOSTS``) or that
@@ -37,6 +40,7 @@ import orjson
 
 from functions.common import errors
 from functions.common.netguard import AddressRefused
+from functions.common.upstream import retry_after_seconds
 
 
 class Fault(enum.StrEnum):
@@ -52,6 +56,9 @@ class Failure:
     retry: bool
     eject: bool
     error: errors.APIError
+    # A 503: the endpoint may answer after a wait (``retry_after`` seconds, when it said).
+    warming: bool = False
+    retry_after: float | None = None
 
 
 class StreamCut(Exception):
@@ -165,9 +172,18 @@ def from_status(status: int, body: bytes, retry_after: str | None = None) -> Fai
     if status == 429 or status == 503:
         err = errors.for_status(status, message or "The model server is busy; retry shortly.")
         err.headers = {"Retry-After": retry_after or "1"}
-        if status == 503:
-            err.code = "model_overloaded"
-        return Failure(Fault.UPSTREAM, f"status_{status}", retry=True, eject=False, error=err)
+        if status == 429:
+            return Failure(Fault.UPSTREAM, "status_429", retry=True, eject=False, error=err)
+        err.code = "model_overloaded"
+        return Failure(
+            Fault.UPSTREAM,
+            "status_503",
+            retry=True,
+            eject=False,
+            error=err,
+            warming=True,
+            retry_after=retry_after_seconds(retry_after),
+        )
     if status >= 500:
         failure = _unreachable(f"status_{status}")
         return failure

@@ -42,6 +42,9 @@ class Endpoint:
     ejected_until: float = 0.0  # wall-clock seconds; 0 = in rotation
     ejections: int = 0  # consecutive ejections, for the doubling back-off
     changed_at: float = 0.0  # wall clock of the last state change we know of
+    # Wall clock of this process's last call to it: discovery polls an endpoint that
+    # scales to zero only while it is in use (``Catalog.discover_stale``).
+    used_at: float = 0.0
 
     @property
     def ejected(self) -> bool:
@@ -154,6 +157,11 @@ class HealthBook:
 
     def endpoints(self) -> list[Endpoint]:
         return list(self._endpoints.values())
+
+    def used_at(self, base_url: str) -> float:
+        """When this process last called the endpoint (0: never)."""
+        ep = self._endpoints.get(base_url)
+        return ep.used_at if ep is not None else 0.0
 
     # --- what the router reports ------------------------------------------------------
     def succeeded(self, ep: Endpoint) -> None:

@@ -9,7 +9,10 @@ ejection ends first is tried anyway rather than failing without a try.
 
 A failure before the first byte (connection refused, 5xx, timeout to headers, a stream
 that ends before its first event) is retried on another endpoint, at most
-``max_attempts`` in all, with a short exponential back-off. What is retried, ejected and
+``max_attempts`` in all, with a short exponential back-off. A 503 is a predictor that is
+warming up (scaling from zero, loading its model) or full: when no other endpoint is left,
+the same one is asked again after a short wait, within ``warmup_seconds``
+(``JAN_UPSTREAM_WARMUP_SECONDS``), and it is never ejected for it. What is retried, ejected and
 shown to the client is decided by ``failures`` alone.
 
 What an upstream sends is bounded: a non-streamed reply by ``max_reply_bytes`` (refused
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 AFFINITY_SLACK = 4
 MAX_REPLY_BYTES = 32 * 1024 * 1024  # JAN_UPSTREAM_MAX_REPLY_BYTES' default
 ERROR_BODY_BYTES = 64 * 1024  # an error answer's message is in its first bytes
+WARMUP_POLL_SECONDS = 2.0  # the longest wait before asking a warming endpoint again
 
 T = TypeVar("T")
 # One try on one endpoint: (route, endpoint, url, body, headers) -> the result or a Failure.
@@ -145,8 +149,10 @@ class Router:
         stream_idle_timeout: float = 60.0,
         max_event_bytes: int = MAX_EVENT_BYTES,
         max_reply_bytes: int = MAX_REPLY_BYTES,
+        warmup_seconds: float = 0.0,
     ) -> None:
         self.health = health
+        self.warmup_seconds = warmup_seconds
         self.client = client
         self.max_attempts = max_attempts
         self.max_event_bytes = max_event_bytes
@@ -209,20 +215,44 @@ class Router:
         one ``attempt`` on it, and on a retryable failure go on, at most ``max_attempts``
         in all; then raise the last failure's error.
 
+        An endpoint that answered 503 (``Failure.warming``: scaling from zero, loading its
+        model, or full) is set aside rather than counted: once no other endpoint is left,
+        the router waits (its ``Retry-After``, at most ``WARMUP_POLL_SECONDS``) and asks
+        the warming ones again, until ``warmup_seconds`` after the first 503.
+
         The endpoint counts one more outstanding request during the attempt. An attempt
         returns its result (which then owns that count: a reply gives it back at once, a
         stream when it closes) or a ``Failure``; an exception it raises is classified by
         ``failures``. Either way a failed attempt has released its upstream response."""
         tried: list[Endpoint] = []
+        warming: list[Endpoint] = []  # tried, answered 503: asked again after a wait
         last: failures.Failure | None = None
         headers = self._headers(route)
-        for n in range(self.max_attempts):
-            ep = self.pick(route, tried, affinity)
+        failed = 0  # attempts made so far, less those given back by warming endpoints
+        deadline = 0.0  # when waiting for warming endpoints ends (set by the first 503)
+        backoff = False
+        while True:
+            ep = self.pick(route, tried, affinity) if failed < self.max_attempts else None
             if ep is None:
-                break
-            if n:
-                await asyncio.sleep(self.backoff_seconds * 2 ** (n - 1))
+                if not warming or last is None:
+                    break
+                delay = min(
+                    last.retry_after or WARMUP_POLL_SECONDS / 4,
+                    WARMUP_POLL_SECONDS,
+                    deadline - time.monotonic(),
+                )
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+                tried = [e for e in tried if e not in warming]
+                failed -= len(warming)
+                warming.clear()
+                backoff = False
+                continue
+            if backoff:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (failed - 1))
             ep.outstanding += 1
+            ep.used_at = time.time()
             try:
                 result = await attempt(route, ep, ep.base_url + path, body, headers)
             except Exception as exc:
@@ -238,6 +268,11 @@ class Router:
             if not last.retry:
                 break
             tried.append(ep)
+            failed += 1
+            backoff = not last.warming
+            if last.warming:
+                deadline = deadline or time.monotonic() + self.warmup_seconds
+                warming.append(ep)
         raise self._final(route, last)
 
     async def _reply_attempt(

@@ -8,7 +8,6 @@ stops with the runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -35,7 +34,6 @@ from functions.services.limits import Limiter, Ticket
 from functions.services.providers.directory import Providers
 
 log = logging.getLogger(__name__)
-START_DISCOVERY_SECONDS = 3.0
 # The cyclic collector's first-generation threshold for a process serving model traffic.
 # Every request in flight keeps a few hundred container objects alive (scope, tasks,
 # futures, aiohttp's request and response); with Python's default of 700 the collector
@@ -71,6 +69,7 @@ class Inference(Component):
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
         router_options.setdefault("max_event_bytes", settings.jan_upstream_max_event_bytes)
         router_options.setdefault("max_reply_bytes", settings.jan_upstream_max_reply_bytes)
+        router_options.setdefault("warmup_seconds", settings.jan_upstream_warmup_seconds)
         self.router = Router(self.health, upstream, **router_options)
         self.usage = usage
         self.limits = limits
@@ -78,9 +77,9 @@ class Inference(Component):
         self._gc_before: tuple[int, int, int] | None = None
 
     async def start(self) -> None:
+        # The built-in model is discovered when first asked for, not here: a start that
+        # polled it would wake a predictor scaled to zero (``Catalog``).
         await self.catalog.refresh()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.catalog.discover_builtin(), START_DISCOVERY_SECONDS)
         if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
             self._gc_before = gc.get_threshold()
             gc.set_threshold(*GC_THRESHOLDS)
@@ -116,8 +115,10 @@ class Inference(Component):
             )
         return route
 
-    def models_for(self, principal: Principal) -> list[ModelRoute]:
-        routes = self.catalog.visible(principal.organization_id, principal.project_id)
+    async def models_for(self, principal: Principal) -> list[ModelRoute]:
+        org, project = principal.organization_id, principal.project_id
+        await self.catalog.discover_on_demand(org, project, missing_only=True)
+        routes = self.catalog.visible(org, project)
         return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
 
     async def call(
@@ -222,7 +223,7 @@ class LedgerEntry:
             completion = clamp(usage.get("completion_tokens"))
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
-                cached = clamp(details.get("cached_tokens"))
+                cached = min(clamp(details.get("cached_tokens")), prompt)
             metrics.count_tokens(model, prompt, completion)
         ticket = self.ticket
         cost = reserved = cached_cost = output_cost = 0

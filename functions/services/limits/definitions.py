@@ -31,6 +31,10 @@ class ModelCatalog(Protocol):
 
     def visible(self, organization_id: str, project_id: str | None) -> Mapping[str, object]: ...
 
+    async def discover_on_demand(
+        self, organization_id: str, project_id: str | None, *, missing_only: bool = False
+    ) -> bool: ...
+
 
 class BudgetCounters(Protocol):
     """What this process's limiter holds of a budget (where this process has one)."""
@@ -69,6 +73,7 @@ class RateLimitDefinitions:
                 self.runtime.db.writer, organization_id=organization_id, project_id=project_id
             )
         if self.catalog is not None:
+            await self.catalog.discover_on_demand(organization_id, project_id, missing_only=True)
             return stored | set(self.catalog.visible(organization_id, project_id))
         return stored | await self._builtin_models()
 

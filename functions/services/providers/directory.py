@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ import orjson
 from functions.common.crypto import DecryptError, SecretBox
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
-from functions.common.upstream import ProviderGuard, Upstream
+from functions.common.upstream import ProviderGuard, Upstream, retry_after_seconds
 from functions.common.upstream import timeout as upstream_timeout
 from functions.services.providers import store
 
@@ -47,6 +47,14 @@ MAX_DISCOVERY_BYTES = 4 * 1024 * 1024  # JAN_UPSTREAM_MAX_DISCOVERY_BYTES' defau
 
 class BadAnswer(ValueError):
     """A ``/models`` answer that is not a model list we take (status, encoding, time)."""
+
+
+class Warming(BadAnswer):
+    """A 503: the endpoint is starting (scaling from zero, loading its model) or full."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("/models answered 503")
+        self.retry_after = retry_after
 
 
 class AnswerTooLarge(BadAnswer):
@@ -142,6 +150,13 @@ class Provider:
         return self.labels[index] if self.labels else endpoint_label(self.id, index)
 
     @property
+    def scales_to_zero(self) -> bool:
+        """KServe's InferenceServices (and the built-in model, one of them in the manifests)
+        may scale to zero: a poll would wake them, so discovery asks them only on demand or
+        while they are in use (``Catalog``)."""
+        return self.kind == "kserve"
+
+    @property
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if self.api_key:
@@ -165,6 +180,7 @@ class Providers:
         discovery_timeout: float = DISCOVERY_TIMEOUT_SECONDS,
         limits: ProviderLimits | None = None,
         max_discovery_bytes: int = MAX_DISCOVERY_BYTES,
+        warmup_seconds: float = 0.0,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
@@ -173,6 +189,7 @@ class Providers:
         self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
         self.discovery_timeout = discovery_timeout
         self.max_discovery_bytes = max_discovery_bytes
+        self.warmup_seconds = warmup_seconds  # JAN_UPSTREAM_WARMUP_SECONDS
         self.subscribers: list[Subscriber] = []
         self.limits = limits or ProviderLimits()
         self._refused: set[tuple[str, str]] = set()  # (provider, URL) logged once
@@ -228,21 +245,39 @@ class Providers:
 
     # --- discovery --------------------------------------------------------------------
     async def list_models(
-        self, base_url: str, headers: dict[str, str], *, label: str | None = None
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        label: str | None = None,
+        warmup: float = 0.0,
     ) -> Discovered:
         """An endpoint's ``/models`` answer as (id, owned_by) pairs; raises on failure
         (one of ``DISCOVERY_ERRORS``: the connection failed, or the answer is no model list
         of a size we read).
 
+        ``warmup``: how much longer than the discovery timeout a cold endpoint may take
+        (a request held while it scales from zero is waited for, and a 503 asked again).
+
         At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
         than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
         What is left out is logged once per endpoint and process, under ``label`` (not
         at all without one: a health probe only wants to know that it answers)."""
-        try:
-            async with asyncio.timeout(self.discovery_timeout):
-                body = await self._models_answer(base_url, headers)
-        except TimeoutError:
-            raise BadAnswer("the /models answer took too long") from None
+        loop = asyncio.get_running_loop()
+        seconds = self.discovery_timeout + warmup
+        deadline = loop.time() + seconds
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    body = await self._models_answer(base_url, headers, seconds)
+                break
+            except TimeoutError:
+                raise BadAnswer("the /models answer took too long") from None
+            except Warming as exc:
+                delay = min(exc.retry_after or 0.5, 2.0)
+                if not warmup or loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
         answer = orjson.loads(body)
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
@@ -269,14 +304,16 @@ class Providers:
             )
         return list(found.items())
 
-    async def _models_answer(self, base_url: str, headers: dict[str, str]) -> bytes:
+    async def _models_answer(self, base_url: str, headers: dict[str, str], idle: float) -> bytes:
         limit = self.max_discovery_bytes
         async with self.upstream.session.get(
             f"{base_url}/models",
             headers={**headers, "accept-encoding": "identity"},
-            timeout=upstream_timeout(connect=self.discovery_timeout, idle=self.discovery_timeout),
+            timeout=upstream_timeout(connect=self.discovery_timeout, idle=idle),
             allow_redirects=False,  # a redirect could point past the address guard
         ) as response:
+            if response.status == 503:
+                raise Warming(retry_after_seconds(response.headers.get("retry-after")))
             if response.status >= 300:
                 raise BadAnswer(f"/models answered {response.status}")
             if response.headers.get("content-encoding", "identity").lower() != "identity":
@@ -292,16 +329,21 @@ class Providers:
                 parts.append(chunk)
         return b"".join(parts)
 
-    async def discover(self, provider: Provider) -> dict[str, Discovered | str]:
-        """Poll each endpoint of a stored provider and store the answers.
+    async def discover(
+        self, provider: Provider, *, urls: Collection[str] | None = None, warmup: float = 0.0
+    ) -> dict[str, Discovered | str]:
+        """Poll each endpoint of a stored provider (or those of ``urls``) and store the
+        answers; ``warmup`` as for ``list_models``.
 
         Returns, per base URL, the models it listed, or the error's name."""
         assert provider.organization_id is not None
         outcome: dict[str, Discovered | str] = {}
         for index, url in enumerate(provider.base_urls):
+            if urls is not None and url not in urls:
+                continue
             try:
                 label = provider.label(index)
-                models = await self.list_models(url, provider.headers, label=label)
+                models = await self.list_models(url, provider.headers, label=label, warmup=warmup)
             except DISCOVERY_ERRORS as exc:
                 outcome[url] = type(exc).__name__
                 continue
