@@ -76,6 +76,20 @@ async def test_sign_in_with_the_identity_provider(console: Console, issuer: Issu
     await expect(page.locator(".msg.assistant").last).to_contain_text("echo: Hello from SSO")
     await screen(page, "signed-in-with-oidc")
 
+    # A user acts in a project of their choice (OpenAI-Project): a new one, then chat there.
+    await page.get_by_role("link", name="Projects").click()
+    await page.get_by_role("textbox", name="Project name").fill("Second")
+    await page.get_by_role("button", name="Create project").click()
+    await expect(page.get_by_role("link", name="Second")).to_be_visible()
+    await page.get_by_role("link", name="Playground").click()
+    await page.get_by_role("combobox", name="Project").select_option(label="Second")
+    second = await page.get_by_role("combobox", name="Project").input_value()
+    async with page.expect_request("**/v1/chat/completions") as sent:
+        await page.get_by_role("textbox", name="Message").fill("In the second project")
+        await page.get_by_role("button", name="Send").click()
+    assert (await sent.value).headers["openai-project"] == second
+    await expect(page.locator(".msg.assistant").last).to_contain_text("echo: In the second")
+
 
 async def test_a_refused_sign_in_shows_the_apis_message(console: Console) -> None:
     page = await console.open("?code=forged&state=forged")

@@ -2,7 +2,7 @@
 // server-side tools (each tool call shown as it runs), kept as conversations that can be
 // listed and reopened. Model output is rendered by markdown.js (text nodes only).
 import { html, useState, useEffect, useRef } from './lib.js';
-import { api, call, events, getSession, updateSession, ApiError } from './api.js';
+import { api, call, events, getSession, updateSession, abilities, ApiError } from './api.js';
 import { Markdown } from './markdown.js';
 import { ErrorNote, Form, Paged, useLoad, when } from './ui.js';
 
@@ -11,7 +11,8 @@ const models = { models: true }; // calls made with the playground's project cre
 export function Playground({ conversationId }) {
   const session = getSession();
   if (session.kind === 'admin_key' && !session.modelKey) return html`<${NeedsProjectKey} />`;
-  return html`<${Chat} key=${conversationId || 'new'} conversationId=${conversationId} />`;
+  // A user picks the project to act in (OpenAI-Project); a new project starts a new chat.
+  return html`<${Chat} key=${`${session.project || ''}/${conversationId || 'new'}`} conversationId=${conversationId} />`;
 }
 
 function NeedsProjectKey() {
@@ -178,6 +179,15 @@ function Chat({ conversationId }) {
   };
 
   const models_ = modelList?.data || [];
+  const session = getSession();
+  const [{ data: projects }] = useLoad(
+    () => (session.kind === 'user' && abilities(session).admin ? api.get('/v1/organization/projects', { limit: 100 }) : Promise.resolve(null)),
+    [],
+  );
+  const pickProject = (id) => {
+    window.history.replaceState(null, '', '#/playground');
+    updateSession({ project: id });
+  };
   return html`<section class="playground">
     <h2>Playground</h2>
     <div class="play-grid">
@@ -194,6 +204,9 @@ function Chat({ conversationId }) {
           <label>Mode <select value=${mode} disabled=${Boolean(conversation)} onChange=${(e) => setMode(e.target.value)}>
             <option value="chat">Chat completions</option><option value="responses">Responses (tools, kept as a conversation)</option>
           </select></label>
+          ${projects?.data?.length > 1 && html`<label>Project <select value=${session.project} onChange=${(e) => pickProject(e.target.value)}>
+            ${projects.data.map((p) => html`<option value=${p.id}>${p.name}</option>`)}
+          </select></label>`}
           <label>Model <select value=${model} onChange=${(e) => setModel(e.target.value)}>
             ${models_.map((m) => html`<option value=${m.id}>${m.id}</option>`)}
           </select></label>
