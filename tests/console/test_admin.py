@@ -75,6 +75,10 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
     secret = page.locator("[data-secret]")
     await expect(secret).to_have_text(re.compile(r"^sk-proj-"))
     key = await secret.inner_text()
+    await console.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await page.get_by_role("button", name="Copy").click()
+    await expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert await page.evaluate("navigator.clipboard.readText()") == key
     await screen(page, "project-keys")
     async with httpx.AsyncClient(base_url=console.base) as http:
         models = await http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
