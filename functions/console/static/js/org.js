@@ -237,7 +237,7 @@ export function ModelPrices({ base = '/v1/organization/model_prices', title = 'M
   ];
   return html`<section>
     <h3>${title} (USD per million tokens)</h3>
-    <${Paged} caption=${title} load=${(p) => api.get(base, p)} columns=${columns} version=${version} empty="No prices: calls cost nothing." />
+    <${Paged} load=${(p) => api.get(base, p)} columns=${columns} version=${version} empty="No prices: calls cost nothing." />
     <${Form} label="Set price" fields=${[
       { name: 'model', label: 'Model', required: true },
       price('input', 'Input', true),
