@@ -162,6 +162,12 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
         await screen(page, name.lower().replace(" ", "-"))
     assert key not in await page.content()  # the one-time display is gone
 
+    # Screens whose endpoint this server has (the audit log arrives with issue 14).
+    async with httpx.AsyncClient(base_url=console.base) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+    audit = "/v1/organization/audit_logs" in paths
+    await expect(page.get_by_role("link", name="Audit log")).to_have_count(1 if audit else 0)
+
     # A change the API refuses, from a select: its message is shown (the last owner stays).
     await page.get_by_role("link", name="Members", exact=True).click()
     await page.get_by_role("combobox", name=re.compile("^Role of")).select_option("reader")

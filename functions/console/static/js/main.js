@@ -1,15 +1,17 @@
 // The console shell: sign-in, navigation and the screens, routed by the address's hash
 // (#/projects/proj_…/keys), so every screen is a link and the server serves one page.
 import { html, render, useState, useEffect } from './lib.js';
-import { getSession, onSession, signInWithKey, signInAsGuest, startOidc, finishOidc, signOut, abilities } from './api.js';
+import { api, ApiError, getSession, onSession, signInWithKey, signInAsGuest, startOidc, finishOidc, signOut, abilities } from './api.js';
 import { Form, ErrorNote } from './ui.js';
 import { Overview, Members, AdminKeys, Providers, OrgLimits, OrgBudgets } from './org.js';
 import { Projects, Project } from './projects.js';
 import { Playground } from './playground.js';
 import { ToolSettings } from './tools.js';
+import { AuditLog } from './audit.js';
 
 // Screens by the first part of the route; `admin` ones need the Administration API,
-// `models` ones a project credential. New screens (costs, audit log) go here.
+// `models` ones a project credential. A new screen is one line here; one whose endpoint a
+// server may not have yet names it as `probe`, and shows only where it exists.
 const SCREENS = [
   { path: 'overview', label: 'Overview', admin: true, view: () => html`<${Overview} />` },
   { path: 'projects', label: 'Projects', admin: true, view: ([id, tab]) => (id ? html`<${Project} id=${id} tab=${tab} />` : html`<${Projects} />`) },
@@ -18,6 +20,7 @@ const SCREENS = [
   { path: 'providers', label: 'Providers', admin: true, view: () => html`<${Providers} />` },
   { path: 'limits', label: 'Limits', admin: true, view: () => html`<${OrgLimits} />` },
   { path: 'budgets', label: 'Budgets', admin: true, view: () => html`<${OrgBudgets} />` },
+  { path: 'audit-log', label: 'Audit log', admin: true, probe: '/v1/organization/audit_logs', view: () => html`<${AuditLog} />` },
   { path: 'playground', label: 'Playground', playground: true, view: ([id]) => html`<${Playground} conversationId=${id} />` },
   { path: 'tools', label: 'Tools', models: true, view: () => html`<${ToolSettings} />` },
 ];
@@ -62,6 +65,18 @@ function SignIn({ failed }) {
   </main>`;
 }
 
+// Endpoints this server does not have (an unknown route answers 404 `unknown_url`; any
+// other answer, a refusal included, means the endpoint exists).
+function useMissing(can) {
+  const [missing, setMissing] = useState(new Set());
+  useEffect(() => {
+    const probes = SCREENS.filter((s) => s.probe && allowed(s, can)).map((s) => s.probe);
+    Promise.all(probes.map((path) => api.get(path, { limit: 1 }).then(() => null, (err) => (err instanceof ApiError && err.code === 'unknown_url' ? path : null))))
+      .then((found) => setMissing(new Set(found.filter(Boolean))));
+  }, [can.admin]);
+  return missing;
+}
+
 function Shell({ session }) {
   const [where, setWhere] = useState(route());
   useEffect(() => {
@@ -70,7 +85,8 @@ function Shell({ session }) {
     return () => window.removeEventListener('hashchange', changed);
   }, []);
   const can = abilities(session);
-  const screens = SCREENS.filter((s) => allowed(s, can));
+  const missing = useMissing(can);
+  const screens = SCREENS.filter((s) => allowed(s, can) && !missing.has(s.probe));
   const screen = screens.find((s) => s.path === where.name) || screens[0];
   useEffect(() => {
     document.title = `${screen.label} · Jan Server console`;
