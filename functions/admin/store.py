@@ -769,3 +769,129 @@ async def delete_model_price(
         model,
     )
     return status != "DELETE 0"
+
+
+# --- model aliases (Jan extension) -----------------------------------------------------------
+_ALIAS_COLUMNS = "alias, model, created_at, updated_at"
+
+
+async def model_aliases(
+    ex: Executor, *, organization_id: str, project_id: str | None
+) -> list[asyncpg.Record]:
+    """The organization's aliases (``project_id`` None) or a project's, by alias."""
+    return await ex.fetch(
+        f"""
+        SELECT {_ALIAS_COLUMNS} FROM model_aliases
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 ORDER BY alias
+        """,  # noqa: S608  (constant column list)
+        organization_id,
+        project_id,
+    )
+
+
+async def set_model_alias(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    alias: str,
+    model: str,
+    max_aliases: int,
+) -> asyncpg.Record | None:
+    """Create or retarget an alias; None when it is new and the scope already holds
+    ``max_aliases`` (checked and written in one statement)."""
+    return await ex.fetchrow(
+        f"""
+        INSERT INTO model_aliases (organization_id, project_id, alias, model)
+        SELECT $1, $2, $3, $4
+        WHERE (SELECT count(*) FROM model_aliases
+               WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2
+                 AND alias <> $3) < $5
+        ON CONFLICT (organization_id, (coalesce(project_id, '')), alias)
+        DO UPDATE SET model = excluded.model, updated_at = clock_timestamp()
+        RETURNING {_ALIAS_COLUMNS}
+        """,  # noqa: S608
+        organization_id,
+        project_id,
+        alias,
+        model,
+        max_aliases,
+    )
+
+
+async def delete_model_alias(
+    ex: Executor, *, organization_id: str, project_id: str | None, alias: str
+) -> bool:
+    status = await ex.execute(
+        """
+        DELETE FROM model_aliases
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 AND alias = $3
+        """,
+        organization_id,
+        project_id,
+        alias,
+    )
+    return status != "DELETE 0"
+
+
+# --- model fallbacks (Jan extension) ---------------------------------------------------------
+_FALLBACK_COLUMNS = "model, fallbacks, created_at, updated_at"
+
+
+async def model_fallbacks(
+    ex: Executor, *, organization_id: str, project_id: str | None
+) -> list[asyncpg.Record]:
+    """The organization's fallback lists (``project_id`` None) or a project's, by model."""
+    return await ex.fetch(
+        f"""
+        SELECT {_FALLBACK_COLUMNS} FROM model_fallbacks
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 ORDER BY model
+        """,  # noqa: S608  (constant column list)
+        organization_id,
+        project_id,
+    )
+
+
+async def set_model_fallbacks(
+    ex: Executor,
+    *,
+    organization_id: str,
+    project_id: str | None,
+    model: str,
+    fallbacks: Sequence[str],
+    max_lists: int,
+) -> asyncpg.Record | None:
+    """Create or replace a model's fallback list; None when it is new and the scope
+    already holds ``max_lists``."""
+    return await ex.fetchrow(
+        f"""
+        INSERT INTO model_fallbacks (organization_id, project_id, model, fallbacks)
+        SELECT $1, $2, $3, $4
+        WHERE (SELECT count(*) FROM model_fallbacks
+               WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2
+                 AND model <> $3) < $5
+        ON CONFLICT (organization_id, (coalesce(project_id, '')), model)
+        DO UPDATE SET fallbacks = excluded.fallbacks, updated_at = clock_timestamp()
+        RETURNING {_FALLBACK_COLUMNS}
+        """,  # noqa: S608
+        organization_id,
+        project_id,
+        model,
+        list(fallbacks),
+        max_lists,
+    )
+
+
+async def delete_model_fallbacks(
+    ex: Executor, *, organization_id: str, project_id: str | None, model: str
+) -> bool:
+    status = await ex.execute(
+        """
+        DELETE FROM model_fallbacks
+        WHERE organization_id = $1 AND project_id IS NOT DISTINCT FROM $2 AND model = $3
+        """,
+        organization_id,
+        project_id,
+        model,
+    )
+    return status != "DELETE 0"

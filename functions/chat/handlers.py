@@ -16,7 +16,7 @@ from functions.common.http import JSON, json_body
 from functions.common.principal import require_project
 from functions.services.identity import Identity
 from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
-from functions.services.inference.service import Inference, ModelStream
+from functions.services.inference.service import Inference, ModelStream, fallback_headers
 from functions.services.inference.sse import StreamTally
 from functions.services.inference.streaming import SSERelay
 from functions.services.limits import current_raw_headers
@@ -42,7 +42,8 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
     )
-    limits = current_raw_headers()  # OpenAI's x-ratelimit-* (none when no limit applies)
+    # OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback.
+    limits = current_raw_headers() + fallback_headers()
     if isinstance(call, ModelStream):
         tally = StreamTally(keep_usage_chunk=keep_usage)
         return SSERelay(call.stream, tally, call.entry.write, limits)
@@ -56,6 +57,11 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
 async def chat_completions(deps: ChatDeps, request: Request) -> Response:
     """
     summary: "Create a chat completion (OpenAI-compatible; streams with `stream: true`)"
+    description: >-
+      Jan extensions: `model` may be a model alias (the answer names the model it stands
+      for); when every endpoint of the model fails before the first byte, the model
+      fallback list applies and the answer carries `x-jan-model-fallback` (the models that
+      failed, comma-separated). Both apply to completions and embeddings too.
     tags: [chat]
     requestBody:
       required: true
@@ -171,6 +177,9 @@ async def embeddings(deps: ChatDeps, request: Request) -> Response:
 async def list_models(deps: ChatDeps, request: Request) -> Response:
     """
     summary: List the models this caller may use
+    description: >-
+      Also lists the caller's model aliases (a Jan extension) whose model it may use: an
+      alias's entry has `jan_alias_of`, the model it stands for.
     tags: [chat]
     responses:
       200: {description: "`{object: list, data: [model]}`"}
@@ -179,12 +188,14 @@ async def list_models(deps: ChatDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
     svc = deps.inference
-    return JSON({"object": "list", "data": [r.card() for r in await svc.models_for(principal)]})
+    models = await svc.models_for(principal)
+    return JSON({"object": "list", "data": [route.card(name) for name, route in models]})
 
 
 async def retrieve_model(deps: ChatDeps, request: Request) -> Response:
     """
     summary: Retrieve a model
+    description: "A model alias (Jan extension) answers with `jan_alias_of`, its model."
     tags: [chat]
     parameters:
       - {name: model, in: path, required: true, schema: {type: string}}
@@ -196,5 +207,6 @@ async def retrieve_model(deps: ChatDeps, request: Request) -> Response:
     principal = await deps.identity.authenticate(request)
     require_project(principal)
     svc = deps.inference
-    route = await svc.route_for(principal, request.path_params["model"])
-    return JSON(route.card())
+    name = request.path_params["model"]
+    route = await svc.route_for(principal, name)
+    return JSON(route.card(name))

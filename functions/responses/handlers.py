@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import orjson
@@ -92,9 +92,12 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     owner = await deps.identity.owner(request)
     body = await json_body(request)
     params = parse_request(body)
+    # A model alias resolves first: permissions, the run and the response see its model.
+    name = params.model
+    params = replace(params, model=await deps.model.model_named(owner.principal, name))
     if not owner.principal.may_use_model(params.model):
         raise NotFound(
-            f"The model `{params.model}` does not exist or you do not have access to it.",
+            f"The model `{name}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )

@@ -19,6 +19,8 @@ from functions.services.inference.service import Inference
 
 
 class ChatModel(Protocol):
+    async def model_named(self, principal: Principal, name: str) -> str: ...
+
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
     ) -> AsyncIterator[dict[str, Any]]: ...
@@ -30,6 +32,10 @@ class RouterModel:
 
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
+
+    async def model_named(self, principal: Principal, name: str) -> str:
+        """The model a name stands for (a model alias resolved)."""
+        return await self.inference.model_named(principal, name)
 
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None

@@ -36,7 +36,7 @@ OPERATION = "chat.completions"
 
 
 async def list_models(svc: Inference, principal: Principal) -> list[dict[str, Any]]:
-    return [route.card() for route in await svc.models_for(principal)]
+    return [route.card(name) for name, route in await svc.models_for(principal)]
 
 
 async def chat_completion(

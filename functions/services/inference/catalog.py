@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from functions.common.db import Executor
 from functions.common.upstream import timeout as upstream_timeout
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.providers import store
@@ -65,13 +66,18 @@ class ModelRoute:
             for ep in self.endpoints:
                 self.labels[ep] = self.provider.label(index[ep.base_url])
 
-    def card(self) -> dict[str, Any]:
-        return {
-            "id": self.model,
+    def card(self, name: str | None = None) -> dict[str, Any]:
+        """The model object; under an alias's ``name``, with ``jan_alias_of`` naming this
+        model (a Jan extension)."""
+        card = {
+            "id": name or self.model,
             "object": "model",
             "created": self.created,
             "owned_by": self.owned_by,
         }
+        if name is not None and name != self.model:
+            card["jan_alias_of"] = self.model
+        return card
 
 
 Scope = tuple[str, str | None]  # (organization_id, project_id or None)
@@ -108,6 +114,9 @@ class Catalog:
     _stored: dict[str, _Stored] = field(default_factory=dict)
     _members: dict[Scope, dict[str, _Stored]] = field(default_factory=dict)
     _discovered: dict[tuple[str, str], _Discovered] = field(default_factory=dict)
+    _aliases: dict[Scope, dict[str, str]] = field(default_factory=dict)
+    _fallbacks: dict[Scope, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    _routing_stamp: Any = None
     _last_reload: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # On-demand polls: the one in flight per (provider, URL), shared by every caller that
@@ -121,6 +130,48 @@ class Catalog:
     rebuilt_scopes: int = 0
 
     # --- the request path -------------------------------------------------------------
+    def target(self, organization_id: str, project_id: str | None, name: str) -> str:
+        """The model an alias names (the project's first, then the organization's), or
+        ``name`` itself when it is no alias. One step: an alias's target is never an alias
+        again, so an alias may take over the name of the model it replaces."""
+        if project_id is not None:
+            found = self._aliases.get((organization_id, project_id))
+            if found is not None and name in found:
+                return found[name]
+        found = self._aliases.get((organization_id, None))
+        if found is not None and name in found:
+            return found[name]
+        return name
+
+    async def target_fresh(self, organization_id: str, project_id: str | None, name: str) -> str:
+        """``target``; a name that is neither an alias nor a model reloads first, as
+        ``resolve_fresh`` does (an alias just made elsewhere applies at once)."""
+        model = self.target(organization_id, project_id, name)
+        if (
+            model == name
+            and self.resolve(organization_id, project_id, name) is None
+            and time.monotonic() - self._last_reload > MISS_RELOAD_SECONDS
+        ):
+            await self.refresh()
+            model = self.target(organization_id, project_id, name)
+        return model
+
+    def fallbacks(self, organization_id: str, project_id: str | None, name: str) -> tuple[str, ...]:
+        """The models to try in turn when ``name`` (a model or an alias) cannot serve:
+        the project's list for it, else the organization's."""
+        for scope in ((organization_id, project_id), (organization_id, None)):
+            found = self._fallbacks.get(scope)
+            if found is not None and name in found:
+                return found[name]
+        return ()
+
+    def aliases(self, organization_id: str, project_id: str | None) -> dict[str, str]:
+        """The aliases a principal sees: its organization's, overridden by its project's."""
+        merged = dict(self._aliases.get((organization_id, None), {}))
+        if project_id is not None:
+            merged.update(self._aliases.get((organization_id, project_id), {}))
+        return merged
+
     def resolve(
         self, organization_id: str, project_id: str | None, model: str
     ) -> ModelRoute | None:
@@ -193,8 +244,33 @@ class Catalog:
                 entry = self._discovered.get(key)
                 if entry is not None and at > entry.at:
                     entry.at = at
+            await self._load_routing()
             await self.health.pull()
             await self._rebuild(dirty)
+
+    async def _load_routing(self) -> None:
+        """Read the model aliases and fallback lists again when a count or last change
+        moved (all from one server, the rows after the stamp, so never older than it)."""
+        known = self._routing_stamp
+
+        async def read(ex: Executor) -> tuple[Any, list[Any] | None, list[Any] | None]:
+            stamp = await store.routing_stamp(ex)
+            if stamp == known:
+                return stamp, None, None
+            return stamp, await store.model_aliases(ex), await store.model_fallbacks(ex)
+
+        stamp, alias_rows, fallback_rows = await self.providers.runtime.db.read(read)
+        if alias_rows is None or fallback_rows is None:
+            return
+        aliases: dict[Scope, dict[str, str]] = {}
+        for row in alias_rows:
+            scope = (row["organization_id"], row["project_id"])
+            aliases.setdefault(scope, {})[row["alias"]] = row["model"]
+        fallbacks: dict[Scope, dict[str, tuple[str, ...]]] = {}
+        for row in fallback_rows:
+            scope = (row["organization_id"], row["project_id"])
+            fallbacks.setdefault(scope, {})[row["model"]] = tuple(row["fallbacks"])
+        self._aliases, self._fallbacks, self._routing_stamp = aliases, fallbacks, stamp
 
     async def _load(
         self, provider_ids: list[str], digests: dict[str, set[tuple[str, int, int]]]

@@ -17,6 +17,9 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
         from sending a streamed request to its first event
     jan_upstream_tokens_total{model, kind}
         prompt and completion tokens as the model servers reported them
+    jan_model_fallbacks_total{model, fallback, outcome}
+        a request that ``model`` could not serve tried on ``fallback`` (a Jan model
+        fallback list); outcome ``ok`` or ``failed``
     jan_upstream_endpoint_healthy{endpoint}, jan_upstream_outstanding_requests{endpoint}
         gauges read from the health book at scrape time (nothing on the request path)
 
@@ -64,6 +67,11 @@ TOKENS = Counter(
     "Tokens reported by model servers, by model and kind (prompt, completion).",
     ["model", "kind"],
 )
+FALLBACKS = Counter(
+    "jan_model_fallbacks_total",
+    "Requests tried on a fallback model, by the model that failed, the fallback and outcome.",
+    ["model", "fallback", "outcome"],
+)
 
 OK = "ok"
 CANCELLED = "cancelled"
@@ -83,6 +91,10 @@ def count_failure(endpoint: str, fault: str, reason: str) -> None:
 
 def count_ejection(endpoint: str, reason: str) -> None:
     EJECTIONS.labels(endpoint or "unknown", reason).inc()  # rare: no cache needed
+
+
+def count_fallback(model: str, fallback: str, outcome: str) -> None:
+    FALLBACKS.labels(model, fallback, outcome).inc()  # rare: no cache needed
 
 
 def observe_ttft(model: str, seconds: float) -> None:

@@ -11,9 +11,13 @@ import asyncio
 import gc
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
+
+import orjson
 
 from functions.common import errors
 from functions.common.principal import Principal
@@ -43,6 +47,34 @@ log = logging.getLogger(__name__)
 # and 0.48 -> 0.35 ms at 128. Garbage without cycles is still freed at once by reference
 # counting; cycles wait for a larger young generation (a few MB at most).
 GC_THRESHOLDS = (50_000, 50, 100)
+# Model fallbacks: what sends a request on to the next model (every endpoint failed before
+# the first byte), how many models after the first at most, and no model started later
+# than this after the first call began.
+FALLBACK_STATUSES = frozenset({502, 503, 504})
+MAX_FALLBACKS = 3
+FALLBACK_SECONDS = 60.0
+# The models a request fell back from, in order (``x-jan-model-fallback``).
+FELL_BACK: ContextVar[tuple[str, ...]] = ContextVar("jan_model_fell_back", default=())
+
+
+class Unserved(Exception):
+    """Every endpoint of a model failed before the first byte (``error``: what to answer
+    when no fallback serves either)."""
+
+    def __init__(self, error: errors.APIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def fallback_headers() -> list[tuple[bytes, bytes]]:
+    """``x-jan-model-fallback``: the models that failed before the one that served,
+    comma-separated and percent-encoded past ASCII's printable characters (absent when
+    the first served)."""
+    failed = FELL_BACK.get()
+    if not failed:
+        return []
+    value = ",".join(quote(name, safe="/:@+=~!$&'()*;") for name in failed)
+    return [(b"x-jan-model-fallback", value.encode())]
 
 
 class Inference(Component):
@@ -102,15 +134,22 @@ class Inference(Component):
             await self.health.store.close()
 
     # --- what the endpoints use -------------------------------------------------------
+    async def model_named(self, principal: Principal, name: str) -> str:
+        """The model ``name`` stands for: an alias's target, or ``name`` itself."""
+        return await self.catalog.target_fresh(
+            principal.organization_id, principal.project_id, name
+        )
+
     async def route_for(self, principal: Principal, model: Any) -> ModelRoute:
-        """The route for a model the principal may use; 400/404 in OpenAI's words."""
+        """The route for a model the principal may use; 400/404 in OpenAI's words. An
+        alias is resolved first: permissions, limits and routing see the model it names."""
         if not isinstance(model, str) or not model:
             raise errors.InvalidRequest("You must provide a model parameter.", param="model")
+        org, project = principal.organization_id, principal.project_id
+        target = await self.catalog.target_fresh(org, project, model)
         route = None
-        if principal.may_use_model(model):
-            route = await self.catalog.resolve_fresh(
-                principal.organization_id, principal.project_id, model
-            )
+        if principal.may_use_model(target):
+            route = await self.catalog.resolve_fresh(org, project, target)
         if route is None:
             raise errors.NotFound(
                 f"The model `{model}` does not exist or you do not have access to it.",
@@ -119,11 +158,20 @@ class Inference(Component):
             )
         return route
 
-    async def models_for(self, principal: Principal) -> list[ModelRoute]:
+    async def models_for(self, principal: Principal) -> list[tuple[str, ModelRoute]]:
+        """What ``/v1/models`` lists, sorted by name: each model the principal may use and
+        each alias whose model it may use (an alias in place of a model of its name)."""
         org, project = principal.organization_id, principal.project_id
         await self.catalog.discover_on_demand(org, project, missing_only=True)
         routes = self.catalog.visible(org, project)
-        return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
+        named = {name: route for name, route in routes.items() if principal.may_use_model(name)}
+        for alias, target in self.catalog.aliases(org, project).items():
+            route = routes.get(target)
+            if route is not None and principal.may_use_model(target):
+                named[alias] = route
+            else:
+                named.pop(alias, None)  # the alias shadows a model of its name
+        return sorted(named.items())
 
     async def call(
         self,
@@ -137,13 +185,73 @@ class Inference(Component):
     ) -> Reply | ModelStream:
         """The one way to call a model, for the HTTP endpoints and Responses alike:
         admission (the model must be one the caller may use, and the call must fit its
-        rate limits: 429 otherwise), routing with failover, and the usage ledger. ``raw``
-        is what the upstream receives (the client's own bytes when the gateway changed
-        nothing). Non-streamed: the upstream's answer, recorded. Streamed: the open
-        stream, whose ``entry`` the consumer writes when it ends (which also settles the
-        tokens reserved at admission). The admission's ``x-ratelimit-*`` headers are
-        ``functions.services.limits.current_headers()``."""
-        route = await self.route_for(principal, body.get("model"))
+        rate limits: 429 otherwise), routing with failover, model fallbacks, and the usage
+        ledger. ``raw`` is what the upstream receives (the client's own bytes when the
+        gateway changed nothing). Non-streamed: the upstream's answer, recorded. Streamed:
+        the open stream, whose ``entry`` the consumer writes when it ends (which also
+        settles the tokens reserved at admission). The admission's ``x-ratelimit-*``
+        headers are ``functions.services.limits.current_headers()``; the fallback's
+        ``x-jan-model-fallback`` is ``fallback_headers()``.
+
+        Fallbacks: when every endpoint of the model fails before the first byte (a 502,
+        503 or 504 from the router), the models of the fallback list of the name the
+        caller used (else of its model) are tried in turn — those the caller may use, at
+        most ``MAX_FALLBACKS``, none started after ``FALLBACK_SECONDS`` — each admitted,
+        charged and recorded in the ledger as the model it is."""
+        name = body.get("model")
+        route = await self.route_for(principal, name)
+        FELL_BACK.set(())
+        started = time.monotonic()
+        try:
+            return await self._call(principal, operation, body, raw, route, stream, affinity)
+        except Unserved as exc:
+            last = exc.error
+        org, project = principal.organization_id, principal.project_id
+        assert isinstance(name, str)
+        chain = self.catalog.fallbacks(org, project, name) or self.catalog.fallbacks(
+            org, project, route.model
+        )
+        failed = [route.model]
+        for candidate in chain:
+            if len(failed) > MAX_FALLBACKS or time.monotonic() - started > FALLBACK_SECONDS:
+                break
+            target = await self.catalog.target_fresh(org, project, candidate)
+            if target in failed or not principal.may_use_model(target):
+                continue
+            fallback = await self.catalog.resolve_fresh(org, project, target)
+            if fallback is None:
+                continue
+            try:
+                result = await self._call(
+                    principal, operation, body, raw, fallback, stream, affinity
+                )
+            except Unserved as exc:
+                metrics.count_fallback(failed[-1], target, "failed")
+                failed.append(target)
+                last = exc.error
+                continue
+            except errors.APIError:
+                metrics.count_fallback(failed[-1], target, "failed")
+                raise
+            metrics.count_fallback(failed[-1], target, metrics.OK)
+            FELL_BACK.set(tuple(failed))
+            return result
+        raise last.with_traceback(None)
+
+    async def _call(
+        self,
+        principal: Principal,
+        operation: str,
+        body: dict[str, Any],
+        raw: bytes,
+        route: ModelRoute,
+        stream: bool,
+        affinity: str | None,
+    ) -> Reply | ModelStream:
+        """One model's call: admission, routing with failover, the ledger."""
+        if route.model != body["model"]:  # an alias or a fallback: the upstream gets its model
+            body = {**body, "model": route.model}
+            raw = orjson.dumps(body)
         ticket = None
         if self.limits is not None:
             ticket = await self.limits.admit(principal, route.model, operation, body, len(raw))
@@ -158,6 +266,8 @@ class Inference(Component):
             entry.write(exc.status)
             if ticket is not None:
                 exc.headers = {**exc.headers, **ticket.headers()}
+            if exc.status in FALLBACK_STATUSES:
+                raise Unserved(exc) from None
             raise
         except BaseException:  # cancelled before an answer: no ledger line, but no leak
             if ticket is not None:

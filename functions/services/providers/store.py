@@ -51,6 +51,34 @@ async def provider_stamps(ex: Executor) -> dict[str, datetime]:
     return {r["id"]: r["updated_at"] for r in rows}
 
 
+async def routing_stamp(ex: Executor) -> tuple[int, datetime | None, int, datetime | None]:
+    """How many model aliases and fallback lists there are and when the last of each
+    changed: what a reload compares to see whether to read them again (a delete lowers a
+    count, a write a time)."""
+    row = await ex.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM model_aliases) AS aliases,
+               (SELECT max(updated_at) FROM model_aliases) AS aliases_at,
+               (SELECT count(*) FROM model_fallbacks) AS fallbacks,
+               (SELECT max(updated_at) FROM model_fallbacks) AS fallbacks_at
+        """
+    )
+    assert row is not None
+    return row["aliases"], row["aliases_at"], row["fallbacks"], row["fallbacks_at"]
+
+
+async def model_aliases(ex: Executor) -> list[asyncpg.Record]:
+    """Every model alias of every tenant (the catalog is process-wide)."""
+    return await ex.fetch("SELECT organization_id, project_id, alias, model FROM model_aliases")
+
+
+async def model_fallbacks(ex: Executor) -> list[asyncpg.Record]:
+    """Every fallback list of every tenant."""
+    return await ex.fetch(
+        "SELECT organization_id, project_id, model, fallbacks FROM model_fallbacks"
+    )
+
+
 async def active_providers(
     ex: Executor, *, provider_ids: Sequence[str] | None = None
 ) -> list[asyncpg.Record]:
