@@ -12,7 +12,7 @@ import httpx
 from playwright.async_api import Page, Response, expect
 
 from tests.console.conftest import Console, screen
-from tests.responses.upstream import MODEL
+from tests.responses.upstream import MODEL, ScriptedUpstream
 
 FIRST_LOAD_BUDGET = 250 * 1024  # bytes on the wire, compressed as served
 
@@ -41,7 +41,9 @@ async def test_first_load_is_small_and_stays_on_this_origin(console: Console) ->
     await screen(page, "sign-in")
 
 
-async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console) -> None:
+async def test_admin_creates_a_project_key_and_limit_then_chats(
+    console: Console, upstream: ScriptedUpstream
+) -> None:
     page = await console.open()
     await console.sign_in(page, console.tenant.admin_key)
     # The key lives in this tab's session storage only: no cookie, no local storage, and
@@ -113,7 +115,7 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
     # The API's error, shown as it sent it: a provider at a loopback address.
     await sections.get_by_role("link", name="Providers").click()
     await page.get_by_role("heading", name="Project providers").wait_for()
-    await page.get_by_role("textbox", name="Name").fill("local")
+    await page.get_by_role("textbox", name="Name", exact=True).fill("local")
     await page.get_by_role("textbox", name="Base URLs (one per line)").fill("ftp://x")
     await page.get_by_role("button", name="Add provider").click()
     await expect(
@@ -122,18 +124,26 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(console: Console
     await page.get_by_role("textbox", name="Base URLs (one per line)").fill("http://127.0.0.1:9/v1")
     await page.get_by_role("button", name="Add provider").click()
     await expect(page.get_by_role("alert")).to_contain_text("Base URL not allowed")
+    # An alias of the project's model, used in the playground below.
+    await page.get_by_role("textbox", name="Alias").fill("fast")
+    await page.get_by_role("textbox", name="Model it names").fill(MODEL)
+    await page.get_by_role("button", name="Set alias").click()
+    await expect(page.get_by_role("cell", name="fast", exact=True)).to_be_visible()
+    await screen(page, "project-providers")
 
     # The new key goes to the playground, which streams the model's answer.
     await sections.get_by_role("link", name="API keys").click()
     await page.get_by_role("textbox", name="Key name").fill("playground key")
     await page.get_by_role("button", name="Create API key").click()
     await page.get_by_role("button", name="Use in playground").click()
+    await page.get_by_role("combobox", name="Model").select_option("fast")
     await page.get_by_role("textbox", name="Message").fill("Hello there")
     await page.get_by_role("button", name="Send").click()
     answer = page.locator(".msg.assistant").last
     await expect(answer).to_contain_text("echo: Hello there")
     await expect(answer.get_by_test_id("stats")).to_contain_text("First token after")
     await expect(answer.get_by_test_id("stats")).to_contain_text("input")
+    assert upstream.requests[-1]["model"] == MODEL  # the alias, resolved by the gateway
     await screen(page, "playground")
 
     # The overview's chart counts that call once the ledger has written it (batched).

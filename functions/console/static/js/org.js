@@ -160,7 +160,7 @@ export function AdminKeys() {
 const KINDS = ['vllm', 'kserve', 'llamacpp', 'ollama', 'sglang', 'openai'];
 
 // Providers of the organization or of one project (base is the list's path).
-export function Providers({ base = '/v1/organization/models/providers', title = 'Model providers' }) {
+export function Providers({ base = '/v1/organization/models/providers', title = 'Model providers', scope = '/v1/organization' }) {
   const [version, setVersion] = useState(0);
   const bump = () => setVersion((v) => v + 1);
   const health = (p) => p.endpoints.map((e) => html`<div><code>${e.base_url}</code> — ${e.models.length ? html`<span class="ok">${e.models.length} models</span>` : html`<span class="warn">nothing discovered</span>`}</div>`);
@@ -182,6 +182,27 @@ export function Providers({ base = '/v1/organization/models/providers', title = 
     <${Paged} caption=${title} load=${(p) => api.get(base, p)} columns=${columns} version=${version} empty="No providers: models come from the built-in one." />
     <h3>Add a provider</h3>
     <${Form} label="Add provider" fields=${providerFields()} submit=${(v) => api.post(base, providerBody(v))} done=${bump} />
+    <${ModelRouting} base=${scope} />
+  </section>`;
+}
+
+// Aliases (a name callers use for a model) and fallbacks (models tried in order when one
+// fails) of the organization, or of one project (base: '/v1/organization/projects/…').
+export function ModelRouting({ base = '/v1/organization' }) {
+  const [version, setVersion] = useState(0);
+  const bump = () => setVersion((v) => v + 1);
+  const name = (field, label) => ({ name: field, label, required: true, validate: (v) => (v.length > 256 ? 'At most 256 characters.' : null) });
+  const remove = (path, what) => ({ label: 'Delete', render: (r) => html`<${Confirm} label="Delete" question=${`Delete ${what} ${r.id}?`} action=${() => api.del(`${base}/${path}/${encodeURIComponent(r.id)}`)} done=${bump} />` });
+  return html`<section>
+    <h3>Model aliases</h3>
+    <${Paged} load=${(p) => api.get(`${base}/model_aliases`, p)} version=${version} empty="No aliases."
+      columns=${[{ label: 'Alias', render: (a) => html`<code>${a.alias}</code>` }, { label: 'Model', render: (a) => html`<code>${a.model}</code>` }, remove('model_aliases', 'the alias')]} />
+    <${Form} label="Set alias" fields=${[name('alias', 'Alias'), name('model', 'Model it names')]} submit=${(v) => api.post(`${base}/model_aliases`, v)} done=${bump} />
+    <h3>Model fallbacks</h3>
+    <${Paged} load=${(p) => api.get(`${base}/model_fallbacks`, p)} version=${version} empty="No fallbacks."
+      columns=${[{ label: 'Model', render: (f) => html`<code>${f.model}</code>` }, { label: 'Then, in order', render: (f) => f.fallbacks.map((m) => html`<code class="tag">${m}</code> `) }, remove('model_fallbacks', 'the fallbacks of')]} />
+    <${Form} label="Set fallbacks" fields=${[name('model', 'Model that may fail'), { name: 'fallbacks', label: 'Fallback models, in order', required: true, hint: 'Separated by commas.' }]}
+      submit=${(v) => api.post(`${base}/model_fallbacks`, { model: v.model, fallbacks: parseList(v.fallbacks) })} done=${bump} />
   </section>`;
 }
 

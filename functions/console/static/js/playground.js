@@ -208,7 +208,7 @@ function Chat({ conversationId }) {
             ${projects.data.map((p) => html`<option value=${p.id}>${p.name}</option>`)}
           </select></label>`}
           <label>Model <select value=${model} onChange=${(e) => setModel(e.target.value)}>
-            ${models_.map((m) => html`<option value=${m.id}>${m.id}</option>`)}
+            ${models_.map((m) => html`<option value=${m.id}>${m.jan_alias_of ? `${m.id} (${m.jan_alias_of})` : m.id}</option>`)}
           </select></label>
           <label>Temperature <input inputmode="decimal" placeholder="default" value=${temperature} onInput=${(e) => setTemperature(e.target.value)} /></label>
           <label>Max tokens <input inputmode="numeric" placeholder="default" value=${maxTokens} onInput=${(e) => setMaxTokens(e.target.value)} /></label>

@@ -54,7 +54,7 @@ export function Project({ id, tab = 'keys' }) {
     members: () => html`<${ProjectMembers} base=${base} />`,
     'rate-limits': () => html`<${ModelRateLimits} caption="Limits per model" listPath=${`${base}/rate_limits`} />`,
     models: () => html`<${ModelPermissions} base=${base} />`,
-    providers: () => html`<${Providers} base=${`${base}/models/providers`} title="Project providers" />`,
+    providers: () => html`<${Providers} base=${`${base}/models/providers`} scope=${base} title="Project providers" />`,
     budgets: () => html`<${ModelPrices} base=${`${base}/model_prices`} title="Project prices" /><${SpendLimit} path=${`${base}/spend_limit`} /><${TokenBudgets} path=${`${base}/token_budgets`} /><${SpendAlerts} path=${`${base}/spend_alerts`} />`,
   };
   return html`<section>
