@@ -257,13 +257,17 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
         mcp_deps = mcp.build(s.runtime, s.identity, s.toolbox, s.audit)
         s.components.append(mcp_deps.server)
         return bind(mcp.ROUTES, mcp_deps)
+    if area == "console":
+        from functions import console
+
+        return console.routes(console.ConsoleDeps())  # static files: no service
     raise ValueError(f"unknown area {area!r}")
 
 
 def described_routes() -> list[BaseRoute]:
     """Every area's routes as descriptions (no service built): the OpenAPI document's
     input, whichever areas this process serves."""
-    from functions import admin, auth, chat, conversations, mcp, ops, responses
+    from functions import admin, auth, chat, console, conversations, mcp, ops, responses
 
     tables = (
         auth.ROUTES,
@@ -272,6 +276,7 @@ def described_routes() -> list[BaseRoute]:
         conversations.ROUTES,
         responses.ROUTES,
         mcp.ROUTES,
+        console.ROUTES,
         ops.ROUTES,
     )
     return [route for table in tables for route in unbound(table)]

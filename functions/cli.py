@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_url(listen: str) -> str:
+    """Where a browser on this machine finds the console (the first address listened on)."""
+    host, _, port = listen.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/console/"
+
+
 def _serve(args: argparse.Namespace) -> int:
     if args.area:
         os.environ["JAN_FUNCTION"] = args.area
@@ -73,6 +84,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"jan-server {__version__}: serving {settings.jan_function} on {listen}", flush=True)
     if settings.embedded_database or os.environ.get("JAN_DATA_DIR"):
         print(f"jan-server: data in {settings.jan_data_dir}", flush=True)
+    if "console" in settings.areas:
+        print(f"jan-server: web console at {_console_url(listen)}", flush=True)
     if args.server == "uvicorn":
         import uvicorn
 

@@ -43,6 +43,8 @@ def prepare(settings: Settings, *, need_secrets: bool = True) -> Settings:
     ``need_secrets=False`` is for commands that use none (migrations): with an external
     database they then run on the DSN alone.
     """
+    if not settings.uses_database and need_secrets:  # the console alone: uses neither
+        return settings
     if not settings.embedded_database:
         if need_secrets:
             require_secrets(settings)

@@ -58,6 +58,7 @@ class Runtime:
         self._started: list[Component] = []
         self._open_lock = asyncio.Lock()
         self._closed = False
+        self._without_database = False  # open, serving areas that need none
 
     @property
     def db(self) -> Database:
@@ -67,7 +68,7 @@ class Runtime:
 
     @property
     def is_open(self) -> bool:
-        return self._db is not None
+        return self._db is not None or self._without_database
 
     def manage(self, *components: Component) -> None:
         """Run these components' start, drain and stop with the runtime (in this order)."""
@@ -80,6 +81,13 @@ class Runtime:
             if self.is_open:
                 return
             s = self.settings
+            if not s.uses_database:  # no pool to open, no migration to wait for
+                self._without_database = True
+                for component in self.components:
+                    await component.start()
+                    self._started.append(component)
+                self.ready, self.ready_message = True, "OK"
+                return
             assert s.db_postgresql_write_dsn is not None, "local.prepare() sets the DSN"
             db = await Database.connect(
                 s.db_postgresql_write_dsn.get_secret_value(),

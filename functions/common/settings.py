@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp")
+AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp", "console")
+# Areas that serve without a database or secrets (the console: static files).
+DATABASE_FREE_AREAS = frozenset({"console"})
 SECRET_NAMES = ("jwt_secret", "apikey_secret", "model_provider_secret")
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/@]*@", re.IGNORECASE)
 _READ_DSN = re.compile(r"^DB_POSTGRESQL_READ(\d+)_DSN(_FILE)?$")
@@ -293,6 +295,10 @@ class Settings(BaseSettings):
     @property
     def areas(self) -> tuple[str, ...]:
         return AREAS if self.jan_function == "all" else (self.jan_function,)
+
+    @property
+    def uses_database(self) -> bool:
+        return any(area not in DATABASE_FREE_AREAS for area in self.areas)
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict fit for a log line: secrets shown only as set or unset."""

@@ -47,7 +47,7 @@ async def readyz(deps: OpsDeps, request: Request) -> Response:
     """
     runtime = deps.runtime
     ok, message = runtime.ready, runtime.ready_message
-    if ok:
+    if ok and runtime.settings.uses_database:
         try:
             await runtime.db.writer.fetchval("SELECT 1", timeout=2)
         except Exception as exc:
@@ -144,7 +144,7 @@ def routes(deps: OpsDeps) -> list[BaseRoute]:
 NO_DATABASE_PATHS = frozenset(
     {"/healthcheck", "/readyz", "/v1/version", "/metrics", "/openapi.json"}
 )
-NO_DATABASE_PREFIXES = ("/api/swagger/",)
+NO_DATABASE_PREFIXES = ("/api/swagger/", "/console")  # static files
 
 
 def needs_database(path: str) -> bool:

@@ -76,6 +76,8 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             "SpendAlerts._forever",
         },
     ),
+    # Static files: nothing but the runtime's database pool (readiness, as every area).
+    "console": (set(), set()),
     "mcp": (
         {"Identity", "Outbound", "ToolBox", "Housekeeping", "MCPService"},
         {"Identity._flush_forever", "Housekeeping._forever", "MCPService.start.<locals>.hold"},
@@ -102,7 +104,8 @@ async def test_an_area_starts_only_what_it_serves(settings: Settings, area: str)
         assert len(sessions) == (1 if "Inference" in components else 0)
     finally:
         await runtime.close()
-    assert runtime.components and not asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert len(runtime.components) == len(components)
+    assert not asyncio.all_tasks() - before - {asyncio.current_task()}
 
 
 async def test_all_builds_every_service_once(settings: Settings) -> None:

@@ -126,6 +126,7 @@ def test_serve_then_stop_on_sigterm(database_dsn: str, server: str) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"serving all on 0.0.0.0:{port}" in out
+    assert f"web console at http://127.0.0.1:{port}/console/" in out
     assert "Unclosed" not in err  # pools and client sessions closed on the way out
     log_lines = [line for line in err.splitlines() if '"request_id":"cli-test-1"' in line]
     assert log_lines, "access log line with the request ID"

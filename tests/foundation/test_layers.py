@@ -3,7 +3,7 @@
 Layers, top to bottom::
 
     glue      functions.app, .entry, .cli, .admin_cli, .__main__  (compose areas; anything)
-    areas     functions.auth, .admin, .chat, .conversations, .responses, .mcp, .ops
+    areas     functions.auth, .admin, .chat, .conversations, .responses, .mcp, .console, .ops
     services  functions.services.<sub>   (one unit per module or subpackage)
     common    functions.common
     root      functions (its __init__: __version__ only)
@@ -33,7 +33,7 @@ from pathlib import Path
 PACKAGE = "functions"
 SOURCE = Path(__file__).resolve().parents[2] / PACKAGE
 
-AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp", "ops")
+AREAS = ("auth", "admin", "chat", "conversations", "responses", "mcp", "console", "ops")
 GLUE = ("app", "entry", "cli", "admin_cli", "__main__")
 RANK = {"root": 0, "common": 1, "services": 2, "area": 3, "glue": 4}
 

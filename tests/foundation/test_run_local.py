@@ -82,6 +82,9 @@ def test_run_local_serves_the_model_with_the_printed_key(tmp_path: Path) -> None
         out = run.wait_ready(keys=True)
         assert f"serving all on 0.0.0.0:{port}" in out
         assert f"data in {tmp_path}" in out
+        assert f"web console at http://127.0.0.1:{port}/console/" in out
+        console = httpx.get(f"{run.base}/console/")
+        assert console.status_code == 200 and "js/main.js" in console.text
         admin_key = re.search(r"^JAN_ADMIN_KEY=(sk-admin-\S+)$", out, re.M)
         project_key = re.search(r"^JAN_PROJECT_KEY=(sk-proj-\S+)$", out, re.M)
         assert admin_key and project_key

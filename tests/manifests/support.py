@@ -29,11 +29,12 @@ AREAS: dict[str, tuple[str, ...]] = {
     "conversations": ("/v1/conversations",),
     "responses": ("/v1/responses",),
     "mcp": ("/v1/mcp",),
+    "console": ("/console",),
 }
 # The OpenAPI document and Swagger UI (functions/ops/docs.py), routed in prod to this area.
 DOCS_AREA = "admin"
 DOCS_PATHS = ("/openapi.json", "/api/swagger")
-SCALE_TO_ZERO = frozenset({"auth", "admin", "conversations", "mcp"})
+SCALE_TO_ZERO = frozenset({"auth", "admin", "conversations", "mcp", "console"})
 HOT_PATH = frozenset({"chat", "responses"})
 
 Obj = dict[str, Any]

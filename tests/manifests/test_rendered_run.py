@@ -93,6 +93,10 @@ def test_openai_sdk_through_the_rendered_gateway(cluster: tuple[str, Overlay, Ga
     assert answer.status == "completed" and answer.output_text
     items = sdk.conversations.items.list(conversation.id)
     assert len(items.data) >= 3  # the first message, the question and the answer
+    # The web console, served by its own Service in prod, under the same base URL.
+    console = httpx.get(f"http://127.0.0.1:{port}/console/", headers=host, timeout=30)
+    assert console.status_code == 200 and "js/main.js" in console.text
+    assert "frame-ancestors 'none'" in console.headers["content-security-policy"]
 
 
 def test_plain_http_only_redirects_in_prod(cluster: tuple[str, Overlay, Gateway]) -> None:

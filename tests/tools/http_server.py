@@ -18,12 +18,13 @@ from functions.common.runtime import Runtime
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+async def serve(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` until the block ends (on ``port``, else a free one); yields its base
+    URL (``http://127.0.0.1:PORT``)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         lifespan="off",
         ws="none",
         http="h11",
@@ -45,10 +46,10 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(runtime: Runtime) -> AsyncIterator[str]:
+async def serve_app(runtime: Runtime, port: int = 0) -> AsyncIterator[str]:
     """The whole Jan app on a real port, its runtime opened as a function instance's is:
     for the official SDKs, and for clients that hang up mid-stream (ASGITransport buffers)."""
     app = create_app(runtime)
     await runtime.open()
-    async with serve(app) as base:
+    async with serve(app, port) as base:
         yield base
