@@ -55,7 +55,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._chat)
+        app.router.add_post("/v1/completions", self._chat)  # answered in its own shape
         app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -156,20 +156,22 @@ class FakeUpstream:
             return await self._stream(request, body)
         if self.mode == "huge":
             return await self._huge(request, b'{"object":"chat.completion","choices":[')
+        text = f"hi from {self.name}"
+        if request.path.endswith("/chat/completions"):
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None}
+            kind = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None}
+            kind = "text_completion"
         return web.json_response(
             {
                 "id": "chatcmpl-1",
-                "object": "chat.completion",
+                "object": kind,
                 "created": int(time.time()),
                 "model": body.get("model"),
                 "served_by": self.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": f"hi from {self.name}"},
-                        "finish_reason": "stop",
-                    }
-                ],
+                "choices": [{**choice, "finish_reason": "stop"}],
                 "usage": self.usage,
             }
         )
@@ -181,11 +183,14 @@ class FakeUpstream:
         def event(payload: dict[str, Any]) -> bytes:
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
+        created = int(time.time())
+
         def chunk(content: str, finish: str | None = None) -> bytes:
             return event(
                 {
                     "id": "chatcmpl-1",
                     "object": "chat.completion.chunk",
+                    "created": created,
                     "model": body.get("model"),
                     "choices": [
                         {"index": 0, "delta": {"content": content}, "finish_reason": finish}
@@ -215,6 +220,8 @@ class FakeUpstream:
                         {
                             "id": "chatcmpl-1",
                             "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": body.get("model"),
                             "choices": [],
                             "usage": self.usage,
                         }
