@@ -96,6 +96,18 @@ class Settings(BaseSettings):
         description="How long a model server that answers 503 (scaling from zero, loading "
         "its model) is waited for before the caller gets the 503.",
     )
+    jan_upstream_slow_factor: float = Field(
+        3.0,
+        ge=0,
+        description="An endpoint whose p90 time to first byte is above this many times "
+        "the p90 of the model's other endpoints is ejected as slow (0: never).",
+    )
+    jan_upstream_slow_min_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How much slower than its peers' p90 (at least) an endpoint's "
+        "p90 time to first byte must be to eject it.",
+    )
     jan_housekeeping_interval_seconds: float = Field(
         300.0, ge=0, description="How often expired rows are swept (0: never, on this instance)."
     )

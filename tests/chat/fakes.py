@@ -18,6 +18,7 @@ class FakeUpstream:
         self.name = name
         self.models = models
         # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect | flood | huge
+        # | broken (lists its models, 500s every completion)
         self.mode = "ok"
         self.redirect_to = ""  # where mode "redirect" sends every request (a 307)
         self.usage: dict[str, Any] = {
@@ -137,7 +138,7 @@ class FakeUpstream:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if (cold := self._cold()) is not None:
             return cold
-        if self.mode == "fail500":
+        if self.mode in ("fail500", "broken"):
             return web.json_response({"error": {"message": "engine crashed"}}, status=500)
         if self.mode == "redirect":
             raise web.HTTPTemporaryRedirect(self.redirect_to + request.path_qs)

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import aiohttp
+
+from functions.common.upstream import timeout as upstream_timeout
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.providers import store
 from functions.services.providers.directory import BUILTIN_ID, DISCOVERY_ERRORS, Provider, Providers
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 MISS_RELOAD_SECONDS = 2.0
 DISCOVERY_CONCURRENCY = 4
 LOAD_BATCH = 100  # providers read in full per query when a reload finds them changed
+PROBE_MESSAGES = [{"role": "user", "content": "ping"}]  # a returning endpoint's trial
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,13 +464,32 @@ class Catalog:
         return oldest.provider.headers if oldest is not None and oldest.provider else {}
 
     async def probe(self, base_url: str) -> bool:
-        """Health probe before an ejected endpoint returns: its ``/models`` answers."""
+        """Health probe before an ejected endpoint returns: it must prove it serves. Its
+        ``/models`` answers, and a one-token chat completion for the first model it lists
+        is answered: a success, or a refusal of the request itself (400/404/422: e.g. an
+        embeddings model; the engine answered). A 5xx, 429, redirect or no answer fails."""
         headers = self._headers_for(base_url)
         try:
-            await self.providers.list_models(base_url, headers)
+            models = await self.providers.list_models(base_url, headers)
         except DISCOVERY_ERRORS:
             return False
-        return True
+        if not models:
+            return True  # nothing to ask for; it answers
+        body = {"model": models[0][0], "messages": PROBE_MESSAGES, "max_tokens": 1}
+        timeout = upstream_timeout(
+            connect=self.providers.discovery_timeout, idle=self.providers.discovery_timeout
+        )
+        try:
+            async with self.providers.upstream.session.post(
+                f"{base_url}/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                return response.status < 300 or response.status in (400, 404, 422)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     async def run(self, *, probe_seconds: float = 1.0) -> None:
         """Background upkeep: probes every second, reloads and discovery on their clocks."""

@@ -3,10 +3,24 @@
 Each upstream base URL has one ``Endpoint`` per process holding its outstanding requests
 (for least-outstanding balancing) and its health. After ``EJECT_AFTER`` consecutive
 failures (as classified by ``failures``) it is ejected for a while, doubling on each
-repeat up to a ceiling; once that time passes the prober calls its ``/models`` and only
-a success returns it to rotation. Ejections and returns (not every request) are written
-to a shared store, the database or Redis, and read back periodically, so a fresh
-instance, or one that scaled from zero, starts with what the others learned.
+repeat up to a ceiling; once that time passes the prober makes it prove it serves (its
+``/models`` and a one-token completion, ``Catalog.probe``) and only a success returns it
+to rotation; a failed probe keeps it out for the next, doubled, time. An endpoint ejected again
+within ``TRIAL_SECONDS`` of its return keeps the doubled back-off.
+
+An endpoint that answers but far slower than its peers is ejected the same way (latency
+outlier ejection): each keeps its last ``WINDOW`` times to first byte in a fixed ring, and
+when one of them is at least ``slow_min_seconds``, its p90 over the ring is compared with
+the p90 of the model's other endpoints in rotation, pooled; above ``slow_factor`` times
+that and ``slow_min_seconds`` more, it is ejected with reason ``slow``. Like is compared
+with like: a model's latencies are spread (long prompts, long non-streamed answers), so
+an endpoint's tail against its peers' median would eject healthy endpoints. Both sides need
+``slow_samples`` samples; a model with no other endpoint in rotation never ejects for
+slowness (there is nowhere else to go). Fast requests pay one ring write and a compare.
+
+Ejections and returns (not every request) are written to a shared store, the database or
+Redis, and read back periodically, so a fresh instance, or one that scaled from zero,
+starts with what the others learned.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,6 +43,11 @@ log = logging.getLogger(__name__)
 EJECT_AFTER = 3
 EJECT_BASE_SECONDS = 2.0
 EJECT_MAX_SECONDS = 60.0
+TRIAL_SECONDS = 60.0  # ejected again within this time of a return: the back-off grows
+WINDOW = 32  # times to first byte kept per endpoint
+SLOW_FACTOR = 3.0  # JAN_UPSTREAM_SLOW_FACTOR's default
+SLOW_MIN_SECONDS = 1.0  # JAN_UPSTREAM_SLOW_MIN_SECONDS' default
+SLOW_SAMPLES = 8
 
 
 @dataclass(slots=True, eq=False)
@@ -45,10 +64,22 @@ class Endpoint:
     # Wall clock of this process's last call to it: discovery polls an endpoint that
     # scales to zero only while it is in use (``Catalog.discover_stale``).
     used_at: float = 0.0
+    returned_at: float = 0.0  # wall clock of its last return to rotation
+    # The last ``WINDOW`` times to first byte (a ring; ``samples`` counts every one).
+    ttfb: list[float] = field(default_factory=lambda: [0.0] * WINDOW)
+    samples: int = 0
+
+    def window(self) -> list[float]:
+        return self.ttfb[: min(self.samples, WINDOW)]
 
     @property
     def ejected(self) -> bool:
         return self.ejected_until > 0.0
+
+
+def p90(samples: list[float]) -> float:
+    samples.sort()
+    return samples[int(0.9 * (len(samples) - 1))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +171,20 @@ Probe = Callable[[str], Awaitable[bool]]
 class HealthBook:
     """Every endpoint this process knows, its health, and the background prober."""
 
-    def __init__(self, store: HealthStore | None, *, eject_after: int = EJECT_AFTER) -> None:
+    def __init__(
+        self,
+        store: HealthStore | None,
+        *,
+        eject_after: int = EJECT_AFTER,
+        slow_factor: float = SLOW_FACTOR,
+        slow_min_seconds: float = SLOW_MIN_SECONDS,
+        slow_samples: int = SLOW_SAMPLES,
+    ) -> None:
         self.store = store
         self.eject_after = eject_after
+        self.slow_factor = slow_factor  # 0: no latency outlier ejection
+        self.slow_min_seconds = slow_min_seconds
+        self.slow_samples = slow_samples
         self._endpoints: dict[str, Endpoint] = {}
         self._pending: set[asyncio.Task[None]] = set()
         metrics.track(self)
@@ -171,23 +213,61 @@ class HealthBook:
     def failed(self, ep: Endpoint) -> None:
         ep.failures += 1
         if ep.failures >= self.eject_after and not ep.ejected:
-            self._eject(ep)
+            self._eject(ep, "failures")
+
+    def answered(self, ep: Endpoint, seconds: float, peers: tuple[Endpoint, ...]) -> None:
+        """A successful call's time to first byte; ``peers``: the model's endpoints."""
+        ep.ttfb[ep.samples % WINDOW] = seconds
+        ep.samples += 1
+        if (
+            seconds >= self.slow_min_seconds
+            and self.slow_factor > 0
+            and ep.samples >= self.slow_samples
+            and len(peers) > 1
+            and not ep.ejected
+        ):
+            self._check_slow(ep, peers)
+
+    def _check_slow(self, ep: Endpoint, peers: tuple[Endpoint, ...]) -> None:
+        others = [
+            s
+            for p in peers
+            if p is not ep and not p.ejected and p.samples >= self.slow_samples
+            for s in p.window()
+        ]
+        if not others:  # nowhere else to go
+            return
+        peers_p90 = p90(others)
+        mine = p90(ep.window())
+        if mine > max(self.slow_factor * peers_p90, peers_p90 + self.slow_min_seconds):
+            self._eject(ep, "slow", p90=round(mine, 3), peers_p90=round(peers_p90, 3))
 
     # --- ejection and return ----------------------------------------------------------
-    def _eject(self, ep: Endpoint) -> None:
+    def _eject(self, ep: Endpoint, reason: str, **detail: float) -> None:
+        now = time.time()
+        if ep.returned_at and now - ep.returned_at > TRIAL_SECONDS:
+            ep.ejections = 0  # it served a good while since its last return
         seconds = min(EJECT_BASE_SECONDS * 2**ep.ejections, EJECT_MAX_SECONDS)
         ep.ejections += 1
-        ep.ejected_until = time.time() + seconds
+        ep.ejected_until = now + seconds
+        ep.samples = 0  # back in rotation, it is judged on fresh times
+        metrics.count_ejection(ep.label, reason)
         log.warning(
             "endpoint ejected",
-            extra={"endpoint": ep.label, "failures": ep.failures, "seconds": seconds},
+            extra={
+                "endpoint": ep.label,
+                "reason": reason,
+                "failures": ep.failures,
+                "seconds": seconds,
+                **detail,
+            },
         )
         self._share(ep)
 
     def _reinstate(self, ep: Endpoint) -> None:
         ep.failures = 0
-        ep.ejections = 0
         ep.ejected_until = 0.0
+        ep.returned_at = time.time()
         log.info("endpoint back in rotation", extra={"endpoint": ep.label})
         self._share(ep)
 
@@ -200,7 +280,7 @@ class HealthBook:
             if ok:
                 self._reinstate(ep)
             else:
-                self._eject(ep)
+                self._eject(ep, "probe")
 
     # --- sharing ----------------------------------------------------------------------
     def _share(self, ep: Endpoint) -> None:

@@ -10,6 +10,9 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
         left a stream)
     jan_upstream_failures_total{endpoint, fault, reason}
         the same failures with their short reason (connect, timeout, status_503, cut, …)
+    jan_upstream_ejections_total{endpoint, reason}
+        endpoints taken out of rotation: ``failures`` (consecutive failures), ``slow``
+        (latency outlier), ``probe`` (its probe failed: kept out longer)
     jan_upstream_time_to_first_token_seconds{model}
         from sending a streamed request to its first event
     jan_upstream_tokens_total{model, kind}
@@ -45,6 +48,11 @@ FAILURES = Counter(
     "Failed attempts on model servers, by endpoint, fault and reason.",
     ["endpoint", "fault", "reason"],
 )
+EJECTIONS = Counter(
+    "jan_upstream_ejections_total",
+    "Endpoints taken out of rotation, by endpoint and reason (failures, slow, probe).",
+    ["endpoint", "reason"],
+)
 TTFT = Histogram(
     "jan_upstream_time_to_first_token_seconds",
     "Time from sending a streamed request to its first event, by model.",
@@ -71,6 +79,10 @@ def count_request(model: str, endpoint: str, outcome: str) -> None:
 
 def count_failure(endpoint: str, fault: str, reason: str) -> None:
     FAILURES.labels(endpoint, fault, reason).inc()  # rare: no cache needed
+
+
+def count_ejection(endpoint: str, reason: str) -> None:
+    EJECTIONS.labels(endpoint or "unknown", reason).inc()  # rare: no cache needed
 
 
 def observe_ttft(model: str, seconds: float) -> None:

@@ -9,11 +9,13 @@ ejection ends first is tried anyway rather than failing without a try.
 
 A failure before the first byte (connection refused, 5xx, timeout to headers, a stream
 that ends before its first event) is retried on another endpoint, at most
-``max_attempts`` in all, with a short exponential back-off. A 503 is a predictor that is
-warming up (scaling from zero, loading its model) or full: when no other endpoint is left,
-the same one is asked again after a short wait, within ``warmup_seconds``
-(``JAN_UPSTREAM_WARMUP_SECONDS``), and it is never ejected for it. What is retried, ejected and
-shown to the client is decided by ``failures`` alone.
+``max_attempts`` in all, with a short exponential back-off. A success's time to first
+byte goes to the health book, which ejects an endpoint far slower than its peers.
+
+A 503 is a predictor that is warming up (scaling from zero, loading its model) or full:
+when no other endpoint is left, the same one is asked again after a short wait, within
+``warmup_seconds`` (``JAN_UPSTREAM_WARMUP_SECONDS``), and it is never ejected for it.
+What is retried, ejected and shown to the client is decided by ``failures`` alone.
 
 What an upstream sends is bounded: a non-streamed reply by ``max_reply_bytes`` (refused
 at once when its Content-Length says more, else read until it passes the limit), an
@@ -278,6 +280,7 @@ class Router:
     async def _reply_attempt(
         self, route: ModelRoute, ep: Endpoint, url: str, body: bytes, headers: dict[str, str]
     ) -> Reply | failures.Failure:
+        sent_at = time.perf_counter()
         async with self.client.session.post(
             url,
             data=body,
@@ -289,9 +292,11 @@ class Router:
             if status >= 300:
                 data = await read_head(resp, ERROR_BODY_BYTES)
                 return failures.from_status(status, data, resp.headers.get("retry-after"))
+            first_byte = time.perf_counter() - sent_at
             data = await read_all(resp, self.max_reply_bytes)
         ep.outstanding -= 1
         self.health.succeeded(ep)
+        self.health.answered(ep, first_byte, route.endpoints)
         metrics.count_request(route.model, route.labels[ep], metrics.OK)
         return Reply(ep, status, data)
 
@@ -320,7 +325,9 @@ class Router:
                     if not block:
                         continue
                     if has_data(block):  # comments alone do not count
-                        metrics.observe_ttft(route.model, time.perf_counter() - sent_at)
+                        first_byte = time.perf_counter() - sent_at
+                        metrics.observe_ttft(route.model, first_byte)
+                        self.health.answered(ep, first_byte, route.endpoints)
                         first = b"".join((*blocks, block)) if blocks else block
                         return OpenStream(self.health, route, ep, resp, splitter, first)
                     size += len(block)

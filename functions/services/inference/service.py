@@ -63,7 +63,11 @@ class Inference(Component):
             store = RedisHealthStore(settings.redis_url.get_secret_value())
         else:
             store = DatabaseHealthStore(lambda: runtime.db.writer)
-        self.health = HealthBook(store)
+        self.health = HealthBook(
+            store,
+            slow_factor=settings.jan_upstream_slow_factor,
+            slow_min_seconds=settings.jan_upstream_slow_min_seconds,
+        )
         self.catalog = Catalog(health=self.health, providers=providers)
         providers.subscribe(self.catalog.refresh)
         router_options.setdefault("stream_idle_timeout", settings.jan_stream_idle_timeout_seconds)
