@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -99,7 +99,9 @@ class StreamOutcome:
 
 class SSERelay(Response):
     """An ASGI response streaming ``stream`` to the client; ``finish(status, usage)`` is
-    called exactly once at the end (the usage ledger)."""
+    called exactly once at the end (the usage ledger). ``complete``, if any, is awaited
+    when the stream has ended well, before its last bytes go out (a stored completion is
+    written then, so the caller can read it back once it has the end)."""
 
     def __init__(
         self,
@@ -107,6 +109,7 @@ class SSERelay(Response):
         tally: StreamTally,
         finish: Finish,
         headers: list[tuple[bytes, bytes]] | None = None,
+        complete: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
         self.status_code = 200
@@ -115,6 +118,7 @@ class SSERelay(Response):
         self.tally = tally
         self.finish = finish
         self._extra = headers or []  # more response headers (the rate limits'), encoded
+        self.complete = complete
         self._relaying = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,6 +158,8 @@ class SSERelay(Response):
                 # Complete already: a plain body with its length (no chunked framing, one
                 # write less for the server).
                 headers.append((b"content-length", str(len(first)).encode()))
+                if self.complete is not None and not tally.error:
+                    await self.complete()
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 outcome.ended()
@@ -174,4 +180,6 @@ class SSERelay(Response):
                 outcome.broke(broken.failure)
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
+            elif self.complete is not None and outcome.status == 200:
+                await self.complete()
             await send({"type": "http.response.body", "body": last, "more_body": False})
