@@ -13,13 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Component, Runtime
 from functions.common.upstream import Upstream
 from functions.services.inference import metrics
+from functions.services.inference.bodies import OpenBody
 from functions.services.inference.catalog import Catalog, ModelRoute
 from functions.services.inference.health import (
     DatabaseHealthStore,
@@ -28,7 +29,7 @@ from functions.services.inference.health import (
     RedisHealthStore,
 )
 from functions.services.inference.requests import PATHS, usage_of
-from functions.services.inference.router import OpenStream, Reply, Router
+from functions.services.inference.router import Body, OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
 from functions.services.providers.directory import Providers
@@ -125,34 +126,68 @@ class Inference(Component):
         routes = self.catalog.visible(org, project)
         return [r for name, r in sorted(routes.items()) if principal.may_use_model(name)]
 
+    @overload
     async def call(
         self,
         principal: Principal,
         operation: str,
         body: dict[str, Any],
-        raw: bytes,
+        raw: Body,
         *,
         stream: bool,
         affinity: str | None,
-    ) -> Reply | ModelStream:
+        relay: Literal[False] = False,
+    ) -> Reply | ModelStream: ...
+
+    @overload
+    async def call(
+        self,
+        principal: Principal,
+        operation: str,
+        body: dict[str, Any],
+        raw: Body,
+        *,
+        stream: bool,
+        affinity: str | None,
+        relay: Literal[True],
+    ) -> ModelBody: ...
+
+    async def call(
+        self,
+        principal: Principal,
+        operation: str,
+        body: dict[str, Any],
+        raw: Body,
+        *,
+        stream: bool,
+        affinity: str | None,
+        relay: bool = False,
+    ) -> Reply | ModelStream | ModelBody:
         """The one way to call a model, for the HTTP endpoints and Responses alike:
         admission (the model must be one the caller may use, and the call must fit its
         rate limits: 429 otherwise), routing with failover, and the usage ledger. ``raw``
         is what the upstream receives (the client's own bytes when the gateway changed
         nothing). Non-streamed: the upstream's answer, recorded. Streamed: the open
         stream, whose ``entry`` the consumer writes when it ends (which also settles the
-        tokens reserved at admission). The admission's ``x-ratelimit-*`` headers are
+        tokens reserved at admission). ``relay``: the upstream's answer as it comes,
+        whatever its type (audio; ``raw`` may be an ``Upload``, whose size is not a
+        token estimate). The admission's ``x-ratelimit-*`` headers are
         ``functions.services.limits.current_headers()``."""
         route = await self.route_for(principal, body.get("model"))
         ticket = None
         if self.limits is not None:
-            ticket = await self.limits.admit(principal, route.model, operation, body, len(raw))
-        entry = LedgerEntry(self, principal, route, operation, stream, ticket)
+            size = len(raw) if isinstance(raw, bytes) else 0
+            ticket = await self.limits.admit(principal, route.model, operation, body, size)
+        entry = LedgerEntry(self, principal, route, operation, stream or relay, ticket)
         path = PATHS[operation]
         try:
-            if stream:
+            if relay:
+                answer = await self.router.open_body(route, path, raw, affinity=affinity)
+            elif stream:
+                assert isinstance(raw, bytes)
                 opened = await self.router.open_stream(route, path, raw, affinity=affinity)
             else:
+                assert isinstance(raw, bytes)
                 reply = await self.router.send(route, path, raw, affinity=affinity)
         except errors.APIError as exc:
             entry.write(exc.status)
@@ -163,12 +198,24 @@ class Inference(Component):
             if ticket is not None:
                 ticket.settle(0)
             raise
+        if relay:
+            entry.first_event(answer.endpoint.base_url)
+            return ModelBody(answer, entry)
         if stream:
             entry.first_event(opened.endpoint.base_url)
             return ModelStream(opened, entry)
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
         return reply
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBody:
+    """A model's answer relayed as it comes (its status and headers are in), with its
+    ledger entry (written by whoever relays it, at the end)."""
+
+    body: OpenBody
+    entry: LedgerEntry
 
 
 @dataclass(frozen=True, slots=True)
