@@ -259,7 +259,7 @@ async def list_chat_completion_messages(deps: _Deps, request: Request) -> Respon
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 20}}
       - {name: order, in: query, schema: {type: string, enum: [asc, desc], default: asc}}
     responses:
-      200: {description: A list of messages, each with its `id`.}
+      200: {description: "A list of messages, each with its `id`."}
       400: {description: Bad pagination parameters.}
       404: {description: No such stored completion for this caller.}
     """

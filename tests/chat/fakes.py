@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.chat.media_fakes import Media
+
 
 class FakeUpstream:
     def __init__(self, name: str, *, models: tuple[str, ...] = ("m1",)) -> None:
@@ -45,6 +47,7 @@ class FakeUpstream:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
+        self.media = Media()  # audio, images, moderations, rerank and score
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -58,6 +61,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)  # answered in its own shape
         app.router.add_post("/v1/embeddings", self._embeddings)
+        self.media.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)

@@ -114,6 +114,8 @@ JAN_ROUTES = {
     "GET /v1/organization/spend_alerts/{alert_id}/events",
     "GET /v1/organization/projects/{project_id}/spend_alerts/{alert_id}/events",
     "GET /v1/conversations",
+    "/v1/rerank",
+    "/v1/score",
     "/healthcheck",
     "/readyz",
     "/metrics",
@@ -242,6 +244,38 @@ async def completions(api: Api) -> None:
 async def embeddings(api: Api) -> None:
     await api("POST", "/v1/embeddings", 200, json={"model": "m1", "input": "a"})
     await api("POST", "/v1/embeddings", 400, json={"model": "m1"})
+
+
+def upload(fields: dict[str, str], file: bytes) -> dict[str, Any]:
+    """A multipart body (fields first, as the SDKs send them)."""
+    return {"files": {"file": ("a.wav", file, "audio/wav")}, "data": fields}
+
+
+@scenario(
+    "POST /audio/speech",
+    "POST /audio/transcriptions",
+    "POST /audio/translations",
+    "POST /images/generations",
+    "POST /images/edits",
+    "POST /moderations",
+)
+async def passed_through(api: Api) -> None:
+    await api("POST", "/v1/audio/speech", 200, json={"model": "m1", "input": "hi", "voice": "x"})
+    await api("POST", "/v1/audio/speech", 400, json={"model": "m1"})
+    for fields in ({"model": "m1"}, {"model": "m1", "stream": "true"}):
+        await api("POST", "/v1/audio/transcriptions", 200, **upload(fields, b"RIFF"))
+    await api("POST", "/v1/audio/transcriptions", 400, **upload({}, b"RIFF"))
+    await api("POST", "/v1/audio/translations", 200, **upload({"model": "m1"}, b"RIFF"))
+    await api("POST", "/v1/audio/translations", 404, **upload({"model": "nope"}, b"RIFF"))
+    await api("POST", "/v1/images/generations", 200, json={"model": "m1", "prompt": "cat"})
+    await api("POST", "/v1/images/generations", 400, json={"model": "m1"})
+    await api("POST", "/v1/images/edits", 200, **upload({"model": "m1", "prompt": "x"}, b"PNG"))
+    await api("POST", "/v1/moderations", 200, json={"model": "m1", "input": ["kill", "hug"]})
+    await api("POST", "/v1/moderations", 400, json={"model": "m1"})
+    await api("POST", "/v1/moderations", 401, json={"model": "m1", "input": "x"}, headers=NOBODY)
+    rerank = {"model": "m1", "query": "a", "documents": ["a", "b"]}
+    await api("POST", "/v1/rerank", 200, json=rerank)
+    await api("POST", "/v1/score", 200, json={"model": "m1", "text_1": "a", "text_2": "b"})
 
 
 # --- responses and conversations -----------------------------------------------------
