@@ -29,9 +29,9 @@ OBJECT = "organization.admin_api_key"
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
     """OpenAI's admin key object. ``owner.role`` is the owner's current organization role,
-    which is what the key may do (a demoted owner's keys read only); ``owner`` is null for
-    operator keys (``jan-server admin``), which act as an owner."""
-    owner = None
+    which is what the key may do (a demoted owner's keys read only); operator keys
+    (``jan-server admin``) belong to no user and act as an owner: ``{"role": "owner"}``."""
+    owner: dict[str, Any] = {"role": "owner"}
     if row["owner_user_id"] is not None:
         owner = {
             "type": "user",
@@ -49,6 +49,7 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
         "redacted_value": row["redacted_value"],
         "created_at": ts(row["created_at"]),
         "last_used_at": ts(row["last_used_at"]),
+        "expires_at": ts(row["expires_at"]),
         "owner": owner,
     }
     if value is not None:

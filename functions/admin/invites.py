@@ -56,7 +56,8 @@ def render(row: asyncpg.Record, *, code: str | None = None) -> dict[str, Any]:
         "email": row["email"],
         "role": row["role"],
         "status": status,
-        "invited_at": ts(row["invited_at"]),
+        "created_at": ts(row["invited_at"]),
+        "invited_at": ts(row["invited_at"]),  # the older name of created_at
         "expires_at": ts(row["expires_at"]),
         "accepted_at": ts(row["accepted_at"]),
         "projects": row["projects"],

@@ -13,7 +13,8 @@ from functions.common.errors import InvalidRequest
 from functions.services.limits import store
 from functions.services.limits.rules import FIELDS, UNSET
 
-# OpenAI fields for endpoints Jan Server does not serve (images, audio, the Batch API).
+# OpenAI fields Jan Server does not offer: images and audio count as requests and tokens
+# like any call, and there is no Batch API.
 NOT_APPLICABLE = (
     "max_images_per_1_minute",
     "max_audio_megabytes_per_1_minute",

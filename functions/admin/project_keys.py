@@ -35,7 +35,9 @@ _MAX_MODELS = 256
 OBJECT = "organization.project.api_key"
 
 
-def _owner(row: asyncpg.Record) -> dict[str, Any] | None:
+def _owner(row: asyncpg.Record) -> dict[str, Any]:
+    """A user's or a service account's; ``{}`` for a key made by an operator or an admin
+    key, which belongs to no one."""
     if row["service_account_id"] is not None:
         return {
             "type": "service_account",
@@ -56,13 +58,15 @@ def _owner(row: asyncpg.Record) -> dict[str, Any] | None:
                 "name": row["user_name"],
                 "email": row["user_email"],
                 "role": row["user_role"],
-                "added_at": ts(row["user_created_at"]),
+                "created_at": ts(row["user_created_at"]),
             },
         }
-    return None
+    return {}
 
 
 def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
+    # A user who owns a key but is no longer a member of the project has no access there.
+    inactive = row["owner_user_id"] is not None and row["user_role"] is None
     out = {
         "object": OBJECT,
         "id": row["id"],
@@ -72,6 +76,7 @@ def render(row: asyncpg.Record, *, value: str | None = None) -> dict[str, Any]:
         "last_used_at": ts(row["last_used_at"]),
         "expires_at": ts(row["expires_at"]),
         "allowed_models": row["allowed_models"],
+        "owner_project_access": "inactive" if inactive else "active",
         "owner": _owner(row),
     }
     if value is not None:

@@ -7,13 +7,16 @@ the upstream receives, so every field we do not know passes through untouched.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from functions.chat.stored import StoredCall, wants_storing
 from functions.common.http import JSON, json_body
 from functions.common.principal import require_project
+from functions.common.runtime import Runtime
 from functions.services.identity import Identity
 from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
 from functions.services.inference.service import Inference, ModelStream, fallback_headers
@@ -28,6 +31,7 @@ class ChatDeps:
 
     identity: Identity
     inference: Inference
+    runtime: Runtime  # stored chat completions
 
 
 async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
@@ -36,6 +40,9 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     body = await json_body(request)
     raw = await request.body()  # the bytes json_body decoded (Starlette keeps them)
     stream = validate(operation, body)
+    stored = None
+    if operation == "chat.completions" and wants_storing(body):
+        stored = StoredCall(deps.runtime, principal, body)
     keep_usage = True
     if stream:
         raw, keep_usage = with_upstream_usage(body, raw)
@@ -45,9 +52,16 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     # OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback.
     limits = current_raw_headers() + fallback_headers()
     if isinstance(call, ModelStream):
-        tally = StreamTally(keep_usage_chunk=keep_usage)
-        return SSERelay(call.stream, tally, call.entry.write, limits)
-    response = Response(call.body, status_code=call.status, media_type="application/json")
+        if stored is None:
+            tally = StreamTally(keep_usage_chunk=keep_usage)
+            return SSERelay(call.stream, tally, call.entry.write, limits)
+        adding = stored.tally(keep_usage_chunk=keep_usage)
+        complete = functools.partial(stored.keep_stream, adding)
+        return SSERelay(call.stream, adding, call.entry.write, limits, complete)
+    answer = call.body
+    if stored is not None and call.status == 200:
+        answer = await stored.keep_reply(answer)
+    response = Response(answer, status_code=call.status, media_type="application/json")
     if limits:
         response.raw_headers.extend(limits)
     return response
@@ -100,6 +114,16 @@ async def chat_completions(deps: ChatDeps, request: Request) -> Response:
               max_tokens: {type: integer}
               max_completion_tokens: {type: integer}
               prompt_cache_key: {type: string, description: "Affinity key (prompt cache reuse)."}
+              store:
+                type: boolean
+                description: >-
+                  Keep the completion and the request's messages, for
+                  `GET /v1/chat/completions/{completion_id}` and its list; the answer's `id`
+                  (every chunk's, streamed) is then the stored completion's.
+              metadata:
+                type: object
+                additionalProperties: {type: string}
+                description: Up to 16 pairs kept with a stored completion (filters its list).
     responses:
       200:
         description: A chat.completion object, or `text/event-stream` of chat.completion.chunk.

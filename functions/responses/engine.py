@@ -31,7 +31,7 @@ from functions.responses import calls
 from functions.responses.calls import Call, Event
 from functions.responses.convert import chat_body, chat_messages
 from functions.responses.model import ChatModel
-from functions.responses.objects import response_object, usage_object
+from functions.responses.objects import response_error, response_object, usage_object
 from functions.responses.params import ResponseRequest
 from functions.responses.turn import Turn
 from functions.services.toolbox.server import ServerTool, ToolOutput
@@ -187,7 +187,7 @@ async def _rounds(
             run.status = "completed"
     except APIError as exc:
         run.status, run.failure = "failed", exc
-        run.error = {"code": exc.code or exc.type, "message": exc.message}
+        run.error = response_error(exc)
     except Exception:
         log.exception("response run failed", extra={"response_id": run.response_id})
         run.status = "failed"

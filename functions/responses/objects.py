@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from functions.common.errors import APIError
+
 _DEFAULT_PARAMS: dict[str, Any] = {
     "model": None,
     "instructions": None,
@@ -32,7 +34,7 @@ def response_object(row: Any) -> dict[str, Any]:
     """`row` has the columns of the `responses` table (a Record, or a dict while running)."""
     params = {**_DEFAULT_PARAMS, **row["params"]}
     conversation_id = row["conversation_id"]
-    return {
+    response = {
         "id": row["id"],
         "object": "response",
         "created_at": _epoch(row["created_at"]),
@@ -60,6 +62,11 @@ def response_object(row: Any) -> dict[str, Any]:
         "user": params["user"],
         "metadata": row["metadata"],
     }
+    # OpenAI's document has neither as nullable: absent until known (usage) or given (user).
+    for key in ("usage", "user"):
+        if response[key] is None:
+            del response[key]
+    return response
 
 
 def usage_object(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -70,3 +77,21 @@ def usage_object(input_tokens: int, output_tokens: int) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
     }
+
+
+# The codes OpenAI's document allows in a response's ``error`` (``ResponseErrorCode``).
+_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
+
+
+def response_error(exc: APIError) -> dict[str, Any]:
+    """A failed response's ``error``: the failure's code where OpenAI's document has it,
+    else the nearest of its codes (the message keeps the details)."""
+    code = exc.code or exc.type
+    if code not in _ERROR_CODES:
+        if exc.status == 429:
+            code = "rate_limit_exceeded"
+        elif 400 <= exc.status < 500:
+            code = "invalid_prompt"
+        else:
+            code = "server_error"
+    return {"code": code, "message": exc.message}

@@ -68,7 +68,7 @@ class Turn:
                     **where(self.output, self.text_item),
                     "type": "response.content_part.added",
                     "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": []},
+                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
                 }
             )
         self.text += delta
@@ -88,7 +88,7 @@ class Turn:
         if item is None:
             return []
         self.text_item = None
-        part = {"type": "output_text", "text": self.text, "annotations": []}
+        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
         item.update(content=[part], status="completed")
         at = where(self.output, item)
         return [

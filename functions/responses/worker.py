@@ -32,6 +32,7 @@ from functions.common.runtime import Component, Runtime
 from functions.responses import store
 from functions.responses.engine import Run, run_events
 from functions.responses.model import ChatModel
+from functions.responses.objects import response_error
 from functions.responses.params import ResponseRequest
 from functions.responses.service import append_to_conversation, load_history, stored_principal
 from functions.services.toolbox.server import ToolRegistry, resolve_server_tools
@@ -180,7 +181,7 @@ class BackgroundWorker(Component):
 
     async def _fail(self, runtime: Runtime, row: asyncpg.Record, exc: Exception) -> None:
         if isinstance(exc, APIError):
-            error = {"code": exc.code or "server_error", "message": exc.message}
+            error = response_error(exc)
         else:
             log.error("background response failed", exc_info=exc)
             error = {"code": "server_error", "message": "The response could not be completed."}

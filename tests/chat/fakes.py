@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.chat.media_fakes import Media
+
 
 class FakeUpstream:
     def __init__(self, name: str, *, models: tuple[str, ...] = ("m1",)) -> None:
@@ -45,6 +47,7 @@ class FakeUpstream:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
+        self.media = Media()  # audio, images, moderations, rerank and score
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -56,8 +59,9 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._chat)
+        app.router.add_post("/v1/completions", self._chat)  # answered in its own shape
         app.router.add_post("/v1/embeddings", self._embeddings)
+        self.media.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -157,20 +161,22 @@ class FakeUpstream:
             return await self._stream(request, body)
         if self.mode == "huge":
             return await self._huge(request, b'{"object":"chat.completion","choices":[')
+        text = f"hi from {self.name}"
+        if request.path.endswith("/chat/completions"):
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None}
+            kind = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None}
+            kind = "text_completion"
         return web.json_response(
             {
                 "id": "chatcmpl-1",
-                "object": "chat.completion",
+                "object": kind,
                 "created": int(time.time()),
                 "model": body.get("model"),
                 "served_by": self.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": f"hi from {self.name}"},
-                        "finish_reason": "stop",
-                    }
-                ],
+                "choices": [{**choice, "finish_reason": "stop"}],
                 "usage": self.usage,
             }
         )
@@ -182,11 +188,14 @@ class FakeUpstream:
         def event(payload: dict[str, Any]) -> bytes:
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
+        created = int(time.time())
+
         def chunk(content: str, finish: str | None = None) -> bytes:
             return event(
                 {
                     "id": "chatcmpl-1",
                     "object": "chat.completion.chunk",
+                    "created": created,
                     "model": body.get("model"),
                     "choices": [
                         {"index": 0, "delta": {"content": content}, "finish_reason": finish}
@@ -216,6 +225,8 @@ class FakeUpstream:
                         {
                             "id": "chatcmpl-1",
                             "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": body.get("model"),
                             "choices": [],
                             "usage": self.usage,
                         }

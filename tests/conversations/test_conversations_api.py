@@ -82,6 +82,7 @@ async def test_items_are_normalised_and_paginated(
         "type": "output_text",
         "text": "a1",
         "annotations": [],
+        "logprobs": [],
     }
     assert added["data"][2]["id"].startswith("fc_") and added["data"][3]["output"] == "42"
     ids = [i["id"] for i in added["data"]]

@@ -154,7 +154,7 @@ async def test_operator_keys_stay_organization_owners(
     r = await client.post(PROJECTS, json={"name": "still"}, headers=operator)
     assert r.status_code == 200
     listed = (await client.get(ADMIN_KEYS, headers=operator)).json()["data"]
-    assert [k["owner"] for k in listed if k["name"] == "operator key"] == [None]
+    assert [k["owner"] for k in listed if k["name"] == "operator key"] == [{"role": "owner"}]
 
 
 async def test_a_demotion_racing_a_cache_fill_leaves_no_owner_entry(

@@ -25,7 +25,17 @@ KSERVE_PYTHON = REPO / "kserve" / ".venv" / "bin" / "python"
 AREAS: dict[str, tuple[str, ...]] = {
     "auth": ("/v1/auth",),
     "admin": ("/v1/organization",),
-    "chat": ("/v1/chat", "/v1/completions", "/v1/embeddings", "/v1/models"),
+    "chat": (
+        "/v1/chat",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/audio",
+        "/v1/images",
+        "/v1/moderations",
+        "/v1/rerank",
+        "/v1/score",
+    ),
     "conversations": ("/v1/conversations",),
     "responses": ("/v1/responses",),
     "mcp": ("/v1/mcp",),

@@ -60,7 +60,7 @@ async def test_background_response_is_polled_to_completion(
     upstream.script.append(Reply(text="done in the background", delay=0.02))
     queued = await create(client, tenant.user, input="work", background=True)
     assert queued["status"] == "queued" and queued["background"] is True
-    assert queued["usage"] is None and queued["output"] == []
+    assert "usage" not in queued and queued["output"] == []
     done = await _poll(client, tenant, queued["id"], {"completed"})
     assert done["output"][0]["content"][0]["text"] == "done in the background"
     assert done["usage"]["output_tokens"] == 4 and done["completed_at"] is not None

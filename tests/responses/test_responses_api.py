@@ -30,7 +30,7 @@ async def test_text_response_is_stored_and_retrievable(
     [message] = resp["output"]
     assert message["type"] == "message" and message["role"] == "assistant"
     assert message["content"] == [
-        {"type": "output_text", "text": "Hello from the model", "annotations": []}
+        {"type": "output_text", "text": "Hello from the model", "annotations": [], "logprobs": []}
     ]
     assert resp["usage"]["input_tokens"] == 10 and resp["usage"]["output_tokens"] == 4
     assert resp["usage"]["total_tokens"] == 14 and resp["metadata"] == {"run": "1"}

@@ -194,7 +194,7 @@ def _parts(raw: list[Any], param: str, *, default_text: str) -> list[dict[str, A
 
 def _text_part(kind: str, text: str) -> dict[str, Any]:
     if kind == "output_text":
-        return {"type": "output_text", "text": text, "annotations": []}
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     return {"type": kind, "text": text}
 
 

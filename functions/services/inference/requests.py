@@ -18,15 +18,32 @@ PATHS = {
     "chat.completions": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    # Passed through as they come (``Inference.call(relay=True)``).
+    "audio.speech": "/audio/speech",
+    "audio.transcriptions": "/audio/transcriptions",
+    "audio.translations": "/audio/translations",
+    "images.generations": "/images/generations",
+    "images.edits": "/images/edits",
+    "moderations": "/moderations",
+    "rerank": "/rerank",
+    "score": "/score",
 }
-_REQUIRED = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+_REQUIRED = {
+    "chat.completions": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+    "audio.speech": "input",
+    "images.generations": "prompt",
+    "moderations": "input",
+    "rerank": "query",
+}
 
 
 def validate(operation: str, body: dict[str, Any]) -> bool:
     """The checks the gateway itself needs; returns whether the caller asked to stream."""
-    field = _REQUIRED[operation]
-    value = body.get(field)
-    if value is None:
+    field = _REQUIRED.get(operation)
+    value = body.get(field) if field is not None else None
+    if field is not None and value is None:
         raise errors.InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
     if operation == "chat.completions" and (not isinstance(value, list) or not value):
         raise errors.InvalidRequest(
@@ -67,9 +84,19 @@ def affinity_of(body: dict[str, Any]) -> str | None:
 
 
 def usage_of(body: bytes) -> dict[str, Any] | None:
+    """An answer's usage in chat completions' terms (``prompt_tokens``,
+    ``completion_tokens``): images and transcriptions count ``input_tokens`` and
+    ``output_tokens``, rerank and score a ``total_tokens`` alone."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     usage = data.get("usage") if isinstance(data, dict) else None
-    return usage if isinstance(usage, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    if "prompt_tokens" not in usage and ("input_tokens" in usage or "total_tokens" in usage):
+        return {
+            "prompt_tokens": usage.get("input_tokens", usage.get("total_tokens")),
+            "completion_tokens": usage.get("output_tokens", 0),
+        }
+    return usage

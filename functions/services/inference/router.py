@@ -40,6 +40,7 @@ import aiohttp
 from functions.common import errors, upstream
 from functions.common.logs import request_id_var
 from functions.services.inference import failures, metrics
+from functions.services.inference.bodies import OpenBody, Upload
 from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.inference.sse import MAX_EVENT_BYTES, EventSplitter, has_data
@@ -52,9 +53,10 @@ ERROR_BODY_BYTES = 64 * 1024  # an error answer's message is in its first bytes
 WARMUP_POLL_SECONDS = 2.0  # the longest wait before asking a warming endpoint again
 
 T = TypeVar("T")
+Body = bytes | Upload  # a request body: the bytes, or an upload streamed as it arrives
 # One try on one endpoint: (route, endpoint, url, body, headers) -> the result or a Failure.
 Attempt = Callable[
-    [ModelRoute, Endpoint, str, bytes, dict[str, str]], Awaitable[T | failures.Failure]
+    [ModelRoute, Endpoint, str, Body, dict[str, str]], Awaitable[T | failures.Failure]
 ]
 
 
@@ -205,12 +207,20 @@ class Router:
         """Start a stream with failover until its first event arrives."""
         return await self._with_failover(self._stream_attempt, route, path, body, affinity)
 
+    async def open_body(
+        self, route: ModelRoute, path: str, body: Body, *, affinity: str | None = None
+    ) -> OpenBody:
+        """A call whose answer is relayed as it comes (audio, or any content type), with
+        failover until a successful status arrives. An ``Upload`` is sent as the client
+        sends it; once it has started, a failure is not retried."""
+        return await self._with_failover(self._body_attempt, route, path, body, affinity)
+
     async def _with_failover(
         self,
         attempt: Attempt[T],
         route: ModelRoute,
         path: str,
-        body: bytes,
+        body: Body,
         affinity: str | None,
     ) -> T:
         """The failover loop of every call: pick an endpoint not tried yet, back off, make
@@ -267,8 +277,8 @@ class Router:
             ep.outstanding -= 1
             last = result
             self._note(route, ep, last)
-            if not last.retry:
-                break
+            if not last.retry or (isinstance(body, Upload) and body.started):
+                break  # (an upload cannot be sent twice)
             tried.append(ep)
             failed += 1
             backoff = not last.warming
@@ -278,8 +288,9 @@ class Router:
         raise self._final(route, last)
 
     async def _reply_attempt(
-        self, route: ModelRoute, ep: Endpoint, url: str, body: bytes, headers: dict[str, str]
+        self, route: ModelRoute, ep: Endpoint, url: str, body: Body, headers: dict[str, str]
     ) -> Reply | failures.Failure:
+        assert isinstance(body, bytes)
         sent_at = time.perf_counter()
         async with self.client.session.post(
             url,
@@ -301,8 +312,9 @@ class Router:
         return Reply(ep, status, data)
 
     async def _stream_attempt(
-        self, route: ModelRoute, ep: Endpoint, url: str, body: bytes, headers: dict[str, str]
+        self, route: ModelRoute, ep: Endpoint, url: str, body: Body, headers: dict[str, str]
     ) -> OpenStream | failures.Failure:
+        assert isinstance(body, bytes)
         sent_at = time.perf_counter()
         resp = await self.client.session.post(
             url,
@@ -334,6 +346,31 @@ class Router:
                     if size > limit:
                         raise failures.TooLarge("stream's keep-alives", limit)
                     blocks.append(block)
+            data = await read_head(resp, ERROR_BODY_BYTES)
+            failure = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
+        except BaseException:
+            resp.close()
+            raise
+        resp.close()
+        return failure
+
+    async def _body_attempt(
+        self, route: ModelRoute, ep: Endpoint, url: str, body: Body, headers: dict[str, str]
+    ) -> OpenBody | failures.Failure:
+        sent_at = time.perf_counter()
+        resp = await self.client.session.post(
+            url,
+            data=body if isinstance(body, bytes) else body.chunks(),
+            headers=headers if isinstance(body, bytes) else body.headers(headers),
+            timeout=self._stream_timeout,
+            allow_redirects=False,
+        )
+        try:
+            if resp.status < 300:
+                first_byte = time.perf_counter() - sent_at
+                metrics.observe_ttft(route.model, first_byte)
+                self.health.answered(ep, first_byte, route.endpoints)
+                return OpenBody(self.health, route.model, route.labels[ep], ep, resp)
             data = await read_head(resp, ERROR_BODY_BYTES)
             failure = failures.from_status(resp.status, data, resp.headers.get("retry-after"))
         except BaseException:

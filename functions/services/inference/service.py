@@ -14,7 +14,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote
 
 import orjson
@@ -24,6 +24,7 @@ from functions.common.principal import Principal
 from functions.common.runtime import Component, Runtime
 from functions.common.upstream import Upstream
 from functions.services.inference import metrics
+from functions.services.inference.bodies import OpenBody
 from functions.services.inference.catalog import Catalog, ModelRoute
 from functions.services.inference.health import (
     DatabaseHealthStore,
@@ -32,7 +33,7 @@ from functions.services.inference.health import (
     RedisHealthStore,
 )
 from functions.services.inference.requests import PATHS, usage_of
-from functions.services.inference.router import OpenStream, Reply, Router
+from functions.services.inference.router import Body, OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
 from functions.services.providers.directory import Providers
@@ -173,24 +174,54 @@ class Inference(Component):
                 named.pop(alias, None)  # the alias shadows a model of its name
         return sorted(named.items())
 
+    @overload
     async def call(
         self,
         principal: Principal,
         operation: str,
         body: dict[str, Any],
-        raw: bytes,
+        raw: Body,
         *,
         stream: bool,
         affinity: str | None,
-    ) -> Reply | ModelStream:
+        relay: Literal[False] = False,
+    ) -> Reply | ModelStream: ...
+
+    @overload
+    async def call(
+        self,
+        principal: Principal,
+        operation: str,
+        body: dict[str, Any],
+        raw: Body,
+        *,
+        stream: bool,
+        affinity: str | None,
+        relay: Literal[True],
+    ) -> ModelBody: ...
+
+    async def call(
+        self,
+        principal: Principal,
+        operation: str,
+        body: dict[str, Any],
+        raw: Body,
+        *,
+        stream: bool,
+        affinity: str | None,
+        relay: bool = False,
+    ) -> Reply | ModelStream | ModelBody:
         """The one way to call a model, for the HTTP endpoints and Responses alike:
         admission (the model must be one the caller may use, and the call must fit its
         rate limits: 429 otherwise), routing with failover, model fallbacks, and the usage
         ledger. ``raw`` is what the upstream receives (the client's own bytes when the
         gateway changed nothing). Non-streamed: the upstream's answer, recorded. Streamed:
         the open stream, whose ``entry`` the consumer writes when it ends (which also
-        settles the tokens reserved at admission). The admission's ``x-ratelimit-*``
-        headers are ``functions.services.limits.current_headers()``; the fallback's
+        settles the tokens reserved at admission). ``relay``: the upstream's answer as it
+        comes, whatever its type (audio; ``raw`` may be an ``Upload``, whose size is not a
+        token estimate, and which goes as it is: an alias's upload names the alias). The
+        admission's ``x-ratelimit-*`` headers are
+        ``functions.services.limits.current_headers()``; the fallback's
         ``x-jan-model-fallback`` is ``fallback_headers()``.
 
         Fallbacks: when every endpoint of the model fails before the first byte (a 502,
@@ -203,7 +234,7 @@ class Inference(Component):
         FELL_BACK.set(())
         started = time.monotonic()
         try:
-            return await self._call(principal, operation, body, raw, route, stream, affinity)
+            return await self._call(principal, operation, body, raw, route, stream, affinity, relay)
         except Unserved as exc:
             last = exc.error
         org, project = principal.organization_id, principal.project_id
@@ -223,7 +254,7 @@ class Inference(Component):
                 continue
             try:
                 result = await self._call(
-                    principal, operation, body, raw, fallback, stream, affinity
+                    principal, operation, body, raw, fallback, stream, affinity, relay
                 )
             except Unserved as exc:
                 metrics.count_fallback(failed[-1], target, "failed")
@@ -243,24 +274,31 @@ class Inference(Component):
         principal: Principal,
         operation: str,
         body: dict[str, Any],
-        raw: bytes,
+        raw: Body,
         route: ModelRoute,
         stream: bool,
         affinity: str | None,
-    ) -> Reply | ModelStream:
+        relay: bool,
+    ) -> Reply | ModelStream | ModelBody:
         """One model's call: admission, routing with failover, the ledger."""
         if route.model != body["model"]:  # an alias or a fallback: the upstream gets its model
             body = {**body, "model": route.model}
-            raw = orjson.dumps(body)
+            if isinstance(raw, bytes):
+                raw = orjson.dumps(body)
         ticket = None
         if self.limits is not None:
-            ticket = await self.limits.admit(principal, route.model, operation, body, len(raw))
-        entry = LedgerEntry(self, principal, route, operation, stream, ticket)
+            size = len(raw) if isinstance(raw, bytes) else 0
+            ticket = await self.limits.admit(principal, route.model, operation, body, size)
+        entry = LedgerEntry(self, principal, route, operation, stream or relay, ticket)
         path = PATHS[operation]
         try:
-            if stream:
+            if relay:
+                answer = await self.router.open_body(route, path, raw, affinity=affinity)
+            elif stream:
+                assert isinstance(raw, bytes)
                 opened = await self.router.open_stream(route, path, raw, affinity=affinity)
             else:
+                assert isinstance(raw, bytes)
                 reply = await self.router.send(route, path, raw, affinity=affinity)
         except errors.APIError as exc:
             entry.write(exc.status)
@@ -273,12 +311,24 @@ class Inference(Component):
             if ticket is not None:
                 ticket.settle(0)
             raise
+        if relay:
+            entry.first_event(answer.endpoint.base_url)
+            return ModelBody(answer, entry)
         if stream:
             entry.first_event(opened.endpoint.base_url)
             return ModelStream(opened, entry)
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
         return reply
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBody:
+    """A model's answer relayed as it comes (its status and headers are in), with its
+    ledger entry (written by whoever relays it, at the end)."""
+
+    body: OpenBody
+    entry: LedgerEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from functions.services.inference import failures
+from functions.services.inference.bodies import OpenBody
+from functions.services.inference.requests import usage_of
 from functions.services.inference.router import OpenStream, StreamBroken
 from functions.services.inference.sse import StreamTally, error_event
 
@@ -97,9 +99,40 @@ class StreamOutcome:
         self.finish()
 
 
+async def until_gone(receive: Receive, relay: Awaitable[None]) -> None:
+    """Run ``relay`` in this task, cancelled if the client disconnects before it ends
+    (which closes the upstream response, and so stops the work there)."""
+    task = asyncio.current_task()
+    assert task is not None
+    relaying = True
+
+    async def cancel_when_gone() -> bool:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not relaying:
+            return False
+        task.cancel()
+        return True
+
+    watcher = asyncio.get_running_loop().create_task(cancel_when_gone())
+    try:
+        await relay
+    except asyncio.CancelledError:
+        if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+            raise  # cancelled from outside (shutdown), not by the client leaving
+        task.uncancel()
+    except Exception:
+        log.warning("stream relay failed", exc_info=True)
+    finally:
+        relaying = False
+        watcher.cancel()
+
+
 class SSERelay(Response):
     """An ASGI response streaming ``stream`` to the client; ``finish(status, usage)`` is
-    called exactly once at the end (the usage ledger)."""
+    called exactly once at the end (the usage ledger). ``complete``, if any, is awaited
+    when the stream has ended well, before its last bytes go out (a stored completion is
+    written then, so the caller can read it back once it has the end)."""
 
     def __init__(
         self,
@@ -107,6 +140,7 @@ class SSERelay(Response):
         tally: StreamTally,
         finish: Finish,
         headers: list[tuple[bytes, bytes]] | None = None,
+        complete: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
         self.status_code = 200
@@ -115,35 +149,14 @@ class SSERelay(Response):
         self.tally = tally
         self.finish = finish
         self._extra = headers or []  # more response headers (the rate limits'), encoded
-        self._relaying = True
+        self.complete = complete
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = self.tally.render(self.stream.first)
         if self.tally.done:  # the whole answer is here: nothing to watch or cancel
             await self._relay(send, first)
             return
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.get_running_loop().create_task(self._cancel_when_gone(receive, task))
-        try:
-            await self._relay(send, first)
-        except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
-                raise  # cancelled from outside (shutdown), not by the client leaving
-            task.uncancel()
-        except Exception:
-            log.warning("stream relay failed", exc_info=True)
-        finally:
-            self._relaying = False
-            watcher.cancel()
-
-    async def _cancel_when_gone(self, receive: Receive, relay: asyncio.Task[None]) -> bool:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self._relaying:
-            return False
-        relay.cancel()
-        return True
+        await until_gone(receive, self._relay(send, first))
 
     async def _relay(self, send: Send, first: bytes) -> None:
         tally = self.tally
@@ -154,6 +167,8 @@ class SSERelay(Response):
                 # Complete already: a plain body with its length (no chunked framing, one
                 # write less for the server).
                 headers.append((b"content-length", str(len(first)).encode()))
+                if self.complete is not None and not tally.error:
+                    await self.complete()
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 outcome.ended()
@@ -174,4 +189,51 @@ class SSERelay(Response):
                 outcome.broke(broken.failure)
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
+            elif self.complete is not None and outcome.status == 200:
+                await self.complete()
             await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+USAGE_READ_BYTES = 1024 * 1024  # a relayed JSON answer is read for its usage up to this
+
+
+class BodyRelay(Response):
+    """An upstream answer relayed a chunk at a time, whatever its type (audio, a
+    transcription, an event stream); ``finish(status, usage)`` once at the end, with the
+    usage of a JSON answer of at most ``USAGE_READ_BYTES``. A failure midway ends the
+    body there (the ledger says 502): there is no error event to send in audio."""
+
+    def __init__(
+        self, body: OpenBody, finish: Finish, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.status_code = body.status
+        self.background = None
+        self.answer = body
+        self.finish = finish
+        self._extra = headers or []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await until_gone(receive, self._relay(send))
+
+    async def _relay(self, send: Send) -> None:
+        body = self.answer
+        status = CLIENT_CLOSED
+        kept: list[bytes] | None = [] if "json" in body.content_type else None
+        size = 0
+        try:
+            headers = [(b"content-type", body.content_type.encode("latin-1")), *self._extra]
+            await send({"type": "http.response.start", "status": body.status, "headers": headers})
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                size += len(chunk)
+                if kept is not None:
+                    if size > USAGE_READ_BYTES:
+                        kept = None  # too long to read for its usage: the reservation stands
+                    else:
+                        kept.append(chunk)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            status = body.failure.error.status if body.failure else 200
+        finally:
+            body.close(ok=status == 200)
+            usage = usage_of(b"".join(kept)) if kept and status == 200 else None
+            self.finish(status, usage)
