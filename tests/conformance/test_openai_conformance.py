@@ -54,6 +54,15 @@ class Deliberate:
 
 EXCEPTIONS: tuple[Deliberate, ...] = (
     Deliberate(
+        r"(GET|POST) /organization(/projects/\{project_id\})?/data_retention",
+        "body",
+        r"\$\.type",
+        r"'none' is not one of .*",
+        "An organization or project without a retention control reads `type: none` (and "
+        "`POST {retention_type: none}` removes one); the document's enum names only the "
+        "controls OpenAI grants, and has no value for the default.",
+    ),
+    Deliberate(
         re.escape("DELETE /responses/{response_id}"),
         "body",
         r"\$",
@@ -104,6 +113,11 @@ JAN_ROUTES = {
     "/v1/organization/model_prices",
     "/v1/organization/projects/{project_id}/model_prices",
     "/v1/organization/projects/{project_id}/token_budgets",
+    "/v1/organization/model_aliases",
+    "/v1/organization/projects/{project_id}/model_aliases",
+    "/v1/organization/model_fallbacks",
+    "/v1/organization/projects/{project_id}/model_fallbacks",
+    "/console/",
     "/v1/organization/invites/verification",
     "POST /v1/organization/projects/{project_id}/api_keys",
     "POST /v1/organization/projects/{project_id}/api_keys/{key_id}/rate_limits",
@@ -555,6 +569,31 @@ async def usage_and_costs(api: Api) -> None:
     await api("GET", f"/v1/organization/costs?start_time={day}", 200)
     await api("GET", f"/v1/organization/costs?start_time={day}&group_by=line_item", 200)
     await api("GET", "/v1/organization/costs", 400)
+
+
+@scenario("GET /organization/audit_logs")
+async def audit_logs(api: Api) -> None:
+    await api("POST", "/v1/organization/projects", 200, json={"name": "audited"})
+    await api("GET", "/v1/organization/audit_logs", 200)
+    await api("GET", "/v1/organization/audit_logs?event_types[]=project.created&limit=1", 200)
+    await api("GET", "/v1/organization/audit_logs?limit=0", 400)
+
+
+@scenario(
+    "GET /organization/data_retention",
+    "POST /organization/data_retention",
+    "GET /organization/projects/{project_id}/data_retention",
+    "POST /organization/projects/{project_id}/data_retention",
+)
+async def data_retention(api: Api) -> None:
+    for url in (
+        "/v1/organization/data_retention",
+        f"/v1/organization/projects/{api.tenant.project_id}/data_retention",
+    ):
+        await api("GET", url, 200)
+        await api("POST", url, 200, json={"retention_type": "zero_data_retention"})
+        await api("POST", url, 400, json={"retention_type": "forever"})
+        await api("POST", url, 200, json={"retention_type": "none"})
 
 
 # --- the tests -----------------------------------------------------------------------
