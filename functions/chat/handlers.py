@@ -41,7 +41,12 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     raw = await request.body()  # the bytes json_body decoded (Starlette keeps them)
     stream = validate(operation, body)
     stored = None
-    if operation == "chat.completions" and wants_storing(body):
+    # Under zero data retention `store: true` behaves as `store: false` (as in Responses).
+    if (
+        operation == "chat.completions"
+        and wants_storing(body)
+        and not principal.zero_data_retention
+    ):
         stored = StoredCall(deps.runtime, principal, body)
     keep_usage = True
     if stream:
@@ -119,7 +124,8 @@ async def chat_completions(deps: ChatDeps, request: Request) -> Response:
                 description: >-
                   Keep the completion and the request's messages, for
                   `GET /v1/chat/completions/{completion_id}` and its list; the answer's `id`
-                  (every chunk's, streamed) is then the stored completion's.
+                  (every chunk's, streamed) is then the stored completion's. Ignored (as
+                  `false`) when the project's data retention is `zero_data_retention`.
               metadata:
                 type: object
                 additionalProperties: {type: string}

@@ -29,6 +29,13 @@ async def respond(
     )
 
 
+async def stored_completions(runtime: Runtime, tenant: Tenant) -> int:
+    count: int = await runtime.db.writer.fetchval(
+        "SELECT count(*) FROM chat_completions WHERE project_id = $1", tenant.project_id
+    )
+    return count
+
+
 async def stored_responses(runtime: Runtime) -> int:
     count: int = await runtime.db.writer.fetchval("SELECT count(*) FROM responses")
     return count
@@ -90,6 +97,37 @@ async def test_nothing_is_stored_and_what_needs_storage_is_refused(
             tenant.project_id,
         )
     assert len(rows) == 5 and all(r["input_tokens"] > 0 for r in rows)
+
+
+async def test_stored_chat_completions_are_not_stored(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """`store: true` on a chat completion behaves as `store: false` under the policy:
+    answered, plain or streamed, and nothing is kept (nor listed)."""
+    tenant = await create_tenant(runtime)
+    key = tenant.project_headers
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "store": True}
+    kept = await client.post("/v1/chat/completions", json=body, headers=key)
+    assert kept.status_code == 200, kept.text
+    assert await stored_completions(runtime, tenant) == 1
+
+    r = await client.post(
+        project_url(tenant),
+        json={"retention_type": "zero_data_retention"},
+        headers=tenant.admin_headers,
+    )
+    assert r.status_code == 200
+    plain = await client.post("/v1/chat/completions", json=body, headers=key)
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["choices"][0]["message"]["content"] == "echo: hi"
+    streamed = await client.post("/v1/chat/completions", json={**body, "stream": True}, headers=key)
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    assert await stored_completions(runtime, tenant) == 1  # only the one from before
+    assert (
+        await client.get(f"/v1/chat/completions/{plain.json()['id']}", headers=key)
+    ).status_code == 404
+    listed = await client.get("/v1/chat/completions", headers=key)
+    assert [c["id"] for c in listed.json()["data"]] == [kept.json()["id"]]
 
 
 async def test_the_organization_decides_unless_the_project_has_its_own(
