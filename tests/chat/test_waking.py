@@ -1,0 +1,180 @@
+"""Waking a model that scaled to zero, from the client's side (``waking``): requests held
+while the only endpoint answers 503 or refuses connections (its revision starting) are
+asked again with back-off, wait together with one asker (no thundering herd), and the
+wake is measured. The model servers are real local HTTP servers (``FakeUpstream``) that
+count every request they answer; a stopped one refuses connections on its port."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from functions.common import errors
+from functions.common.upstream import Upstream
+from functions.services.inference.catalog import ModelRoute
+from functions.services.inference.health import HealthBook
+from functions.services.inference.router import Router
+from functions.services.providers.directory import Provider
+from tests.chat.fakes import FakeUpstream
+
+Start = Callable[..., Awaitable[FakeUpstream]]
+_IDS = itertools.count()
+N = 20
+
+
+def kserve_route(health: HealthBook, *fakes: FakeUpstream) -> ModelRoute:
+    """A route to a KServe provider (one that scales to zero) of a model of its own, so
+    the process-wide metrics of one test are its own."""
+    n = next(_IDS)
+    urls = tuple(f.base_url for f in fakes)
+    provider = Provider(f"prov_w{n}", "org_t", None, "test", "kserve", urls, None)
+    eps = tuple(health.endpoint(u, label=provider.label(i)) for i, u in enumerate(urls))
+    return ModelRoute(f"waking-{n}", provider, eps, provider.headers, "test", 0)
+
+
+def body(route: ModelRoute) -> bytes:
+    return orjson.dumps({"model": route.model, "messages": [{"role": "user", "content": "hi"}]})
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Wait for a state the test drives towards (bounded, never a timing assertion)."""
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("state not reached")
+
+
+async def test_concurrent_requests_for_a_waking_model_wait_together(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    a = await upstreams("a")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=30)
+    route = kserve_route(health, a)
+    cold_seconds = 1.5
+    a.cold_until = time.monotonic() + cold_seconds  # 503 "not ready", Retry-After 0.2
+    held = {"model": route.model}
+    calls = [
+        asyncio.create_task(router.send(route, "/chat/completions", body(route))) for _ in range(N)
+    ]
+    await until(lambda: metric("jan_model_requests_held", **held) == N)  # all held at once
+    replies = await asyncio.gather(*calls)
+    assert all(r.status == 200 and b"hi from a" in r.body for r in replies)
+    # One first try each, one asker every 0.2 s while cold (and one more), one call each
+    # once it serves. A herd would cost N tries every 0.2 s: 20 * 7 = 140 and more.
+    asks = cold_seconds / 0.2 + 2
+    assert N * 2 <= a.calls <= N * 2 + asks
+    assert metric("jan_model_requests_held", **held) == 0
+    assert metric("jan_model_wake_seconds_count", **held) == 1  # one wake, measured once
+    assert metric("jan_model_wake_seconds_sum", **held) >= 1.0
+    assert metric("jan_model_wake_gave_up_total", **held) == 0
+    ep = health.endpoint(a.base_url)
+    assert not ep.ejected and ep.failures == 0 and ep.outstanding == 0
+    assert not router.waking.wakes  # nothing kept once no one is held
+
+    # Awake: a later request is not held and makes one call.
+    before = a.calls
+    await router.send(route, "/chat/completions", body(route))
+    assert a.calls == before + 1
+
+
+async def test_a_request_arriving_during_a_wake_joins_it_without_trying(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    a = await upstreams("a")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=30)
+    route = kserve_route(health, a)
+    a.cold_until = time.monotonic() + 1.0
+    first = asyncio.create_task(router.send(route, "/chat/completions", body(route)))
+    await until(lambda: metric("jan_model_requests_held", model=route.model) == 1)
+    asked = a.calls
+    later = [
+        asyncio.create_task(router.send(route, "/chat/completions", body(route))) for _ in range(5)
+    ]
+    await until(lambda: metric("jan_model_requests_held", model=route.model) == 6)
+    assert all(r.status == 200 for r in await asyncio.gather(first, *later))
+    # The late ones never tried while it was cold: only the asker did, then one call each.
+    assert a.calls <= asked + 1.0 / 0.2 + 1 + 5
+
+
+async def test_refused_connections_while_the_revision_starts_are_waited_for(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    a = await upstreams("a")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=30)
+    route = kserve_route(health, a)
+    label = route.labels[route.endpoints[0]]
+    await a.stop()  # scaled to zero: the port refuses connections
+
+    async def revision_starts() -> None:
+        await asyncio.sleep(1.5)
+        await a.start()  # the same port again
+
+    starting = asyncio.create_task(revision_starts())
+    refused = {"endpoint": label, "fault": "upstream", "reason": "connect"}
+    replies = await asyncio.gather(
+        *(router.send(route, "/chat/completions", body(route)) for _ in range(N))
+    )
+    await starting
+    assert all(r.status == 200 and b"hi from a" in r.body for r in replies)
+    assert a.calls == N  # it served each once
+    # One refused first try each, then one asker with back-off (0.25 s doubling): a herd
+    # would be N refused tries per step.
+    assert N < metric("jan_upstream_failures_total", **refused) <= N + 6
+    ep = health.endpoint(a.base_url)
+    assert not ep.ejected and ep.failures == 0  # starting is not broken
+    assert metric("jan_model_wake_seconds_count", model=route.model) == 1
+
+
+async def test_a_refused_connection_is_a_failure_where_the_provider_never_sleeps(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    a = await upstreams("a")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=30, backoff_seconds=0)
+    route = kserve_route(health, a)
+    vllm = ModelRoute(
+        route.model,
+        Provider(route.provider.id, "org_t", None, "test", "vllm", route.provider.base_urls, None),
+        route.endpoints,
+        route.headers,
+        "test",
+        0,
+    )
+    await a.stop()
+    with pytest.raises(errors.UpstreamError):  # at once: a 502, no wait
+        await router.send(vllm, "/chat/completions", body(vllm))
+    assert metric("jan_model_requests_held", model=vllm.model) == 0
+
+
+async def test_held_requests_give_up_at_the_wake_time(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    a = await upstreams("a")
+    a.cold_until = time.monotonic() + 60
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=0.6)
+    route = kserve_route(health, a)
+    outcomes = await asyncio.gather(
+        *(router.send(route, "/chat/completions", body(route)) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, errors.ServiceUnavailable) for o in outcomes)
+    assert metric("jan_model_wake_gave_up_total", model=route.model) == 5
+    assert metric("jan_model_requests_held", model=route.model) == 0
+    assert metric("jan_model_wake_seconds_count", model=route.model) == 0  # it never woke
+    assert a.calls <= 5 + 0.6 / 0.2 + 1
+    assert not router.waking.wakes and not health.endpoint(a.base_url).ejected
