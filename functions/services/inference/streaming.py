@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from functions.common import errors
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
 from functions.services.inference.router import OpenStream, StreamBroken
 from functions.services.inference.sse import StreamTally, error_event
+from functions.services.inference.waking import HOLDING
+from functions.services.limits import current_raw_headers
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
@@ -40,6 +43,7 @@ _HEADERS = (
 )
 
 Finish = Callable[[int, dict[str, Any] | None], None]
+T = TypeVar("T")
 
 
 class StreamOutcome:
@@ -158,12 +162,13 @@ class SSERelay(Response):
             return
         await until_gone(receive, self._relay(send, first))
 
-    async def _relay(self, send: Send, first: bytes) -> None:
+    async def _relay(self, send: Send, first: bytes, *, started: bool = False) -> None:
+        """``started``: the response has begun already (a held stream's keep-alives)."""
         tally = self.tally
         with StreamOutcome(self.stream, tally, self.finish) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
             headers = [*_HEADERS, *self._extra]
-            if tally.done:
+            if tally.done and not started:
                 # Complete already: a plain body with its length (no chunked framing, one
                 # write less for the server).
                 headers.append((b"content-length", str(len(first)).encode()))
@@ -173,25 +178,128 @@ class SSERelay(Response):
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 outcome.ended()
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
             last = b""
-            try:
-                async for block in self.stream:
-                    data = tally.render(block)
-                    if tally.done:
-                        last = data
-                        break
-                    if data:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
+            if tally.done:  # a held stream complete with its first read
+                last = first
                 outcome.ended()
-            except StreamBroken as broken:
-                outcome.broke(broken.failure)
+            else:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                try:
+                    async for block in self.stream:
+                        data = tally.render(block)
+                        if tally.done:
+                            last = data
+                            break
+                        if data:
+                            await send(
+                                {"type": "http.response.body", "body": data, "more_body": True}
+                            )
+                    outcome.ended()
+                except StreamBroken as broken:
+                    outcome.broke(broken.failure)
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
             elif self.complete is not None and outcome.status == 200:
                 await self.complete()
             await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+WAKING_COMMENT = b": waking model\n\n"  # what a held stream sends meanwhile
+
+
+class Holding(Generic[T]):
+    """A streamed call the router holds while its model wakes (``waking``): the task
+    that will open the stream, and the rate-limit headers known when it was held."""
+
+    __slots__ = ("headers", "task")
+
+    def __init__(self, task: asyncio.Task[T], headers: list[tuple[bytes, bytes]]) -> None:
+        self.task = task
+        self.headers = headers
+
+
+async def open_or_hold(opening: Coroutine[Any, Any, T]) -> T | Holding[T]:
+    """Run ``opening`` (a call that opens a stream): its result, or its error, as soon as
+    it has either; or, once the router holds it for a waking model, ``Holding`` it (the
+    caller answers with ``HeldRelay``, which starts the stream at once)."""
+    loop = asyncio.get_running_loop()
+    held: asyncio.Future[list[tuple[bytes, bytes]]] = loop.create_future()
+
+    def holding() -> None:  # in the call's context: the admission's headers are known
+        if not held.done():
+            held.set_result(current_raw_headers())
+
+    token = HOLDING.set(holding)
+    try:
+        task = loop.create_task(opening)
+    finally:
+        HOLDING.reset(token)
+    try:
+        await asyncio.wait((task, held), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    if task.done():
+        held.cancel()
+        return task.result()
+    return Holding(task, held.result())
+
+
+class HeldRelay(Response, Generic[T]):
+    """A stream whose model wakes: the response starts at once and sends an SSE comment
+    (``: waking model``) every ``keepalive`` seconds, so that no idle timeout between
+    the client and us fires, until the call opens its stream, which ``relay(result)``
+    then relays; a call that fails meanwhile ends the stream with an error event (its
+    ledger line is written already). The client leaving cancels the call."""
+
+    def __init__(
+        self,
+        holding: Holding[T],
+        relay: Callable[[T], SSERelay],
+        keepalive: float,
+        discard: Callable[[T], None],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.holding = holding
+        self.relay = relay
+        self.keepalive = keepalive
+        self.discard = discard  # a result no one relays (the client left): closed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await until_gone(receive, self._relay(send))
+
+    async def _relay(self, send: Send) -> None:
+        task = self.holding.task
+        try:
+            headers = [*_HEADERS, *self.holding.headers]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            while True:
+                await send(
+                    {"type": "http.response.body", "body": WAKING_COMMENT, "more_body": True}
+                )
+                done, _ = await asyncio.wait((task,), timeout=self.keepalive)
+                if done:
+                    break
+        except BaseException:
+            task.cancel()
+            await asyncio.wait((task,))
+            if not task.cancelled() and task.exception() is None:
+                self.discard(task.result())
+            raise
+        try:
+            result = task.result()
+        except Exception as exc:
+            if not isinstance(exc, errors.APIError):
+                log.exception("held stream failed")
+                exc = errors.internal_error()
+            end = error_event(exc.body())
+            await send({"type": "http.response.body", "body": end, "more_body": False})
+            return
+        relay = self.relay(result)
+        await relay._relay(send, relay.tally.render(relay.stream.first), started=True)
 
 
 USAGE_READ_BYTES = 1024 * 1024  # a relayed JSON answer is read for its usage up to this
