@@ -1,10 +1,13 @@
 """The router: pick an endpoint, call it, fail over before the first byte.
 
-Balancing is least outstanding requests among endpoints in rotation, with optional
-affinity: requests with the same key (a conversation, a user) go to the same endpoint
-(rendezvous hashing, so it is stable across instances) unless that endpoint is busier
-than the least busy by more than ``AFFINITY_SLACK`` — reusing an engine's prompt cache
-is worth a little imbalance, not a queue. When every endpoint is ejected, the one whose
+Balancing is least outstanding requests among endpoints in rotation, or, when the
+provider gives its endpoints weights (a canary's 5 beside 95), a draw in proportion to
+them among those in rotation (weight 0: a standby, used only when no weighted one is
+left). Either way with optional affinity: requests with the same key (a conversation, a
+user) go to the same endpoint (rendezvous hashing, weighted where weights are set, so it
+is stable across instances) unless that endpoint is busier than the least busy by more
+than ``AFFINITY_SLACK`` — reusing an engine's prompt cache is worth a little imbalance,
+not a queue. When every endpoint is ejected, the one whose
 ejection ends first is tried anyway rather than failing without a try.
 
 A failure before the first byte (connection refused, 5xx, timeout to headers, a stream
@@ -31,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
+import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -168,6 +173,7 @@ class Router:
         self._reply_timeout = upstream.timeout(connect=connect_timeout, idle=response_timeout)
         self._stream_timeout = upstream.timeout(connect=connect_timeout, idle=stream_idle_timeout)
         self._turn = itertools.count()
+        self._random = random.Random()  # noqa: S311 - weighted endpoints' draws, no secret
 
     # --- choosing ---------------------------------------------------------------------
     def pick(
@@ -182,6 +188,10 @@ class Router:
         live = [ep for ep in pool if not ep.ejected]
         if not live:
             return min(pool, key=lambda ep: ep.ejected_until)
+        if route.weights:
+            weighted = [ep for ep in live if route.weights[ep]]
+            if weighted:  # else only standbys (weight 0) are left: least outstanding
+                return self._pick_weighted(route.weights, weighted, affinity)
         least = min(ep.outstanding for ep in live)
         if affinity is not None:
             key = affinity.encode()
@@ -190,6 +200,33 @@ class Router:
                 return best
         idle = [ep for ep in live if ep.outstanding == least]
         return idle[next(self._turn) % len(idle)] if len(idle) > 1 else idle[0]
+
+    def _pick_weighted(
+        self, weights: dict[Endpoint, int], live: list[Endpoint], affinity: str | None
+    ) -> Endpoint:
+        """An endpoint drawn in proportion to its weight; with an affinity key, the one
+        weighted rendezvous hashing gives it (stable across instances, and each endpoint
+        the keys in proportion to its weight), unless it is busier than the least busy
+        by more than ``AFFINITY_SLACK``."""
+        if len(live) == 1:
+            return live[0]
+        if affinity is not None:
+            key = affinity.encode()
+
+            def score(ep: Endpoint) -> float:
+                unit = (zlib.crc32(key + ep.base_url.encode()) + 1) / 4294967298
+                return -weights[ep] / math.log(unit)
+
+            best = max(live, key=score)
+            if best.outstanding <= min(ep.outstanding for ep in live) + AFFINITY_SLACK:
+                return best
+        total = sum(weights[ep] for ep in live)
+        point = self._random.random() * total
+        for ep in live:
+            point -= weights[ep]
+            if point < 0:
+                return ep
+        return live[-1]
 
     def _headers(self, route: ModelRoute) -> dict[str, str]:
         request_id = request_id_var.get()

@@ -104,6 +104,15 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub(r"\1***@", url)
 
 
+def _weights(stored: list[int] | None, served: list[int]) -> tuple[int, ...]:
+    """The stored weights of the base URLs served (``served``: their places); none when
+    none are stored, or when every one left has weight 0 (nothing to split)."""
+    if stored is None:
+        return ()
+    weights = tuple(stored[i] for i in served)
+    return weights if any(weights) else ()
+
+
 def endpoint_label(provider_id: str, index: int) -> str:
     """How metrics and logs name an endpoint: its provider and its place in the provider's
     list (``prov_…/0``), never its URL; the built-in provider's one endpoint is ``builtin``."""
@@ -145,6 +154,9 @@ class Provider:
     # Per base URL, how metrics and logs name it (its place in the stored list, which
     # stays put when the guard leaves an earlier one out); empty: by place in base_urls.
     labels: tuple[str, ...] = ()
+    # Per base URL, its relative share of the traffic (a canary's 5 beside 95); empty: no
+    # weights, the router balances by least outstanding requests.
+    weights: tuple[int, ...] = ()
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else endpoint_label(self.id, index)
@@ -219,6 +231,7 @@ class Providers:
             static_models=tuple(row["static_models"]),
             created=int(row["created_at"].timestamp()),
             labels=tuple(endpoint_label(row["id"], i) for i, _ in served),
+            weights=_weights(row["endpoint_weights"], [i for i, _ in served]),
         )
 
     def _permitted(self, provider_id: str, url: str) -> bool:
