@@ -48,7 +48,7 @@ def metric(name: str, **labels: str) -> float:
 
 async def until(check: Callable[[], bool]) -> None:
     """Wait for a state the test drives towards (bounded, never a timing assertion)."""
-    for _ in range(500):
+    for _ in range(3000):
         if check():
             return
         await asyncio.sleep(0.01)
@@ -62,22 +62,23 @@ async def test_concurrent_requests_for_a_waking_model_wait_together(
     health = HealthBook(None)
     router = Router(health, upstream_client, warmup_seconds=30)
     route = kserve_route(health, a)
-    cold_seconds = 1.5
-    a.cold_until = time.monotonic() + cold_seconds  # 503 "not ready", Retry-After 0.2
+    a.cold_until = time.monotonic() + 600  # 503 "not ready", Retry-After 0.2, until woken
     held = {"model": route.model}
+    started = time.monotonic()
     calls = [
         asyncio.create_task(router.send(route, "/chat/completions", body(route))) for _ in range(N)
     ]
     await until(lambda: metric("jan_model_requests_held", **held) == N)  # all held at once
+    a.cold_until = 0.0  # the model is up
     replies = await asyncio.gather(*calls)
+    elapsed = time.monotonic() - started
     assert all(r.status == 200 and b"hi from a" in r.body for r in replies)
-    # One first try each, one asker every 0.2 s while cold (and one more), one call each
-    # once it serves. A herd would cost N tries every 0.2 s: 20 * 7 = 140 and more.
-    asks = cold_seconds / 0.2 + 2
+    # One first try each, one asker at most every 0.2 s (its Retry-After) while cold, one
+    # call each once it serves. A herd would cost N tries every 0.2 s.
+    asks = elapsed / 0.2 + 2
     assert N * 2 <= a.calls <= N * 2 + asks
     assert metric("jan_model_requests_held", **held) == 0
     assert metric("jan_model_wake_seconds_count", **held) == 1  # one wake, measured once
-    assert metric("jan_model_wake_seconds_sum", **held) >= 1.0
     assert metric("jan_model_wake_gave_up_total", **held) == 0
     ep = health.endpoint(a.base_url)
     assert not ep.ejected and ep.failures == 0 and ep.outstanding == 0
@@ -96,17 +97,19 @@ async def test_a_request_arriving_during_a_wake_joins_it_without_trying(
     health = HealthBook(None)
     router = Router(health, upstream_client, warmup_seconds=30)
     route = kserve_route(health, a)
-    a.cold_until = time.monotonic() + 1.0
+    a.cold_until = time.monotonic() + 600
     first = asyncio.create_task(router.send(route, "/chat/completions", body(route)))
     await until(lambda: metric("jan_model_requests_held", model=route.model) == 1)
-    asked = a.calls
+    asked, started = a.calls, time.monotonic()
     later = [
         asyncio.create_task(router.send(route, "/chat/completions", body(route))) for _ in range(5)
     ]
     await until(lambda: metric("jan_model_requests_held", model=route.model) == 6)
+    a.cold_until = 0.0
     assert all(r.status == 200 for r in await asyncio.gather(first, *later))
+    elapsed = time.monotonic() - started
     # The late ones never tried while it was cold: only the asker did, then one call each.
-    assert a.calls <= asked + 1.0 / 0.2 + 1 + 5
+    assert a.calls <= asked + elapsed / 0.2 + 2 + 5
 
 
 async def test_refused_connections_while_the_revision_starts_are_waited_for(
@@ -124,16 +127,18 @@ async def test_refused_connections_while_the_revision_starts_are_waited_for(
         await a.start()  # the same port again
 
     starting = asyncio.create_task(revision_starts())
+    started = time.monotonic()
     refused = {"endpoint": label, "fault": "upstream", "reason": "connect"}
     replies = await asyncio.gather(
         *(router.send(route, "/chat/completions", body(route)) for _ in range(N))
     )
+    elapsed = time.monotonic() - started
     await starting
     assert all(r.status == 200 and b"hi from a" in r.body for r in replies)
     assert a.calls == N  # it served each once
-    # One refused first try each, then one asker with back-off (0.25 s doubling): a herd
-    # would be N refused tries per step.
-    assert N < metric("jan_upstream_failures_total", **refused) <= N + 6
+    # One refused first try each, then one asker with back-off (0.25 s doubling, at most
+    # 2 s apart): a herd would be N refused tries per step.
+    assert N < metric("jan_upstream_failures_total", **refused) <= N + 5 + elapsed / 2
     ep = health.endpoint(a.base_url)
     assert not ep.ejected and ep.failures == 0  # starting is not broken
     assert metric("jan_model_wake_seconds_count", model=route.model) == 1
@@ -168,6 +173,7 @@ async def test_held_requests_give_up_at_the_wake_time(
     health = HealthBook(None)
     router = Router(health, upstream_client, warmup_seconds=0.6)
     route = kserve_route(health, a)
+    started = time.monotonic()
     outcomes = await asyncio.gather(
         *(router.send(route, "/chat/completions", body(route)) for _ in range(5)),
         return_exceptions=True,
@@ -176,5 +182,7 @@ async def test_held_requests_give_up_at_the_wake_time(
     assert metric("jan_model_wake_gave_up_total", model=route.model) == 5
     assert metric("jan_model_requests_held", model=route.model) == 0
     assert metric("jan_model_wake_seconds_count", model=route.model) == 0  # it never woke
-    assert a.calls <= 5 + 0.6 / 0.2 + 1
+    # One first try each; the asker's tries 0.2 s apart, and each that takes the turn
+    # over may make one more before its own bound.
+    assert a.calls <= 5 + (time.monotonic() - started) / 0.2 + 1 + 5
     assert not router.waking.wakes and not health.endpoint(a.base_url).ejected

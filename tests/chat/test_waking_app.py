@@ -16,8 +16,10 @@ from prometheus_client import REGISTRY
 
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
+from functions.services.inference.service import Inference
 from tests.chat.fakes import FakeUpstream
-from tests.conftest import make_settings
+from tests.chat.test_waking import until
+from tests.conftest import component, make_settings
 from tests.factories import create_tenant
 from tests.tools.http_server import serve_app
 
@@ -54,26 +56,49 @@ async def test_a_held_stream_sends_comments_until_the_model_serves(
             warm = await http.post("/v1/chat/completions", json=chat(), headers=headers)
             assert warm.status_code == 200
             woke = metric("jan_model_wake_seconds_count")
-            builtin.cold_until = time.monotonic() + 1.5
-            held_seen = 0.0
+            builtin.cold_until = time.monotonic() + 600
             async with http.stream(
                 "POST", "/v1/chat/completions", json=chat(stream=True), headers=headers
             ) as r:
-                assert r.status_code == 200
+                assert r.status_code == 200  # started while the model sleeps
                 assert r.headers["content-type"].startswith("text/event-stream")
                 lines = []
                 async for line in r.aiter_lines():
-                    held_seen = max(held_seen, metric("jan_model_requests_held"))
                     lines.append(line)
+                    if line.startswith(":") and lines.count(line) == 3:  # held a while: wake it
+                        assert metric("jan_model_requests_held") == 1
+                        builtin.cold_until = 0.0
     events = [line for line in lines if line]
     first_data = next(i for i, line in enumerate(events) if line.startswith("data:"))
-    # Comments every 0.2 s while cold (1.5 s): several, all before the first data.
     assert first_data >= 3
     assert all(line == ": waking model" for line in events[:first_data])
     assert not any(line.startswith(":") for line in events[first_data:])
     assert "builtin-0" in "".join(events) and events[-1] == "data: [DONE]"
-    assert held_seen == 1 and metric("jan_model_requests_held") == 0
+    assert metric("jan_model_requests_held") == 0
     assert metric("jan_model_wake_seconds_count") == woke + 1
+
+
+async def test_a_client_leaving_a_held_stream_is_no_longer_held(
+    runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    async with serve_app(runtime) as base:
+        tenant = await create_tenant(runtime)
+        headers = {"authorization": f"Bearer {tenant.project_key}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            await http.post("/v1/chat/completions", json=chat(), headers=headers)
+            builtin.cold_until = time.monotonic() + 600
+            async with http.stream(
+                "POST", "/v1/chat/completions", json=chat(stream=True), headers=headers
+            ) as r:
+                async for line in r.aiter_lines():
+                    if line == ": waking model":
+                        break  # the client gives up and hangs up
+        await until(lambda: metric("jan_model_requests_held") == 0)
+        asked = builtin.calls
+        await asyncio.sleep(0.5)  # nothing asks for it any more
+        assert builtin.calls == asked
+        svc = component(runtime, Inference)
+        assert not svc.router.waking.wakes
 
 
 async def test_calls_succeed_while_the_revision_starts_refusing_connections(

@@ -289,7 +289,12 @@ class Router:
         hold = self.waking.joining(key) if self.waking.wakes else None
         try:
             if hold is not None and not await hold.next_try(None):
-                raise self._final(route, None)
+                raise errors.ServiceUnavailable(
+                    f"The model {route.model!r} is starting (scaled to zero) and was not "
+                    "ready in time; retry shortly.",
+                    code="model_not_ready",
+                    headers={"Retry-After": "2"},
+                )
             while True:
                 ep = self.pick(route, tried, affinity) if failed < self.max_attempts else None
                 if ep is None:

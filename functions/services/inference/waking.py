@@ -131,8 +131,8 @@ class Waking:
     def joining(self, key: tuple[str, str]) -> Hold | None:
         """A hold on the wake in progress for ``key``, if any (before a first try)."""
         wake = self.wakes.get(key)
-        if wake is None or not wake.turn.locked():
-            return None
+        if wake is None or wake.woke_at or not wake.turn.locked():
+            return None  # (woken: it serves, the held ones are on their way)
         return Hold(self, key, wake, self.seconds)
 
     def hold(self, key: tuple[str, str], model: str) -> Hold:
