@@ -22,13 +22,7 @@ from functions.services.identity import Identity
 from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
 from functions.services.inference.service import Inference, ModelStream, fallback_headers
 from functions.services.inference.sse import StreamTally
-from functions.services.inference.streaming import (
-    HeldRelay,
-    Holding,
-    SSERelay,
-    StreamOutcome,
-    open_or_hold,
-)
+from functions.services.inference.streaming import SSERelay, StreamCall, StreamOutcome
 from functions.services.limits import current_raw_headers
 
 
@@ -64,12 +58,11 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
         return SSERelay(call.stream, adding, call.entry.write, limits, complete)
 
     if stream:
-        # Held while its model wakes: the stream starts at once with keep-alive comments.
-        opened = await open_or_hold(_open_stream(deps, principal, operation, body, raw))
-        if isinstance(opened, Holding):
-            keepalive = deps.runtime.settings.jan_stream_keepalive_seconds
-            return HeldRelay(opened, relay, keepalive, _discard)
-        return relay(opened)
+        # The call is made as the response goes out: held while its model wakes, the
+        # stream starts at once with keep-alive comments (``StreamCall``).
+        keepalive = deps.runtime.settings.jan_stream_keepalive_seconds
+        opening = functools.partial(_open_stream, deps, principal, operation, body, raw)
+        return StreamCall(opening, relay, keepalive, _discard)
     call = await deps.inference.call(
         principal, operation, body, raw, stream=False, affinity=affinity_of(body)
     )

@@ -101,6 +101,15 @@ async def test_a_canary_gets_its_share_of_1000_requests_set_through_the_admin_ap
     assert "[95, 5]" in events[0]["payload"] and "[1, 1]" in events[1]["payload"]
 
 
+async def test_the_served_openapi_describes_weights(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    for path, method in ((ORG, "post"), (ORG + "/{provider_id}", "post")):
+        schema = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+        weights = schema["schema"]["properties"]["weights"]
+        assert weights["type"] == "array" and weights["items"]["type"] == "integer"
+        assert "Jan extension" in weights["description"]
+
+
 async def test_weights_are_checked(
     client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
 ) -> None:

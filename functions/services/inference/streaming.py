@@ -17,8 +17,9 @@ usage, and at the end the upstream's close and the ledger entry, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from starlette.responses import Response
@@ -209,97 +210,142 @@ class SSERelay(Response):
 WAKING_COMMENT = b": waking model\n\n"  # what a held stream sends meanwhile
 
 
-class Holding(Generic[T]):
-    """A streamed call the router holds while its model wakes (``waking``): the task
-    that will open the stream, and the rate-limit headers known when it was held."""
+class _Keepalive:
+    """The response of a stream held while its model wakes: started at once, then an SSE
+    comment every ``every`` seconds (one task), and the client's leaving watched (another
+    task, which cancels the request's task). Both only while the call is held."""
 
-    __slots__ = ("headers", "task")
-
-    def __init__(self, task: asyncio.Task[T], headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]], every: float
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         self.task = task
-        self.headers = headers
+        self.send = send
+        self.started = False  # the response's start has gone out
+        self.left = False  # the client went away (and the request's task was cancelled)
+        self._done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._sending = loop.create_task(self._comments(send, headers, every))
+        self._watching = loop.create_task(self._watch(receive))
+
+    async def _comments(self, send: Send, headers: list[tuple[bytes, bytes]], every: float) -> None:
+        start = [*_HEADERS, *headers]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        self.started = True
+        while not self._done.is_set():
+            await send({"type": "http.response.body", "body": WAKING_COMMENT, "more_body": True})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._done.wait()
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.left = True
+        self.task.cancel()
+
+    async def stop(self) -> None:
+        """No more comments (the one being sent goes out whole), no more watching."""
+        self._done.set()
+        self._watching.cancel()
+        await asyncio.gather(self._sending, self._watching, return_exceptions=True)
+
+    def abort(self) -> None:
+        """The same at once (the client is gone); takes back its cancellation."""
+        self._done.set()
+        self._sending.cancel()
+        self._watching.cancel()
+        self.task.uncancel()
 
 
-async def open_or_hold(opening: Coroutine[Any, Any, T]) -> T | Holding[T]:
-    """Run ``opening`` (a call that opens a stream): its result, or its error, as soon as
-    it has either; or, once the router holds it for a waking model, ``Holding`` it (the
-    caller answers with ``HeldRelay``, which starts the stream at once)."""
-    loop = asyncio.get_running_loop()
-    held: asyncio.Future[list[tuple[bytes, bytes]]] = loop.create_future()
+class StreamCall(Response, Generic[T]):
+    """A streamed call, made when the response is sent: ``opening()`` (in the request's
+    own task: nothing more on the usual path), then ``relay(result)``, an ``SSERelay``.
+    An error before anything went out is raised, and the app answers it as any error.
 
-    def holding() -> None:  # in the call's context: the admission's headers are known
-        if not held.done():
-            held.set_result(current_raw_headers())
-
-    token = HOLDING.set(holding)
-    try:
-        task = loop.create_task(opening)
-    finally:
-        HOLDING.reset(token)
-    try:
-        await asyncio.wait((task, held), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    if task.done():
-        held.cancel()
-        return task.result()
-    return Holding(task, held.result())
-
-
-class HeldRelay(Response, Generic[T]):
-    """A stream whose model wakes: the response starts at once and sends an SSE comment
-    (``: waking model``) every ``keepalive`` seconds, so that no idle timeout between
-    the client and us fires, until the call opens its stream, which ``relay(result)``
-    then relays; a call that fails meanwhile ends the stream with an error event (its
-    ledger line is written already). The client leaving cancels the call."""
+    When the router holds the call while its model wakes (``waking.HOLDING``), the
+    response starts at once (200, ``text/event-stream``, the rate limit headers known by
+    then) and sends ``: waking model`` every ``keepalive`` seconds, so no idle timeout
+    between the client and us fires, until the stream opens and is relayed; an error
+    meanwhile ends the stream with an error event (its ledger line is written already);
+    the client leaving cancels the call (``discard`` closes a stream that opened as it
+    left)."""
 
     def __init__(
         self,
-        holding: Holding[T],
+        opening: Callable[[], Awaitable[T]],
         relay: Callable[[T], SSERelay],
         keepalive: float,
         discard: Callable[[T], None],
     ) -> None:
         self.status_code = 200
         self.background = None
-        self.holding = holding
+        self.opening = opening
         self.relay = relay
         self.keepalive = keepalive
-        self.discard = discard  # a result no one relays (the client left): closed
+        self.discard = discard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await until_gone(receive, self._relay(send))
+        held: _Keepalive | None = None
 
-    async def _relay(self, send: Send) -> None:
-        task = self.holding.task
+        def holding() -> None:  # in this task: the admission's headers are known
+            nonlocal held
+            if held is None:
+                held = _Keepalive(receive, send, current_raw_headers(), self.keepalive)
+
+        token = HOLDING.set(holding)
         try:
-            headers = [*_HEADERS, *self.holding.headers]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            while True:
-                await send(
-                    {"type": "http.response.body", "body": WAKING_COMMENT, "more_body": True}
-                )
-                done, _ = await asyncio.wait((task,), timeout=self.keepalive)
-                if done:
-                    break
-        except BaseException:
-            task.cancel()
-            await asyncio.wait((task,))
-            if not task.cancelled() and task.exception() is None:
-                self.discard(task.result())
-            raise
-        try:
-            result = task.result()
-        except Exception as exc:
-            if not isinstance(exc, errors.APIError):
-                log.exception("held stream failed")
-                exc = errors.internal_error()
-            end = error_event(exc.body())
-            await send({"type": "http.response.body", "body": end, "more_body": False})
+            result = await self.opening()
+        except BaseException as exc:
+            if held is None:
+                raise
+            await self._failed(held, exc)
             return
-        relay = self.relay(result)
-        await relay._relay(send, relay.tally.render(relay.stream.first), started=True)
+        finally:
+            HOLDING.reset(token)
+        if held is None:
+            await self.relay(result)(scope, receive, send)
+            return
+        relay: SSERelay | None = None
+        try:
+            await held.stop()
+            relay = self.relay(result)
+            if not held.started:  # it opened before the response started
+                await relay(scope, receive, send)
+                return
+            first = relay.tally.render(relay.stream.first)
+            await until_gone(receive, relay._relay(send, first, started=True))
+        except asyncio.CancelledError:
+            if not held.left:
+                raise
+            held.abort()
+            if relay is None:
+                self.discard(result)
+
+    async def _failed(self, held: _Keepalive, exc: BaseException) -> None:
+        """The held call failed, or was cancelled (the client left, or shutdown)."""
+        try:
+            await held.stop()
+        except asyncio.CancelledError:
+            if not held.left:
+                raise
+            held.abort()
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            if not held.left:
+                raise exc
+            held.abort()
+            return
+        if not held.started:
+            raise exc  # nothing went out: answered as any error
+        if isinstance(exc, errors.APIError):
+            err = exc
+        else:
+            log.error("held stream failed", exc_info=exc)
+            err = errors.internal_error()
+        end = error_event(err.body())
+        await held.send({"type": "http.response.body", "body": end, "more_body": False})
 
 
 USAGE_READ_BYTES = 1024 * 1024  # a relayed JSON answer is read for its usage up to this
