@@ -164,3 +164,24 @@ async def test_a_held_stream_past_the_wake_time_ends_with_an_error_event(
                 assert metric("jan_model_requests_held") == 0
     finally:
         await runtime.close()
+
+
+async def test_a_model_never_seen_is_discovered_once_its_revision_listens(
+    runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    await builtin.stop()  # scaled to zero before anyone asked: refused, not yet discovered
+
+    async def revision_starts() -> None:
+        await asyncio.sleep(1.0)
+        await builtin.start()
+
+    async with serve_app(runtime) as base:
+        tenant = await create_tenant(runtime)
+        starting = asyncio.create_task(revision_starts())
+        async with openai.AsyncOpenAI(
+            base_url=f"{base}/v1", api_key=tenant.project_key, max_retries=0
+        ) as sdk:
+            reply = await sdk.chat.completions.create(**chat())  # type: ignore[call-overload]
+        await starting
+    assert reply.choices[0].message.content == "hi from builtin"
+    assert builtin.model_lists == 1 and builtin.calls == 1  # asked once it listened

@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 
 from functions.common.crypto import DecryptError, SecretBox
+from functions.common.netguard import AddressRefused
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.common.upstream import ProviderGuard, Upstream, retry_after_seconds
@@ -270,7 +271,8 @@ class Providers:
         of a size we read).
 
         ``warmup``: how much longer than the discovery timeout a cold endpoint may take
-        (a request held while it scales from zero is waited for, and a 503 asked again).
+        (a request held while it scales from zero is waited for, and a 503 or a refused
+        connection, its revision starting, asked again).
 
         At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
         than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
@@ -279,6 +281,7 @@ class Providers:
         loop = asyncio.get_running_loop()
         seconds = self.discovery_timeout + warmup
         deadline = loop.time() + seconds
+        refused = 0  # connections refused so far (a revision starting): the back-off
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -289,6 +292,16 @@ class Providers:
             except Warming as exc:
                 delay = min(exc.retry_after or 0.5, 2.0)
                 if not warmup or loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+            except aiohttp.ClientConnectorError as exc:
+                # Refused while the revision starts (the only endpoints that get a warmup
+                # may scale to zero): asked again with back-off, within the warmup.
+                delay = min(0.25 * 2**refused, 2.0)
+                refused += 1
+                if not warmup or isinstance(exc.os_error, AddressRefused):
+                    raise
+                if loop.time() + delay >= deadline:
                     raise
                 await asyncio.sleep(delay)
         answer = orjson.loads(body)
