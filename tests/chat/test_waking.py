@@ -140,8 +140,24 @@ async def test_refused_connections_while_the_revision_starts_are_waited_for(
     # 2 s apart): a herd would be N refused tries per step.
     assert N < metric("jan_upstream_failures_total", **refused) <= N + 5 + elapsed / 2
     ep = health.endpoint(a.base_url)
-    assert not ep.ejected and ep.failures == 0  # starting is not broken
-    assert metric("jan_model_wake_seconds_count", model=route.model) == 1
+    assert ep.failures == 0 and ep.outstanding == 0  # (refusing ejects it, as before,
+    assert metric("jan_model_wake_seconds_count", model=route.model) == 1  # until probed)
+
+
+async def test_a_refusing_endpoint_beside_one_that_serves_holds_nothing(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    down, up = await upstreams("down"), await upstreams("up")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, warmup_seconds=30, backoff_seconds=0)
+    route = kserve_route(health, down, up)
+    await down.stop()
+    for _ in range(10):
+        reply = await router.send(route, "/chat/completions", body(route))
+        assert b"hi from up" in reply.body
+    assert health.endpoint(down.base_url).ejected  # out of rotation: no longer tried
+    assert metric("jan_model_requests_held", model=route.model) == 0
+    assert metric("jan_model_wake_seconds_count", model=route.model) == 0
 
 
 async def test_a_refused_connection_is_a_failure_where_the_provider_never_sleeps(
