@@ -32,6 +32,7 @@ a stream's first event by the same, and an error answer's body is read up to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import math
@@ -214,7 +215,10 @@ class Router:
             key = affinity.encode()
 
             def score(ep: Endpoint) -> float:
-                unit = (zlib.crc32(key + ep.base_url.encode()) + 1) / 4294967298
+                # A hash uniform per (key, endpoint): crc32's, linear, ties the endpoints'
+                # draws together and skews the shares.
+                digest = hashlib.blake2b(key + ep.base_url.encode(), digest_size=8).digest()
+                unit = (int.from_bytes(digest) + 1) / (2**64 + 1)
                 return -weights[ep] / math.log(unit)
 
             best = max(live, key=score)
