@@ -52,6 +52,7 @@ from functions.services.providers.directory import (
 PREFIX = "prov_"
 MAX_ENDPOINTS = 16  # what the table allows (a CHECK); JAN_PROVIDER_MAX_BASE_URLS may lower it
 MAX_URL_CHARS = 2048
+MAX_WEIGHT = 10_000  # what the table allows (a CHECK)
 OBJECT = "organization.model_provider"
 
 
@@ -126,6 +127,26 @@ def _models(body: dict[str, Any], limits: ProviderLimits) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
+def _weights(body: dict[str, Any], count: int) -> list[int] | None:
+    """``weights``: one integer per base URL, in their order (0 to ``MAX_WEIGHT``, not all
+    0); None when absent or null (no weights: least outstanding requests)."""
+    value = body.get("weights")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != count
+        or not all(type(w) is int and 0 <= w <= MAX_WEIGHT for w in value)
+        or not any(value)
+    ):
+        raise InvalidRequest(
+            f"'weights' must list one integer from 0 to {MAX_WEIGHT} per base URL, in their "
+            "order, not all 0.",
+            param="weights",
+        )
+    return value
+
+
 def _api_key(body: dict[str, Any]) -> str | None:
     value = body.get("api_key")
     if value is not None and (not isinstance(value, str) or not value):
@@ -166,7 +187,13 @@ async def render(
     for d in found:
         by_url.setdefault(d.base_url, []).append(d.model)
     models = sorted({*row["static_models"], *(d.model for d in found)})
-    endpoints = [{"base_url": redact_url(u), "models": by_url.get(u, [])} for u in row["base_urls"]]
+    weights = row["endpoint_weights"]
+    endpoints: list[dict[str, Any]] = [
+        {"base_url": redact_url(u), "models": by_url.get(u, [])} for u in row["base_urls"]
+    ]
+    if weights is not None:  # (Jan's weighted endpoints)
+        for endpoint, weight in zip(endpoints, weights, strict=True):
+            endpoint["weight"] = weight
     return {
         "object": OBJECT,
         "id": row["id"],
@@ -176,6 +203,7 @@ async def render(
         "endpoints": endpoints,
         "models": models,
         "static_models": list(row["static_models"]),
+        "weights": list(weights) if weights is not None else None,
         "has_api_key": row["api_key_ciphertext"] is not None,
         "active": row["active"],
         "created_at": ts(row["created_at"]),
@@ -234,6 +262,15 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
               base_urls: {type: array, items: {type: string}, description: "Several replicas"}
               api_key: {type: string, description: "Stored encrypted; never returned"}
               models: {type: array, items: {type: string}, description: "Served even if not listed"}
+              weights:
+                type: array
+                nullable: true
+                items: {type: integer, minimum: 0, maximum: 10000}
+                description: >-
+                  Jan extension: one relative weight per base URL, in their order (a canary's
+                  5 beside 95); the router splits the model's traffic by them instead of
+                  least outstanding requests. 0: a standby, used only when no weighted
+                  endpoint is in rotation. Absent or null: no weights.
               active: {type: boolean}
     responses:
       200: {description: "The organization.model_provider object."}
@@ -249,6 +286,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     urls = _base_urls(body, kind, limits, required=True)
     assert urls is not None
     models = _models(body, limits) or []
+    weights = _weights(body, len(urls))
     await _check_addresses(call.deps.providers, body, urls)
     api_key = _api_key(body)
     active = _active(body)
@@ -271,6 +309,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 else None,
                 static_models=models,
                 active=True if active is None else active,
+                endpoint_weights=weights,
             )
             if row is None:
                 raise InvalidRequest(
@@ -285,6 +324,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 project_id=project_id,
                 data=_audited({"name": name, "kind": kind, "base_urls": urls,
                                "static_models": models, "active": row["active"],
+                               "endpoint_weights": weights,
                                "api_key_ciphertext": row["api_key_ciphertext"]}),
             )  # fmt: skip
     except asyncpg.PostgresError as exc:
@@ -355,6 +395,16 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
               base_urls: {type: array, items: {type: string}}
               api_key: {type: string, nullable: true}
               models: {type: array, items: {type: string}}
+              weights:
+                type: array
+                nullable: true
+                items: {type: integer, minimum: 0, maximum: 10000}
+                description: >-
+                  Jan extension: one relative weight per base URL, in their order (a canary's
+                  5 beside 95); the router splits the model's traffic by them instead of
+                  least outstanding requests. 0: a standby, used only when no weighted
+                  endpoint is in rotation. Null: drops them; required when base_urls change
+                  in number while weights are set.
               active: {type: boolean}
     responses:
       200: {description: "The updated organization.model_provider object."}
@@ -386,6 +436,15 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     models = _models(body, limits)
     if models is not None:
         changes["static_models"] = models
+    count = len(urls if urls is not None else current["base_urls"])
+    if "weights" in body:
+        changes["endpoint_weights"] = _weights(body, count)
+    elif current["endpoint_weights"] is not None and len(current["endpoint_weights"]) != count:
+        raise InvalidRequest(
+            "The provider's endpoints have weights: give 'weights' for the new base URLs "
+            "(or null to drop them).",
+            param="weights",
+        )
     active = _active(body)
     if active is not None:
         changes["active"] = active

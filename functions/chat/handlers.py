@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from functions.chat.stored import StoredCall, wants_storing
 from functions.common.http import JSON, json_body
-from functions.common.principal import require_project
+from functions.common.principal import Principal, require_project
 from functions.common.runtime import Runtime
 from functions.services.identity import Identity
 from functions.services.inference.requests import affinity_of, validate, with_upstream_usage
 from functions.services.inference.service import Inference, ModelStream, fallback_headers
 from functions.services.inference.sse import StreamTally
-from functions.services.inference.streaming import SSERelay
+from functions.services.inference.streaming import SSERelay, StreamCall, StreamOutcome
 from functions.services.limits import current_raw_headers
 
 
@@ -51,18 +52,28 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     keep_usage = True
     if stream:
         raw, keep_usage = with_upstream_usage(body, raw)
-    call = await deps.inference.call(
-        principal, operation, body, raw, stream=stream, affinity=affinity_of(body)
-    )
-    # OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback.
-    limits = current_raw_headers() + fallback_headers()
-    if isinstance(call, ModelStream):
+
+    def relay(opened: tuple[ModelStream, list[tuple[bytes, bytes]]]) -> SSERelay:
+        call, limits = opened
         if stored is None:
             tally = StreamTally(keep_usage_chunk=keep_usage)
             return SSERelay(call.stream, tally, call.entry.write, limits)
         adding = stored.tally(keep_usage_chunk=keep_usage)
         complete = functools.partial(stored.keep_stream, adding)
         return SSERelay(call.stream, adding, call.entry.write, limits, complete)
+
+    if stream:
+        # The call is made as the response goes out: held while its model wakes, the
+        # stream starts at once with keep-alive comments (``StreamCall``).
+        keepalive = deps.runtime.settings.jan_stream_keepalive_seconds
+        opening = functools.partial(_open_stream, deps, principal, operation, body, raw)
+        return StreamCall(opening, relay, keepalive, _discard)
+    call = await deps.inference.call(
+        principal, operation, body, raw, stream=False, affinity=affinity_of(body)
+    )
+    assert not isinstance(call, ModelStream)
+    # OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback.
+    limits = current_raw_headers() + fallback_headers()
     answer = call.body
     if stored is not None and call.status == 200:
         answer = await stored.keep_reply(answer)
@@ -70,6 +81,25 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
     if limits:
         response.raw_headers.extend(limits)
     return response
+
+
+async def _open_stream(
+    deps: ChatDeps, principal: Principal, operation: str, body: dict[str, Any], raw: bytes
+) -> tuple[ModelStream, list[tuple[bytes, bytes]]]:
+    """The call that opens a stream, with the response headers its context knows then:
+    OpenAI's x-ratelimit-* (none when no limit applies), Jan's x-jan-model-fallback."""
+    call = await deps.inference.call(
+        principal, operation, body, raw, stream=True, affinity=affinity_of(body)
+    )
+    assert isinstance(call, ModelStream)
+    return call, current_raw_headers() + fallback_headers()
+
+
+def _discard(opened: tuple[ModelStream, list[tuple[bytes, bytes]]]) -> None:
+    """A stream opened after its client left: closed, its ledger line a 499."""
+    call, _ = opened
+    with StreamOutcome(call.stream, StreamTally(keep_usage_chunk=True), call.entry.write):
+        pass
 
 
 # --- routes --------------------------------------------------------------------------

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="How long a model server that answers 503 (scaling from zero, loading "
         "its model) is waited for before the caller gets the 503.",
     )
+    jan_stream_keepalive_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a stream held while its model wakes gets an SSE comment "
+        "(`: waking model`), so idle timeouts between the client and the gateway do not fire.",
+    )
     jan_upstream_slow_factor: float = Field(
         3.0,
         ge=0,

@@ -59,12 +59,19 @@ class ModelRoute:
     created: int
     # How metrics and logs name each endpoint (``prov_…/0``): one dict lookup per use.
     labels: dict[Endpoint, str] = field(default_factory=dict, compare=False)
+    # Each endpoint's weight when the provider sets weights (the router splits traffic by
+    # them); empty: least outstanding requests.
+    weights: dict[Endpoint, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.labels:
             index = {url: n for n, url in enumerate(self.provider.base_urls)}
             for ep in self.endpoints:
                 self.labels[ep] = self.provider.label(index[ep.base_url])
+        if self.provider.weights and not self.weights:
+            by_url = dict(zip(self.provider.base_urls, self.provider.weights, strict=True))
+            for ep in self.endpoints:
+                self.weights[ep] = by_url[ep.base_url]
 
     def card(self, name: str | None = None) -> dict[str, Any]:
         """The model object; under an alias's ``name``, with ``jan_alias_of`` naming this

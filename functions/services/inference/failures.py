@@ -13,7 +13,9 @@ ejection logic and the metrics read these fields and nothing else.
               429 and 503 mean "busy", not "broken": retried, never ejected. A 503 is
               also "warming" (a predictor scaling from zero or loading its model, or a
               full queue): when no other endpoint is left, the router waits and asks the
-              same one again, within ``JAN_UPSTREAM_WARMUP_SECONDS``.
+              same one again, within ``JAN_UPSTREAM_WARMUP_SECONDS``. For a provider
+              that scales to zero (KServe, the built-in model), a refused connection is
+              warming too (``cold``): its revision is starting (it still ejects).
     ours      our configuration or code is wrong (the provider refused our credentials,
               a malformed base URL, a bug): no retry, a 502/500 that says so. An endpoint
               whose address the guard refuses (``JAN_PROVIDER_ALLOWED_HOSTS``) or that
@@ -134,6 +136,22 @@ def from_exception(exc: BaseException) -> Failure:
     if isinstance(exc, aiohttp.ClientError | OSError):
         return _unreachable("io")
     return Failure(Fault.OURS, "bug", retry=False, eject=False, error=errors.internal_error())
+
+
+def cold(failure: Failure, scales_to_zero: bool) -> Failure:
+    """``failure`` as seen for a provider that may scale to zero: a refused connection is
+    its revision starting (warming: the request is held while the model has no other
+    endpoint; a 503 once the wake time is spent). It still counts towards ejection, as
+    before: among endpoints that serve, one that refuses is taken out of rotation (a model
+    whose every endpoint is ejected still has the first to return tried: holding goes on)."""
+    if not scales_to_zero or failure.reason != "connect":
+        return failure
+    err = errors.ServiceUnavailable(
+        "The model is starting (scaled to zero) and was not ready in time; retry shortly.",
+        code="model_not_ready",
+        headers={"Retry-After": "2"},
+    )
+    return Failure(Fault.UPSTREAM, "connect", retry=True, eject=True, error=err, warming=True)
 
 
 def upstream_message(body: bytes) -> str | None:

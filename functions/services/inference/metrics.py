@@ -20,6 +20,13 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
     jan_model_fallbacks_total{model, fallback, outcome}
         a request that ``model`` could not serve tried on ``fallback`` (a Jan model
         fallback list); outcome ``ok`` or ``failed``
+    jan_model_wake_seconds{model}
+        a model that scaled to zero, from its first cold answer (503, or a refused
+        connection to a provider that scales to zero) to its first success (``waking``)
+    jan_model_requests_held{model}
+        requests held now while their model wakes
+    jan_model_wake_gave_up_total{model}
+        held requests whose wait reached ``JAN_UPSTREAM_WARMUP_SECONDS`` (they got the 503)
     jan_upstream_endpoint_healthy{endpoint}, jan_upstream_outstanding_requests{endpoint}
         gauges read from the health book at scrape time (nothing on the request path)
 
@@ -33,7 +40,7 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from functions.common.metrics import LabelCache
@@ -72,6 +79,22 @@ FALLBACKS = Counter(
     "Requests tried on a fallback model, by the model that failed, the fallback and outcome.",
     ["model", "fallback", "outcome"],
 )
+WAKE = Histogram(
+    "jan_model_wake_seconds",
+    "Time from a sleeping model's first cold answer to its first success, by model.",
+    ["model"],
+    buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300),
+)
+HELD = Gauge(
+    "jan_model_requests_held",
+    "Requests held while their model wakes (scales from zero, loads), by model.",
+    ["model"],
+)
+GAVE_UP = Counter(
+    "jan_model_wake_gave_up_total",
+    "Requests held for a waking model that reached the wake time and got a 503, by model.",
+    ["model"],
+)
 
 OK = "ok"
 CANCELLED = "cancelled"
@@ -95,6 +118,18 @@ def count_ejection(endpoint: str, reason: str) -> None:
 
 def count_fallback(model: str, fallback: str, outcome: str) -> None:
     FALLBACKS.labels(model, fallback, outcome).inc()  # rare: no cache needed
+
+
+def observe_wake(model: str, seconds: float) -> None:
+    WAKE.labels(model).observe(seconds)  # rare: no cache needed
+
+
+def held(model: str, change: int) -> None:
+    HELD.labels(model).inc(change)  # only while a model wakes: no cache needed
+
+
+def count_gave_up(model: str) -> None:
+    GAVE_UP.labels(model).inc()
 
 
 def observe_ttft(model: str, seconds: float) -> None:

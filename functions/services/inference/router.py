@@ -1,10 +1,13 @@
 """The router: pick an endpoint, call it, fail over before the first byte.
 
-Balancing is least outstanding requests among endpoints in rotation, with optional
-affinity: requests with the same key (a conversation, a user) go to the same endpoint
-(rendezvous hashing, so it is stable across instances) unless that endpoint is busier
-than the least busy by more than ``AFFINITY_SLACK`` — reusing an engine's prompt cache
-is worth a little imbalance, not a queue. When every endpoint is ejected, the one whose
+Balancing is least outstanding requests among endpoints in rotation, or, when the
+provider gives its endpoints weights (a canary's 5 beside 95), a draw in proportion to
+them among those in rotation (weight 0: a standby, used only when no weighted one is
+left). Either way with optional affinity: requests with the same key (a conversation, a
+user) go to the same endpoint (rendezvous hashing, weighted where weights are set, so it
+is stable across instances) unless that endpoint is busier than the least busy by more
+than ``AFFINITY_SLACK`` — reusing an engine's prompt cache is worth a little imbalance,
+not a queue. When every endpoint is ejected, the one whose
 ejection ends first is tried anyway rather than failing without a try.
 
 A failure before the first byte (connection refused, 5xx, timeout to headers, a stream
@@ -12,9 +15,11 @@ that ends before its first event) is retried on another endpoint, at most
 ``max_attempts`` in all, with a short exponential back-off. A success's time to first
 byte goes to the health book, which ejects an endpoint far slower than its peers.
 
-A 503 is a predictor that is warming up (scaling from zero, loading its model) or full:
-when no other endpoint is left, the same one is asked again after a short wait, within
-``warmup_seconds`` (``JAN_UPSTREAM_WARMUP_SECONDS``), and it is never ejected for it.
+A 503 is a predictor that is warming up (scaling from zero, loading its model) or full,
+and so is a refused connection to a provider that scales to zero (its revision starting):
+when no other endpoint is left, the request is held and the same one asked again with
+back-off, within ``warmup_seconds`` (``JAN_UPSTREAM_WARMUP_SECONDS``); it is never ejected
+for it. Requests held for one model wait together, one of them asking (``waking``).
 What is retried, ejected and shown to the client is decided by ``failures`` alone.
 
 What an upstream sends is bounded: a non-streamed reply by ``max_reply_bytes`` (refused
@@ -27,8 +32,11 @@ a stream's first event by the same, and an error answer's body is read up to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
+import math
+import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,13 +52,13 @@ from functions.services.inference.bodies import OpenBody, Upload
 from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import Endpoint, HealthBook
 from functions.services.inference.sse import MAX_EVENT_BYTES, EventSplitter, has_data
+from functions.services.inference.waking import Waking
 
 log = logging.getLogger(__name__)
 
 AFFINITY_SLACK = 4
 MAX_REPLY_BYTES = 32 * 1024 * 1024  # JAN_UPSTREAM_MAX_REPLY_BYTES' default
 ERROR_BODY_BYTES = 64 * 1024  # an error answer's message is in its first bytes
-WARMUP_POLL_SECONDS = 2.0  # the longest wait before asking a warming endpoint again
 
 T = TypeVar("T")
 Body = bytes | Upload  # a request body: the bytes, or an upload streamed as it arrives
@@ -157,6 +165,7 @@ class Router:
     ) -> None:
         self.health = health
         self.warmup_seconds = warmup_seconds
+        self.waking = Waking(warmup_seconds)
         self.client = client
         self.max_attempts = max_attempts
         self.max_event_bytes = max_event_bytes
@@ -165,6 +174,7 @@ class Router:
         self._reply_timeout = upstream.timeout(connect=connect_timeout, idle=response_timeout)
         self._stream_timeout = upstream.timeout(connect=connect_timeout, idle=stream_idle_timeout)
         self._turn = itertools.count()
+        self._random = random.Random()  # noqa: S311 - weighted endpoints' draws, no secret
 
     # --- choosing ---------------------------------------------------------------------
     def pick(
@@ -179,6 +189,10 @@ class Router:
         live = [ep for ep in pool if not ep.ejected]
         if not live:
             return min(pool, key=lambda ep: ep.ejected_until)
+        if route.weights:
+            weighted = [ep for ep in live if route.weights[ep]]
+            if weighted:  # else only standbys (weight 0) are left: least outstanding
+                return self._pick_weighted(route.weights, weighted, affinity)
         least = min(ep.outstanding for ep in live)
         if affinity is not None:
             key = affinity.encode()
@@ -187,6 +201,36 @@ class Router:
                 return best
         idle = [ep for ep in live if ep.outstanding == least]
         return idle[next(self._turn) % len(idle)] if len(idle) > 1 else idle[0]
+
+    def _pick_weighted(
+        self, weights: dict[Endpoint, int], live: list[Endpoint], affinity: str | None
+    ) -> Endpoint:
+        """An endpoint drawn in proportion to its weight; with an affinity key, the one
+        weighted rendezvous hashing gives it (stable across instances, and each endpoint
+        the keys in proportion to its weight), unless it is busier than the least busy
+        by more than ``AFFINITY_SLACK``."""
+        if len(live) == 1:
+            return live[0]
+        if affinity is not None:
+            key = affinity.encode()
+
+            def score(ep: Endpoint) -> float:
+                # A hash uniform per (key, endpoint): crc32's, linear, ties the endpoints'
+                # draws together and skews the shares.
+                digest = hashlib.blake2b(key + ep.base_url.encode(), digest_size=8).digest()
+                unit = (int.from_bytes(digest) + 1) / (2**64 + 1)
+                return -weights[ep] / math.log(unit)
+
+            best = max(live, key=score)
+            if best.outstanding <= min(ep.outstanding for ep in live) + AFFINITY_SLACK:
+                return best
+        total = sum(weights[ep] for ep in live)
+        point = self._random.random() * total
+        for ep in live:
+            point -= weights[ep]
+            if point < 0:
+                return ep
+        return live[-1]
 
     def _headers(self, route: ModelRoute) -> dict[str, str]:
         request_id = request_id_var.get()
@@ -227,64 +271,76 @@ class Router:
         one ``attempt`` on it, and on a retryable failure go on, at most ``max_attempts``
         in all; then raise the last failure's error.
 
-        An endpoint that answered 503 (``Failure.warming``: scaling from zero, loading its
-        model, or full) is set aside rather than counted: once no other endpoint is left,
-        the router waits (its ``Retry-After``, at most ``WARMUP_POLL_SECONDS``) and asks
-        the warming ones again, until ``warmup_seconds`` after the first 503.
+        An endpoint that answered cold (``Failure.warming``: a 503, scaling from zero,
+        loading its model, or full; a refused connection to a provider that scales to
+        zero) is set aside rather than counted: once no other endpoint is left, the
+        request is held (``waking``: with every request held for the model, one of them
+        asking at a time) and the cold ones are asked again after a back-off, until
+        ``warmup_seconds`` after the request was first held.
 
         The endpoint counts one more outstanding request during the attempt. An attempt
         returns its result (which then owns that count: a reply gives it back at once, a
         stream when it closes) or a ``Failure``; an exception it raises is classified by
         ``failures``. Either way a failed attempt has released its upstream response."""
         tried: list[Endpoint] = []
-        warming: list[Endpoint] = []  # tried, answered 503: asked again after a wait
+        warming: list[Endpoint] = []  # tried, answered cold: asked again after a wait
         last: failures.Failure | None = None
         headers = self._headers(route)
         failed = 0  # attempts made so far, less those given back by warming endpoints
-        deadline = 0.0  # when waiting for warming endpoints ends (set by the first 503)
         backoff = False
-        while True:
-            ep = self.pick(route, tried, affinity) if failed < self.max_attempts else None
-            if ep is None:
-                if not warming or last is None:
-                    break
-                delay = min(
-                    last.retry_after or WARMUP_POLL_SECONDS / 4,
-                    WARMUP_POLL_SECONDS,
-                    deadline - time.monotonic(),
+        key = (route.provider.id, route.model)
+        # A wake of this model in progress: wait with the requests held for it.
+        hold = self.waking.joining(key) if self.waking.wakes else None
+        try:
+            if hold is not None and not await hold.next_try(None):
+                raise errors.ServiceUnavailable(
+                    f"The model {route.model!r} is starting (scaled to zero) and was not "
+                    "ready in time; retry shortly.",
+                    code="model_not_ready",
+                    headers={"Retry-After": "2"},
                 )
-                if delay <= 0:
-                    break
-                await asyncio.sleep(delay)
-                tried = [e for e in tried if e not in warming]
-                failed -= len(warming)
-                warming.clear()
-                backoff = False
-                continue
-            if backoff:
-                await asyncio.sleep(self.backoff_seconds * 2 ** (failed - 1))
-            ep.outstanding += 1
-            ep.used_at = time.time()
-            try:
-                result = await attempt(route, ep, ep.base_url + path, body, headers)
-            except Exception as exc:
-                result = failures.from_exception(exc)
-            except BaseException:  # cancelled: the caller is gone, nothing to classify
+            while True:
+                ep = self.pick(route, tried, affinity) if failed < self.max_attempts else None
+                if ep is None:
+                    if not warming or last is None or not self.waking.seconds:
+                        break
+                    if hold is None:
+                        hold = self.waking.hold(key, route.model)
+                    if not await hold.next_try(last.retry_after):
+                        break
+                    tried = [e for e in tried if e not in warming]
+                    failed -= len(warming)
+                    warming.clear()
+                    backoff = False
+                    continue
+                if backoff:
+                    await asyncio.sleep(self.backoff_seconds * 2 ** (failed - 1))
+                ep.outstanding += 1
+                ep.used_at = time.time()
+                try:
+                    result = await attempt(route, ep, ep.base_url + path, body, headers)
+                except Exception as exc:
+                    result = failures.from_exception(exc)
+                except BaseException:  # cancelled: the caller is gone, nothing to classify
+                    ep.outstanding -= 1
+                    raise
+                if not isinstance(result, failures.Failure):
+                    if hold is not None:
+                        hold.answered()
+                    return result
                 ep.outstanding -= 1
-                raise
-            if not isinstance(result, failures.Failure):
-                return result
-            ep.outstanding -= 1
-            last = result
-            self._note(route, ep, last)
-            if not last.retry or (isinstance(body, Upload) and body.started):
-                break  # (an upload cannot be sent twice)
-            tried.append(ep)
-            failed += 1
-            backoff = not last.warming
-            if last.warming:
-                deadline = deadline or time.monotonic() + self.warmup_seconds
-                warming.append(ep)
+                last = failures.cold(result, route.provider.scales_to_zero)
+                self._note(route, ep, last)
+                if not last.retry or (isinstance(body, Upload) and body.started):
+                    break  # (an upload cannot be sent twice)
+                tried.append(ep)
+                failed += 1
+                backoff = not last.warming
+                if last.warming:
+                    warming.append(ep)
+        finally:
+            if hold is not None:
+                hold.release()
         raise self._final(route, last)
 
     async def _reply_attempt(

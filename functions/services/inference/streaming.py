@@ -17,18 +17,22 @@ usage, and at the end the upstream's close and the ledger entry, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from functions.common import errors
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
 from functions.services.inference.router import OpenStream, StreamBroken
 from functions.services.inference.sse import StreamTally, error_event
+from functions.services.inference.waking import HOLDING
+from functions.services.limits import current_raw_headers
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
@@ -40,6 +44,7 @@ _HEADERS = (
 )
 
 Finish = Callable[[int, dict[str, Any] | None], None]
+T = TypeVar("T")
 
 
 class StreamOutcome:
@@ -158,12 +163,13 @@ class SSERelay(Response):
             return
         await until_gone(receive, self._relay(send, first))
 
-    async def _relay(self, send: Send, first: bytes) -> None:
+    async def _relay(self, send: Send, first: bytes, *, started: bool = False) -> None:
+        """``started``: the response has begun already (a held stream's keep-alives)."""
         tally = self.tally
         with StreamOutcome(self.stream, tally, self.finish) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
             headers = [*_HEADERS, *self._extra]
-            if tally.done:
+            if tally.done and not started:
                 # Complete already: a plain body with its length (no chunked framing, one
                 # write less for the server).
                 headers.append((b"content-length", str(len(first)).encode()))
@@ -173,25 +179,173 @@ class SSERelay(Response):
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 outcome.ended()
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
             last = b""
-            try:
-                async for block in self.stream:
-                    data = tally.render(block)
-                    if tally.done:
-                        last = data
-                        break
-                    if data:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
+            if tally.done:  # a held stream complete with its first read
+                last = first
                 outcome.ended()
-            except StreamBroken as broken:
-                outcome.broke(broken.failure)
+            else:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                try:
+                    async for block in self.stream:
+                        data = tally.render(block)
+                        if tally.done:
+                            last = data
+                            break
+                        if data:
+                            await send(
+                                {"type": "http.response.body", "body": data, "more_body": True}
+                            )
+                    outcome.ended()
+                except StreamBroken as broken:
+                    outcome.broke(broken.failure)
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
             elif self.complete is not None and outcome.status == 200:
                 await self.complete()
             await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+WAKING_COMMENT = b": waking model\n\n"  # what a held stream sends meanwhile
+
+
+class _Keepalive:
+    """The response of a stream held while its model wakes: started at once, then an SSE
+    comment every ``every`` seconds (one task), and the client's leaving watched (another
+    task, which cancels the request's task). Both only while the call is held."""
+
+    def __init__(
+        self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]], every: float
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.send = send
+        self.started = False  # the response's start has gone out
+        self.left = False  # the client went away (and the request's task was cancelled)
+        self._done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._sending = loop.create_task(self._comments(send, headers, every))
+        self._watching = loop.create_task(self._watch(receive))
+
+    async def _comments(self, send: Send, headers: list[tuple[bytes, bytes]], every: float) -> None:
+        start = [*_HEADERS, *headers]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        self.started = True
+        while not self._done.is_set():
+            await send({"type": "http.response.body", "body": WAKING_COMMENT, "more_body": True})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._done.wait()
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.left = True
+        self.task.cancel()
+
+    async def stop(self) -> None:
+        """No more comments (the one being sent goes out whole), no more watching."""
+        self._done.set()
+        self._watching.cancel()
+        await asyncio.gather(self._sending, self._watching, return_exceptions=True)
+
+    def abort(self) -> None:
+        """The same at once (the client is gone); takes back its cancellation."""
+        self._done.set()
+        self._sending.cancel()
+        self._watching.cancel()
+        self.task.uncancel()
+
+
+class StreamCall(Response, Generic[T]):
+    """A streamed call, made when the response is sent: ``opening()`` (in the request's
+    own task: nothing more on the usual path), then ``relay(result)``, an ``SSERelay``.
+    An error before anything went out is raised, and the app answers it as any error.
+
+    When the router holds the call while its model wakes (``waking.HOLDING``), the
+    response starts at once (200, ``text/event-stream``, the rate limit headers known by
+    then) and sends ``: waking model`` every ``keepalive`` seconds, so no idle timeout
+    between the client and us fires, until the stream opens and is relayed; an error
+    meanwhile ends the stream with an error event (its ledger line is written already);
+    the client leaving cancels the call (``discard`` closes a stream that opened as it
+    left)."""
+
+    def __init__(
+        self,
+        opening: Callable[[], Awaitable[T]],
+        relay: Callable[[T], SSERelay],
+        keepalive: float,
+        discard: Callable[[T], None],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.opening = opening
+        self.relay = relay
+        self.keepalive = keepalive
+        self.discard = discard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held: _Keepalive | None = None
+
+        def holding() -> None:  # in this task: the admission's headers are known
+            nonlocal held
+            if held is None:
+                held = _Keepalive(receive, send, current_raw_headers(), self.keepalive)
+
+        token = HOLDING.set(holding)
+        try:
+            result = await self.opening()
+        except BaseException as exc:
+            if held is None:
+                raise
+            await self._failed(held, exc)
+            return
+        finally:
+            HOLDING.reset(token)
+        if held is None:
+            await self.relay(result)(scope, receive, send)
+            return
+        relay: SSERelay | None = None
+        try:
+            await held.stop()
+            relay = self.relay(result)
+            if not held.started:  # it opened before the response started
+                await relay(scope, receive, send)
+                return
+            first = relay.tally.render(relay.stream.first)
+            await until_gone(receive, relay._relay(send, first, started=True))
+        except asyncio.CancelledError:
+            if not held.left:
+                raise
+            held.abort()
+            if relay is None:
+                self.discard(result)
+
+    async def _failed(self, held: _Keepalive, exc: BaseException) -> None:
+        """The held call failed, or was cancelled (the client left, or shutdown)."""
+        try:
+            await held.stop()
+        except asyncio.CancelledError:
+            if not held.left:
+                raise
+            held.abort()
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            if not held.left:
+                raise exc
+            held.abort()
+            return
+        if not held.started:
+            raise exc  # nothing went out: answered as any error
+        if isinstance(exc, errors.APIError):
+            err = exc
+        else:
+            log.error("held stream failed", exc_info=exc)
+            err = errors.internal_error()
+        end = error_event(err.body())
+        await held.send({"type": "http.response.body", "body": end, "more_body": False})
 
 
 USAGE_READ_BYTES = 1024 * 1024  # a relayed JSON answer is read for its usage up to this

@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 
 from functions.common.crypto import DecryptError, SecretBox
+from functions.common.netguard import AddressRefused
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.common.upstream import ProviderGuard, Upstream, retry_after_seconds
@@ -104,6 +105,15 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub(r"\1***@", url)
 
 
+def _weights(stored: list[int] | None, served: list[int]) -> tuple[int, ...]:
+    """The stored weights of the base URLs served (``served``: their places); none when
+    none are stored, or when every one left has weight 0 (nothing to split)."""
+    if stored is None:
+        return ()
+    weights = tuple(stored[i] for i in served)
+    return weights if any(weights) else ()
+
+
 def endpoint_label(provider_id: str, index: int) -> str:
     """How metrics and logs name an endpoint: its provider and its place in the provider's
     list (``prov_…/0``), never its URL; the built-in provider's one endpoint is ``builtin``."""
@@ -145,6 +155,9 @@ class Provider:
     # Per base URL, how metrics and logs name it (its place in the stored list, which
     # stays put when the guard leaves an earlier one out); empty: by place in base_urls.
     labels: tuple[str, ...] = ()
+    # Per base URL, its relative share of the traffic (a canary's 5 beside 95); empty: no
+    # weights, the router balances by least outstanding requests.
+    weights: tuple[int, ...] = ()
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else endpoint_label(self.id, index)
@@ -219,6 +232,7 @@ class Providers:
             static_models=tuple(row["static_models"]),
             created=int(row["created_at"].timestamp()),
             labels=tuple(endpoint_label(row["id"], i) for i, _ in served),
+            weights=_weights(row["endpoint_weights"], [i for i, _ in served]),
         )
 
     def _permitted(self, provider_id: str, url: str) -> bool:
@@ -257,7 +271,8 @@ class Providers:
         of a size we read).
 
         ``warmup``: how much longer than the discovery timeout a cold endpoint may take
-        (a request held while it scales from zero is waited for, and a 503 asked again).
+        (a request held while it scales from zero is waited for, and a 503 or a refused
+        connection, its revision starting, asked again).
 
         At most ``limits.discovered_models`` of them, in the endpoint's order; names longer
         than ``limits.model_name_chars`` are left out (an ``owned_by`` that long is dropped).
@@ -266,6 +281,7 @@ class Providers:
         loop = asyncio.get_running_loop()
         seconds = self.discovery_timeout + warmup
         deadline = loop.time() + seconds
+        refused = 0  # connections refused so far (a revision starting): the back-off
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -276,6 +292,16 @@ class Providers:
             except Warming as exc:
                 delay = min(exc.retry_after or 0.5, 2.0)
                 if not warmup or loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+            except aiohttp.ClientConnectorError as exc:
+                # Refused while the revision starts (the only endpoints that get a warmup
+                # may scale to zero): asked again with back-off, within the warmup.
+                delay = min(0.25 * 2**refused, 2.0)
+                refused += 1
+                if not warmup or isinstance(exc.os_error, AddressRefused):
+                    raise
+                if loop.time() + delay >= deadline:
                     raise
                 await asyncio.sleep(delay)
         answer = orjson.loads(body)
