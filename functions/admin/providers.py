@@ -140,6 +140,59 @@ def _active(body: dict[str, Any]) -> bool | None:
     return value
 
 
+MAX_CONTEXT_WINDOW = 100_000_000
+_OPTION_FLAGS = ("priority", "prompt_cache_key")
+
+
+def _window(value: Any, param: str) -> int:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_CONTEXT_WINDOW
+    ):
+        raise InvalidRequest(
+            f"'{param}' must be a number of tokens from 1 to {MAX_CONTEXT_WINDOW}.", param=param
+        )
+    return value
+
+
+def _options(body: dict[str, Any], limits: ProviderLimits) -> dict[str, Any] | None:
+    """The ``options`` object (a Jan extension; see ``ProviderOptions``), as stored."""
+    value = body.get("options")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'options' must be an object.", param="options")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        param = f"options.{key}"
+        if key in _OPTION_FLAGS:
+            if not isinstance(item, bool):
+                raise InvalidRequest(f"'{param}' must be a boolean.", param=param)
+            out[key] = item
+        elif key == "context_window":
+            if item is not None:
+                out[key] = _window(item, param)
+        elif key == "context_windows":
+            if not isinstance(item, dict) or len(item) > limits.models:
+                raise InvalidRequest(
+                    f"'{param}' must be an object of at most {limits.models} models.",
+                    param=param,
+                )
+            for model, tokens in item.items():
+                if not model or len(model) > limits.model_name_chars:
+                    raise InvalidRequest(f"'{param}' names an invalid model.", param=param)
+                _window(tokens, f"{param}.{model}")
+            if item:
+                out[key] = dict(item)
+        else:
+            raise InvalidRequest(
+                "'options' takes priority, prompt_cache_key, context_window and context_windows.",
+                param=param,
+            )
+    return out
+
+
 def _box(providers: Providers) -> SecretBox:
     assert providers.box is not None, "local.prepare or require_secrets guarantees it"
     return providers.box
@@ -178,6 +231,7 @@ async def render(
         "static_models": list(row["static_models"]),
         "has_api_key": row["api_key_ciphertext"] is not None,
         "active": row["active"],
+        "options": row["options"],
         "created_at": ts(row["created_at"]),
         "updated_at": ts(row["updated_at"]),
     }
@@ -235,6 +289,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
               api_key: {type: string, description: "Stored encrypted; never returned"}
               models: {type: array, items: {type: string}, description: "Served even if not listed"}
               active: {type: boolean}
+              options: {$ref: "#/components/schemas/JanProviderOptions"}
     responses:
       200: {description: "The organization.model_provider object."}
       400: {description: "Invalid body, or a base URL at a private address."}
@@ -252,6 +307,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     await _check_addresses(call.deps.providers, body, urls)
     api_key = _api_key(body)
     active = _active(body)
+    options = _options(body, limits) or {}
     provider_id = ids.new_id(PREFIX)
     try:
         async with call.db.acquire() as conn, conn.transaction():
@@ -271,6 +327,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 else None,
                 static_models=models,
                 active=True if active is None else active,
+                options=options,
             )
             if row is None:
                 raise InvalidRequest(
@@ -285,6 +342,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 project_id=project_id,
                 data=_audited({"name": name, "kind": kind, "base_urls": urls,
                                "static_models": models, "active": row["active"],
+                               "options": options,
                                "api_key_ciphertext": row["api_key_ciphertext"]}),
             )  # fmt: skip
     except asyncpg.PostgresError as exc:
@@ -356,6 +414,7 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
               api_key: {type: string, nullable: true}
               models: {type: array, items: {type: string}}
               active: {type: boolean}
+              options: {$ref: "#/components/schemas/JanProviderOptions"}
     responses:
       200: {description: "The updated organization.model_provider object."}
       400: {description: "Invalid body, or a base URL at a private address."}
@@ -389,6 +448,9 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     active = _active(body)
     if active is not None:
         changes["active"] = active
+    options = _options(body, limits)
+    if options is not None:
+        changes["options"] = options
     if not changes:
         return JSON(await render(call, current))
     try:

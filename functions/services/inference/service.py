@@ -32,7 +32,12 @@ from functions.services.inference.health import (
     HealthStore,
     RedisHealthStore,
 )
-from functions.services.inference.requests import PATHS, usage_of
+from functions.services.inference.requests import (
+    ENGINE_FIELD_OPERATIONS,
+    PATHS,
+    session_key,
+    usage_of,
+)
 from functions.services.inference.router import Body, OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
@@ -232,6 +237,8 @@ class Inference(Component):
         name = body.get("model")
         route = await self.route_for(principal, name)
         FELL_BACK.set(())
+        if affinity is not None:
+            affinity = session_key(affinity)
         started = time.monotonic()
         try:
             return await self._call(principal, operation, body, raw, route, stream, affinity, relay)
@@ -281,10 +288,13 @@ class Inference(Component):
         relay: bool,
     ) -> Reply | ModelStream | ModelBody:
         """One model's call: admission, routing with failover, the ledger."""
+        changes = engine_fields(route, principal, operation, body, affinity)
         if route.model != body["model"]:  # an alias or a fallback: the upstream gets its model
-            body = {**body, "model": route.model}
-            if isinstance(raw, bytes):
-                raw = orjson.dumps(body)
+            changes["model"] = route.model
+        if changes:
+            body = {**body, **changes}
+            if isinstance(raw, bytes):  # the bytes as sent (a stream's may ask for usage)
+                raw = orjson.dumps({**orjson.loads(raw), **changes})
         ticket = None
         if self.limits is not None:
             size = len(raw) if isinstance(raw, bytes) else 0
@@ -320,6 +330,32 @@ class Inference(Component):
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
         return reply
+
+
+def engine_fields(
+    route: ModelRoute,
+    principal: Principal,
+    operation: str,
+    body: dict[str, Any],
+    affinity: str | None,
+) -> dict[str, Any]:
+    """The body fields the gateway sets for the engines of ``route``, as their provider
+    declares they take them (``ProviderOptions``): the project's ``priority`` (0 when it
+    has none; the caller's own is replaced), and the affinity key as ``prompt_cache_key``
+    unless the caller sent one. Only what differs from ``body``."""
+    options = route.provider.options
+    if operation not in ENGINE_FIELD_OPERATIONS or not (
+        options.priority or options.prompt_cache_key
+    ):
+        return {}
+    fields: dict[str, Any] = {}
+    if options.priority:
+        priority = principal.priority or 0
+        if body.get("priority") != priority:
+            fields["priority"] = priority
+    if options.prompt_cache_key and affinity is not None and "prompt_cache_key" not in body:
+        fields["prompt_cache_key"] = affinity
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -132,6 +133,43 @@ class ProviderLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """What a provider declares about its engines (a Jan extension, ``options`` in the
+    admin API): whether they take vLLM's ``priority`` and ``prompt_cache_key`` in a request
+    body (the gateway forwards the project's priority and the request's affinity key only
+    then), and their context window in tokens (``context_window`` for every model,
+    ``context_windows`` per model), which context-window fallbacks compare."""
+
+    priority: bool = False
+    prompt_cache_key: bool = False
+    context_window: int | None = None
+    context_windows: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ProviderOptions:
+        """As stored (validated by the admin API when written)."""
+        if not isinstance(raw, dict) or not raw:
+            return NO_OPTIONS
+        windows = raw.get("context_windows") or {}
+        return cls(
+            priority=raw.get("priority") is True,
+            prompt_cache_key=raw.get("prompt_cache_key") is True,
+            context_window=raw.get("context_window"),
+            context_windows=tuple(sorted(windows.items())),
+        )
+
+    def window(self, model: str) -> int | None:
+        """The declared context window of ``model`` (None: not declared)."""
+        for name, tokens in self.context_windows:
+            if name == model:
+                return tokens
+        return self.context_window
+
+
+NO_OPTIONS = ProviderOptions()
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     id: str
     organization_id: str | None
@@ -145,6 +183,7 @@ class Provider:
     # Per base URL, how metrics and logs name it (its place in the stored list, which
     # stays put when the guard leaves an earlier one out); empty: by place in base_urls.
     labels: tuple[str, ...] = ()
+    options: ProviderOptions = NO_OPTIONS
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else endpoint_label(self.id, index)
@@ -219,6 +258,7 @@ class Providers:
             static_models=tuple(row["static_models"]),
             created=int(row["created_at"].timestamp()),
             labels=tuple(endpoint_label(row["id"], i) for i, _ in served),
+            options=ProviderOptions.from_json(row["options"]),
         )
 
     def _permitted(self, provider_id: str, url: str) -> bool:

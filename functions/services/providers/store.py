@@ -19,7 +19,7 @@ from functions.common.pagination import Page
 # Interpolated into the SQL below (a constant, never input: hence the S608 waivers).
 PROVIDER_COLUMNS = (
     "id, organization_id, project_id, name, kind, base_urls, api_key_ciphertext,"
-    " static_models, active, created_at, updated_at"
+    " static_models, active, options, created_at, updated_at"
 )
 
 
@@ -158,8 +158,8 @@ async def replace_discovered_models(
 async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
     row = await ex.fetchrow(
         "INSERT INTO model_providers (id, organization_id, project_id, name, kind, base_urls,"  # noqa: S608
-        " api_key_ciphertext, static_models, active)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PROVIDER_COLUMNS}",
+        " api_key_ciphertext, static_models, active, options)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {PROVIDER_COLUMNS}",
         values["id"],
         values["organization_id"],
         values["project_id"],
@@ -169,6 +169,7 @@ async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
         values["api_key_ciphertext"],
         values["static_models"],
         values["active"],
+        values.get("options", {}),
     )
     assert row is not None
     return row
@@ -234,7 +235,9 @@ async def update_provider(
     changes: dict[str, Any],
 ) -> asyncpg.Record | None:
     """Set the given columns (names come from our own allow-list, never the client)."""
-    allowed = {"name", "kind", "base_urls", "api_key_ciphertext", "static_models", "active"}
+    allowed = {
+        "name", "kind", "base_urls", "api_key_ciphertext", "static_models", "active", "options"
+    }  # fmt: skip
     assert set(changes) <= allowed
     sets = [f"{column} = ${i}" for i, column in enumerate(changes, start=4)]
     sets.append("updated_at = now()")
