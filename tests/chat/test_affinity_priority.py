@@ -1,0 +1,209 @@
+"""Prompt-cache affinity that follows the conversation, and per-project priority.
+
+Responses route like chat completions: a `previous_response_id` chain keeps the affinity
+key of its first response (stored with it), `prompt_cache_key` and `user` count; the key
+goes to the engine as `x-session-id`, and as the body's `prompt_cache_key` to a provider
+that declares it takes one. A project's priority (Jan extension) goes as vLLM's `priority`
+to providers that declare it. Local upstreams record what they receive."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from functions.common.runtime import Runtime
+from tests.chat.fakes import FakeUpstream
+from tests.factories import Tenant, bearer, create_member, create_tenant
+
+Start = Callable[..., Awaitable[FakeUpstream]]
+PROVIDERS = "/v1/organization/models/providers"
+
+
+async def pool(
+    client: httpx.AsyncClient,
+    t: Tenant,
+    upstreams: Start,
+    model: str,
+    size: int,
+    options: dict[str, Any] | None = None,
+) -> list[FakeUpstream]:
+    """A provider of ``size`` endpoints serving ``model``."""
+    ups = [await upstreams(f"{model}-{n}", models=(model,)) for n in range(size)]
+    body: dict[str, Any] = {
+        "name": model,
+        "kind": "vllm",
+        "base_urls": [u.base_url for u in ups],
+    }
+    if options is not None:
+        body["options"] = options
+    r = await client.post(PROVIDERS, json=body, headers=t.admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["options"] == (options or {})
+    return ups
+
+
+async def respond(client: httpx.AsyncClient, t: Tenant, **body: Any) -> dict[str, Any]:
+    r = await client.post("/v1/responses", json=body, headers=t.project_headers)
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def received(ups: list[FakeUpstream]) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
+    """Every request the pool got: (which endpoint, headers, body)."""
+    out = []
+    for n, up in enumerate(ups):
+        out += [(n, h, b) for h, b in zip(up.headers, up.bodies, strict=True)]
+    return out
+
+
+async def test_a_response_chain_keeps_the_key_of_its_first_response(
+    client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
+) -> None:
+    t = await create_tenant(runtime)
+    ups = await pool(client, t, upstreams, "p1", 3, {"prompt_cache_key": True})
+    first = await respond(client, t, model="p1", input="turn 0")
+    previous = first["id"]
+    for turn in range(1, 6):
+        previous = (await respond(client, t, model="p1", input=f"turn {turn}",
+                                  previous_response_id=previous))["id"]  # fmt: skip
+    got = received(ups)
+    assert len(got) == 6
+    # One endpoint served the whole chain; each call carried the first response's ID.
+    assert len({n for n, _, _ in got}) == 1
+    assert {h["x-session-id"] for _, h, _ in got} == {first["id"]}
+    assert {b["prompt_cache_key"] for _, _, b in got} == {first["id"]}
+    # The key is stored with each response, so any instance continues the chain alike.
+    async with runtime.db.writer.acquire() as conn:
+        keys = await conn.fetch(
+            "SELECT params->>'affinity_key' AS key FROM responses WHERE organization_id = $1",
+            t.organization_id,
+        )
+    assert [r["key"] for r in keys] == [first["id"]] * 6
+    # A chain whose first response named a prompt_cache_key keeps that one.
+    for up in ups:
+        up.headers.clear()
+        up.bodies.clear()
+    keyed = await respond(client, t, model="p1", input="a", prompt_cache_key="tenant-cache-7")
+    assert keyed["prompt_cache_key"] == "tenant-cache-7"
+    await respond(client, t, model="p1", input="b", previous_response_id=keyed["id"])
+    got = received(ups)
+    assert [h["x-session-id"] for _, h, _ in got] == ["tenant-cache-7"] * 2
+    assert [b["prompt_cache_key"] for _, _, b in got] == ["tenant-cache-7"] * 2
+    # `user` counts as in chat completions.
+    for up in ups:
+        up.headers.clear()
+        up.bodies.clear()
+    await respond(client, t, model="p1", input="c", user="user-42")
+    [(_, headers, body)] = received(ups)
+    assert headers["x-session-id"] == "user-42" and body["prompt_cache_key"] == "user-42"
+    assert body["user"] == "user-42"
+
+
+async def test_chat_forwards_the_key_and_only_declared_providers_get_it_in_the_body(
+    client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
+) -> None:
+    t = await create_tenant(runtime)
+    taking = await pool(client, t, upstreams, "p1", 1, {"prompt_cache_key": True})
+    plain = await pool(client, t, upstreams, "p2", 1)
+    messages = [{"role": "user", "content": "hi"}]
+    for model in ("p1", "p2"):
+        for extra in ({"user": "u1"}, {"prompt_cache_key": "k1", "user": "u1"}, {}):
+            body = {"model": model, "messages": messages, **extra}
+            r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+            assert r.status_code == 200, r.text
+    # prompt_cache_key first, then user; none: no header.
+    for up in (taking[0], plain[0]):
+        assert [h.get("x-session-id") for h in up.headers] == ["u1", "k1", None]
+    assert [b.get("prompt_cache_key") for b in taking[0].bodies] == ["u1", "k1", None]
+    assert [b.get("prompt_cache_key") for b in plain[0].bodies] == [None, "k1", None]
+    # A key a header cannot carry as it is goes as a digest.
+    long = "x" * 500
+    body = {"model": "p1", "messages": messages, "user": long, "stream": True}
+    r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+    assert r.status_code == 200
+    session = taking[0].headers[-1]["x-session-id"]
+    assert session.startswith("sha256:") and taking[0].bodies[-1]["prompt_cache_key"] == session
+    # The stream still asks the upstream for usage (the bytes were changed, not rebuilt).
+    assert taking[0].bodies[-1]["stream_options"] == {"include_usage": True}
+
+
+async def test_project_priority_is_forwarded_to_providers_that_declare_it(
+    client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
+) -> None:
+    t = await create_tenant(runtime)
+    url = f"/v1/organization/projects/{t.project_id}/priority"
+    got = await client.get(url, headers=t.admin_headers)
+    assert got.json() == {"object": "project.priority", "project_id": t.project_id,
+                          "priority": None}  # fmt: skip
+    taking = await pool(client, t, upstreams, "p1", 1, {"priority": True})
+    plain = await pool(client, t, upstreams, "p2", 1)
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def chat(model: str, **extra: Any) -> None:
+        body = {"model": model, "messages": messages, **extra}
+        r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+        assert r.status_code == 200, r.text
+
+    await chat("p1")  # no priority of its own: vLLM's default
+    r = await client.post(url, json={"priority": -5}, headers=t.admin_headers)
+    assert r.status_code == 200 and r.json()["priority"] == -5
+    await chat("p1")
+    await chat("p1", priority=-100)  # the caller cannot outrank its project's setting
+    await chat("p1", stream=True)
+    await respond(client, t, model="p1", input="hello")
+    await chat("p2", priority=3)  # a provider that did not declare it: untouched
+    await chat("p2")
+    assert [b["priority"] for b in taking[0].bodies] == [0, -5, -5, -5, -5]
+    assert [b.get("priority") for b in plain[0].bodies] == [3, None]
+    assert (await client.get(url, headers=t.admin_headers)).json()["priority"] == -5
+    r = await client.post(url, json={"priority": None}, headers=t.admin_headers)
+    assert r.status_code == 200 and r.json()["priority"] is None
+    await chat("p1")
+    assert taking[0].bodies[-1]["priority"] == 0
+    # Organization owners only; members read; a stranger's project does not exist.
+    _, owner = await create_member(runtime, t, project_role="owner")
+    assert (await client.post(url, json={"priority": 1}, headers=bearer(owner))).status_code == 403
+    assert (await client.get(url, headers=bearer(owner))).status_code == 200
+    other = await create_tenant(runtime)
+    assert (await client.get(url, headers=other.admin_headers)).status_code == 404
+    for bad, param in [
+        ({}, "priority"),
+        ({"priority": "high"}, "priority"),
+        ({"priority": True}, "priority"),
+        ({"priority": 10**9}, "priority"),
+        ({"priority": 1, "x": 2}, "x"),
+    ]:
+        r = await client.post(url, json=bad, headers=t.admin_headers)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (bad, r.text)
+
+
+async def test_provider_options_are_validated(
+    client: httpx.AsyncClient, runtime: Runtime, upstreams: Start
+) -> None:
+    t = await create_tenant(runtime)
+    up = await upstreams("v", models=("p1",))
+    base = {"name": "v", "kind": "vllm", "base_url": up.base_url}
+    for options, param in [
+        ("yes", "options"),
+        ({"priority": 1}, "options.priority"),
+        ({"prompt_cache_key": "on"}, "options.prompt_cache_key"),
+        ({"context_window": 0}, "options.context_window"),
+        ({"context_windows": {"p1": "big"}}, "options.context_windows.p1"),
+        ({"context_windows": []}, "options.context_windows"),
+        ({"fast": True}, "options.fast"),
+    ]:
+        r = await client.post(PROVIDERS, json={**base, "options": options},
+                              headers=t.admin_headers)  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (options, r.text)
+    options = {"priority": True, "context_window": 4096, "context_windows": {"p1": 8192}}
+    made = await client.post(PROVIDERS, json={**base, "options": options}, headers=t.admin_headers)
+    assert made.status_code == 200 and made.json()["options"] == options
+    changed = await client.post(
+        f"{PROVIDERS}/{made.json()['id']}",
+        json={"options": {"prompt_cache_key": True}},
+        headers=t.admin_headers,
+    )
+    assert changed.status_code == 200 and changed.json()["options"] == {"prompt_cache_key": True}
