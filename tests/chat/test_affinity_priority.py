@@ -121,8 +121,8 @@ async def test_chat_forwards_the_key_and_only_declared_providers_get_it_in_the_b
     assert [b.get("prompt_cache_key") for b in plain[0].bodies] == [None, "k1", None]
     # A key a header cannot carry as it is goes as a digest.
     long = "x" * 500
-    body = {"model": "p1", "messages": messages, "user": long, "stream": True}
-    r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+    streamed = {"model": "p1", "messages": messages, "user": long, "stream": True}
+    r = await client.post("/v1/chat/completions", json=streamed, headers=t.project_headers)
     assert r.status_code == 200
     session = taking[0].headers[-1]["x-session-id"]
     assert session.startswith("sha256:") and taking[0].bodies[-1]["prompt_cache_key"] == session
@@ -207,3 +207,61 @@ async def test_provider_options_are_validated(
         headers=t.admin_headers,
     )
     assert changed.status_code == 200 and changed.json()["options"] == {"prompt_cache_key": True}
+
+
+async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_one(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream, upstreams: Start
+) -> None:
+    t = await create_tenant(runtime)
+    assert (await client.get("/v1/models", headers=t.project_headers)).status_code == 200
+    big = await upstreams("big", models=("small", "unknown", "large"))
+    big.windows = {"large": 32768}  # discovered from /models (vLLM's max_model_len)
+    body = {
+        "name": "big",
+        "kind": "vllm",
+        "base_url": big.base_url,
+        "options": {"context_windows": {"small": 4}},  # declared
+    }
+    r = await client.post(PROVIDERS, json=body, headers=t.admin_headers)
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/v1/organization/model_fallbacks",
+        json={"model": "m1", "fallbacks": ["small", "unknown", "large"]},
+        headers=t.admin_headers,
+    )
+    assert r.status_code == 200, r.text
+    messages = [{"role": "user", "content": "a long prompt"}]
+    # vLLM's refusal ("maximum context length is 8 tokens"): a smaller window and one not
+    # known are passed over; the larger one serves.
+    builtin.mode = "refuse400"
+    for stream in (False, True):
+        chat = {"model": "m1", "messages": messages, "stream": stream}
+        r = await client.post("/v1/chat/completions", json=chat, headers=t.project_headers)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-jan-model-fallback"] == "m1"
+    answer = await respond(client, t, model="m1", input="a long prompt")
+    assert answer["model"] == "large"  # the model that served, not the one asked for
+    stored = await client.get(f"/v1/responses/{answer['id']}", headers=t.project_headers)
+    assert stored.json()["model"] == "large"
+    # llama.cpp's refusal (its window in the body's n_ctx) likewise.
+    builtin.mode = "too_long"
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "m1", "messages": messages},
+        headers=t.project_headers,
+    )  # fmt: skip
+    assert r.status_code == 200 and r.json()["model"] == "large"
+    assert [b["model"] for b in big.bodies] == ["large"] * 4
+    # No model of the list has a larger window: the refusal is the answer, in OpenAI's terms.
+    r = await client.post(
+        "/v1/organization/model_fallbacks",
+        json={"model": "m1", "fallbacks": ["small", "unknown"]},
+        headers=t.admin_headers,
+    )
+    assert r.status_code == 200
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "m1", "messages": messages},
+        headers=t.project_headers,
+    )  # fmt: skip
+    assert r.status_code == 400 and "x-jan-model-fallback" not in r.headers
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    assert len(big.bodies) == 4

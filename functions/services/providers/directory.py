@@ -344,6 +344,29 @@ class Providers:
             )
         return list(found.items())
 
+    async def model_windows(self, base_url: str, headers: dict[str, str]) -> dict[str, int]:
+        """The context windows an endpoint's ``/models`` states, by model: vLLM's
+        ``max_model_len`` (or a ``context_length`` / ``context_window``); raises as
+        ``list_models`` does."""
+        seconds = self.discovery_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                body = await self._models_answer(base_url, headers, seconds)
+        except TimeoutError:
+            raise BadAnswer("the /models answer took too long") from None
+        answer = orjson.loads(body)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        windows: dict[str, int] = {}
+        for m in data if isinstance(data, list) else ():
+            if not isinstance(m, dict) or not isinstance(name := m.get("id"), str):
+                continue
+            for key in ("max_model_len", "context_length", "context_window"):
+                size = m.get(key)
+                if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                    windows[name] = size
+                    break
+        return windows
+
     async def _models_answer(self, base_url: str, headers: dict[str, str], idle: float) -> bytes:
         limit = self.max_discovery_bytes
         async with self.upstream.session.get(
