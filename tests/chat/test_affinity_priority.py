@@ -12,13 +12,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from functions.common.runtime import Runtime
+from functions.common.settings import Settings
+from functions.services.inference import failures
+from functions.services.inference.requests import session_key
+from functions.services.providers.directory import ProviderOptions
 from tests.chat.fakes import FakeUpstream
+from tests.conftest import make_settings
 from tests.factories import Tenant, bearer, create_member, create_tenant
 
 Start = Callable[..., Awaitable[FakeUpstream]]
 PROVIDERS = "/v1/organization/models/providers"
+
+
+@pytest.fixture
+def settings(database_dsn: str, builtin: FakeUpstream) -> Settings:
+    # The built-in provider declares priority (JAN_INFERENCE_MODEL_OPTIONS), as a vLLM
+    # started with --scheduling-policy priority would.
+    return make_settings(
+        database_dsn,
+        jan_inference_model_url=builtin.base_url,
+        jan_provider_allowed_hosts=("127.0.0.1",),
+        jan_inference_model_options={"priority": True, "context_windows": {"m2": 64}},
+    )
 
 
 async def pool(
@@ -265,3 +283,52 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     assert r.status_code == 400 and "x-jan-model-fallback" not in r.headers
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert len(big.bodies) == 4
+
+
+async def test_the_builtin_provider_takes_its_options_from_the_settings(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    t = await create_tenant(runtime)
+    body = {"model": "m2", "messages": [{"role": "user", "content": "hi"}]}
+    r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+    assert r.status_code == 200 and builtin.bodies[-1]["priority"] == 0
+    url = f"/v1/organization/projects/{t.project_id}/priority"
+    assert (await client.post(url, json={"priority": 7}, headers=t.admin_headers)).is_success
+    r = await client.post("/v1/chat/completions", json=body, headers=t.project_headers)
+    assert r.status_code == 200 and builtin.bodies[-1]["priority"] == 7
+    assert "prompt_cache_key" not in builtin.bodies[-1]  # not declared
+
+
+def test_how_refusals_for_the_context_window_are_read() -> None:
+    def read(status: int, body: bytes) -> tuple[str, int | None]:
+        error = failures.from_status(status, body).error
+        return error.code or "", getattr(error, "window", None)
+
+    vllm = b'{"object":"error","message":"This model\'s maximum context length is 4096 tokens.'
+    vllm += b' However, you requested 5000 tokens.","type":"BadRequestError","code":400}'
+    assert read(400, vllm) == ("context_length_exceeded", 4096)
+    sglang = b'{"error":{"message":"The input (9000 tokens) is longer than the model\'s'
+    sglang += b' context length (8192 tokens)."}}'
+    assert read(400, sglang) == ("context_length_exceeded", 8192)
+    llama = b'{"error":{"code":400,"message":"the request exceeds the available context size,'
+    llama += b' try increasing it","type":"exceed_context_size_error","n_ctx":2048}}'
+    assert read(400, llama) == ("context_length_exceeded", 2048)
+    unsized = b'{"error":{"message":"prompt exceeds the context window"}}'
+    assert read(400, unsized) == ("context_length_exceeded", None)
+    assert read(400, b'{"error":{"message":"temperature must be <= 2"}}') == (
+        "invalid_request",
+        None,
+    )
+    assert read(422, vllm)[0] == "invalid_request"  # only 400 and 413 are read so
+
+
+def test_session_keys_and_lenient_options() -> None:
+    assert session_key("conv_123") == "conv_123"
+    for awkward in ("with space", "é", "x" * 129, "a\nb"):
+        key = session_key(awkward)
+        assert key.startswith("sha256:") and len(key) == 39 and key == session_key(awkward)
+    options = ProviderOptions.from_json(
+        {"priority": "yes", "context_window": "big", "context_windows": {"a": 10, "b": True}}
+    )
+    assert options == ProviderOptions(context_windows=(("a", 10),))
+    assert options.window("a") == 10 and options.window("b") is None

@@ -147,15 +147,22 @@ class ProviderOptions:
 
     @classmethod
     def from_json(cls, raw: Any) -> ProviderOptions:
-        """As stored (validated by the admin API when written)."""
+        """As stored (validated by the admin API when written) or configured
+        (``JAN_INFERENCE_MODEL_OPTIONS``); what is not of its type is left out."""
         if not isinstance(raw, dict) or not raw:
             return NO_OPTIONS
-        windows = raw.get("context_windows") or {}
+        windows = raw.get("context_windows")
         return cls(
             priority=raw.get("priority") is True,
             prompt_cache_key=raw.get("prompt_cache_key") is True,
-            context_window=raw.get("context_window"),
-            context_windows=tuple(sorted(windows.items())),
+            context_window=_tokens(raw.get("context_window")),
+            context_windows=tuple(
+                sorted(
+                    (model, tokens)
+                    for model, value in (windows.items() if isinstance(windows, dict) else ())
+                    if (tokens := _tokens(value)) is not None
+                )
+            ),
         )
 
     def window(self, model: str) -> int | None:
@@ -167,6 +174,11 @@ class ProviderOptions:
 
 
 NO_OPTIONS = ProviderOptions()
+
+
+def _tokens(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +232,14 @@ class Providers:
         limits: ProviderLimits | None = None,
         max_discovery_bytes: int = MAX_DISCOVERY_BYTES,
         warmup_seconds: float = 0.0,
+        builtin_options: ProviderOptions = NO_OPTIONS,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.box = box
         self.guard = guard
         self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
+        self.builtin_options = builtin_options  # JAN_INFERENCE_MODEL_OPTIONS
         self.discovery_timeout = discovery_timeout
         self.max_discovery_bytes = max_discovery_bytes
         self.warmup_seconds = warmup_seconds  # JAN_UPSTREAM_WARMUP_SECONDS
@@ -276,7 +290,16 @@ class Providers:
         """The provider of ``JAN_INFERENCE_MODEL_URL`` (never stored, exempt from the guard)."""
         if not self.builtin_url:
             return None
-        return Provider(BUILTIN_ID, None, None, "built-in", "kserve", (self.builtin_url,), None)
+        return Provider(
+            BUILTIN_ID,
+            None,
+            None,
+            "built-in",
+            "kserve",
+            (self.builtin_url,),
+            None,
+            options=self.builtin_options,
+        )
 
     async def load(self, provider_id: str) -> Provider | None:
         """One active stored provider, by ID."""
