@@ -8,6 +8,7 @@ to providers that declare it. Local upstreams record what they receive."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,6 +70,18 @@ async def respond(client: httpx.AsyncClient, t: Tenant, **body: Any) -> dict[str
     return answer
 
 
+async def finished(client: httpx.AsyncClient, t: Tenant, response_id: str) -> dict[str, Any]:
+    """A background response, once it is no longer queued or running."""
+    for _ in range(200):
+        got: dict[str, Any] = (
+            await client.get(f"/v1/responses/{response_id}", headers=t.project_headers)
+        ).json()
+        if got["status"] not in ("queued", "in_progress"):
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError("the background response did not finish")
+
+
 def received(ups: list[FakeUpstream]) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
     """Every request the pool got: (which endpoint, headers, body)."""
     out = []
@@ -87,8 +100,12 @@ async def test_a_response_chain_keeps_the_key_of_its_first_response(
     for turn in range(1, 6):
         previous = (await respond(client, t, model="p1", input=f"turn {turn}",
                                   previous_response_id=previous))["id"]  # fmt: skip
+    # A background turn (run by whichever instance claims it) keeps the key too.
+    queued = await respond(client, t, model="p1", input="turn 6", background=True,
+                           previous_response_id=previous)  # fmt: skip
+    assert (await finished(client, t, queued["id"]))["status"] == "completed"
     got = received(ups)
-    assert len(got) == 6
+    assert len(got) == 7
     # One endpoint served the whole chain; each call carried the first response's ID.
     assert len({n for n, _, _ in got}) == 1
     assert {h["x-session-id"] for _, h, _ in got} == {first["id"]}
@@ -99,7 +116,7 @@ async def test_a_response_chain_keeps_the_key_of_its_first_response(
             "SELECT params->>'affinity_key' AS key FROM responses WHERE organization_id = $1",
             t.organization_id,
         )
-    assert [r["key"] for r in keys] == [first["id"]] * 6
+    assert [r["key"] for r in keys] == [first["id"]] * 7
     # A chain whose first response named a prompt_cache_key keeps that one.
     for up in ups:
         up.headers.clear()
@@ -261,6 +278,10 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     assert answer["model"] == "large"  # the model that served, not the one asked for
     stored = await client.get(f"/v1/responses/{answer['id']}", headers=t.project_headers)
     assert stored.json()["model"] == "large"
+    queued = await respond(client, t, model="m1", input="a long prompt", background=True)
+    assert queued["model"] == "m1"  # not run yet
+    done = await finished(client, t, queued["id"])
+    assert done["status"] == "completed" and done["model"] == "large"
     # llama.cpp's refusal (its window in the body's n_ctx) likewise.
     builtin.mode = "too_long"
     r = await client.post(
@@ -268,7 +289,7 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
         headers=t.project_headers,
     )  # fmt: skip
     assert r.status_code == 200 and r.json()["model"] == "large"
-    assert [b["model"] for b in big.bodies] == ["large"] * 4
+    assert [b["model"] for b in big.bodies] == ["large"] * 5
     # No model of the list has a larger window: the refusal is the answer, in OpenAI's terms.
     r = await client.post(
         "/v1/organization/model_fallbacks",
@@ -282,7 +303,7 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     )  # fmt: skip
     assert r.status_code == 400 and "x-jan-model-fallback" not in r.headers
     assert r.json()["error"]["code"] == "context_length_exceeded"
-    assert len(big.bodies) == 4
+    assert len(big.bodies) == 5
 
 
 async def test_the_builtin_provider_takes_its_options_from_the_settings(
