@@ -132,7 +132,11 @@ class Services:
     def providers(self) -> Providers:
         from functions.common.crypto import SecretBox
         from functions.common.upstream import ProviderGuard, Upstream
-        from functions.services.providers.directory import ProviderLimits, Providers
+        from functions.services.providers.directory import (
+            ProviderLimits,
+            ProviderOptions,
+            Providers,
+        )
 
         settings = self.runtime.settings
         secret = settings.model_provider_secret
@@ -150,6 +154,7 @@ class Services:
             limits=ProviderLimits.from_settings(settings),
             max_discovery_bytes=settings.jan_upstream_max_discovery_bytes,
             warmup_seconds=settings.jan_upstream_warmup_seconds,
+            builtin_options=ProviderOptions.from_json(settings.jan_inference_model_options),
         )
 
     @cached_property

@@ -17,6 +17,7 @@ from functions.admin import (
     model_permissions,
     prices,
     project_keys,
+    project_priority,
     project_users,
     projects,
     providers,
@@ -50,4 +51,5 @@ ROUTES: list[Operation[AdminDeps]] = [
     *spend_alerts.ROUTES,
     *audit_logs.ROUTES,
     *data_retention.ROUTES,
+    *project_priority.ROUTES,
 ]

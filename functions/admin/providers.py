@@ -161,6 +161,59 @@ def _active(body: dict[str, Any]) -> bool | None:
     return value
 
 
+MAX_CONTEXT_WINDOW = 100_000_000
+_OPTION_FLAGS = ("priority", "prompt_cache_key")
+
+
+def _window(value: Any, param: str) -> int:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_CONTEXT_WINDOW
+    ):
+        raise InvalidRequest(
+            f"'{param}' must be a number of tokens from 1 to {MAX_CONTEXT_WINDOW}.", param=param
+        )
+    return value
+
+
+def _options(body: dict[str, Any], limits: ProviderLimits) -> dict[str, Any] | None:
+    """The ``options`` object (a Jan extension; see ``ProviderOptions``), as stored."""
+    value = body.get("options")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'options' must be an object.", param="options")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        param = f"options.{key}"
+        if key in _OPTION_FLAGS:
+            if not isinstance(item, bool):
+                raise InvalidRequest(f"'{param}' must be a boolean.", param=param)
+            out[key] = item
+        elif key == "context_window":
+            if item is not None:
+                out[key] = _window(item, param)
+        elif key == "context_windows":
+            if not isinstance(item, dict) or len(item) > limits.models:
+                raise InvalidRequest(
+                    f"'{param}' must be an object of at most {limits.models} models.",
+                    param=param,
+                )
+            for model, tokens in item.items():
+                if not model or len(model) > limits.model_name_chars:
+                    raise InvalidRequest(f"'{param}' names an invalid model.", param=param)
+                _window(tokens, f"{param}.{model}")
+            if item:
+                out[key] = dict(item)
+        else:
+            raise InvalidRequest(
+                "'options' takes priority, prompt_cache_key, context_window and context_windows.",
+                param=param,
+            )
+    return out
+
+
 def _box(providers: Providers) -> SecretBox:
     assert providers.box is not None, "local.prepare or require_secrets guarantees it"
     return providers.box
@@ -206,6 +259,7 @@ async def render(
         "weights": list(weights) if weights is not None else None,
         "has_api_key": row["api_key_ciphertext"] is not None,
         "active": row["active"],
+        "options": row["options"],
         "created_at": ts(row["created_at"]),
         "updated_at": ts(row["updated_at"]),
     }
@@ -272,6 +326,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                   least outstanding requests. 0: a standby, used only when no weighted
                   endpoint is in rotation. Absent or null: no weights.
               active: {type: boolean}
+              options: {$ref: "#/components/schemas/JanProviderOptions"}
     responses:
       200: {description: "The organization.model_provider object."}
       400: {description: "Invalid body, or a base URL at a private address."}
@@ -290,6 +345,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
     await _check_addresses(call.deps.providers, body, urls)
     api_key = _api_key(body)
     active = _active(body)
+    options = _options(body, limits) or {}
     provider_id = ids.new_id(PREFIX)
     try:
         async with call.db.acquire() as conn, conn.transaction():
@@ -310,6 +366,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 static_models=models,
                 active=True if active is None else active,
                 endpoint_weights=weights,
+                options=options,
             )
             if row is None:
                 raise InvalidRequest(
@@ -325,6 +382,7 @@ async def create_provider(deps: AdminDeps, request: Request) -> Response:
                 data=_audited({"name": name, "kind": kind, "base_urls": urls,
                                "static_models": models, "active": row["active"],
                                "endpoint_weights": weights,
+                               "options": options,
                                "api_key_ciphertext": row["api_key_ciphertext"]}),
             )  # fmt: skip
     except asyncpg.PostgresError as exc:
@@ -406,6 +464,7 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
                   endpoint is in rotation. Null: drops them; required when base_urls change
                   in number while weights are set.
               active: {type: boolean}
+              options: {$ref: "#/components/schemas/JanProviderOptions"}
     responses:
       200: {description: "The updated organization.model_provider object."}
       400: {description: "Invalid body, or a base URL at a private address."}
@@ -448,6 +507,9 @@ async def modify_provider(deps: AdminDeps, request: Request) -> Response:
     active = _active(body)
     if active is not None:
         changes["active"] = active
+    options = _options(body, limits)
+    if options is not None:
+        changes["options"] = options
     if not changes:
         return JSON(await render(call, current))
     try:

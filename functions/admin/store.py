@@ -136,6 +136,17 @@ async def rename_project(
     )
 
 
+async def set_project_priority(
+    ex: Executor, *, organization_id: str, project_id: str, priority: int | None
+) -> None:
+    await ex.execute(
+        "UPDATE projects SET priority = $3 WHERE id = $1 AND organization_id = $2",
+        project_id,
+        organization_id,
+        priority,
+    )
+
+
 async def archive_project(
     ex: Executor, *, organization_id: str, project_id: str
 ) -> asyncpg.Record | None:

@@ -39,6 +39,9 @@ class Principal:
     denied_models: frozenset[str] = frozenset()
     # The project's data retention is zero_data_retention: no prompt or output is stored.
     zero_data_retention: bool = False
+    # The project's scheduling priority (a Jan extension; vLLM's ``priority``: lower runs
+    # first), forwarded to engines that declare they take it; None: the project has none.
+    priority: int | None = None
 
     def may_use_model(self, model: str) -> bool:
         return (

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     jan_inference_model_url: str | None = Field(
         None, description="Built-in OpenAI-compatible upstream, e.g. a KServe `/openai/v1` base."
     )
+    jan_inference_model_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The built-in provider's options, as JSON (a provider's `options`).",
+    )
     serper_api_key: SecretStr | None = None
     serper_url: str = Field("https://google.serper.dev", description="Serper API base URL.")
     searxng_url: str | None = None

@@ -88,6 +88,27 @@ _BASE: dict[str, Any] = {
                     "output": {"type": "string"},
                 },
             },
+            # Jan extension: what a model provider declares about its engines.
+            "JanProviderOptions": {
+                "type": "object",
+                "description": (
+                    "Jan extension. `priority`: the engines take vLLM's `priority` body "
+                    "field (the project's priority is forwarded, 0 when it has none); "
+                    "`prompt_cache_key`: they take `prompt_cache_key` in the body (the "
+                    "request's affinity key is forwarded; `x-session-id` always is); "
+                    "`context_window` (every model) and `context_windows` (per model): "
+                    "their context window in tokens, for context-window fallbacks."
+                ),
+                "properties": {
+                    "priority": {"type": "boolean", "default": False},
+                    "prompt_cache_key": {"type": "boolean", "default": False},
+                    "context_window": {"type": "integer", "minimum": 1, "nullable": True},
+                    "context_windows": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
         },
     },
     "security": [{"bearer": []}],

@@ -52,6 +52,8 @@ class Run:
     history: list[dict[str, Any]]  # the items before this response's input
     server_tools: dict[str, ServerTool]
     created_at: float = field(default_factory=time.time)
+    # The prompt-cache affinity key the model calls carry (``service.affinity_key``).
+    affinity: str | None = None
     # Filled in as the run goes.
     status: str = "in_progress"
     output: list[dict[str, Any]] = field(default_factory=list)
@@ -61,10 +63,14 @@ class Run:
     incomplete_details: dict[str, Any] | None = None
     completed_at: float | None = None
     failure: APIError | None = None
+    model: str | None = None  # the model that served the last round (a fallback's)
 
     def snapshot(self) -> dict[str, Any]:
         request = self.request
         done = self.status not in ("queued", "in_progress")
+        params = request.echo()
+        if self.model is not None:
+            params["model"] = self.model
         return response_object(
             {
                 "id": self.response_id,
@@ -74,7 +80,7 @@ class Run:
                 "completed_at": self.completed_at,
                 "error": self.error,
                 "incomplete_details": self.incomplete_details,
-                "params": request.echo(),
+                "params": params,
                 "output": [dict(item) for item in self.output],
                 "previous_response_id": request.previous_response_id,
                 "conversation_id": request.conversation_id,
@@ -201,8 +207,11 @@ async def _rounds(
 async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> AsyncIterator[Any]:
     messages = chat_messages(run.request.instructions, items)
     body = chat_body(run.request, messages, run.server_tools)
-    # A conversation stays on one endpoint, so the engine's prompt cache can serve it.
-    return await model.stream(run.owner.principal, body, affinity=run.request.conversation_id)
+    # A conversation (or a response chain) stays on one endpoint, so the engine's prompt
+    # cache can serve it.
+    opened = await model.stream(run.owner.principal, body, affinity=run.affinity or run.response_id)
+    run.model = opened.model
+    return opened.chunks
 
 
 async def _run_tool(run: Run, call: Call) -> AsyncGenerator[Event, None]:

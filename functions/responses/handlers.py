@@ -56,7 +56,10 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
       detached (poll with GET, stop with cancel). Under zero data retention (the
       project's or organization's `/data_retention`) a response is never stored, as with
       `store: false`, and `background`, `conversation` and `previous_response_id` are
-      refused (400, code `zero_data_retention`).
+      refused (400, code `zero_data_retention`). Model calls keep a prompt-cache
+      affinity key (one endpoint, forwarded as `x-session-id`): `prompt_cache_key`, else
+      that of the `previous_response_id` chain's first response, else the conversation,
+      else `user`. `model` in the answer names the model that served (a fallback's).
     requestBody:
       content:
         application/json:
@@ -80,6 +83,8 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
               max_output_tokens: {type: integer}
               tools: {type: array, items: {type: object}}
               metadata: {type: object, additionalProperties: {type: string}}
+              prompt_cache_key: {type: string}
+              user: {type: string}
     responses:
       200: {description: "The response object, or an event stream when `stream` is true."}
       400: {description: "Invalid request, or storage refused under zero data retention."}

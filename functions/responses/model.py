@@ -1,15 +1,17 @@
 """How the Responses engine reaches a model: one small interface, a streamed chat
 completion, so every chat-completions upstream the router knows serves both APIs.
 
-``ChatModel.stream`` opens the call and raises an ``APIError`` for anything that fails
-before the first chunk (unknown model, upstream down), so the HTTP handler can still
-answer with a proper error; after that it yields parsed chunks. The engine always streams
+``ChatModel.stream`` opens the call (saying which model serves it) and raises an
+``APIError`` for anything that fails before the first chunk (unknown model, upstream
+down), so the HTTP handler can still answer with a proper error; after that it yields
+parsed chunks. The engine always streams
 from the upstream, whether or not its own client asked for a stream: one code path.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from functions.common import errors
@@ -18,12 +20,21 @@ from functions.services.inference import api
 from functions.services.inference.service import Inference
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A model call whose first chunk is in: its chunks, and the model that serves it (a
+    fallback's when the model asked for failed)."""
+
+    chunks: AsyncIterator[dict[str, Any]]
+    model: str
+
+
 class ChatModel(Protocol):
     async def model_named(self, principal: Principal, name: str) -> str: ...
 
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
-    ) -> AsyncIterator[dict[str, Any]]: ...
+    ) -> Opened: ...
 
 
 class RouterModel:
@@ -39,13 +50,14 @@ class RouterModel:
 
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> Opened:
         chunks = api.stream_chat_completion(self.inference, principal, body, affinity=affinity)
         try:
             first = await anext(chunks)  # early failures surface here, as plain errors
         except StopAsyncIteration:
             raise errors.UpstreamError("The model server sent an empty stream.") from None
-        return _prepend(first, chunks)
+        assert chunks.model is not None  # known once a chunk is in
+        return Opened(_prepend(first, chunks), chunks.model)
 
 
 async def _prepend(

@@ -19,6 +19,7 @@ _DEFAULT_PARAMS: dict[str, Any] = {
     "text": {"format": {"type": "text"}},
     "store": True,
     "user": None,
+    "prompt_cache_key": None,
 }
 
 
@@ -60,10 +61,12 @@ def response_object(row: Any) -> dict[str, Any]:
         "truncation": "disabled",
         "usage": row["usage"],
         "user": params["user"],
+        "prompt_cache_key": params["prompt_cache_key"],
         "metadata": row["metadata"],
     }
-    # OpenAI's document has neither as nullable: absent until known (usage) or given (user).
-    for key in ("usage", "user"):
+    # OpenAI's document has neither of the first two as nullable: absent until known
+    # (usage) or given (user); a prompt cache key likewise, when none was given.
+    for key in ("usage", "user", "prompt_cache_key"):
         if response[key] is None:
             del response[key]
     return response

@@ -30,6 +30,7 @@ class ResponseRequest:
     text: dict[str, Any]
     metadata: dict[str, str]
     user: str | None
+    prompt_cache_key: str | None = None
 
     def echo(self) -> dict[str, Any]:
         """The request settings a response object repeats (stored as `params`)."""
@@ -45,6 +46,7 @@ class ResponseRequest:
             "text": self.text,
             "store": self.store,
             "user": self.user,
+            "prompt_cache_key": self.prompt_cache_key,
         }
 
     @classmethod
@@ -59,7 +61,7 @@ class ResponseRequest:
     ) -> ResponseRequest:
         """A queued background request back from its stored ``echo()`` and row."""
         return cls(
-            model=echoed["model"],
+            model=echoed.get("requested_model") or echoed["model"],
             input_items=input_items,
             instructions=echoed["instructions"],
             previous_response_id=previous_response_id,
@@ -76,6 +78,7 @@ class ResponseRequest:
             text=echoed["text"],
             metadata=metadata,
             user=echoed["user"],
+            prompt_cache_key=echoed.get("prompt_cache_key"),
         )
 
 
@@ -122,6 +125,7 @@ def parse_request(body: dict[str, Any]) -> ResponseRequest:
         text=_text(body.get("text")),
         metadata=validate_metadata(body.get("metadata")),
         user=_optional_str(body, "user"),
+        prompt_cache_key=_optional_str(body, "prompt_cache_key"),
     )
 
 

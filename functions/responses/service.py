@@ -24,8 +24,11 @@ HISTORY_ITEMS = 400
 BACKGROUND_RETRY_AFTER_SECONDS = 10
 
 
-async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) -> list[Any]:
-    """The items before this response: its conversation's, or its response chain's."""
+async def load_history(
+    ex: Executor, *, owner: Owner, request: ResponseRequest
+) -> tuple[list[Any], str | None]:
+    """The items before this response (its conversation's, or its response chain's), and
+    the affinity key its chain keeps (``affinity_key``; None without a previous one)."""
     if request.conversation_id is not None:
         found = await conversations.get_conversation(
             ex, owner=owner, conversation_id=request.conversation_id
@@ -35,9 +38,10 @@ async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) 
                 f"Conversation with id '{request.conversation_id}' not found.",
                 param="conversation",
             )
-        return await conversations.recent_items(
+        items = await conversations.recent_items(
             ex, owner=owner, conversation_id=request.conversation_id, limit=HISTORY_ITEMS
         )
+        return items, None
     if request.previous_response_id is not None:
         previous = await store.get_response(
             ex, owner=owner, response_id=request.previous_response_id
@@ -47,8 +51,22 @@ async def load_history(ex: Executor, *, owner: Owner, request: ResponseRequest) 
                 f"Previous response with id '{request.previous_response_id}' not found.",
                 param="previous_response_id",
             )
-        return await store.chain_items(ex, owner=owner, response_id=request.previous_response_id)
-    return []
+        items = await store.chain_items(ex, owner=owner, response_id=request.previous_response_id)
+        # Rows stored before keys were kept: the chain from here keeps this one's ID.
+        return items, previous["params"].get(AFFINITY_PARAM) or previous["id"]
+    return [], None
+
+
+def affinity_key(request: ResponseRequest, chain: str | None, response_id: str) -> str:
+    """Which endpoint's prompt cache a response's model calls aim for (the router's
+    affinity, forwarded to the engine as ``x-session-id`` and, where the provider takes
+    it, ``prompt_cache_key``): the request's ``prompt_cache_key``, else the key its
+    ``previous_response_id`` chain keeps (that of the chain's first response), else its
+    conversation, else its ``user``, else its own ID — which the responses that follow it
+    then keep. Stored with the response, so any instance continues the chain alike."""
+    return (
+        request.prompt_cache_key or chain or request.conversation_id or request.user or response_id
+    )
 
 
 async def prepare_run(
@@ -60,29 +78,47 @@ async def prepare_run(
     response_id: str | None = None,
 ) -> Run:
     async with runtime.db.writer.acquire() as conn:
-        history = await load_history(conn, owner=owner, request=request)
+        history, chain = await load_history(conn, owner=owner, request=request)
         inputs = await references.resolve(
             conn, owner=owner, items=request.input_items, param="input"
         )
     request = replace(request, input_items=inputs)
     server_tools = await resolve_server_tools(tools, request.tools, owner)
+    response_id = response_id or new_id("resp_")
     return Run(
-        response_id=response_id or new_id("resp_"),
+        response_id=response_id,
         owner=owner,
         request=request,
         history=history,
         server_tools=server_tools,
+        affinity=affinity_key(request, chain, response_id),
     )
 
 
-def stored_params(request: ResponseRequest, principal: Principal) -> dict[str, Any]:
-    """What the `params` column keeps: the echoed settings, and the caller, so a background
-    run elsewhere acts with the same principal."""
+AFFINITY_PARAM = "affinity_key"  # where `params` keeps a response's affinity key
+REQUESTED_PARAM = "requested_model"  # and the model asked for, when another one served
+
+
+def stored_params(
+    request: ResponseRequest,
+    principal: Principal,
+    *,
+    affinity: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """What the `params` column keeps: the echoed settings (``model``: the one that
+    served, when it is not the one asked for, which is kept too), the affinity key, and
+    the caller, so a background run elsewhere acts with the same principal."""
     caller = asdict(principal)
     if caller["allowed_models"] is not None:
         caller["allowed_models"] = sorted(caller["allowed_models"])
     caller["denied_models"] = sorted(caller["denied_models"])
-    return {**request.echo(), "principal": caller}
+    params = {**request.echo(), "principal": caller}
+    if affinity is not None:
+        params[AFFINITY_PARAM] = affinity
+    if model is not None and model != request.model:
+        params[REQUESTED_PARAM], params["model"] = request.model, model
+    return params
 
 
 def stored_principal(params: dict[str, Any]) -> Principal:
@@ -198,7 +234,9 @@ async def _store(conn: Executor, run: Run) -> None:
         conn,
         owner=run.owner,
         response=run.snapshot(),
-        params=stored_params(run.request, run.owner.principal),
+        params=stored_params(
+            run.request, run.owner.principal, affinity=run.affinity, model=run.model
+        ),
     )
     await store.insert_input_items(
         conn, owner=run.owner, response_id=run.response_id, items=run.request.input_items

@@ -317,7 +317,13 @@ async def finish_response(
         """
         UPDATE responses SET status = $3, output = $4, usage = $5, error = $6,
             incomplete_details = $7, completed_at = COALESCE(to_timestamp($8), now()),
-            lease_owner = NULL, lease_expires_at = NULL
+            lease_owner = NULL, lease_expires_at = NULL,
+            -- the model that served (a fallback's); the one asked for stays for a rerun
+            params = CASE WHEN $9::text IS NULL OR params->>'model' = $9 THEN params
+                ELSE params || jsonb_build_object(
+                    'model', $9::text,
+                    'requested_model', coalesce(params->>'requested_model', params->>'model'))
+            END
         WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $2 AND status = 'in_progress'
         """,
         response["id"],
@@ -328,6 +334,7 @@ async def finish_response(
         response["error"],
         response["incomplete_details"],
         response["completed_at"],
+        response.get("model"),
     )
     return status == "UPDATE 1"
 

@@ -34,7 +34,12 @@ from functions.responses.engine import Run, run_events
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_error
 from functions.responses.params import ResponseRequest
-from functions.responses.service import append_to_conversation, load_history, stored_principal
+from functions.responses.service import (
+    AFFINITY_PARAM,
+    append_to_conversation,
+    load_history,
+    stored_principal,
+)
 from functions.services.toolbox.server import ToolRegistry, resolve_server_tools
 
 log = logging.getLogger(__name__)
@@ -169,7 +174,7 @@ class BackgroundWorker(Component):
             metadata=row["metadata"],
         )
         async with runtime.db.writer.acquire() as conn:
-            history = await load_history(conn, owner=owner, request=request)
+            history, _ = await load_history(conn, owner=owner, request=request)
         return Run(
             response_id=row["id"],
             owner=owner,
@@ -177,6 +182,7 @@ class BackgroundWorker(Component):
             history=history,
             server_tools=await resolve_server_tools(self.tools, request.tools, owner),
             created_at=row["created_at"].timestamp(),
+            affinity=params.get(AFFINITY_PARAM) or row["id"],
         )
 
     async def _fail(self, runtime: Runtime, row: asyncpg.Record, exc: Exception) -> None:

@@ -210,7 +210,7 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
                k.allowed_models, k.expires_at, p.status AS project_status,
                sa.role AS service_account_role, pm.role AS owner_project_role,
                om.role AS owner_org_role,
-               mp.mode AS model_mode, mp.model_ids,
+               mp.mode AS model_mode, mp.model_ids, p.priority,
                coalesce(pdr.retention_type, odr.retention_type, 'none')
                    IN ('zero_data_retention', 'enhanced_zero_data_retention')
                    AS zero_data_retention
@@ -264,6 +264,7 @@ async def load_key(ex: Executor, *, secret_hash: bytes) -> keys.CachedKey | None
             allowed_models=allowed,
             denied_models=denied,
             zero_data_retention=row["zero_data_retention"],
+            priority=row["priority"],
         )
     return keys.CachedKey(
         id=row["id"],
@@ -280,7 +281,7 @@ _USER_GRANTS = """
 SELECT u.is_guest,
        p.id AS project_id, p.organization_id AS project_organization_id,
        p.status AS project_status, pm.role AS member_role, om.role AS org_role,
-       mp.mode AS model_mode, mp.model_ids,
+       mp.mode AS model_mode, mp.model_ids, p.priority,
        coalesce(pdr.retention_type, odr.retention_type, 'none')
            IN ('zero_data_retention', 'enhanced_zero_data_retention') AS zero_data_retention
 FROM users u
@@ -345,4 +346,5 @@ async def resolve_user(
         allowed_models=allowed,
         denied_models=denied,
         zero_data_retention=project_role is not None and row["zero_data_retention"],
+        priority=row["priority"] if project_role is not None else None,
     )

@@ -395,6 +395,11 @@ async def project_retention(w: World) -> httpx.Response:
     return await w.post(w.p + "/data_retention", {"retention_type": "zero_data_retention"})
 
 
+@walks("POST", P + "/priority", "project.updated")
+async def project_priority(w: World) -> httpx.Response:
+    return await w.post(w.p + "/priority", {"priority": -5})
+
+
 # --- model providers, organization-wide and per project
 for _base in (ORG_PROVIDERS, P + "/models/providers"):
 

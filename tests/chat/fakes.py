@@ -20,7 +20,8 @@ class FakeUpstream:
         self.name = name
         self.models = models
         # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect | flood | huge
-        # | broken (lists its models, 500s every completion)
+        # | broken (lists its models, 500s every completion) | too_long (refuses the
+        # request for its context window as llama.cpp's server does, n_ctx 16)
         self.mode = "ok"
         self.redirect_to = ""  # where mode "redirect" sends every request (a 307)
         self.usage: dict[str, Any] = {
@@ -46,6 +47,8 @@ class FakeUpstream:
         self.cold_until = 0.0
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # Context windows /models states (vLLM's max_model_len), by model.
+        self.windows: dict[str, int] = {}
         self.disconnects = 0
         self.media = Media()  # audio, images, moderations, rerank and score
         self.port = 0
@@ -118,9 +121,12 @@ class FakeUpstream:
             return await self._huge(request, b'{"object":"list","data":[')
         if self.mode == "fail500":
             return web.json_response({"error": {"message": "down"}}, status=500)
-        data = [
+        data: list[dict[str, Any]] = [
             {"id": m, "object": "model", "created": 1, "owned_by": self.name} for m in self.models
         ]
+        for model in data:
+            if model["id"] in self.windows:
+                model["max_model_len"] = self.windows[model["id"]]
         return web.json_response({"object": "list", "data": data})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
@@ -155,6 +161,14 @@ class FakeUpstream:
                 {"object": "error", "message": "This model's maximum context length is 8 tokens."},
                 status=400,
             )
+        if self.mode == "too_long":
+            error = {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+                "n_ctx": 16,
+            }
+            return web.json_response({"error": error}, status=400)
         if self.mode == "slow":
             await asyncio.sleep(self.delay)
         if body.get("stream"):

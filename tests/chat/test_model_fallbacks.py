@@ -138,7 +138,9 @@ async def test_a_failing_model_falls_back_to_the_next_that_serves(
                 chunks = [c async for c in stream.parse()]
                 assert {c.model for c in chunks if c.choices} == {"b1"}
                 response = await sdk.responses.create(model="m1", input="hello")
-                assert response.output_text
+                assert response.output_text and response.model == "b1"  # the one that served
+                stored = await sdk.responses.retrieve(response.id)
+                assert stored.model == "b1"
             assert [b["model"] for b in backup.bodies] == ["b1", "b1", "b1"]
             assert fallbacks_counted("m1", "b1", "ok") == before + 3
             # The upstream refusing the request itself is no reason to fall back.

@@ -117,6 +117,7 @@ JAN_ROUTES = {
     "/v1/organization/projects/{project_id}/model_aliases",
     "/v1/organization/model_fallbacks",
     "/v1/organization/projects/{project_id}/model_fallbacks",
+    "/v1/organization/projects/{project_id}/priority",
     "/console/",
     "/v1/organization/invites/verification",
     "POST /v1/organization/projects/{project_id}/api_keys",

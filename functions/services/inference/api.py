@@ -18,7 +18,7 @@ The stream always asks the upstream for usage and yields that final usage chunk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -53,40 +53,67 @@ async def chat_completion(
     return result
 
 
-async def stream_chat_completion(
+def stream_chat_completion(
     svc: Inference, principal: Principal, body: dict[str, Any], *, affinity: str | None = None
-) -> AsyncIterator[dict[str, Any]]:
+) -> ChatStream:
     """A streamed chat completion, chunk by chunk (parsed), ending with the usage chunk."""
-    options = body.get("stream_options") or {}
-    body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
-    validate(OPERATION, body)
-    call = await svc.call(
-        principal, OPERATION, body, orjson.dumps(body), stream=True, affinity=affinity
-    )
-    assert isinstance(call, ModelStream)
-    opened = call.stream
-    with StreamOutcome(opened, StreamTally(keep_usage_chunk=True), call.entry.write) as outcome:
-        tally = outcome.tally
-        try:
-            async for payload in _payloads(opened):
-                if payload == DONE:
-                    tally.done = True
-                    outcome.ended()
-                    return
-                chunk = orjson.loads(payload)
-                if not isinstance(chunk, dict):
-                    continue
-                if isinstance(chunk.get("error"), dict):
-                    outcome.broke(failures.error_event())
-                    message = chunk["error"].get("message") or "The model server failed."
-                    raise errors.UpstreamError(str(message))
-                if isinstance(chunk.get("usage"), dict):
-                    tally.usage = chunk["usage"]
-                yield chunk
-            outcome.ended()  # no [DONE]: a cut
-            raise errors.UpstreamError("The model server ended the stream early.")
-        except StreamBroken as broken:
-            raise outcome.broke(broken.failure).error from None
+    return ChatStream(svc, principal, body, affinity)
+
+
+class ChatStream:
+    """The chunks of a streamed chat completion (iterate; ``aclose`` to stop early).
+    ``model``: the model that serves it, once the first chunk is in (a fallback's when
+    the model asked for failed)."""
+
+    def __init__(
+        self, svc: Inference, principal: Principal, body: dict[str, Any], affinity: str | None
+    ) -> None:
+        self.model: str | None = None
+        self._chunks = self._run(svc, principal, body, affinity)
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    async def _run(
+        self, svc: Inference, principal: Principal, body: dict[str, Any], affinity: str | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        options = body.get("stream_options") or {}
+        body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
+        validate(OPERATION, body)
+        call = await svc.call(
+            principal, OPERATION, body, orjson.dumps(body), stream=True, affinity=affinity
+        )
+        assert isinstance(call, ModelStream)
+        self.model = call.entry.route.model
+        opened = call.stream
+        tally = StreamTally(keep_usage_chunk=True)
+        with StreamOutcome(opened, tally, call.entry.write) as outcome:
+            try:
+                async for payload in _payloads(opened):
+                    if payload == DONE:
+                        tally.done = True
+                        outcome.ended()
+                        return
+                    chunk = orjson.loads(payload)
+                    if not isinstance(chunk, dict):
+                        continue
+                    if isinstance(chunk.get("error"), dict):
+                        outcome.broke(failures.error_event())
+                        message = chunk["error"].get("message") or "The model server failed."
+                        raise errors.UpstreamError(str(message))
+                    if isinstance(chunk.get("usage"), dict):
+                        tally.usage = chunk["usage"]
+                    yield chunk
+                outcome.ended()  # no [DONE]: a cut
+                raise errors.UpstreamError("The model server ended the stream early.")
+            except StreamBroken as broken:
+                raise outcome.broke(broken.failure).error from None
 
 
 async def _payloads(opened: OpenStream) -> AsyncIterator[bytes]:

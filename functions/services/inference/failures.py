@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from dataclasses import dataclass
 
 import aiohttp
@@ -61,6 +62,51 @@ class Failure:
     # A 503: the endpoint may answer after a wait (``retry_after`` seconds, when it said).
     warming: bool = False
     retry_after: float | None = None
+
+
+class ContextTooLong(errors.InvalidRequest):
+    """The upstream refused the request as longer than its context window (OpenAI's code
+    ``context_length_exceeded``); ``window``: that window in tokens, when it said."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, window: int | None) -> None:
+        super().__init__(message, param="messages")
+        self.window = window
+
+
+# How engines word a refusal for the context window, and where they put its size:
+# vLLM and OpenAI "This model's maximum context length is 8192 tokens. …", SGLang "… longer
+# than the model's context length (8192 tokens)", llama.cpp's server "the request exceeds
+# the available context size" (its size in the body's ``n_ctx``).
+_CONTEXT_REFUSAL = re.compile(
+    r"maximum context length|context length \(|exceeds the available context size"
+    r"|context window|context_length_exceeded",
+    re.IGNORECASE,
+)
+_CONTEXT_SIZE = re.compile(
+    r"maximum context length is (\d+)|context length \((\d+) tokens?\)",
+    re.IGNORECASE,
+)
+
+
+def context_refusal(body: bytes, message: str | None) -> ContextTooLong | None:
+    """The refusal for the context window a 400 (or 413) answer is, if it is one."""
+    if not message or not _CONTEXT_REFUSAL.search(message):
+        return None
+    window = None
+    if found := _CONTEXT_SIZE.search(message):
+        window = int(next(g for g in found.groups() if g is not None))
+    else:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        inner = data.get("error") if isinstance(data, dict) else None
+        size = inner.get("n_ctx") if isinstance(inner, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            window = size
+    return ContextTooLong(message, window)
 
 
 class StreamCut(Exception):
@@ -207,6 +253,8 @@ def from_status(status: int, body: bytes, retry_after: str | None = None) -> Fai
         return failure
     # Any other 4xx: the request itself was refused; tell the caller what the server said.
     client_status = 400 if status in (405, 422) else status
+    if status in (400, 413) and (too_long := context_refusal(body, message)) is not None:
+        return Failure(Fault.CALLER, f"status_{status}", retry=False, eject=False, error=too_long)
     err = errors.for_status(
         client_status, message or f"The model server refused the request ({status})."
     )

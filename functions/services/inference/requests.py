@@ -8,6 +8,8 @@ the upstream receives, so every field we do not know passes through untouched.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -81,6 +83,21 @@ def affinity_of(body: dict[str, Any]) -> str | None:
     """Which requests should land on the same endpoint (the engine's prompt cache)."""
     key = body.get("prompt_cache_key") or body.get("user")
     return key if isinstance(key, str) and key else None
+
+
+_SESSION_KEY = re.compile(r"[!-~]{1,128}")  # visible ASCII: fits a header as it is
+# The operations whose JSON bodies may carry the fields a provider declares it takes
+# (``ProviderOptions``: ``priority``, ``prompt_cache_key``).
+ENGINE_FIELD_OPERATIONS = frozenset({"chat.completions", "completions", "embeddings"})
+
+
+def session_key(key: str) -> str:
+    """An affinity key as the router hashes it and engines get it (``x-session-id``, the
+    body's ``prompt_cache_key``): the key itself when it is short visible ASCII, else a
+    digest of it (a header cannot carry every string, nor should it carry a long one)."""
+    if _SESSION_KEY.fullmatch(key):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def usage_of(body: bytes) -> dict[str, Any] | None:

@@ -232,11 +232,18 @@ class Router:
                 return ep
         return live[-1]
 
-    def _headers(self, route: ModelRoute) -> dict[str, str]:
+    def _headers(self, route: ModelRoute, affinity: str | None) -> dict[str, str]:
+        """The route's headers, the request's ID, and the affinity key as ``x-session-id``
+        (for the KV-cache-aware routers behind an endpoint: llm-d, vLLM's router)."""
         request_id = request_id_var.get()
-        if request_id is None:
+        if request_id is None and affinity is None:
             return route.headers
-        return {**route.headers, "x-request-id": request_id}
+        headers = dict(route.headers)
+        if request_id is not None:
+            headers["x-request-id"] = request_id
+        if affinity is not None:
+            headers["x-session-id"] = affinity
+        return headers
 
     # --- calling ----------------------------------------------------------------------
     async def send(
@@ -285,7 +292,7 @@ class Router:
         tried: list[Endpoint] = []
         warming: list[Endpoint] = []  # tried, answered cold: asked again after a wait
         last: failures.Failure | None = None
-        headers = self._headers(route)
+        headers = self._headers(route, affinity)
         failed = 0  # attempts made so far, less those given back by warming endpoints
         backoff = False
         key = (route.provider.id, route.model)

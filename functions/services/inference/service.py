@@ -23,7 +23,7 @@ from functions.common import errors
 from functions.common.principal import Principal
 from functions.common.runtime import Component, Runtime
 from functions.common.upstream import Upstream
-from functions.services.inference import metrics
+from functions.services.inference import failures, metrics
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.catalog import Catalog, ModelRoute
 from functions.services.inference.health import (
@@ -32,11 +32,16 @@ from functions.services.inference.health import (
     HealthStore,
     RedisHealthStore,
 )
-from functions.services.inference.requests import PATHS, usage_of
+from functions.services.inference.requests import (
+    ENGINE_FIELD_OPERATIONS,
+    PATHS,
+    session_key,
+    usage_of,
+)
 from functions.services.inference.router import Body, OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
-from functions.services.providers.directory import Providers
+from functions.services.providers.directory import DISCOVERY_ERRORS, Providers
 
 log = logging.getLogger(__name__)
 # The cyclic collector's first-generation threshold for a process serving model traffic.
@@ -54,6 +59,8 @@ GC_THRESHOLDS = (50_000, 50, 100)
 FALLBACK_STATUSES = frozenset({502, 503, 504})
 MAX_FALLBACKS = 3
 FALLBACK_SECONDS = 60.0
+# How long a context window discovered from an endpoint's /models is taken as known.
+WINDOW_SECONDS = 300.0
 # The models a request fell back from, in order (``x-jan-model-fallback``).
 FELL_BACK: ContextVar[tuple[str, ...]] = ContextVar("jan_model_fell_back", default=())
 
@@ -110,6 +117,9 @@ class Inference(Component):
         self.router = Router(self.health, upstream, **router_options)
         self.usage = usage
         self.limits = limits
+        self.providers = providers
+        # Context windows read from endpoints' /models: (provider, model) -> (when, tokens).
+        self._windows: dict[tuple[str, str], tuple[float, int | None]] = {}
         self._upkeep: asyncio.Task[None] | None = None
         self._gc_before: tuple[int, int, int] | None = None
 
@@ -228,20 +238,30 @@ class Inference(Component):
         503 or 504 from the router), the models of the fallback list of the name the
         caller used (else of its model) are tried in turn — those the caller may use, at
         most ``MAX_FALLBACKS``, none started after ``FALLBACK_SECONDS`` — each admitted,
-        charged and recorded in the ledger as the model it is."""
+        charged and recorded in the ledger as the model it is. When the upstream refuses
+        the request as too long for its context window (``failures.ContextTooLong``),
+        only the models of the list whose window is larger (``context_window``) are
+        tried; when the refused window is not known, the refusal is the answer."""
         name = body.get("model")
         route = await self.route_for(principal, name)
         FELL_BACK.set(())
+        if affinity is not None:
+            affinity = session_key(affinity)
         started = time.monotonic()
+        window: int | None = None  # set: only models with a larger window may serve
         try:
             return await self._call(principal, operation, body, raw, route, stream, affinity, relay)
         except Unserved as exc:
-            last = exc.error
+            last: errors.APIError = exc.error
+        except failures.ContextTooLong as exc:
+            if not self._fallbacks(principal, name, route):
+                raise
+            window = exc.window or await self.context_window(route)
+            if window is None:
+                raise
+            last = exc
         org, project = principal.organization_id, principal.project_id
-        assert isinstance(name, str)
-        chain = self.catalog.fallbacks(org, project, name) or self.catalog.fallbacks(
-            org, project, route.model
-        )
+        chain = self._fallbacks(principal, name, route)
         failed = [route.model]
         for candidate in chain:
             if len(failed) > MAX_FALLBACKS or time.monotonic() - started > FALLBACK_SECONDS:
@@ -252,6 +272,11 @@ class Inference(Component):
             fallback = await self.catalog.resolve_fresh(org, project, target)
             if fallback is None:
                 continue
+            larger = None
+            if window is not None:
+                larger = await self.context_window(fallback)
+                if larger is None or larger <= window:
+                    continue
             try:
                 result = await self._call(
                     principal, operation, body, raw, fallback, stream, affinity, relay
@@ -261,6 +286,14 @@ class Inference(Component):
                 failed.append(target)
                 last = exc.error
                 continue
+            except failures.ContextTooLong as exc:
+                metrics.count_fallback(failed[-1], target, "failed")
+                failed.append(target)
+                window = exc.window or larger or await self.context_window(fallback)
+                if window is None:
+                    raise
+                last = exc
+                continue
             except errors.APIError:
                 metrics.count_fallback(failed[-1], target, "failed")
                 raise
@@ -268,6 +301,35 @@ class Inference(Component):
             FELL_BACK.set(tuple(failed))
             return result
         raise last.with_traceback(None)
+
+    def _fallbacks(self, principal: Principal, name: Any, route: ModelRoute) -> tuple[str, ...]:
+        """The fallback list of the name the caller used, else of its model."""
+        org, project = principal.organization_id, principal.project_id
+        assert isinstance(name, str)
+        return self.catalog.fallbacks(org, project, name) or self.catalog.fallbacks(
+            org, project, route.model
+        )
+
+    async def context_window(self, route: ModelRoute) -> int | None:
+        """A model's context window in tokens: as its provider declares it
+        (``options.context_window(s)``), else as its endpoint's ``/models`` states it
+        (vLLM's ``max_model_len``; read when first needed, kept ``WINDOW_SECONDS``);
+        None when neither says."""
+        declared = route.provider.options.window(route.model)
+        if declared is not None or not route.endpoints:
+            return declared
+        key = (route.provider.id, route.model)
+        known = self._windows.get(key)
+        if known is not None and time.monotonic() - known[0] < WINDOW_SECONDS:
+            return known[1]
+        try:
+            windows = await self.providers.model_windows(route.endpoints[0].base_url, route.headers)
+        except DISCOVERY_ERRORS:
+            windows = {}
+        if len(self._windows) >= 10_000:  # bounded: one entry per model ever asked about
+            self._windows.clear()
+        self._windows[key] = (time.monotonic(), windows.get(route.model))
+        return windows.get(route.model)
 
     async def _call(
         self,
@@ -281,10 +343,13 @@ class Inference(Component):
         relay: bool,
     ) -> Reply | ModelStream | ModelBody:
         """One model's call: admission, routing with failover, the ledger."""
+        changes = engine_fields(route, principal, operation, body, affinity)
         if route.model != body["model"]:  # an alias or a fallback: the upstream gets its model
-            body = {**body, "model": route.model}
-            if isinstance(raw, bytes):
-                raw = orjson.dumps(body)
+            changes["model"] = route.model
+        if changes:
+            body = {**body, **changes}
+            if isinstance(raw, bytes):  # the bytes as sent (a stream's may ask for usage)
+                raw = orjson.dumps({**orjson.loads(raw), **changes})
         ticket = None
         if self.limits is not None:
             size = len(raw) if isinstance(raw, bytes) else 0
@@ -320,6 +385,32 @@ class Inference(Component):
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
         return reply
+
+
+def engine_fields(
+    route: ModelRoute,
+    principal: Principal,
+    operation: str,
+    body: dict[str, Any],
+    affinity: str | None,
+) -> dict[str, Any]:
+    """The body fields the gateway sets for the engines of ``route``, as their provider
+    declares they take them (``ProviderOptions``): the project's ``priority`` (0 when it
+    has none; the caller's own is replaced), and the affinity key as ``prompt_cache_key``
+    unless the caller sent one. Only what differs from ``body``."""
+    options = route.provider.options
+    if operation not in ENGINE_FIELD_OPERATIONS or not (
+        options.priority or options.prompt_cache_key
+    ):
+        return {}
+    fields: dict[str, Any] = {}
+    if options.priority:
+        priority = principal.priority or 0
+        if body.get("priority") != priority:
+            fields["priority"] = priority
+    if options.prompt_cache_key and affinity is not None and "prompt_cache_key" not in body:
+        fields["prompt_cache_key"] = affinity
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -142,6 +143,55 @@ class ProviderLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """What a provider declares about its engines (a Jan extension, ``options`` in the
+    admin API): whether they take vLLM's ``priority`` and ``prompt_cache_key`` in a request
+    body (the gateway forwards the project's priority and the request's affinity key only
+    then), and their context window in tokens (``context_window`` for every model,
+    ``context_windows`` per model), which context-window fallbacks compare."""
+
+    priority: bool = False
+    prompt_cache_key: bool = False
+    context_window: int | None = None
+    context_windows: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ProviderOptions:
+        """As stored (validated by the admin API when written) or configured
+        (``JAN_INFERENCE_MODEL_OPTIONS``); what is not of its type is left out."""
+        if not isinstance(raw, dict) or not raw:
+            return NO_OPTIONS
+        windows = raw.get("context_windows")
+        return cls(
+            priority=raw.get("priority") is True,
+            prompt_cache_key=raw.get("prompt_cache_key") is True,
+            context_window=_tokens(raw.get("context_window")),
+            context_windows=tuple(
+                sorted(
+                    (model, tokens)
+                    for model, value in (windows.items() if isinstance(windows, dict) else ())
+                    if (tokens := _tokens(value)) is not None
+                )
+            ),
+        )
+
+    def window(self, model: str) -> int | None:
+        """The declared context window of ``model`` (None: not declared)."""
+        for name, tokens in self.context_windows:
+            if name == model:
+                return tokens
+        return self.context_window
+
+
+NO_OPTIONS = ProviderOptions()
+
+
+def _tokens(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     id: str
     organization_id: str | None
@@ -158,6 +208,7 @@ class Provider:
     # Per base URL, its relative share of the traffic (a canary's 5 beside 95); empty: no
     # weights, the router balances by least outstanding requests.
     weights: tuple[int, ...] = ()
+    options: ProviderOptions = NO_OPTIONS
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else endpoint_label(self.id, index)
@@ -194,12 +245,14 @@ class Providers:
         limits: ProviderLimits | None = None,
         max_discovery_bytes: int = MAX_DISCOVERY_BYTES,
         warmup_seconds: float = 0.0,
+        builtin_options: ProviderOptions = NO_OPTIONS,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.box = box
         self.guard = guard
         self.builtin_url = builtin_url.rstrip("/") if builtin_url else None
+        self.builtin_options = builtin_options  # JAN_INFERENCE_MODEL_OPTIONS
         self.discovery_timeout = discovery_timeout
         self.max_discovery_bytes = max_discovery_bytes
         self.warmup_seconds = warmup_seconds  # JAN_UPSTREAM_WARMUP_SECONDS
@@ -233,6 +286,7 @@ class Providers:
             created=int(row["created_at"].timestamp()),
             labels=tuple(endpoint_label(row["id"], i) for i, _ in served),
             weights=_weights(row["endpoint_weights"], [i for i, _ in served]),
+            options=ProviderOptions.from_json(row["options"]),
         )
 
     def _permitted(self, provider_id: str, url: str) -> bool:
@@ -250,7 +304,16 @@ class Providers:
         """The provider of ``JAN_INFERENCE_MODEL_URL`` (never stored, exempt from the guard)."""
         if not self.builtin_url:
             return None
-        return Provider(BUILTIN_ID, None, None, "built-in", "kserve", (self.builtin_url,), None)
+        return Provider(
+            BUILTIN_ID,
+            None,
+            None,
+            "built-in",
+            "kserve",
+            (self.builtin_url,),
+            None,
+            options=self.builtin_options,
+        )
 
     async def load(self, provider_id: str) -> Provider | None:
         """One active stored provider, by ID."""
@@ -329,6 +392,29 @@ class Providers:
                 extra={"endpoint": label, "kept": len(found), "left_out": skipped, "most": most},
             )
         return list(found.items())
+
+    async def model_windows(self, base_url: str, headers: dict[str, str]) -> dict[str, int]:
+        """The context windows an endpoint's ``/models`` states, by model: vLLM's
+        ``max_model_len`` (or a ``context_length`` / ``context_window``); raises as
+        ``list_models`` does."""
+        seconds = self.discovery_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                body = await self._models_answer(base_url, headers, seconds)
+        except TimeoutError:
+            raise BadAnswer("the /models answer took too long") from None
+        answer = orjson.loads(body)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        windows: dict[str, int] = {}
+        for m in data if isinstance(data, list) else ():
+            if not isinstance(m, dict) or not isinstance(name := m.get("id"), str):
+                continue
+            for key in ("max_model_len", "context_length", "context_window"):
+                size = m.get(key)
+                if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                    windows[name] = size
+                    break
+        return windows
 
     async def _models_answer(self, base_url: str, headers: dict[str, str], idle: float) -> bytes:
         limit = self.max_discovery_bytes

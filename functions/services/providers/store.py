@@ -19,7 +19,7 @@ from functions.common.pagination import Page
 # Interpolated into the SQL below (a constant, never input: hence the S608 waivers).
 PROVIDER_COLUMNS = (
     "id, organization_id, project_id, name, kind, base_urls, api_key_ciphertext,"
-    " static_models, active, created_at, updated_at, endpoint_weights"
+    " static_models, active, options, created_at, updated_at, endpoint_weights"
 )
 
 
@@ -158,8 +158,8 @@ async def replace_discovered_models(
 async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
     row = await ex.fetchrow(
         "INSERT INTO model_providers (id, organization_id, project_id, name, kind, base_urls,"  # noqa: S608
-        " api_key_ciphertext, static_models, active, endpoint_weights)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {PROVIDER_COLUMNS}",
+        " api_key_ciphertext, static_models, active, endpoint_weights, options)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {PROVIDER_COLUMNS}",
         values["id"],
         values["organization_id"],
         values["project_id"],
@@ -170,6 +170,7 @@ async def insert_provider(ex: Executor, **values: Any) -> asyncpg.Record:
         values["static_models"],
         values["active"],
         values.get("endpoint_weights"),
+        values.get("options", {}),
     )
     assert row is not None
     return row
@@ -237,7 +238,7 @@ async def update_provider(
     """Set the given columns (names come from our own allow-list, never the client)."""
     allowed = {
         "name", "kind", "base_urls", "api_key_ciphertext", "static_models", "active",
-        "endpoint_weights",
+        "endpoint_weights", "options",
     }  # fmt: skip
     assert set(changes) <= allowed
     sets = [f"{column} = ${i}" for i, column in enumerate(changes, start=4)]
