@@ -10,7 +10,7 @@ import pytest
 from jan_predictor import Settings, create_app
 from jan_predictor.__main__ import _parse_args
 from jan_predictor.settings import smollm2_gguf_path, usable_cpus
-from tests.conftest import MODEL, make_settings, running
+from tests.conftest import EMBEDDING_MODEL, MODEL, make_settings, running
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +29,11 @@ async def test_ready_only_once_the_model_is_loaded() -> None:
         assert chat.status_code == 503
         assert chat.json()["error"]["code"] == "model_not_ready"
         assert "retry-after" in chat.headers
+        assert (await before.get(f"/v2/models/{EMBEDDING_MODEL}/ready")).status_code == 503
+        embed = await before.post("/openai/v1/embeddings", json={"input": "x"})
+        assert embed.status_code == 503
+        assert embed.json()["error"]["code"] == "model_not_ready"
+        assert "retry-after" in embed.headers
 
     async with running(app) as client:
         live = await client.get("/v2/health/live")
@@ -39,6 +44,8 @@ async def test_ready_only_once_the_model_is_loaded() -> None:
         assert ready.json() == {"ready": True}
         model = await client.get(f"/v2/models/{MODEL}/ready")
         assert model.json() == {"name": MODEL, "ready": True}
+        embedding = await client.get(f"/v2/models/{EMBEDDING_MODEL}/ready")
+        assert embedding.json() == {"name": EMBEDDING_MODEL, "ready": True}
         assert (await client.get("/v2/models/other/ready")).status_code == 404
 
 
