@@ -75,18 +75,25 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _load(pool: Pool, embeddings: EmbeddingsService) -> None:
-    """The embedding model (a fraction of a second), then the chat model's instances."""
+    """Both models side by side: the embedding model takes a fraction of a second, the chat
+    model's instances load one after another."""
     try:
-        try:
-            await embeddings.load()
-        except Exception as exc:
-            embeddings.load_error = "the embedding model failed to load"
-            logger.error("embedding model load failed", exc_info=exc)
-            return
-        try:
-            await pool.load()
-        except Exception as exc:
-            pool.load_error = "the model failed to load"
-            logger.error("model load failed", exc_info=exc)
+        await asyncio.gather(_load_chat(pool), _load_embeddings(embeddings))
     finally:
         pool.settled.set()
+
+
+async def _load_chat(pool: Pool) -> None:
+    try:
+        await pool.load()
+    except Exception as exc:
+        pool.load_error = "the model failed to load"
+        logger.error("model load failed", exc_info=exc)
+
+
+async def _load_embeddings(embeddings: EmbeddingsService) -> None:
+    try:
+        await embeddings.load()
+    except Exception as exc:
+        embeddings.load_error = "the embedding model failed to load"
+        logger.error("embedding model load failed", exc_info=exc)
