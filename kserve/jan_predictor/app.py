@@ -75,10 +75,12 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _load(pool: Pool, embeddings: EmbeddingsService) -> None:
-    """Both models side by side: the embedding model takes a fraction of a second, the chat
-    model's instances load one after another."""
+    """The embedding model (about 0.1 s), then the chat model's instances. Not side by side:
+    while llama-cpp-python loads a model it points the process's stdout and stderr at
+    /dev/null (``verbose=False``), so whatever another thread logs meanwhile is lost."""
     try:
-        await asyncio.gather(_load_chat(pool), _load_embeddings(embeddings))
+        await _load_embeddings(embeddings)
+        await _load_chat(pool)
     finally:
         pool.settled.set()
 
