@@ -9,7 +9,7 @@ PREDICTOR_PORT="${PREDICTOR_PORT:-8101}"
 GATEWAY_PORT="${PORT:-8080}"
 mkdir -p "$JAN_DATA_DIR"
 
-echo "jan-server: starting the CPU predictor on :$PREDICTOR_PORT (SmolLM2-135M-Instruct)"
+echo "jan-server: starting the CPU predictor on :$PREDICTOR_PORT (SmolLM2-135M-Instruct, WordLlama embeddings)"
 PORT="$PREDICTOR_PORT" kserve/.venv/bin/python -m jan_predictor \
   >"$JAN_DATA_DIR/predictor.log" 2>&1 &
 predictor=$!

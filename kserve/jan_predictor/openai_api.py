@@ -1,20 +1,20 @@
-"""The OpenAI surface under ``/openai/v1``: chat completions, completions and models."""
+"""The OpenAI surface under ``/openai/v1``: chat completions, completions and models
+(embeddings: ``jan_predictor.embeddings``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import anyio
-import pydantic
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from jan_predictor.embeddings import EmbeddingsService
 from jan_predictor.engine import Instance, Job, Pool
 from jan_predictor.errors import (
     APIError,
@@ -22,27 +22,27 @@ from jan_predictor.errors import (
     InvalidRequest,
     ModelNotFound,
     NotReady,
-    RequestTooLarge,
     classify_engine_error,
-    from_validation_error,
 )
 from jan_predictor.metrics import Metrics
-from jan_predictor.schemas import ChatCompletionRequest, CompletionRequest
+from jan_predictor.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from jan_predictor.settings import Settings
 from jan_predictor.streaming import EventStreamResponse, sse, watch_disconnect
 
 logger = logging.getLogger("jan_predictor")
 
-ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 Chunk = dict[str, Any]
 
 
 class OpenAIService:
     """Handlers for one served model; built by the app factory."""
 
-    def __init__(self, settings: Settings, pool: Pool, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, pool: Pool, embeddings: EmbeddingsService, metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.pool = pool
+        self.embeddings = embeddings
         self.metrics = metrics
         self.created = int(time.time())
 
@@ -58,15 +58,28 @@ class OpenAIService:
         }
 
     async def list_models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [self._model_card()]})
+        # The chat model first: a gateway's health probe asks the first model listed.
+        cards = [self._model_card(), self.embeddings.model_card()]
+        return JSONResponse({"object": "list", "data": cards})
 
     async def get_model(self, request: Request) -> Response:
-        self._check_model(request.path_params["model_id"])
+        name = request.path_params["model_id"]
+        if name == self.embeddings.name:
+            return JSONResponse(self.embeddings.model_card())
+        self._check_model(name)
         return JSONResponse(self._model_card())
 
     def _check_model(self, name: str | None) -> None:
-        if name is not None and name != self.settings.model_name:
-            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+        if name is None or name == self.settings.model_name:
+            return
+        if name == self.embeddings.name:
+            raise InvalidRequest(
+                f"The model '{name}' is an embedding model; it does not generate text. "
+                f"Use '{self.settings.model_name}'.",
+                param="model",
+                code="model_not_supported",
+            )
+        raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
 
     # -- generation endpoints ----------------------------------------------------------------
 
@@ -96,14 +109,16 @@ class OpenAIService:
     async def _dispatch(self, request: Request, endpoint: str, started: float) -> Response:
         job = Job(started=started)
         if endpoint == "chat":
-            chat = await _parse(request, ChatCompletionRequest, self.settings.max_request_bytes)
+            chat = await parse_body(request, ChatCompletionRequest, self.settings.max_request_bytes)
             self._check_model(chat.model)
             self._check_ready()
             job.logit_bias = chat.bias(self.pool.n_vocab)
             kwargs = chat.to_llama(self.settings.default_system_prompt)
             stream, include_usage, fn_name = chat.stream, chat.include_usage, "chat"
         else:
-            completion = await _parse(request, CompletionRequest, self.settings.max_request_bytes)
+            completion = await parse_body(
+                request, CompletionRequest, self.settings.max_request_bytes
+            )
             self._check_model(completion.model)
             self._check_ready()
             job.logit_bias = completion.bias(self.pool.n_vocab)
@@ -257,22 +272,3 @@ def _llama_fn(instance: Instance, fn_name: str) -> Callable[..., Any]:
     llama = instance.llama
     fn = llama.create_chat_completion if fn_name == "chat" else llama.create_completion
     return cast("Callable[..., Any]", fn)
-
-
-async def _parse(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
-    # Any Content-Type is read as JSON, as OpenAI-compatible servers commonly do.
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > max_bytes:
-            raise RequestTooLarge(f"The request body exceeds {max_bytes} bytes.")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise from_validation_error(exc) from exc

@@ -7,15 +7,43 @@ and range. What llama.cpp cannot honour (``n`` > 1, log probabilities, images) i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from starlette.requests import Request
 
-from jan_predictor.errors import InvalidRequest
+from jan_predictor.errors import InvalidRequest, RequestTooLarge, from_validation_error
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 Stop = str | Annotated[list[str], Field(max_length=16)]
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# OpenAI's limit on the inputs of one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+async def parse_body(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
+    """Read a request's JSON body (at most ``max_bytes``) and validate it as ``model``."""
+    # Any Content-Type is read as JSON, as OpenAI-compatible servers commonly do.
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > max_bytes:
+            raise RequestTooLarge(f"The request body exceeds {max_bytes} bytes.")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise from_validation_error(exc) from exc
 
 
 class _Request(BaseModel):
@@ -251,3 +279,39 @@ class CompletionRequest(_Sampling):
         if self.suffix is not None:
             kwargs["suffix"] = self.suffix
         return kwargs
+
+
+TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
+
+
+class EmbeddingRequest(_Request):
+    """``POST /embeddings``: text, texts, a token array or token arrays (this model's ids)."""
+
+    model: str | None = None
+    input: str | list[str] | TokenIds | list[TokenIds]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _inputs(self) -> EmbeddingRequest:
+        if not self.input:
+            raise InvalidRequest("input must not be empty.", param="input")
+        inputs = self.inputs()
+        if len(inputs) > MAX_EMBEDDING_INPUTS:
+            raise InvalidRequest(
+                f"input holds {len(inputs)} items; at most {MAX_EMBEDDING_INPUTS} are allowed.",
+                param="input",
+            )
+        for index, item in enumerate(inputs):
+            if not item:
+                raise InvalidRequest(f"input[{index}] must not be empty.", param="input")
+        return self
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The inputs as a list: of texts, or of token arrays."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if isinstance(self.input[0], int):
+            return [self.input]
+        return self.input

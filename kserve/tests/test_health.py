@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jan_predictor import Settings, create_app
+from jan_predictor import Settings, create_app, embeddings
 from jan_predictor.__main__ import _parse_args
 from jan_predictor.settings import smollm2_gguf_path, usable_cpus
-from tests.conftest import MODEL, make_settings, running
+from tests.conftest import EMBEDDING_MODEL, MODEL, make_settings, running
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +29,11 @@ async def test_ready_only_once_the_model_is_loaded() -> None:
         assert chat.status_code == 503
         assert chat.json()["error"]["code"] == "model_not_ready"
         assert "retry-after" in chat.headers
+        assert (await before.get(f"/v2/models/{EMBEDDING_MODEL}/ready")).status_code == 503
+        embed = await before.post("/openai/v1/embeddings", json={"input": "x"})
+        assert embed.status_code == 503
+        assert embed.json()["error"]["code"] == "model_not_ready"
+        assert "retry-after" in embed.headers
 
     async with running(app) as client:
         live = await client.get("/v2/health/live")
@@ -39,6 +44,8 @@ async def test_ready_only_once_the_model_is_loaded() -> None:
         assert ready.json() == {"ready": True}
         model = await client.get(f"/v2/models/{MODEL}/ready")
         assert model.json() == {"name": MODEL, "ready": True}
+        embedding = await client.get(f"/v2/models/{EMBEDDING_MODEL}/ready")
+        assert embedding.json() == {"name": EMBEDDING_MODEL, "ready": True}
         assert (await client.get("/v2/models/other/ready")).status_code == 404
 
 
@@ -52,6 +59,23 @@ async def test_a_model_that_fails_to_load_is_never_ready(tmp_path: Path) -> None
         assert str(broken) not in live.text
         chat = await client.post("/openai/v1/completions", json={"prompt": "x"})
         assert chat.status_code == 503
+
+
+async def test_an_embedding_model_that_fails_to_load_is_never_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not safetensors")
+    monkeypatch.setattr(embeddings, "wordllama_files", lambda: (broken, broken))
+    async with running(create_app(make_settings())) as client:
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        assert (await client.get(f"/v2/models/{MODEL}/ready")).status_code == 200
+        assert (await client.get(f"/v2/models/{EMBEDDING_MODEL}/ready")).status_code == 503
+        live = await client.get("/v2/health/live")
+        assert live.status_code == 503
+        assert str(broken) not in live.text
+        embed = await client.post("/openai/v1/embeddings", json={"input": "x"})
+        assert embed.status_code == 503
 
 
 async def test_metrics(client: httpx.AsyncClient) -> None:

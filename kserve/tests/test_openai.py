@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODEL, sse_events
+from tests.conftest import EMBEDDING_MODEL, MODEL, sse_events
 
 pytestmark = pytest.mark.anyio
 
@@ -18,8 +18,14 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 async def test_models_list_and_get(client: httpx.AsyncClient) -> None:
     listed = (await client.get("/openai/v1/models")).json()
     assert listed["object"] == "list"
-    assert [m["id"] for m in listed["data"]] == [MODEL]
-    assert listed["data"][0]["object"] == "model"
+    # The chat model first: a gateway's health probe asks the first model listed.
+    assert [m["id"] for m in listed["data"]] == [MODEL, EMBEDDING_MODEL]
+    assert {m["object"] for m in listed["data"]} == {"model"}
+    assert listed["data"][1]["dimensions"] == 256
+
+    embedding = await client.get(f"/openai/v1/models/{EMBEDDING_MODEL}")
+    assert embedding.status_code == 200
+    assert embedding.json()["id"] == EMBEDDING_MODEL
 
     one = await client.get(f"/openai/v1/models/{MODEL}")
     assert one.status_code == 200

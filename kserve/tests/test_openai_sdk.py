@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import openai
 import pytest
 
-from tests.conftest import MODEL, Server
+from tests.conftest import EMBEDDING_MODEL, MODEL, Server
 
 
 @pytest.fixture
-def sdk(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/openai/v1", api_key="unused", max_retries=0)
+def sdk(server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=f"{server.base_url}/openai/v1", api_key="unused", max_retries=0
+    ) as client:
+        yield client
 
 
 def test_models(sdk: openai.OpenAI) -> None:
-    assert [m.id for m in sdk.models.list()] == [MODEL]
+    assert [m.id for m in sdk.models.list()] == [MODEL, EMBEDDING_MODEL]
     assert sdk.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):
         sdk.models.retrieve("gpt-9")
@@ -102,3 +106,21 @@ def test_errors(sdk: openai.OpenAI) -> None:
             model=MODEL, messages=[{"role": "user", "content": "hello " * 1500}], stream=True
         )
     assert too_long.value.code == "context_length_exceeded"
+
+
+def test_embeddings_default_base64_float_and_dimensions(sdk: openai.OpenAI) -> None:
+    """The SDK asks for base64 unless told otherwise and decodes it to floats itself."""
+    texts = ["The cat sat on the mat.", "A kitten is sitting on a rug."]
+    default = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts)
+    floats = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="float")
+    assert default.model == floats.model == EMBEDDING_MODEL
+    assert [len(d.embedding) for d in default.data] == [256, 256]
+    for a, b in zip(default.data, floats.data, strict=True):
+        assert a.index == b.index
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    assert default.usage.prompt_tokens == floats.usage.total_tokens > 0
+    short = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts[0], dimensions=64)
+    assert len(short.data[0].embedding) == 64
+    assert sum(x * x for x in short.data[0].embedding) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(openai.BadRequestError):
+        sdk.embeddings.create(model=EMBEDDING_MODEL, input="x", dimensions=1024)

@@ -1,4 +1,5 @@
-"""End to end: the real CPU predictor (SmolLM2-135M over llama.cpp) and the real gateway
+"""End to end: the real CPU predictor (SmolLM2-135M over llama.cpp, and WordLlama's
+l2_supercat embeddings) and the real gateway
 (`python -m functions serve all`, hypercorn through func-python), as separate processes,
 driven with the official `openai` SDK.
 
@@ -20,6 +21,7 @@ from tests.e2e import gateway_process
 from tests.factories import Tenant, create_tenant
 
 MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "wordllama-l2-supercat"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,9 @@ def sdk(gateway: str, tenant: Tenant) -> openai.OpenAI:
 def test_models_lists_the_builtin_model(sdk: openai.OpenAI) -> None:
     models = [m.id for m in sdk.models.list()]
     assert MODEL in models
+    assert EMBEDDING_MODEL in models
     assert sdk.models.retrieve(MODEL).id == MODEL
+    assert sdk.models.retrieve(EMBEDDING_MODEL).id == EMBEDDING_MODEL
 
 
 def test_chat_completion_answers(sdk: openai.OpenAI) -> None:
@@ -105,3 +109,36 @@ def test_too_long_prompt_is_400(sdk: openai.OpenAI) -> None:
         sdk.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "word " * 5000}], max_tokens=4
         )
+
+
+def test_embeddings_default_base64_float_and_dimensions(sdk: openai.OpenAI) -> None:
+    """The SDK asks for base64 unless told otherwise (and decodes it); both pass through."""
+    texts = ["The cat sat on the mat.", "A kitten is sitting on a rug.", "Stock markets fell."]
+    default = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts)
+    floats = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="float")
+    assert default.model == floats.model == EMBEDDING_MODEL
+    assert [d.index for d in default.data] == [0, 1, 2]
+    assert {len(d.embedding) for d in default.data} == {256}
+    for a, b in zip(default.data, floats.data, strict=True):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    cat, kitten, stocks = (d.embedding for d in floats.data)
+    assert _dot(cat, kitten) > _dot(cat, stocks) + 0.2
+    assert default.usage.prompt_tokens == default.usage.total_tokens > 0
+
+    short = sdk.embeddings.create(model=EMBEDDING_MODEL, input=texts[0], dimensions=64)
+    assert len(short.data[0].embedding) == 64
+    assert _dot(short.data[0].embedding, short.data[0].embedding) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(openai.BadRequestError) as too_wide:
+        sdk.embeddings.create(model=EMBEDDING_MODEL, input="x", dimensions=1536)
+    # The gateway passes the predictor's message on (in its own envelope).
+    assert "'dimensions' must be between 1 and 256" in too_wide.value.message
+
+
+def test_the_chat_model_makes_no_embeddings(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.embeddings.create(model=MODEL, input="hello")
+    assert "does not create embeddings" in refused.value.message
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))

@@ -21,6 +21,8 @@ from tests.manifests.cluster import Overlay
 from tests.manifests.gateway import Gateway
 from tests.manifests.support import OVERLAYS, of_kind, render
 
+EMBEDDING_MODEL = "wordllama-l2-supercat"
+
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def cluster(
@@ -79,11 +81,16 @@ def test_openai_sdk_through_the_rendered_gateway(cluster: tuple[str, Overlay, Ga
         max_retries=0,
         timeout=120,
     )
-    (model,) = [m.id for m in sdk.models.list()]
+    # The CPU predictor serves a chat model and an embedding model.
+    models = {m.id for m in sdk.models.list()}
+    assert EMBEDDING_MODEL in models
+    (model,) = models - {EMBEDDING_MODEL}
     done = sdk.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
     )
     assert done.choices[0].message.content
+    embedded = sdk.embeddings.create(model=EMBEDDING_MODEL, input=["Say hello."], dimensions=64)
+    assert len(embedded.data[0].embedding) == 64
     conversation = sdk.conversations.create(
         items=[{"type": "message", "role": "user", "content": "Remember: blue."}]
     )
