@@ -29,7 +29,7 @@ from functions.common.errors import APIError, UpstreamError
 from functions.common.principal import Owner
 from functions.responses import calls
 from functions.responses.calls import Call, Event
-from functions.responses.convert import chat_body, chat_messages
+from functions.responses.context import fit_items, request_body
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_error, response_object, usage_object
 from functions.responses.params import ResponseRequest
@@ -199,10 +199,11 @@ async def _rounds(
 
 
 async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> AsyncIterator[Any]:
-    messages = chat_messages(run.request.instructions, items)
-    body = chat_body(run.request, messages, run.server_tools)
+    principal, tools = run.owner.principal, run.server_tools
+    items = await fit_items(model, principal, run.request, items, tools)
+    body = request_body(run.request, items, tools)
     # A conversation stays on one endpoint, so the engine's prompt cache can serve it.
-    return await model.stream(run.owner.principal, body, affinity=run.request.conversation_id)
+    return await model.stream(principal, body, affinity=run.request.conversation_id)
 
 
 async def _run_tool(run: Run, call: Call) -> AsyncGenerator[Event, None]:

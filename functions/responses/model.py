@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.services.inference import api
-from functions.services.inference.service import Inference
+from functions.services.inference.service import Inference, TokenCount
 
 
 class ChatModel(Protocol):
@@ -24,6 +24,10 @@ class ChatModel(Protocol):
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
     ) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def count_tokens(
+        self, principal: Principal, body: dict[str, Any]
+    ) -> TokenCount | None: ...
 
 
 class RouterModel:
@@ -46,6 +50,10 @@ class RouterModel:
         except StopAsyncIteration:
             raise errors.UpstreamError("The model server sent an empty stream.") from None
         return _prepend(first, chunks)
+
+    async def count_tokens(self, principal: Principal, body: dict[str, Any]) -> TokenCount | None:
+        """The model's own count of a chat request's prompt (None: it has no tokenizer)."""
+        return await self.inference.tokenize(principal, body)
 
 
 async def _prepend(

@@ -19,6 +19,8 @@ _DEFAULT_PARAMS: dict[str, Any] = {
     "text": {"format": {"type": "text"}},
     "store": True,
     "user": None,
+    "truncation": "disabled",
+    "top_logprobs": None,
 }
 
 
@@ -57,7 +59,8 @@ def response_object(row: Any) -> dict[str, Any]:
         "tool_choice": params["tool_choice"],
         "tools": params["tools"],
         "top_p": params["top_p"],
-        "truncation": "disabled",
+        "top_logprobs": params["top_logprobs"],
+        "truncation": params["truncation"],
         "usage": row["usage"],
         "user": params["user"],
         "metadata": row["metadata"],

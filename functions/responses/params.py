@@ -7,8 +7,19 @@ from typing import Any
 
 from functions.common.errors import InvalidRequest
 from functions.common.principal import Principal, refuse_storing
-from functions.services.conversations.items import normalize_items, validate_metadata
+from functions.services.conversations.items import (
+    INCLUDABLE,
+    normalize_items,
+    validate_metadata,
+)
 from functions.services.toolbox.server import function_tool
+
+LOGPROBS = "message.output_text.logprobs"
+# The `include` values a response honours: the output text's log probabilities (asked of
+# the model server), and input images' URLs (kept with every input item anyway). The
+# others need what a self-hosted model does not have (encrypted reasoning, OpenAI's
+# hosted tools' results): asking for one is a 400, not a silent drop.
+SUPPORTED_INCLUDES = frozenset({LOGPROBS, "message.input_image.image_url"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,14 @@ class ResponseRequest:
     text: dict[str, Any]
     metadata: dict[str, str]
     user: str | None
+    truncation: str = "disabled"  # or "auto": drop the oldest items to fit the context
+    include: tuple[str, ...] = ()
+    top_logprobs: int | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        """Whether the output text carries the model's log probabilities."""
+        return LOGPROBS in self.include
 
     def echo(self) -> dict[str, Any]:
         """The request settings a response object repeats (stored as `params`)."""
@@ -45,6 +64,9 @@ class ResponseRequest:
             "text": self.text,
             "store": self.store,
             "user": self.user,
+            "truncation": self.truncation,
+            "include": list(self.include),
+            "top_logprobs": self.top_logprobs,
         }
 
     @classmethod
@@ -76,6 +98,9 @@ class ResponseRequest:
             text=echoed["text"],
             metadata=metadata,
             user=echoed["user"],
+            truncation=echoed.get("truncation", "disabled"),
+            include=tuple(echoed.get("include", ())),
+            top_logprobs=echoed.get("top_logprobs"),
         )
 
 
@@ -122,6 +147,9 @@ def parse_request(body: dict[str, Any]) -> ResponseRequest:
         text=_text(body.get("text")),
         metadata=validate_metadata(body.get("metadata")),
         user=_optional_str(body, "user"),
+        truncation=_truncation(body.get("truncation")),
+        include=_include(body.get("include")),
+        top_logprobs=_top_logprobs(body.get("top_logprobs")),
     )
 
 
@@ -139,6 +167,42 @@ def under_retention(request: ResponseRequest, principal: Principal) -> ResponseR
         if asked:
             refuse_storing(principal, what, param=param)
     return replace(request, store=False)
+
+
+def _truncation(raw: Any) -> str:
+    if raw is None:
+        return "disabled"
+    if raw not in ("auto", "disabled"):
+        raise InvalidRequest("'truncation' must be 'auto' or 'disabled'.", param="truncation")
+    return str(raw)
+
+
+def _include(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise InvalidRequest("'include' must be an array of strings.", param="include")
+    for value in raw:
+        if value not in INCLUDABLE:
+            raise InvalidRequest(f"Unknown 'include' value {value!r}.", param="include")
+        if value not in SUPPORTED_INCLUDES:
+            raise InvalidRequest(
+                f"'include' value {value!r} is not supported by this server; it supports "
+                + ", ".join(repr(v) for v in sorted(SUPPORTED_INCLUDES))
+                + ".",
+                param="include",
+            )
+    return tuple(dict.fromkeys(raw))
+
+
+def _top_logprobs(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 20:
+        raise InvalidRequest(
+            "'top_logprobs' must be an integer between 0 and 20.", param="top_logprobs"
+        )
+    return raw
 
 
 def _input(raw: Any) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from functions.services.inference import failures, metrics
 from functions.services.inference.bodies import OpenBody, Upload
 from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import Endpoint, HealthBook
+from functions.services.inference.requests import upstream_url
 from functions.services.inference.sse import MAX_EVENT_BYTES, EventSplitter, has_data
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class Router:
             ep.outstanding += 1
             ep.used_at = time.time()
             try:
-                result = await attempt(route, ep, ep.base_url + path, body, headers)
+                result = await attempt(route, ep, upstream_url(ep.base_url, path), body, headers)
             except Exception as exc:
                 result = failures.from_exception(exc)
             except BaseException:  # cancelled: the caller is gone, nothing to classify

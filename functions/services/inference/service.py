@@ -32,7 +32,7 @@ from functions.services.inference.health import (
     HealthStore,
     RedisHealthStore,
 )
-from functions.services.inference.requests import PATHS, usage_of
+from functions.services.inference.requests import PATHS, TOKENIZE_PATH, usage_of
 from functions.services.inference.router import Body, OpenStream, Reply, Router
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
@@ -173,6 +173,22 @@ class Inference(Component):
             else:
                 named.pop(alias, None)  # the alias shadows a model of its name
         return sorted(named.items())
+
+    async def tokenize(self, principal: Principal, body: dict[str, Any]) -> TokenCount | None:
+        """How many tokens a chat request's prompt is, from the model's own tokenizer:
+        ``body`` (``model``, ``messages``, ``tools``) goes to the model server's
+        ``/tokenize`` in vLLM's shape, with failover. None when no endpoint answers with
+        a count (a server without a tokenizer, a hosted API): the caller estimates. The
+        model must be one the principal may use (404 otherwise); a count is no model call,
+        so it takes nothing from rate limits and leaves no line in the usage ledger."""
+        route = await self.route_for(principal, body.get("model"))
+        request = {**body, "model": route.model, "add_generation_prompt": True}
+        try:
+            reply = await self.router.send(route, TOKENIZE_PATH, orjson.dumps(request))
+        except errors.APIError as exc:
+            log.info("no tokenizer", extra={"model": route.model, "status": exc.status})
+            return None
+        return TokenCount.of(reply.body)
 
     @overload
     async def call(
@@ -320,6 +336,35 @@ class Inference(Component):
         entry.endpoint = reply.endpoint.base_url
         entry.write(reply.status, usage_of(reply.body))
         return reply
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A model server's count of a prompt's tokens, and its context window where it says
+    (vLLM's ``max_model_len``)."""
+
+    tokens: int
+    context_window: int | None
+
+    @classmethod
+    def of(cls, body: bytes) -> TokenCount | None:
+        """vLLM's answer (``count``, ``max_model_len``), or llama.cpp's (``tokens``)."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        count, tokens = _count(data.get("count")), data.get("tokens")
+        if count is None and isinstance(tokens, list):
+            count = len(tokens)
+        if count is None:
+            return None
+        return cls(count, _count(data.get("max_model_len")) or None)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
