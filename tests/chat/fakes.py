@@ -48,6 +48,7 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
         self.media = Media()  # audio, images, moderations, rerank and score
+        self.tokenized: list[dict[str, Any]] = []  # /tokenize requests, as vLLM's
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -61,6 +62,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)  # answered in its own shape
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/tokenize", self._tokenize)
         self.media.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -122,6 +124,15 @@ class FakeUpstream:
             {"id": m, "object": "model", "created": 1, "owned_by": self.name} for m in self.models
         ]
         return web.json_response({"object": "list", "data": data})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's tokenizer: three tokens per message and one per word of its content."""
+        body = await request.json()
+        self.tokenized.append(body)
+        count = sum(3 + len(str(m.get("content") or "").split()) for m in body["messages"])
+        return web.json_response(
+            {"count": count, "max_model_len": 2048, "tokens": list(range(count))}
+        )
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         self.calls += 1
