@@ -25,10 +25,9 @@ from functions.responses.context import count_prompt, fit_items, request_body
 from functions.responses.engine import run_events
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_object
-from functions.responses.params import parse_request, under_retention
+from functions.responses.params import includes, parse_request, under_retention
 from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
 from functions.responses.worker import BackgroundWorker
-from functions.services.conversations.items import include_param
 from functions.services.identity import Identity
 from functions.services.limits import current_headers
 from functions.services.toolbox.server import ToolRegistry
@@ -277,13 +276,16 @@ async def get_response(deps: ResponsesDeps, request: Request) -> Response:
     tags: [responses]
     parameters:
       - {name: response_id, in: path, required: true, schema: {type: string}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it does not honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: The response object.}
       404: {description: No such response for this caller.}
     """
     owner = await deps.identity.owner(request)
-    include_param(query_list(request, "include"))
+    includes(query_list(request, "include"))
     response_id = request.path_params["response_id"]
     row = await store.get_response(deps.runtime.db.writer, owner=owner, response_id=response_id)
     if row is None:
@@ -319,14 +321,17 @@ async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
       - {name: after, in: query, schema: {type: string}}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it does not honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: A list of items.}
       400: {description: Bad pagination parameters.}
       404: {description: No such response for this caller.}
     """
     owner = await deps.identity.owner(request)
-    include_param(query_list(request, "include"))
+    includes(query_list(request, "include"))
     response_id = request.path_params["response_id"]
     page = Page.of(request)
     async with deps.runtime.db.writer.acquire() as conn:

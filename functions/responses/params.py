@@ -182,6 +182,12 @@ def _include(raw: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
         raise InvalidRequest("'include' must be an array of strings.", param="include")
+    return includes(raw)
+
+
+def includes(raw: list[str]) -> tuple[str, ...]:
+    """The ``include`` values asked for (in a body, or a query), each one we honour: a
+    value OpenAI documents that we cannot honour is a 400 naming it, as is an unknown one."""
     for value in raw:
         if value not in INCLUDABLE:
             raise InvalidRequest(f"Unknown 'include' value {value!r}.", param="include")

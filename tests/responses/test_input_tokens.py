@@ -232,3 +232,13 @@ async def test_includes_a_self_hosted_model_cannot_honour_are_400(
     resp = await create(client, tenant.user, input="hi", include=["message.input_image.image_url"])
     assert resp["status"] == "completed"
     assert upstream.requests and all("logprobs" not in r for r in upstream.requests)
+    # Reading a response back: the same values, the same refusals.
+    for path in (f"/v1/responses/{resp['id']}", f"/v1/responses/{resp['id']}/input_items"):
+        ok = await client.get(
+            path, params={"include": "message.output_text.logprobs"}, headers=tenant.user
+        )
+        assert ok.status_code == 200
+        refused = await client.get(
+            path, params={"include": "reasoning.encrypted_content"}, headers=tenant.user
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "include"
