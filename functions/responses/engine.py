@@ -25,14 +25,14 @@ from typing import Any, Protocol
 
 import anyio
 
-from functions.common.errors import APIError, UpstreamError
+from functions.common.errors import APIError, InvalidRequest, UpstreamError
 from functions.common.principal import Owner
 from functions.responses import calls
 from functions.responses.calls import Call, Event
 from functions.responses.context import fit_items, request_body
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_error, response_object, usage_object
-from functions.responses.params import ResponseRequest
+from functions.responses.params import LOGPROBS, ResponseRequest
 from functions.responses.turn import Turn
 from functions.services.toolbox.server import ServerTool, ToolOutput
 
@@ -202,8 +202,20 @@ async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> Asyn
     principal, tools = run.owner.principal, run.server_tools
     items = await fit_items(model, principal, run.request, items, tools)
     body = request_body(run.request, items, tools)
-    # A conversation stays on one endpoint, so the engine's prompt cache can serve it.
-    return await model.stream(principal, body, affinity=run.request.conversation_id)
+    try:
+        # A conversation stays on one endpoint, so the engine's prompt cache can serve it.
+        return await model.stream(principal, body, affinity=run.request.conversation_id)
+    except APIError as exc:
+        if run.request.logprobs and exc.status == 400 and "logprobs" in exc.message:
+            # The model server has no log probabilities (llama.cpp's predictor refuses
+            # them): the parameter to name is the caller's, `include`.
+            raise InvalidRequest(
+                f"'include' value {LOGPROBS!r} cannot be honoured by the model "
+                f"{run.request.model!r}: {exc.message}",
+                param="include",
+                code="unsupported_value",
+            ) from None
+        raise
 
 
 async def _run_tool(run: Run, call: Call) -> AsyncGenerator[Event, None]:

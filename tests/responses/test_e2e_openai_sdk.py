@@ -232,3 +232,10 @@ def test_input_tokens_are_the_real_models_count(sdk: openai.OpenAI) -> None:
     )
     assert answered.truncation == "auto" and answered.status in ("completed", "incomplete")
     assert answered.usage is not None and answered.usage.input_tokens <= cut.input_tokens
+
+    # The predictor has no log probabilities: asking for them is a 400 naming `include`.
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model=REAL_MODEL, input="hi", include=["message.output_text.logprobs"], store=False
+        )
+    assert refused.value.param == "include"

@@ -242,3 +242,26 @@ async def test_includes_a_self_hosted_model_cannot_honour_are_400(
             path, params={"include": "reasoning.encrypted_content"}, headers=tenant.user
         )
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "include"
+
+
+async def test_a_model_server_without_logprobs_is_a_400_naming_include(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
+) -> None:
+    upstream.script.append(
+        Reply(status=400, error="logprobs is not supported by this model server.")
+    )
+    r = await client.post(
+        "/v1/responses",
+        json={"model": MODEL, "input": "hi", "include": ["message.output_text.logprobs"]},
+        headers=tenant.user,
+    )
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "include" and "message.output_text.logprobs" in error["message"]
+    assert "not supported by this model server" in error["message"]
+    # Another refusal keeps its own words.
+    upstream.script.append(Reply(status=400, error="bad temperature"))
+    r = await client.post(
+        "/v1/responses", json={"model": MODEL, "input": "hi"}, headers=tenant.user
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] is None
