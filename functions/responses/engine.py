@@ -32,8 +32,9 @@ from functions.responses.calls import Call, Event
 from functions.responses.context import fit_items, request_body
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_error, response_object, usage_object
-from functions.responses.params import LOGPROBS, ResponseRequest
+from functions.responses.params import ResponseRequest
 from functions.responses.turn import Turn
+from functions.services.conversations.items import LOGPROBS
 from functions.services.toolbox.server import ServerTool, ToolOutput
 
 log = logging.getLogger(__name__)

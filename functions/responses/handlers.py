@@ -25,9 +25,10 @@ from functions.responses.context import count_prompt, fit_items, request_body
 from functions.responses.engine import run_events
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_object
-from functions.responses.params import includes, parse_request, under_retention
+from functions.responses.params import parse_request, under_retention
 from functions.responses.service import ForegroundRecorder, enqueue_background, prepare_run
 from functions.responses.worker import BackgroundWorker
+from functions.services.conversations.items import include_param
 from functions.services.identity import Identity
 from functions.services.limits import current_headers
 from functions.services.toolbox.server import ToolRegistry
@@ -278,14 +279,14 @@ async def get_response(deps: ResponsesDeps, request: Request) -> Response:
       - {name: response_id, in: path, required: true, schema: {type: string}}
       - name: include
         in: query
-        description: "As for `POST /v1/responses`: the values it does not honour are a 400."
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
         schema: {type: array, items: {type: string}}
     responses:
       200: {description: The response object.}
       404: {description: No such response for this caller.}
     """
     owner = await deps.identity.owner(request)
-    includes(query_list(request, "include"))
+    include_param(query_list(request, "include"))
     response_id = request.path_params["response_id"]
     row = await store.get_response(deps.runtime.db.writer, owner=owner, response_id=response_id)
     if row is None:
@@ -323,7 +324,7 @@ async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
       - name: include
         in: query
-        description: "As for `POST /v1/responses`: the values it does not honour are a 400."
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
         schema: {type: array, items: {type: string}}
     responses:
       200: {description: A list of items.}
@@ -331,7 +332,7 @@ async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
       404: {description: No such response for this caller.}
     """
     owner = await deps.identity.owner(request)
-    includes(query_list(request, "include"))
+    include_param(query_list(request, "include"))
     response_id = request.path_params["response_id"]
     page = Page.of(request)
     async with deps.runtime.db.writer.acquire() as conn:

@@ -8,18 +8,12 @@ from typing import Any
 from functions.common.errors import InvalidRequest
 from functions.common.principal import Principal, refuse_storing
 from functions.services.conversations.items import (
-    INCLUDABLE,
+    LOGPROBS,
+    include_param,
     normalize_items,
     validate_metadata,
 )
 from functions.services.toolbox.server import function_tool
-
-LOGPROBS = "message.output_text.logprobs"
-# The `include` values a response honours: the output text's log probabilities (asked of
-# the model server), and input images' URLs (kept with every input item anyway). The
-# others need what a self-hosted model does not have (encrypted reasoning, OpenAI's
-# hosted tools' results): asking for one is a 400, not a silent drop.
-SUPPORTED_INCLUDES = frozenset({LOGPROBS, "message.input_image.image_url"})
 
 
 @dataclass(frozen=True)
@@ -182,23 +176,7 @@ def _include(raw: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
         raise InvalidRequest("'include' must be an array of strings.", param="include")
-    return includes(raw)
-
-
-def includes(raw: list[str]) -> tuple[str, ...]:
-    """The ``include`` values asked for (in a body, or a query), each one we honour: a
-    value OpenAI documents that we cannot honour is a 400 naming it, as is an unknown one."""
-    for value in raw:
-        if value not in INCLUDABLE:
-            raise InvalidRequest(f"Unknown 'include' value {value!r}.", param="include")
-        if value not in SUPPORTED_INCLUDES:
-            raise InvalidRequest(
-                f"'include' value {value!r} is not supported by this server; it supports "
-                + ", ".join(repr(v) for v in sorted(SUPPORTED_INCLUDES))
-                + ".",
-                param="include",
-            )
-    return tuple(dict.fromkeys(raw))
+    return include_param(raw)
 
 
 def _top_logprobs(raw: Any) -> int | None:
