@@ -265,3 +265,16 @@ async def test_a_model_server_without_logprobs_is_a_400_naming_include(
         "/v1/responses", json={"model": MODEL, "input": "hi"}, headers=tenant.user
     )
     assert r.status_code == 400 and r.json()["error"]["param"] is None
+
+
+async def test_the_served_document_describes_them(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    counting = paths[URL]["post"]
+    answer = counting["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["required"] == ["object", "input_tokens"]
+    assert "Jan extension" in answer["properties"]["jan_estimated"]["description"]
+    creating = paths["/v1/responses"]["post"]["requestBody"]["content"]["application/json"]
+    fields = creating["schema"]["properties"]
+    assert fields["truncation"]["enum"] == ["auto", "disabled"]
+    assert "message.output_text.logprobs" in fields["include"]["description"]
+    assert fields["top_logprobs"]["maximum"] == 20
