@@ -202,15 +202,25 @@ class FakeUpstream:
         created = int(time.time())
 
         def chunk(content: str, finish: str | None = None) -> bytes:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": {"content": content},
+                "finish_reason": finish,
+            }
+            if body.get("logprobs") and content:  # as vLLM sends them, when asked
+                top = [
+                    {"token": f"t{n}", "logprob": -1.0 - n, "bytes": [116, 48 + n]}
+                    for n in range(body.get("top_logprobs") or 0)
+                ]
+                entry = {"token": content, "logprob": -0.25, "bytes": list(content.encode())}
+                choice["logprobs"] = {"content": [{**entry, "top_logprobs": top}], "refusal": None}
             return event(
                 {
                     "id": "chatcmpl-1",
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": body.get("model"),
-                    "choices": [
-                        {"index": 0, "delta": {"content": content}, "finish_reason": finish}
-                    ],
+                    "choices": [choice],
                 }
             )
 

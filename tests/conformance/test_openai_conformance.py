@@ -322,8 +322,10 @@ async def responses(api: Api) -> None:
     await api("POST", "/v1/responses", 200, json={"model": "m1", "input": "x", "tools": tools})
     fitted = {"model": "m1", "input": "hi", "truncation": "auto", "top_logprobs": 2}
     logprobs = {**fitted, "include": ["message.output_text.logprobs"]}
-    await api("POST", "/v1/responses", 200, json=logprobs)
-    await api("POST", "/v1/responses", 200, json={**logprobs, "stream": True})
+    made_with = (await api("POST", "/v1/responses", 200, json=logprobs)).json()
+    assert made_with["output"][0]["content"][0]["logprobs"][0]["top_logprobs"]
+    streamed = await api("POST", "/v1/responses", 200, json={**logprobs, "stream": True})
+    assert b'"top_logprobs":[{"token":"t0"' in streamed.content
     encrypted = {"model": "m1", "input": "hi", "include": ["reasoning.encrypted_content"]}
     await api("POST", "/v1/responses", 400, json=encrypted)
     await api("GET", f"/v1/responses/{made['id']}", 200)

@@ -118,6 +118,11 @@ async def test_the_python_sdk_counts_input_tokens(runtime: Runtime, builtin: Fak
             top_logprobs=1,
         )
         assert made.truncation == "auto" and made.output_text
+        message = made.output[0]
+        assert message.type == "message"
+        part = message.content[0]
+        assert part.type == "output_text" and part.logprobs
+        assert [t.token for t in part.logprobs[0].top_logprobs] == ["t0"]
         with pytest.raises(openai.BadRequestError) as refused:
             await sdk.responses.create(
                 model="m1", input="hi", include=["reasoning.encrypted_content"]

@@ -172,7 +172,12 @@ await check("responses.create(truncation, include)", async () => {
     top_logprobs: 1,
   });
   assert.equal(made.truncation, "auto");
-  assert.ok(Array.isArray(made.output[0].content[0].logprobs));
+  const [first] = made.output[0].content[0].logprobs;
+  assert.equal(first.logprob, -0.25);
+  assert.deepEqual(
+    first.top_logprobs.map((t) => t.token),
+    ["t0"],
+  );
   const refused = await client.responses
     .create({ model, input: "hi", include: ["reasoning.encrypted_content"] })
     .then(() => null, (error) => error);
