@@ -184,7 +184,8 @@ class Inference(Component):
         route = await self.route_for(principal, body.get("model"))
         request = {**body, "model": route.model, "add_generation_prompt": True}
         try:
-            reply = await self.router.send(route, TOKENIZE_PATH, orjson.dumps(request))
+            raw = orjson.dumps(request)
+            reply = await self.router.send(route, TOKENIZE_PATH, raw, timed=False)
         except errors.APIError as exc:
             log.info("no tokenizer", extra={"model": route.model, "status": exc.status})
             return None
