@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null)
 STAMP := $(VENV)/.installed
+JS_SDK := tests/sdk/js/node_modules/.package-lock.json
 
 .PHONY: help env run test test-py lint bench clean
 
@@ -19,8 +20,12 @@ $(STAMP): pyproject.toml uv.lock
 	uv sync -q --locked -p 3.11 --extra dev --extra local
 	@touch $@
 
-env: $(STAMP) ## create both environments from their lock files (functions and the CPU predictor)
+env: $(STAMP) $(JS_SDK) ## create the environments from their lock files (functions, the CPU predictor, the JS SDK tests)
 	$(MAKE) -C kserve env
+
+# The official `openai` JavaScript SDK that tests/sdk drives, exactly as package-lock.json has it.
+$(JS_SDK): tests/sdk/js/package.json tests/sdk/js/package-lock.json
+	npm ci --prefix tests/sdk/js --no-audit --no-fund
 
 run: env ## start the predictor on :8101 and every area on :8080 (embedded PostgreSQL)
 	bash scripts/run-local.sh

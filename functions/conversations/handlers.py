@@ -193,7 +193,10 @@ async def create_items(deps: ConversationsDeps, request: Request) -> Response:
     tags: [conversations]
     parameters:
       - {name: conversation_id, in: path, required: true, schema: {type: string}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
+        schema: {type: array, items: {type: string}}
     requestBody:
       content:
         application/json:
@@ -233,7 +236,10 @@ async def list_items(deps: ConversationsDeps, request: Request) -> Response:
       - {name: after, in: query, schema: {type: string}}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: A list of items.}
       400: {description: Bad pagination parameters.}
@@ -264,7 +270,10 @@ async def get_item(deps: ConversationsDeps, request: Request) -> Response:
     parameters:
       - {name: conversation_id, in: path, required: true, schema: {type: string}}
       - {name: item_id, in: path, required: true, schema: {type: string}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: The item.}
       404: {description: No such conversation or item for this caller.}

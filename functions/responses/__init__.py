@@ -24,6 +24,7 @@ __all__ = ["ROUTES", "ResponsesDeps", "build", "register_sweeps"]
 _ONE = "/v1/responses/{response_id}"
 ROUTES: list[Operation[ResponsesDeps]] = [
     Operation("POST", "/v1/responses", h.create_response),
+    Operation("POST", "/v1/responses/input_tokens", h.count_input_tokens),
     Operation("GET", _ONE, h.get_response),
     Operation("DELETE", _ONE, h.delete_response),
     Operation("GET", _ONE + "/input_items", h.list_input_items),

@@ -87,6 +87,9 @@ def chat_body(
         value = getattr(request, ours)
         if value is not None:
             body[theirs] = value
+    if request.logprobs:  # `include: ["message.output_text.logprobs"]`
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs or 0
     tools = [
         chat_tool(t["name"], t.get("description"), t.get("parameters"))
         for t in request.tools

@@ -25,15 +25,16 @@ from typing import Any, Protocol
 
 import anyio
 
-from functions.common.errors import APIError, UpstreamError
+from functions.common.errors import APIError, InvalidRequest, UpstreamError
 from functions.common.principal import Owner
 from functions.responses import calls
 from functions.responses.calls import Call, Event
-from functions.responses.convert import chat_body, chat_messages
+from functions.responses.context import fit_items, request_body
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_error, response_object, usage_object
 from functions.responses.params import ResponseRequest
 from functions.responses.turn import Turn
+from functions.services.conversations.items import LOGPROBS
 from functions.services.toolbox.server import ServerTool, ToolOutput
 
 log = logging.getLogger(__name__)
@@ -205,11 +206,24 @@ async def _rounds(
 
 
 async def _open(run: Run, model: ChatModel, items: list[dict[str, Any]]) -> AsyncIterator[Any]:
-    messages = chat_messages(run.request.instructions, items)
-    body = chat_body(run.request, messages, run.server_tools)
-    # A conversation (or a response chain) stays on one endpoint, so the engine's prompt
-    # cache can serve it.
-    opened = await model.stream(run.owner.principal, body, affinity=run.affinity or run.response_id)
+    principal, tools = run.owner.principal, run.server_tools
+    items = await fit_items(model, principal, run.request, items, tools)
+    body = request_body(run.request, items, tools)
+    try:
+        # A conversation (or a response chain) stays on one endpoint, so the engine's
+        # prompt cache can serve it.
+        opened = await model.stream(principal, body, affinity=run.affinity or run.response_id)
+    except APIError as exc:
+        if run.request.logprobs and exc.status == 400 and "logprobs" in exc.message:
+            # The model server has no log probabilities (llama.cpp's predictor refuses
+            # them): the parameter to name is the caller's, `include`.
+            raise InvalidRequest(
+                f"'include' value {LOGPROBS!r} cannot be honoured by the model "
+                f"{run.request.model!r}: {exc.message}",
+                param="include",
+                code="unsupported_value",
+            ) from None
+        raise
     run.model = opened.model
     return opened.chunks
 

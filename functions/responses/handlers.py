@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 import orjson
@@ -16,9 +17,11 @@ from functions.common import errors
 from functions.common.errors import InvalidRequest, NotFound
 from functions.common.http import JSON, json_body, query_list
 from functions.common.pagination import Page
+from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.responses import store
 from functions.responses.calls import Event
+from functions.responses.context import count_prompt, fit_items, request_body
 from functions.responses.engine import run_events
 from functions.responses.model import ChatModel
 from functions.responses.objects import response_object
@@ -40,6 +43,19 @@ class ResponsesDeps:
     model: ChatModel
     tools: ToolRegistry
     worker: BackgroundWorker
+
+
+async def _model_for(deps: ResponsesDeps, principal: Principal, name: str) -> str:
+    """The model a request names, an alias resolved first (permissions, the run and the
+    response see its model); 404 where the caller may not use it."""
+    model = await deps.model.model_named(principal, name)
+    if not principal.may_use_model(model):
+        raise NotFound(
+            f"The model `{name}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return model
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -85,6 +101,24 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
               metadata: {type: object, additionalProperties: {type: string}}
               prompt_cache_key: {type: string}
               user: {type: string}
+              truncation:
+                type: string
+                enum: [auto, disabled]
+                default: disabled
+                description: >
+                  `auto`: drop items from the beginning of the history until the prompt,
+                  with room for `max_output_tokens`, fits the context window the model
+                  server reports (vLLM's `/tokenize` answers `max_model_len`); where it
+                  reports none, nothing is dropped.
+              include:
+                type: array
+                description: >
+                  `message.output_text.logprobs` (the model server's token log
+                  probabilities, with `top_logprobs` alternatives) and
+                  `message.input_image.image_url` (always kept). The other values
+                  OpenAI documents are answered with a 400 naming `include`.
+                items: {type: string}
+              top_logprobs: {type: integer, minimum: 0, maximum: 20}
     responses:
       200: {description: "The response object, or an event stream when `stream` is true."}
       400: {description: "Invalid request, or storage refused under zero data retention."}
@@ -100,15 +134,7 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     owner = await deps.identity.owner(request)
     body = await json_body(request)
     params = under_retention(parse_request(body), owner.principal)
-    # A model alias resolves first: permissions, the run and the response see its model.
-    name = params.model
-    params = replace(params, model=await deps.model.model_named(owner.principal, name))
-    if not owner.principal.may_use_model(params.model):
-        raise NotFound(
-            f"The model `{name}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    params = replace(params, model=await _model_for(deps, owner.principal, params.model))
     runtime = deps.runtime
     run = await prepare_run(runtime, deps.tools, owner=owner, request=params)
     if params.background:
@@ -129,6 +155,91 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
     if final["status"] == "failed":
         raise run.failure or errors.internal_error()
     return JSON(final, headers=current_headers())  # of the last round
+
+
+# The fields of a count request (OpenAI's ``TokenCountsBody``); others are not part of it.
+_COUNTED = (
+    "model", "input", "previous_response_id", "conversation", "instructions", "tools",
+    "tool_choice", "parallel_tool_calls", "text", "truncation",
+)  # fmt: skip
+# What stands for the model when none is named (the count is then an estimate).
+_ANY_MODEL = "-"
+
+
+async def count_input_tokens(deps: ResponsesDeps, request: Request) -> Response:
+    """
+    summary: Get input token counts
+    tags: [responses]
+    description: >
+      How many input tokens a `POST /v1/responses` with these fields would use: the
+      same prompt the response would send (instructions, input items, the history of
+      `previous_response_id` or `conversation`, function and server tools, and with
+      `truncation: auto` the items that fit the context window), counted by the model
+      server's own tokenizer where it has one (vLLM's `/tokenize`; Jan's predictor
+      has it). Where none answers, or no `model` is named, the count is an estimate
+      (one token per four bytes of the prompt) and the answer says so with
+      `jan_estimated: true` (a Jan extension). A count is not a model call: it uses no
+      rate limit and is not in the usage ledger.
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              model: {type: string, nullable: true}
+              input:
+                nullable: true
+                oneOf:
+                  - {type: string}
+                  - {type: array, items: {$ref: '#/components/schemas/InputItem'}}
+              instructions: {type: string, nullable: true}
+              previous_response_id: {type: string, nullable: true}
+              conversation: {oneOf: [{type: string}, {type: object}], nullable: true}
+              tools: {type: array, items: {type: object}, nullable: true}
+              tool_choice: {nullable: true}
+              parallel_tool_calls: {type: boolean, nullable: true}
+              text: {type: object, nullable: true}
+              truncation: {type: string, enum: [auto, disabled], nullable: true}
+    responses:
+      200:
+        description: The count.
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [object, input_tokens]
+              properties:
+                object: {type: string, enum: [response.input_tokens]}
+                input_tokens: {type: integer}
+                jan_estimated:
+                  type: boolean
+                  description: >
+                    Jan extension, present (true) only when no tokenizer counted: an
+                    estimate of one token per four bytes.
+      400: {description: "Invalid fields, or history refused under zero data retention."}
+      404: {description: "Unknown model, conversation or previous response."}
+    """
+    owner = await deps.identity.owner(request)
+    body = await json_body(request)
+    name = body.get("model")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidRequest("'model' must be a model's name.", param="model")
+    fields = {k: body[k] for k in _COUNTED if body.get(k) is not None}
+    fields.update(model=name or _ANY_MODEL, input=fields.get("input", []))
+    params = under_retention(parse_request(fields), owner.principal)
+    principal = owner.principal
+    if name:
+        params = replace(params, model=await _model_for(deps, principal, name))
+    run = await prepare_run(deps.runtime, deps.tools, owner=owner, request=params)
+    items = [*run.history, *run.request.input_items]
+    if name:
+        items = await fit_items(deps.model, principal, run.request, items, run.server_tools)
+    prompt = request_body(run.request, items, run.server_tools)
+    count = await count_prompt(deps.model, principal if name else None, prompt)
+    answer: dict[str, Any] = {"object": "response.input_tokens", "input_tokens": count.tokens}
+    if count.estimated:
+        answer["jan_estimated"] = True
+    return JSON(answer)
 
 
 class EventStream(StreamingResponse):
@@ -171,7 +282,10 @@ async def get_response(deps: ResponsesDeps, request: Request) -> Response:
     tags: [responses]
     parameters:
       - {name: response_id, in: path, required: true, schema: {type: string}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: The response object.}
       404: {description: No such response for this caller.}
@@ -213,7 +327,10 @@ async def list_input_items(deps: ResponsesDeps, request: Request) -> Response:
       - {name: after, in: query, schema: {type: string}}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
       - {name: order, in: query, schema: {type: string, enum: [asc, desc]}}
-      - {name: include, in: query, schema: {type: array, items: {type: string}}}
+      - name: include
+        in: query
+        description: "As for `POST /v1/responses`: the values it cannot honour are a 400."
+        schema: {type: array, items: {type: string}}
     responses:
       200: {description: A list of items.}
       400: {description: Bad pagination parameters.}

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from functions.common import errors
 from functions.common.principal import Principal
 from functions.services.inference import api
-from functions.services.inference.service import Inference
+from functions.services.inference.service import Inference, TokenCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,10 @@ class ChatModel(Protocol):
     async def stream(
         self, principal: Principal, body: dict[str, Any], *, affinity: str | None
     ) -> Opened: ...
+
+    async def count_tokens(
+        self, principal: Principal, body: dict[str, Any]
+    ) -> TokenCount | None: ...
 
 
 class RouterModel:
@@ -58,6 +62,10 @@ class RouterModel:
             raise errors.UpstreamError("The model server sent an empty stream.") from None
         assert chunks.model is not None  # known once a chunk is in
         return Opened(_prepend(first, chunks), chunks.model)
+
+    async def count_tokens(self, principal: Principal, body: dict[str, Any]) -> TokenCount | None:
+        """The model's own count of a chat request's prompt (None: it has no tokenizer)."""
+        return await self.inference.tokenize(principal, body)
 
 
 async def _prepend(

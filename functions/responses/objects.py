@@ -20,6 +20,8 @@ _DEFAULT_PARAMS: dict[str, Any] = {
     "store": True,
     "user": None,
     "prompt_cache_key": None,
+    "truncation": "disabled",
+    "top_logprobs": None,
 }
 
 
@@ -58,7 +60,8 @@ def response_object(row: Any) -> dict[str, Any]:
         "tool_choice": params["tool_choice"],
         "tools": params["tools"],
         "top_p": params["top_p"],
-        "truncation": "disabled",
+        "top_logprobs": params["top_logprobs"],
+        "truncation": params["truncation"],
         "usage": row["usage"],
         "user": params["user"],
         "prompt_cache_key": params["prompt_cache_key"],

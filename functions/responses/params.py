@@ -7,7 +7,12 @@ from typing import Any
 
 from functions.common.errors import InvalidRequest
 from functions.common.principal import Principal, refuse_storing
-from functions.services.conversations.items import normalize_items, validate_metadata
+from functions.services.conversations.items import (
+    LOGPROBS,
+    include_param,
+    normalize_items,
+    validate_metadata,
+)
 from functions.services.toolbox.server import function_tool
 
 
@@ -31,6 +36,14 @@ class ResponseRequest:
     metadata: dict[str, str]
     user: str | None
     prompt_cache_key: str | None = None
+    truncation: str = "disabled"  # or "auto": drop the oldest items to fit the context
+    include: tuple[str, ...] = ()
+    top_logprobs: int | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        """Whether the output text carries the model's log probabilities."""
+        return LOGPROBS in self.include
 
     def echo(self) -> dict[str, Any]:
         """The request settings a response object repeats (stored as `params`)."""
@@ -47,6 +60,9 @@ class ResponseRequest:
             "store": self.store,
             "user": self.user,
             "prompt_cache_key": self.prompt_cache_key,
+            "truncation": self.truncation,
+            "include": list(self.include),
+            "top_logprobs": self.top_logprobs,
         }
 
     @classmethod
@@ -79,6 +95,9 @@ class ResponseRequest:
             metadata=metadata,
             user=echoed["user"],
             prompt_cache_key=echoed.get("prompt_cache_key"),
+            truncation=echoed.get("truncation", "disabled"),
+            include=tuple(echoed.get("include", ())),
+            top_logprobs=echoed.get("top_logprobs"),
         )
 
 
@@ -126,6 +145,9 @@ def parse_request(body: dict[str, Any]) -> ResponseRequest:
         metadata=validate_metadata(body.get("metadata")),
         user=_optional_str(body, "user"),
         prompt_cache_key=_optional_str(body, "prompt_cache_key"),
+        truncation=_truncation(body.get("truncation")),
+        include=_include(body.get("include")),
+        top_logprobs=_top_logprobs(body.get("top_logprobs")),
     )
 
 
@@ -143,6 +165,32 @@ def under_retention(request: ResponseRequest, principal: Principal) -> ResponseR
         if asked:
             refuse_storing(principal, what, param=param)
     return replace(request, store=False)
+
+
+def _truncation(raw: Any) -> str:
+    if raw is None:
+        return "disabled"
+    if raw not in ("auto", "disabled"):
+        raise InvalidRequest("'truncation' must be 'auto' or 'disabled'.", param="truncation")
+    return str(raw)
+
+
+def _include(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise InvalidRequest("'include' must be an array of strings.", param="include")
+    return include_param(raw)
+
+
+def _top_logprobs(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 20:
+        raise InvalidRequest(
+            "'top_logprobs' must be an integer between 0 and 20.", param="top_logprobs"
+        )
+    return raw
 
 
 def _input(raw: Any) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ class Turn:
         self.server_tools = server_tools
         self.text_item: dict[str, Any] | None = None
         self.text = ""
+        self.logprobs: list[dict[str, Any]] = []
         self.open_calls: dict[int, Call] = {}
         self.calls: list[Call] = []
         self.finish_reason: str | None = None
@@ -32,7 +33,7 @@ class Turn:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                events += self._text_delta(delta["content"])
+                events += self._text_delta(delta["content"], _logprobs(choice))
             for call in delta.get("tool_calls") or ():
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
@@ -52,7 +53,7 @@ class Turn:
         index = len(self.output) - 1
         return {"type": "response.output_item.added", "output_index": index, "item": dict(item)}
 
-    def _text_delta(self, delta: str) -> list[Event]:
+    def _text_delta(self, delta: str, logprobs: list[dict[str, Any]]) -> list[Event]:
         events: list[Event] = []
         if self.text_item is None:
             self.text_item = {
@@ -72,13 +73,14 @@ class Turn:
                 }
             )
         self.text += delta
+        self.logprobs += logprobs
         events.append(
             {
                 **where(self.output, self.text_item),
                 "type": "response.output_text.delta",
                 "content_index": 0,
                 "delta": delta,
-                "logprobs": [],
+                "logprobs": logprobs,
             }
         )
         return events
@@ -88,7 +90,8 @@ class Turn:
         if item is None:
             return []
         self.text_item = None
-        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+        logprobs, self.logprobs = self.logprobs, []
+        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": logprobs}
         item.update(content=[part], status="completed")
         at = where(self.output, item)
         return [
@@ -97,7 +100,7 @@ class Turn:
                 "type": "response.output_text.done",
                 "content_index": 0,
                 "text": self.text,
-                "logprobs": [],
+                "logprobs": logprobs,
             },
             {**at, "type": "response.content_part.done", "content_index": 0, "part": part},
             {
@@ -129,3 +132,30 @@ class Turn:
             call.arguments += function["arguments"]
             events += calls.arguments_delta(self.output, call, function["arguments"])
         return events
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chunk's token log probabilities (asked for with ``include``), in the Responses
+    shape: chat completions' ``logprobs.content``, each with its ``bytes`` and
+    ``top_logprobs``."""
+    given = choice.get("logprobs")
+    content = given.get("content") if isinstance(given, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [_logprob(entry, top=True) for entry in content if isinstance(entry, dict)]
+
+
+def _logprob(entry: dict[str, Any], *, top: bool) -> dict[str, Any]:
+    token = str(entry.get("token", ""))
+    raw = entry.get("bytes")
+    logprob: dict[str, Any] = {
+        "token": token,
+        "logprob": float(entry.get("logprob") or 0.0),
+        "bytes": raw if isinstance(raw, list) else list(token.encode()),
+    }
+    if top:
+        tops = entry.get("top_logprobs")
+        logprob["top_logprobs"] = [
+            _logprob(t, top=False) for t in tops or () if isinstance(t, dict)
+        ]
+    return logprob

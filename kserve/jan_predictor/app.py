@@ -41,6 +41,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openai/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/openai/v1/models", openai.list_models, methods=["GET"]),
         Route("/openai/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
+        # vLLM's tokenizer, beside the OpenAI base URL as vLLM serves it beside ``/v1``.
+        Route("/openai/tokenize", openai.tokenize, methods=["POST"]),
         Route("/v2/health/live", health.live, methods=["GET"]),
         Route("/v2/health/ready", health.ready, methods=["GET"]),
         Route("/v2/models/{model_name}/ready", health.model_ready, methods=["GET"]),

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 from llama_cpp import Llama, LogitsProcessorList
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from starlette.concurrency import run_in_threadpool
 
 from jan_predictor.errors import Overloaded
@@ -44,6 +45,56 @@ class Instance:
         self.lock = threading.Lock()
         self.eos_token = int(llama.token_eos())
         self.n_vocab = int(llama.n_vocab())
+        # The model's own chat template (the GGUF's), for counting a chat's prompt tokens.
+        # With and without the assistant's turn opened at the end (``add_generation_prompt``).
+        template = llama.metadata.get("tokenizer.chat_template")
+        self.templates = {
+            opened: Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self.eos_token),
+                bos_token=self._token_text(int(llama.token_bos())),
+                add_generation_prompt=opened,
+            )
+            for opened in (True, False)
+            if template
+        }
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text: bytes = self.llama.detokenize([token], special=True)
+        return text.decode("utf-8", errors="replace")
+
+    def tokenize_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool,
+        add_special: bool,
+    ) -> list[int]:
+        """A chat's prompt tokens as a chat completion lays the prompt out: the model's chat
+        template, tokenized with its special tokens (a template without a BOS gets one only
+        when ``add_special``). Without a template, the messages' text one after another.
+        Tokenizing reads the vocabulary only: no lock, and no wait for a generation."""
+        if not self.templates:
+            text = "\n".join(str(m.get("content") or "") for m in messages)
+            return self.tokenize(text, add_special=True)
+        template = self.templates[add_generation_prompt]
+        laid_out = template(messages=messages, tools=tools or None)
+        tokens: list[int] = self.llama.tokenize(
+            laid_out.prompt.encode("utf-8"), add_bos=add_special, special=True
+        )
+        return tokens
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        tokens: list[int] = self.llama.tokenize(
+            text.encode("utf-8"), add_bos=add_special, special=True
+        )
+        return tokens
+
+    def token_strs(self, tokens: list[int]) -> list[str]:
+        return [self._token_text(token) for token in tokens]
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` (blocking) with this instance locked; for worker threads only."""

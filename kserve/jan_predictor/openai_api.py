@@ -25,7 +25,12 @@ from jan_predictor.errors import (
     classify_engine_error,
 )
 from jan_predictor.metrics import Metrics
-from jan_predictor.schemas import ChatCompletionRequest, CompletionRequest, parse_body
+from jan_predictor.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    TokenizeRequest,
+    parse_body,
+)
 from jan_predictor.settings import Settings
 from jan_predictor.streaming import EventStreamResponse, sse, watch_disconnect
 
@@ -80,6 +85,42 @@ class OpenAIService:
                 code="model_not_supported",
             )
         raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+
+    # -- tokenizer ---------------------------------------------------------------------------
+
+    async def tokenize(self, request: Request) -> Response:
+        """vLLM's ``/tokenize``: ``count``, ``max_model_len`` and ``tokens`` of a chat's
+        prompt (as a chat completion lays it out) or of a plain ``prompt``."""
+        asked = await parse_body(request, TokenizeRequest, self.settings.max_request_bytes)
+        self._check_model(asked.model)
+        self._check_ready()
+        instance = self.pool.instances[0]  # tokenizing reads the shared vocabulary only
+        try:
+            if asked.messages is not None:
+                messages, tools = asked.chat(self.settings.default_system_prompt)
+                tokens = await run_in_threadpool(
+                    instance.tokenize_chat,
+                    messages,
+                    tools,
+                    add_generation_prompt=asked.add_generation_prompt,
+                    add_special=bool(asked.add_special_tokens),
+                )
+            else:
+                assert asked.prompt is not None
+                add_special = asked.add_special_tokens is not False
+                tokens = await run_in_threadpool(
+                    instance.tokenize, asked.prompt, add_special=add_special
+                )
+        except (ValueError, TypeError) as exc:  # a template that refuses these messages
+            raise InvalidRequest(f"The chat template refused the messages: {exc}") from exc
+        return JSONResponse(
+            {
+                "count": len(tokens),
+                "max_model_len": self.settings.context_size,
+                "tokens": tokens,
+                "token_strs": instance.token_strs(tokens) if asked.return_token_strs else None,
+            }
+        )
 
     # -- generation endpoints ----------------------------------------------------------------
 

@@ -315,3 +315,29 @@ class EmbeddingRequest(_Request):
         if isinstance(self.input[0], int):
             return [self.input]
         return self.input
+
+
+class TokenizeRequest(_Request):
+    """vLLM's ``/tokenize``: a chat request's ``messages`` (with its ``tools``) as the model's
+    chat template lays them out, or a plain ``prompt``."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    tools: list[Tool] | None = None
+    add_generation_prompt: bool = True
+    add_special_tokens: bool | None = None  # default: True for a prompt, False for messages
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise InvalidRequest("Give either 'prompt' or 'messages'.", param="messages")
+        return self
+
+    def chat(self, default_system_prompt: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages and tools the chat template sees, as for a chat completion."""
+        assert self.messages is not None
+        chat = ChatCompletionRequest(messages=self.messages, tools=self.tools)
+        kwargs = chat.to_llama(default_system_prompt)
+        return kwargs["messages"], kwargs.get("tools") or []

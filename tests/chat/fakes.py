@@ -51,6 +51,7 @@ class FakeUpstream:
         self.windows: dict[str, int] = {}
         self.disconnects = 0
         self.media = Media()  # audio, images, moderations, rerank and score
+        self.tokenized: list[dict[str, Any]] = []  # /tokenize requests, as vLLM's
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -64,6 +65,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)  # answered in its own shape
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/tokenize", self._tokenize)
         self.media.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -128,6 +130,15 @@ class FakeUpstream:
             if model["id"] in self.windows:
                 model["max_model_len"] = self.windows[model["id"]]
         return web.json_response({"object": "list", "data": data})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's tokenizer: three tokens per message and one per word of its content."""
+        body = await request.json()
+        self.tokenized.append(body)
+        count = sum(3 + len(str(m.get("content") or "").split()) for m in body["messages"])
+        return web.json_response(
+            {"count": count, "max_model_len": 2048, "tokens": list(range(count))}
+        )
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         self.calls += 1
@@ -205,15 +216,25 @@ class FakeUpstream:
         created = int(time.time())
 
         def chunk(content: str, finish: str | None = None) -> bytes:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": {"content": content},
+                "finish_reason": finish,
+            }
+            if body.get("logprobs") and content:  # as vLLM sends them, when asked
+                top = [
+                    {"token": f"t{n}", "logprob": -1.0 - n, "bytes": [116, 48 + n]}
+                    for n in range(body.get("top_logprobs") or 0)
+                ]
+                entry = {"token": content, "logprob": -0.25, "bytes": list(content.encode())}
+                choice["logprobs"] = {"content": [{**entry, "top_logprobs": top}], "refusal": None}
             return event(
                 {
                     "id": "chatcmpl-1",
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": body.get("model"),
-                    "choices": [
-                        {"index": 0, "delta": {"content": content}, "finish_reason": finish}
-                    ],
+                    "choices": [choice],
                 }
             )
 

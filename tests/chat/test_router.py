@@ -278,3 +278,19 @@ async def test_send_and_open_stream_fail_over_alike(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert all(ep.outstanding == 0 for ep in route.endpoints)  # given back when cancelled
+
+
+async def test_the_tokenizer_is_at_the_servers_root_and_not_timed(
+    upstreams: Start, upstream_client: Upstream
+) -> None:
+    fake = await upstreams("a")
+    health = HealthBook(None)
+    router = Router(health, upstream_client, backoff_seconds=0)
+    route = route_to(health, fake)
+    asked = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "a b"}]})
+    reply = await router.send(route, "/tokenize", asked, timed=False)
+    assert orjson.loads(reply.body)["count"] == 5 and fake.tokenized  # {base}/../tokenize
+    ep = health.endpoint(fake.base_url)
+    assert ep.samples == 0 and ep.outstanding == 0  # no time-to-first-byte sample
+    await router.send(route, "/chat/completions", BODY)
+    assert ep.samples == 1

@@ -294,6 +294,21 @@ async def passed_through(api: Api) -> None:
 
 
 # --- responses and conversations -----------------------------------------------------
+@scenario("POST /responses/input_tokens")
+async def input_tokens(api: Api) -> None:
+    url = "/v1/responses/input_tokens"
+    counted = await api("POST", url, 200, json={"model": "m1", "input": "Tell me a joke."})
+    assert counted.json() == {"object": "response.input_tokens", "input_tokens": 7}
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    body = {"model": "m1", "input": "x", "instructions": "y", "tools": tools}
+    await api("POST", url, 200, json={**body, "truncation": "auto"})
+    estimated = await api("POST", url, 200, json={"input": "Tell me a joke."})  # no model
+    assert estimated.json()["jan_estimated"] is True
+    await api("POST", url, 404, json={"model": "nope", "input": "x"})
+    await api("POST", url, 400, json={"model": "m1", "input": "x", "truncation": "no"})
+    await api("POST", url, 401, json={"model": "m1", "input": "x"}, headers=NOBODY)
+
+
 @scenario(
     "POST /responses",
     "GET /responses/{response_id}",
@@ -306,6 +321,14 @@ async def responses(api: Api) -> None:
     await api("POST", "/v1/responses", 200, json={"model": "m1", "input": "hi", "stream": True})
     tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
     await api("POST", "/v1/responses", 200, json={"model": "m1", "input": "x", "tools": tools})
+    fitted = {"model": "m1", "input": "hi", "truncation": "auto", "top_logprobs": 2}
+    logprobs = {**fitted, "include": ["message.output_text.logprobs"]}
+    made_with = (await api("POST", "/v1/responses", 200, json=logprobs)).json()
+    assert made_with["output"][0]["content"][0]["logprobs"][0]["top_logprobs"]
+    streamed = await api("POST", "/v1/responses", 200, json={**logprobs, "stream": True})
+    assert b'"top_logprobs":[{"token":"t0"' in streamed.content
+    encrypted = {"model": "m1", "input": "hi", "include": ["reasoning.encrypted_content"]}
+    await api("POST", "/v1/responses", 400, json=encrypted)
     await api("GET", f"/v1/responses/{made['id']}", 200)
     await api("GET", f"/v1/responses/{made['id']}/input_items", 200)
     background = {"model": "m1", "input": "later", "background": True}

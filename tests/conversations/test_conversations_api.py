@@ -140,6 +140,13 @@ async def test_malformed_items_are_400_with_param(
     assert bad_after.status_code == 400 and bad_after.json()["error"]["param"] == "after"
     bad_include = await client.get(url, params={"include": "x.y"}, headers=tenant.user)
     assert bad_include.status_code == 400 and bad_include.json()["error"]["param"] == "include"
+    # OpenAI's, but nothing a self-hosted model has: refused, not silently dropped.
+    unhonoured = {"include": "reasoning.encrypted_content"}
+    refused = await client.get(url, params=unhonoured, headers=tenant.user)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "include"
+    assert "reasoning.encrypted_content" in refused.json()["error"]["message"]
+    honoured = {"include": "message.output_text.logprobs"}
+    assert (await client.get(url, params=honoured, headers=tenant.user)).status_code == 200
 
 
 async def test_listing_is_newest_first_with_titles(

@@ -202,3 +202,40 @@ def test_bad_input_gets_openai_errors(
     assert malformed.value.body["param"] == "items[0].role"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         sdk.responses.create(model="no-such-model", input="x")
+
+
+def test_input_tokens_are_the_real_models_count(sdk: openai.OpenAI) -> None:
+    """The gateway asks the predictor's tokenizer (its `/openai/tokenize`), over the same
+    prompt the response then sends: the count is the prompt tokens the model evaluates."""
+    asked: dict[str, Any] = {
+        "model": REAL_MODEL,
+        "instructions": "Answer in one word.",
+        "input": [{"role": "user", "content": "What colour is the sky on a clear day?"}],
+    }
+    counted = sdk.responses.input_tokens.count(**asked)
+    assert counted.object == "response.input_tokens"
+    assert not (counted.model_extra or {}).get("jan_estimated")
+    made = sdk.responses.create(**asked, max_output_tokens=4, store=False)
+    assert made.usage is not None and made.usage.input_tokens == counted.input_tokens
+    # `truncation: auto` against the predictor's real context window: a history far
+    # longer than it still gets an answer, from its latest items.
+    history: list[Any] = [
+        {"role": "user", "content": f"Note {n}: " + "lorem ipsum dolor sit amet " * 60}
+        for n in range(20)
+    ]
+    history.append({"role": "user", "content": "Say hi."})
+    whole = sdk.responses.input_tokens.count(model=REAL_MODEL, input=history)
+    cut = sdk.responses.input_tokens.count(model=REAL_MODEL, input=history, truncation="auto")
+    assert cut.input_tokens < whole.input_tokens
+    answered = sdk.responses.create(
+        model=REAL_MODEL, input=history, truncation="auto", max_output_tokens=4, store=False
+    )
+    assert answered.truncation == "auto" and answered.status in ("completed", "incomplete")
+    assert answered.usage is not None and answered.usage.input_tokens <= cut.input_tokens
+
+    # The predictor has no log probabilities: asking for them is a 400 naming `include`.
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model=REAL_MODEL, input="hi", include=["message.output_text.logprobs"], store=False
+        )
+    assert refused.value.param == "include"

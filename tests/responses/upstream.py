@@ -1,8 +1,14 @@
 """A scripted OpenAI-compatible chat-completions server on a real port, for tests.
 
 Each request takes the next scripted ``Reply`` (or, with none left, echoes the last user
-message) and answers as a stream (or plain JSON) the way vLLM and llama.cpp do. Every
-request body is kept in ``requests`` so tests can check what the model was shown.
+message) and answers as a stream (or plain JSON) the way vLLM and llama.cpp do, with
+token log probabilities when asked. Every request body is kept in ``requests`` so tests
+can check what the model was shown.
+
+``/tokenize`` (at the server's root) answers as vLLM's does: ``count`` (``prompt_tokens``:
+four per message plus one per word of its content, plus one per ten bytes of the tools)
+and ``max_model_len`` (``context_window``); with ``tokenizer`` false it is a 404, as on a
+server without one. Its requests are kept in ``tokenized``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ from starlette.routing import Route
 from tests.pg import free_port
 
 MODEL = "scripted-model"
+CONTEXT_WINDOW = 4096
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The scripted tokenizer's count of a chat request's prompt."""
+    count = 0
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        text = content if isinstance(content, str) else orjson.dumps(content or "").decode()
+        count += 4 + len(text.split())
+    if body.get("tools"):
+        count += len(orjson.dumps(body["tools"])) // 10
+    return count
 
 
 @dataclass
@@ -41,12 +60,16 @@ class ScriptedUpstream:
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.streams_closed = 0
+        self.tokenized: list[dict[str, Any]] = []
+        self.tokenizer = True
+        self.context_window = CONTEXT_WINDOW
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/tokenize", self._tokenize, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(
@@ -58,6 +81,19 @@ class ScriptedUpstream:
         self.script.clear()
         self.requests.clear()
         self.streams_closed = 0
+        self.tokenized.clear()
+        self.tokenizer = True
+        self.context_window = CONTEXT_WINDOW
+
+    async def _tokenize(self, request: Request) -> Response:
+        if not self.tokenizer:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = orjson.loads(await request.body())
+        self.tokenized.append(body)
+        count = prompt_tokens(body)
+        return JSONResponse(
+            {"count": count, "max_model_len": self.context_window, "tokens": list(range(count))}
+        )
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse(
@@ -98,11 +134,29 @@ class ScriptedUpstream:
 
     async def _stream(self, body: dict[str, Any], reply: Reply) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            if body.get("logprobs") and delta.get("content"):
+                top = body.get("top_logprobs") or 0
+                token = delta["content"]
+                alternatives = [
+                    {"token": f"alt{n}", "logprob": -2.0 - n, "bytes": list(f"alt{n}".encode())}
+                    for n in range(top)
+                ]
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": token,
+                            "logprob": -0.5,
+                            "bytes": list(token.encode()),
+                            "top_logprobs": alternatives,
+                        }
+                    ]
+                }
             data = {
                 "id": "chatcmpl-1",
                 "object": "chat.completion.chunk",
                 "model": body["model"],
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [choice],
             }
             return b"data: " + orjson.dumps(data) + b"\n\n"
 

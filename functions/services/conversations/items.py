@@ -30,7 +30,7 @@ ITEM_PREFIXES = {
     "mcp_call": "mcp_",
 }
 WEB_ACTIONS = ("search", "open_page", "find_in_page")
-# Includable values we accept (and, having nothing extra to attach, ignore).
+# The `include` values OpenAI documents (Responses and Conversations).
 INCLUDABLE = frozenset(
     {
         "web_search_call.action.sources",
@@ -43,6 +43,12 @@ INCLUDABLE = frozenset(
         "reasoning.encrypted_content",
     }
 )
+LOGPROBS = "message.output_text.logprobs"
+# The values we honour: the output text's log probabilities (a response asks the model
+# server for them; stored items keep them), and input images' URLs (kept with every input
+# item anyway). The others need what a self-hosted model does not have (encrypted
+# reasoning, OpenAI's hosted tools' results): asking for one is a 400, not a silent drop.
+SUPPORTED_INCLUDES = frozenset({LOGPROBS, "message.input_image.image_url"})
 _TEXT_PARTS = ("input_text", "output_text")
 _WHITESPACE = re.compile(r"\s+")
 
@@ -241,8 +247,17 @@ def validate_metadata(raw: Any, *, param: str = "metadata") -> dict[str, str]:
     return dict(raw)
 
 
-def include_param(values: list[str], *, param: str = "include") -> list[str]:
+def include_param(values: list[str], *, param: str = "include") -> tuple[str, ...]:
+    """The ``include`` values asked for (in a body or a query), each one we honour: a value
+    OpenAI documents that we cannot honour is a 400 naming it, as is an unknown one."""
     for value in values:
         if value not in INCLUDABLE:
             raise InvalidRequest(f"Unknown '{param}' value {value!r}.", param=param)
-    return values
+        if value not in SUPPORTED_INCLUDES:
+            raise InvalidRequest(
+                f"'{param}' value {value!r} is not supported by this server; it supports "
+                + ", ".join(repr(v) for v in sorted(SUPPORTED_INCLUDES))
+                + ".",
+                param=param,
+            )
+    return tuple(dict.fromkeys(values))

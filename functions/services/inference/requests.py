@@ -30,6 +30,20 @@ PATHS = {
     "rerank": "/rerank",
     "score": "/score",
 }
+# vLLM's tokenizer (llama.cpp's and our predictor's take its shape too): served at the
+# model server's root, not under its OpenAI base URL (``upstream_url``).
+TOKENIZE_PATH = "/tokenize"
+
+
+def upstream_url(base_url: str, path: str) -> str:
+    """Where a call to ``path`` goes on an endpoint: under its base URL, except the
+    tokenizer, at the base URL less its trailing ``/v1`` (``http://vllm:8000/v1`` →
+    ``http://vllm:8000/tokenize``; the predictor's ``…/openai/v1`` → ``…/openai/tokenize``)."""
+    if path == TOKENIZE_PATH:
+        base_url = base_url.rstrip("/").removesuffix("/v1")
+    return base_url + path
+
+
 _REQUIRED = {
     "chat.completions": "messages",
     "completions": "prompt",

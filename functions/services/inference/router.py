@@ -32,6 +32,7 @@ a stream's first event by the same, and an error answer's body is read up to
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -51,6 +52,7 @@ from functions.services.inference import failures, metrics
 from functions.services.inference.bodies import OpenBody, Upload
 from functions.services.inference.catalog import ModelRoute
 from functions.services.inference.health import Endpoint, HealthBook
+from functions.services.inference.requests import upstream_url
 from functions.services.inference.sse import MAX_EVENT_BYTES, EventSplitter, has_data
 from functions.services.inference.waking import Waking
 
@@ -247,10 +249,21 @@ class Router:
 
     # --- calling ----------------------------------------------------------------------
     async def send(
-        self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
+        self,
+        route: ModelRoute,
+        path: str,
+        body: bytes,
+        *,
+        affinity: str | None = None,
+        timed: bool = True,
     ) -> Reply:
-        """A non-streamed call with failover; raises the classified APIError."""
-        return await self._with_failover(self._reply_attempt, route, path, body, affinity)
+        """A non-streamed call with failover; raises the classified APIError. ``timed``
+        false: the answer's time says nothing of the model's speed (a tokenizer's), so
+        it stays out of the slow-endpoint detection's samples."""
+        attempt = (
+            self._reply_attempt if timed else functools.partial(self._reply_attempt, timed=False)
+        )
+        return await self._with_failover(attempt, route, path, body, affinity)
 
     async def open_stream(
         self, route: ModelRoute, path: str, body: bytes, *, affinity: str | None = None
@@ -325,7 +338,9 @@ class Router:
                 ep.outstanding += 1
                 ep.used_at = time.time()
                 try:
-                    result = await attempt(route, ep, ep.base_url + path, body, headers)
+                    result = await attempt(
+                        route, ep, upstream_url(ep.base_url, path), body, headers
+                    )
                 except Exception as exc:
                     result = failures.from_exception(exc)
                 except BaseException:  # cancelled: the caller is gone, nothing to classify
@@ -351,7 +366,14 @@ class Router:
         raise self._final(route, last)
 
     async def _reply_attempt(
-        self, route: ModelRoute, ep: Endpoint, url: str, body: Body, headers: dict[str, str]
+        self,
+        route: ModelRoute,
+        ep: Endpoint,
+        url: str,
+        body: Body,
+        headers: dict[str, str],
+        *,
+        timed: bool = True,
     ) -> Reply | failures.Failure:
         assert isinstance(body, bytes)
         sent_at = time.perf_counter()
@@ -370,7 +392,8 @@ class Router:
             data = await read_all(resp, self.max_reply_bytes)
         ep.outstanding -= 1
         self.health.succeeded(ep)
-        self.health.answered(ep, first_byte, route.endpoints)
+        if timed:
+            self.health.answered(ep, first_byte, route.endpoints)
         metrics.count_request(route.model, route.labels[ep], metrics.OK)
         return Reply(ep, status, data)
 

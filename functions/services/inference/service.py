@@ -35,6 +35,7 @@ from functions.services.inference.health import (
 from functions.services.inference.requests import (
     ENGINE_FIELD_OPERATIONS,
     PATHS,
+    TOKENIZE_PATH,
     session_key,
     usage_of,
 )
@@ -183,6 +184,23 @@ class Inference(Component):
             else:
                 named.pop(alias, None)  # the alias shadows a model of its name
         return sorted(named.items())
+
+    async def tokenize(self, principal: Principal, body: dict[str, Any]) -> TokenCount | None:
+        """How many tokens a chat request's prompt is, from the model's own tokenizer:
+        ``body`` (``model``, ``messages``, ``tools``) goes to the model server's
+        ``/tokenize`` in vLLM's shape, with failover. None when no endpoint answers with
+        a count (a server without a tokenizer, a hosted API): the caller estimates. The
+        model must be one the principal may use (404 otherwise); a count is no model call,
+        so it takes nothing from rate limits and leaves no line in the usage ledger."""
+        route = await self.route_for(principal, body.get("model"))
+        request = {**body, "model": route.model, "add_generation_prompt": True}
+        try:
+            raw = orjson.dumps(request)
+            reply = await self.router.send(route, TOKENIZE_PATH, raw, timed=False)
+        except errors.APIError as exc:
+            log.info("no tokenizer", extra={"model": route.model, "status": exc.status})
+            return None
+        return TokenCount.of(reply.body)
 
     @overload
     async def call(
@@ -411,6 +429,35 @@ def engine_fields(
     if options.prompt_cache_key and affinity is not None and "prompt_cache_key" not in body:
         fields["prompt_cache_key"] = affinity
     return fields
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A model server's count of a prompt's tokens, and its context window where it says
+    (vLLM's ``max_model_len``)."""
+
+    tokens: int
+    context_window: int | None
+
+    @classmethod
+    def of(cls, body: bytes) -> TokenCount | None:
+        """vLLM's answer (``count``, ``max_model_len``), or llama.cpp's (``tokens``)."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        count, tokens = _count(data.get("count")), data.get("tokens")
+        if count is None and isinstance(tokens, list):
+            count = len(tokens)
+        if count is None:
+            return None
+        return cls(count, _count(data.get("max_model_len")) or None)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
