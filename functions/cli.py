@@ -102,13 +102,9 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
         )
         return 0
-    import func_python.http
+    from functions.entry import serve
 
-    def constructor() -> object:
-        return function
-
-    constructor.__name__ = "new"  # func-python recognises a constructor by this name
-    func_python.http.serve(constructor)
+    serve(function, listen)
     return 0
 
 

@@ -12,17 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import MutableMapping
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+import func_python.http
+import func_python.sock
+import hypercorn.asyncio
+import hypercorn.config
+from starlette.types import Message, Receive, Scope, Send
 
 from functions.app import create_app
 from functions.common import errors, local, logs
 from functions.common.middleware import RequestContext
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings, load_settings
+from functions.common.shutdown import CUT_SECONDS, Shutdown, shutting_down
 from functions.ops import needs_database
+from functions.services.inference.sse import DONE_EVENT, error_event
 
 log = logging.getLogger(__name__)
 OPEN_WAIT_SECONDS = 10.0
@@ -49,6 +56,8 @@ class Function:
         return True, "OK"
 
     def ready(self) -> tuple[bool, str]:
+        if self.runtime.shutdown.draining:
+            return False, "draining"
         return self.runtime.ready, self.runtime.ready_message
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,6 +77,23 @@ class Function:
                 body_timeout_seconds=settings.jan_body_timeout_seconds,
             )(scope, receive, send)
             return
+        if scope["type"] != "http":
+            await self._serve(scope, receive, send)
+            return
+        shutdown = self.runtime.shutdown
+        reply = _Reply(send, shutdown)
+        with shutdown.track():
+            try:
+                await self._serve(scope, receive, reply)
+            except asyncio.CancelledError:
+                if not shutdown.was_cut():
+                    raise
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+                await reply.cut()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
         except Exception:
@@ -107,11 +133,113 @@ class Function:
                 return
 
 
+class _Reply:
+    """The server's ``send``, watched for the shutdown: while draining, every response
+    says ``Connection: close`` (its client moves to another instance rather than meet
+    this connection closed under it); when the cut ends the request, ``cut()`` answers
+    it with a 503, or ends a stream already started with an error event and ``[DONE]``
+    (the chat relay ends its own streams; see ``functions.common.shutdown``)."""
+
+    __slots__ = ("_send", "ended", "shutdown", "started", "streaming")
+
+    def __init__(self, send: Send, shutdown: Shutdown) -> None:
+        self._send = send
+        self.shutdown = shutdown
+        self.started = self.ended = self.streaming = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            headers = message.get("headers", [])
+            self.streaming = any(
+                k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                for k, v in headers
+            )
+            if self.shutdown.draining:
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+    async def cut(self) -> None:
+        error = shutting_down()
+        try:
+            if not self.started:
+                response = errors.error_response(error)
+                await self.__call__(
+                    {
+                        "type": "http.response.start",
+                        "status": error.status,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await self.__call__({"type": "http.response.body", "body": response.body})
+            elif not self.ended:
+                body = error_event(error.body()) + DONE_EVENT if self.streaming else b""
+                await self.__call__({"type": "http.response.body", "body": body})
+        except OSError:  # the client is gone too
+            pass
+
+
 async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
     raise errors.ServiceUnavailable(
         "The server is starting or its database is not available; retry shortly.",
         headers={"Retry-After": "2"},
     )
+
+
+def listening_sockets(listen: str) -> list[socket.socket]:
+    """Bound sockets for a ``LISTEN_ADDRESS`` list, as func-python binds them (IPv6 ones
+    IPv6-only; an unspecified IPv6 address brings the IPv4 one) plus ``SO_REUSEPORT``: a
+    second ``jan-server serve`` on the same port shares it, so one process can replace
+    another with no refused connection (the old one drains, then closes; see
+    ``functions.common.shutdown``)."""
+    addresses = [a.strip() for a in listen.split(",") if a.strip()]
+    func_python.sock.fixup_ipv4_unspecified(addresses)
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if "[" in host:
+                if not socket.has_dualstack_ipv6():
+                    log.warning("IPv6 not available: not listening", extra={"address": address})
+                    continue
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host.strip("[]"), int(port)))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"nothing to listen on in {listen!r}")
+    return sockets
+
+
+def serve(function: Function, listen: str) -> None:
+    """Serve ``function`` on hypercorn through func-python's ASGI application (its
+    ``/health/*`` routes and lifespan, as Knative Functions run it), with the graceful
+    shutdown of ``functions.common.shutdown`` in place of hypercorn's (which closes the
+    listener at the signal and cancels what still runs 3 s later)."""
+    sockets = listening_sockets(listen)
+    shutdown = function.runtime.shutdown
+    config = hypercorn.config.Config()
+    config.bind = [f"fd://{sock.detach()}" for sock in sockets]
+    config.graceful_timeout = shutdown.grace_seconds + CUT_SECONDS
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+
+    async def run() -> None:
+        shutdown.install(asyncio.get_running_loop())
+        app = func_python.http.ASGIApplication(function)
+        await hypercorn.asyncio.serve(app, config, shutdown_trigger=shutdown.closing)
+
+    asyncio.run(run())
 
 
 def listen_on_knative_port(environ: MutableMapping[str, str]) -> None:

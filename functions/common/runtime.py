@@ -24,6 +24,7 @@ import asyncpg
 from functions.common import migrate
 from functions.common.db import AnyConnection, Database
 from functions.common.settings import Settings
+from functions.common.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class Component:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.shutdown = Shutdown(
+            settings.jan_shutdown_drain_seconds, settings.jan_shutdown_grace_seconds
+        )
         self._db: Database | None = None
         self.ready = False
         self.ready_message = "starting"

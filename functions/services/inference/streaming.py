@@ -4,7 +4,8 @@ The relay runs in the request's own task; a small watcher task waits for the cli
 ``http.disconnect`` and cancels it, which closes the upstream response and so stops the
 generation there. A stream the upstream has already finished (its ``[DONE]`` came with
 the first read) has nothing left to stop and goes out without a watcher, as one body
-with its Content-Length. A failure after
+with its Content-Length. A stream the shutdown cuts (``functions.common.shutdown``) ends
+with an error event and ``[DONE]`` and is recorded with 503. A failure after
 the first byte becomes an error event (``data: {"error": …}``, which the OpenAI SDKs
 raise on) and a clean end of the stream. The last bytes travel with ``more_body: False``
 rather than in a message of their own.
@@ -24,14 +25,16 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from functions.common.shutdown import Shutdown, shutting_down
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
 from functions.services.inference.router import OpenStream, StreamBroken
-from functions.services.inference.sse import StreamTally, error_event
+from functions.services.inference.sse import DONE_EVENT, StreamTally, error_event
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
+SERVER_CUT = 503  # the server ended the stream (shutdown), kept in the usage ledger
 
 _HEADERS = (
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -79,6 +82,11 @@ class StreamOutcome:
         self.failure = failure
         self.status = failure.error.status
         return failure
+
+    def cut(self) -> None:
+        """The server ended the stream (a shutdown's cut): 503, not the client's 499; the
+        upstream is closed as if the client had left (its health hears nothing)."""
+        self.status = SERVER_CUT
 
     def finish(self) -> None:
         """Close the upstream and write the ledger entry (again: nothing)."""
@@ -141,8 +149,10 @@ class SSERelay(Response):
         finish: Finish,
         headers: list[tuple[bytes, bytes]] | None = None,
         complete: Callable[[], Awaitable[None]] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
+        self.shutdown = shutdown
         self.status_code = 200
         self.background = None
         self.stream = stream
@@ -187,6 +197,16 @@ class SSERelay(Response):
                 outcome.ended()
             except StreamBroken as broken:
                 outcome.broke(broken.failure)
+            except asyncio.CancelledError:
+                if self.shutdown is None or not self.shutdown.was_cut():
+                    raise  # the client left (499), or not ours to end
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+                outcome.cut()
+                cut = error_event(shutting_down().body()) + DONE_EVENT
+                await send({"type": "http.response.body", "body": cut, "more_body": False})
+                return
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
             elif self.complete is not None and outcome.status == 200:
