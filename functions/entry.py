@@ -20,16 +20,15 @@ import func_python.http
 import func_python.sock
 import hypercorn.asyncio
 import hypercorn.config
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from functions.app import create_app
 from functions.common import errors, local, logs
 from functions.common.middleware import RequestContext
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings, load_settings
-from functions.common.shutdown import CUT_SECONDS, Shutdown, shutting_down
+from functions.common.shutdown import CUT_SECONDS
 from functions.ops import needs_database
-from functions.services.inference.sse import DONE_EVENT, error_event
 
 log = logging.getLogger(__name__)
 OPEN_WAIT_SECONDS = 10.0
@@ -77,23 +76,6 @@ class Function:
                 body_timeout_seconds=settings.jan_body_timeout_seconds,
             )(scope, receive, send)
             return
-        if scope["type"] != "http":
-            await self._serve(scope, receive, send)
-            return
-        shutdown = self.runtime.shutdown
-        reply = _Reply(send, shutdown)
-        with shutdown.track():
-            try:
-                await self._serve(scope, receive, reply)
-            except asyncio.CancelledError:
-                if not shutdown.was_cut():
-                    raise
-                task = asyncio.current_task()
-                assert task is not None
-                task.uncancel()
-                await reply.cut()
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
         except Exception:
@@ -131,54 +113,6 @@ class Function:
                 await self.runtime.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-class _Reply:
-    """The server's ``send``, watched for the shutdown: while draining, every response
-    says ``Connection: close`` (its client moves to another instance rather than meet
-    this connection closed under it); when the cut ends the request, ``cut()`` answers
-    it with a 503, or ends a stream already started with an error event and ``[DONE]``
-    (the chat relay ends its own streams; see ``functions.common.shutdown``)."""
-
-    __slots__ = ("_send", "ended", "shutdown", "started", "streaming")
-
-    def __init__(self, send: Send, shutdown: Shutdown) -> None:
-        self._send = send
-        self.shutdown = shutdown
-        self.started = self.ended = self.streaming = False
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            headers = message.get("headers", [])
-            self.streaming = any(
-                k.lower() == b"content-type" and v.startswith(b"text/event-stream")
-                for k, v in headers
-            )
-            if self.shutdown.draining:
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-        elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.ended = True
-        await self._send(message)
-
-    async def cut(self) -> None:
-        error = shutting_down()
-        try:
-            if not self.started:
-                response = errors.error_response(error)
-                await self.__call__(
-                    {
-                        "type": "http.response.start",
-                        "status": error.status,
-                        "headers": response.raw_headers,
-                    }
-                )
-                await self.__call__({"type": "http.response.body", "body": response.body})
-            elif not self.ended:
-                body = error_event(error.body()) + DONE_EVENT if self.streaming else b""
-                await self.__call__({"type": "http.response.body", "body": body})
-        except OSError:  # the client is gone too
-            pass
 
 
 async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,8 +170,21 @@ def serve(function: Function, listen: str) -> None:
 
     async def run() -> None:
         shutdown.install(asyncio.get_running_loop())
-        app = func_python.http.ASGIApplication(function)
-        await hypercorn.asyncio.serve(app, config, shutdown_trigger=shutdown.closing)
+        served = func_python.http.ASGIApplication(function)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            # The lifespan is the function's own: an awaited close on this loop (usage
+            # records written after the last request), not func-python's synchronous stop.
+            if scope["type"] == "lifespan":
+                await function.handle(scope, receive, send)
+            else:
+                await served(scope, receive, send)
+
+        await hypercorn.asyncio.serve(
+            app,  # type: ignore[arg-type]  # Starlette's ASGI types, not hypercorn's
+            config,
+            shutdown_trigger=shutdown.closing,
+        )
 
     asyncio.run(run())
 

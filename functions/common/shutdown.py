@@ -16,8 +16,10 @@ On SIGTERM (``jan-server serve``, ``functions.server``):
 
 A second SIGTERM or SIGINT skips what is left of the drain, then of the grace; a first
 SIGINT (Ctrl-C at a terminal) starts at *close*. ``Shutdown`` is the one state of this:
-the runtime owns it, readiness reads ``draining``, the request path registers its task
-with ``track()`` and asks ``was_cut()`` when it is cancelled.
+the runtime owns it, readiness reads ``draining``, the request middleware
+(``RequestContext``) registers each request's task (``enter``/``leave``), answers a cut
+request and ends a cut stream; the chat relays, which record usage, ask ``was_cut()``
+when they are cancelled.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+
+import orjson
 
 from functions.common import errors
 
@@ -38,11 +41,17 @@ CUT_SECONDS = 5.0
 
 
 def shutting_down() -> errors.ServiceUnavailable:
-    """The error a request or stream cut at shutdown ends with."""
+    """The error a request cut at shutdown ends with."""
     return errors.ServiceUnavailable(
         "The server is shutting down and ended this request; retry it.",
         headers={"Retry-After": "1"},
     )
+
+
+def cut_stream_end() -> bytes:
+    """The last bytes of an event stream cut at shutdown: the error in OpenAI's shape (the
+    SDKs raise on ``{"error": …}``), then ``[DONE]``."""
+    return b"data: " + orjson.dumps(shutting_down().body()) + b"\n\ndata: [DONE]\n\n"
 
 
 class Shutdown:
@@ -61,17 +70,16 @@ class Shutdown:
         self._grace_task: asyncio.Task[None] | None = None
 
     # --- the request path ------------------------------------------------------------
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        """Register the current task as in-flight work that a cut cancels."""
+    def enter(self) -> asyncio.Task[object] | None:
+        """Register the current task as in-flight work that a cut cancels; hand the
+        result to ``leave`` when it is done."""
         task = asyncio.current_task()
-        if task is None or self.cutting:
-            yield
-            return
-        self._tasks.add(task)
-        try:
-            yield
-        finally:
+        if task is not None:
+            self._tasks.add(task)
+        return task
+
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
             self._tasks.discard(task)
             self._cut.discard(task)
 

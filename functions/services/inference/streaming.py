@@ -25,12 +25,12 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from functions.common.shutdown import Shutdown, shutting_down
+from functions.common.shutdown import Shutdown, cut_stream_end
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
 from functions.services.inference.router import OpenStream, StreamBroken
-from functions.services.inference.sse import DONE_EVENT, StreamTally, error_event
+from functions.services.inference.sse import StreamTally, error_event
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
@@ -204,8 +204,8 @@ class SSERelay(Response):
                 assert task is not None
                 task.uncancel()
                 outcome.cut()
-                cut = error_event(shutting_down().body()) + DONE_EVENT
-                await send({"type": "http.response.body", "body": cut, "more_body": False})
+                end = cut_stream_end()
+                await send({"type": "http.response.body", "body": end, "more_body": False})
                 return
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
@@ -224,8 +224,13 @@ class BodyRelay(Response):
     body there (the ledger says 502): there is no error event to send in audio."""
 
     def __init__(
-        self, body: OpenBody, finish: Finish, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: OpenBody,
+        finish: Finish,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
+        self.shutdown = shutdown
         self.status_code = body.status
         self.background = None
         self.answer = body
@@ -253,6 +258,10 @@ class BodyRelay(Response):
                         kept.append(chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             status = body.failure.error.status if body.failure else 200
+        except asyncio.CancelledError:
+            if self.shutdown is not None and self.shutdown.was_cut():
+                status = SERVER_CUT  # the middleware ends the body
+            raise
         finally:
             body.close(ok=status == 200)
             usage = usage_of(b"".join(kept)) if kept and status == 200 else None
