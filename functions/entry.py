@@ -10,16 +10,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import os
 import socket
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import func_python.http
 import func_python.sock
 import hypercorn.asyncio
 import hypercorn.config
+import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from functions.app import create_app
@@ -27,7 +30,7 @@ from functions.common import errors, local, logs
 from functions.common.middleware import RequestContext
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings, load_settings
-from functions.common.shutdown import CUT_SECONDS
+from functions.common.shutdown import CUT_SECONDS, Shutdown
 from functions.ops import needs_database
 
 log = logging.getLogger(__name__)
@@ -155,38 +158,69 @@ def listening_sockets(listen: str) -> list[socket.socket]:
     return sockets
 
 
-def serve(function: Function, listen: str) -> None:
-    """Serve ``function`` on hypercorn through func-python's ASGI application (its
-    ``/health/*`` routes and lifespan, as Knative Functions run it), with the graceful
-    shutdown of ``functions.common.shutdown`` in place of hypercorn's (which closes the
-    listener at the signal and cancels what still runs 3 s later)."""
+def serve(function: Function, listen: str, server: str = "hypercorn") -> None:
+    """Serve ``function`` on ``listen`` with the graceful shutdown of
+    ``functions.common.shutdown`` in place of the server's own (hypercorn's closes the
+    listener at the signal and cancels what still runs 3 s later): on hypercorn through
+    func-python's ASGI application (its ``/health/*`` routes, as Knative Functions run
+    it), or on uvicorn. The lifespan is the function's own either way: an awaited close on
+    the serving loop, not func-python's synchronous ``stop``."""
     sockets = listening_sockets(listen)
     shutdown = function.runtime.shutdown
+    run = _on_uvicorn if server == "uvicorn" else _on_hypercorn
+    asyncio.run(run(function, sockets, shutdown))
+
+
+async def _on_hypercorn(
+    function: Function, sockets: list[socket.socket], shutdown: Shutdown
+) -> None:
     config = hypercorn.config.Config()
     config.bind = [f"fd://{sock.detach()}" for sock in sockets]
     config.graceful_timeout = shutdown.grace_seconds + CUT_SECONDS
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    shutdown.install(asyncio.get_running_loop())
+    served = func_python.http.ASGIApplication(function)
 
-    async def run() -> None:
-        shutdown.install(asyncio.get_running_loop())
-        served = func_python.http.ASGIApplication(function)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await function.handle(scope, receive, send)
+        else:
+            await served(scope, receive, send)
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            # The lifespan is the function's own: an awaited close on this loop (usage
-            # records written after the last request), not func-python's synchronous stop.
-            if scope["type"] == "lifespan":
-                await function.handle(scope, receive, send)
-            else:
-                await served(scope, receive, send)
+    await hypercorn.asyncio.serve(
+        app,  # type: ignore[arg-type]  # Starlette's ASGI types, not hypercorn's
+        config,
+        shutdown_trigger=shutdown.closing,
+    )
 
-        await hypercorn.asyncio.serve(
-            app,  # type: ignore[arg-type]  # Starlette's ASGI types, not hypercorn's
-            config,
-            shutdown_trigger=shutdown.closing,
-        )
 
-    asyncio.run(run())
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, with the signals left to ``Shutdown`` (it would take them over, then raise
+    them again on its way out)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _on_uvicorn(function: Function, sockets: list[socket.socket], shutdown: Shutdown) -> None:
+    config = uvicorn.Config(
+        function.handle,
+        interface="asgi3",  # a bound method looks like an ASGI2 app to uvicorn's sniffing
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(shutdown.grace_seconds + CUT_SECONDS),
+    )
+    server = _Uvicorn(config)
+    loop = asyncio.get_running_loop()
+    shutdown.install(loop)
+    serving = loop.create_task(server.serve(sockets))
+    closing = loop.create_task(shutdown.closing())
+    await asyncio.wait((serving, closing), return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True  # it closes the listeners, then waits for what runs
+    closing.cancel()
+    await serving
 
 
 def listen_on_knative_port(environ: MutableMapping[str, str]) -> None:

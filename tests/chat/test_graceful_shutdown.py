@@ -1,10 +1,12 @@
 """Graceful shutdown (``functions.common.shutdown``): two real ``jan-server serve chat``
-processes share one port through ``SO_REUSEPORT`` while clients keep sending plain and
-streamed chat completions through it; one of them gets SIGTERM. Its readiness says
-"draining" while it still serves, then it closes and finishes what it has; two streams
-too long for its grace are cut with an error event and ``[DONE]`` and recorded in the
-usage ledger with 503. No client meets a refused or reset connection, every stream ends
-with ``[DONE]``, and the stopped process logs no traceback and no error."""
+processes (hypercorn, then uvicorn) share one port through ``SO_REUSEPORT`` while clients
+keep sending plain and streamed chat completions through it; one of them gets SIGTERM.
+Its readiness says "draining" while it still serves (each answer with ``Connection:
+close``), then it closes and finishes what it has; two streams and a plain request too
+long for its grace are cut — the streams with an error event and ``[DONE]``, the request
+with the 503 envelope — and recorded in the usage ledger with 503. No client meets a
+refused or reset connection, every stream ends with ``[DONE]``, and the stopped process
+logs no traceback and no error."""
 
 from __future__ import annotations
 
@@ -86,12 +88,12 @@ def _environment(dsn: str, upstream: str) -> dict[str, str]:
     return env
 
 
-async def start(env: dict[str, str], shared: int, log: Path) -> Instance:
+async def start(env: dict[str, str], shared: int, log: Path, server: str) -> Instance:
     """A ``jan-server serve chat`` on the shared port and one of its own, once ready."""
     own = free_port()
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "functions", "serve", "chat",
+            sys.executable, "-m", "functions", "serve", "chat", "--server", server,
             "--listen", f"127.0.0.1:{shared},127.0.0.1:{own}",
             env=env, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
@@ -162,8 +164,9 @@ def events(text: str) -> list[str]:
     return [e for e in text.split("\n\n") if e]
 
 
+@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
 async def test_a_restart_under_load_refuses_nothing_and_ends_every_stream(
-    database_dsn: str, fake: FakeUpstream, tmp_path: Path
+    server: str, database_dsn: str, fake: FakeUpstream, tmp_path: Path
 ) -> None:
     env = _environment(database_dsn, fake.base_url)
     shared = free_port()
@@ -175,7 +178,7 @@ async def test_a_restart_under_load_refuses_nothing_and_ends_every_stream(
     finally:
         await runtime.close()
 
-    old = await start(env, shared, tmp_path / "old.log")
+    old = await start(env, shared, tmp_path / "old.log", server)
     done = asyncio.Event()
     load, cut, stuck = Load(), Load(), Load()
     tasks: list[asyncio.Task[None]] = []
@@ -189,7 +192,7 @@ async def test_a_restart_under_load_refuses_nothing_and_ends_every_stream(
         tasks.append(asyncio.create_task(plain(url, key, stuck, done, model="stuck", once=True)))
         while fake.calls < 3:
             await asyncio.sleep(0.05)
-        new = await start(env, shared, tmp_path / "new.log")
+        new = await start(env, shared, tmp_path / "new.log", server)
         try:
             tasks += [
                 asyncio.create_task((plain if n % 2 else streamed)(url, key, load, done))
