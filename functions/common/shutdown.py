@@ -66,7 +66,7 @@ class Shutdown:
         self._cut: set[asyncio.Task[object]] = set()
         self._signals = 0
         self._interactive = False
-        self._next: asyncio.Event | None = None
+        self._next = asyncio.Event()  # set by each signal; bound to a loop at first wait
         self._grace_task: asyncio.Task[None] | None = None
 
     # --- the request path ------------------------------------------------------------
@@ -101,7 +101,6 @@ class Shutdown:
     # --- the server ------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Handle SIGTERM and SIGINT on ``loop`` (the serving loop)."""
-        self._next = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, self.signalled, False)
         loop.add_signal_handler(signal.SIGINT, self.signalled, True)
 
@@ -111,13 +110,11 @@ class Shutdown:
         if self._signals == 1:
             self._interactive = interactive
             self.draining = True
-        if self._next is not None:
-            self._next.set()
+        self._next.set()
 
     async def closing(self) -> None:
         """Return when the listener should close (the server's shutdown trigger), then
         start the grace, after which ``cut()`` runs."""
-        assert self._next is not None, "install() first"
         await self._next.wait()
         self._next.clear()
         if not self._interactive and self.drain_seconds > 0 and self._signals == 1:
@@ -132,7 +129,6 @@ class Shutdown:
 
     async def _step(self, seconds: float) -> None:
         """Wait ``seconds``, or less if another signal comes."""
-        assert self._next is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._next.wait(), seconds)
         self._next.clear()
