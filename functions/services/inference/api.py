@@ -65,8 +65,8 @@ async def stream_chat_completion(
     )
     assert isinstance(call, ModelStream)
     opened = call.stream
-    with StreamOutcome(opened, StreamTally(keep_usage_chunk=True), call.entry.write) as outcome:
-        tally = outcome.tally
+    tally = StreamTally(keep_usage_chunk=True)
+    with StreamOutcome(opened, tally, call.entry.write, svc.runtime.shutdown) as outcome:
         try:
             async for payload in _payloads(opened):
                 if payload == DONE:

@@ -49,16 +49,24 @@ class StreamOutcome:
     """How one upstream stream ended, and the one place that records it.
 
     Made once the stream's first event is in; the reader says what happened (``ended``,
-    ``broke``; nothing if the client left: 499), then ``finish()`` (or leaving the
-    ``with`` block) closes the upstream (its health and metrics hear the outcome) and
-    calls ``record(status, usage)``, the usage ledger, exactly once. ``tally`` holds the
+    ``broke``, ``cut``; nothing if the client left: 499, or if the shutdown's cut cancelled
+    it: 503), then ``finish()`` (or leaving the ``with`` block) closes the upstream (its
+    health and metrics hear the outcome) and calls ``record(status, usage)``, the usage
+    ledger, exactly once. ``tally`` holds the
     usage; ``tally.error`` (an error event of the upstream's own) makes an otherwise
     complete stream a 502."""
 
-    __slots__ = ("_record", "failure", "status", "stream", "tally")
+    __slots__ = ("_record", "failure", "shutdown", "status", "stream", "tally")
 
-    def __init__(self, stream: OpenStream, tally: StreamTally, record: Finish) -> None:
+    def __init__(
+        self,
+        stream: OpenStream,
+        tally: StreamTally,
+        record: Finish,
+        shutdown: Shutdown | None = None,
+    ) -> None:
         self.stream = stream
+        self.shutdown = shutdown  # a reader cancelled by its cut: 503 (see ``cut``)
         self.tally = tally
         self.status = CLIENT_CLOSED
         self.failure: failures.Failure | None = None  # set when the stream broke
@@ -103,7 +111,9 @@ class StreamOutcome:
     def __enter__(self) -> StreamOutcome:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        if kind is asyncio.CancelledError and self.shutdown is not None and self.shutdown.was_cut():
+            self.cut()
         self.finish()
 
 
@@ -170,7 +180,7 @@ class SSERelay(Response):
 
     async def _relay(self, send: Send, first: bytes) -> None:
         tally = self.tally
-        with StreamOutcome(self.stream, tally, self.finish) as outcome:
+        with StreamOutcome(self.stream, tally, self.finish, self.shutdown) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
             headers = [*_HEADERS, *self._extra]
             if tally.done:
