@@ -22,7 +22,6 @@ import func_python.http
 import func_python.sock
 import hypercorn.asyncio
 import hypercorn.config
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from functions.app import create_app
@@ -195,16 +194,17 @@ async def _on_hypercorn(
     )
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn, with the signals left to ``Shutdown`` (it would take them over, then raise
-    them again on its way out)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def _on_uvicorn(function: Function, sockets: list[socket.socket], shutdown: Shutdown) -> None:
+    import uvicorn  # only here: every cold start would pay for its import
+
+    class Uvicorn(uvicorn.Server):
+        """uvicorn, with the signals left to ``Shutdown`` (it would take them over, then
+        raise them again on its way out)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     config = uvicorn.Config(
         function.handle,
         interface="asgi3",  # a bound method looks like an ASGI2 app to uvicorn's sniffing
@@ -212,7 +212,7 @@ async def _on_uvicorn(function: Function, sockets: list[socket.socket], shutdown
         access_log=False,
         timeout_graceful_shutdown=math.ceil(shutdown.grace_seconds + CUT_SECONDS),
     )
-    server = _Uvicorn(config)
+    server = Uvicorn(config)
     loop = asyncio.get_running_loop()
     shutdown.install(loop)
     serving = loop.create_task(server.serve(sockets))
