@@ -140,10 +140,13 @@ def listening_sockets(listen: str) -> list[socket.socket]:
                 if not socket.has_dualstack_ipv6():
                     log.warning("IPv6 not available: not listening", extra={"address": address})
                     continue
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             else:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on the
+            # connections of a socket that says so, and without it every small response
+            # waits for the client's delayed ACK (40 ms).
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -78,6 +78,9 @@ def test_two_processes_can_listen_on_one_port() -> None:
         for sock in (*first, *second):
             assert sock.getsockname() == ("127.0.0.1", port)
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            # Named TCP, so that asyncio turns Nagle off on its connections (else a small
+            # response waits 40 ms for the client's delayed ACK).
+            assert sock.proto == socket.IPPROTO_TCP
     finally:
         for sock in (*first, *second):
             sock.close()
