@@ -1,6 +1,7 @@
 """Graceful shutdown: drain, close, finish, cut.
 
-On SIGTERM (``jan-server serve``, ``functions.server``):
+On SIGTERM (``jan-server serve``: ``functions.entry.serve`` installs the handlers and
+gives ``closing`` to the server as the moment to close its listener):
 
 1. **drain** — readiness (``/readyz``, ``/health/readiness``) answers 503 ``draining``
    for ``JAN_SHUTDOWN_DRAIN_SECONDS`` while the listener still accepts and serves, so a
@@ -18,8 +19,8 @@ A second SIGTERM or SIGINT skips what is left of the drain, then of the grace; a
 SIGINT (Ctrl-C at a terminal) starts at *close*. ``Shutdown`` is the one state of this:
 the runtime owns it, readiness reads ``draining``, the request middleware
 (``RequestContext``) registers each request's task (``enter``/``leave``), answers a cut
-request and ends a cut stream; the chat relays, which record usage, ask ``was_cut()``
-when they are cancelled.
+request and ends a cut stream; the readers of model streams, which record usage, and
+the inference service ask ``was_cut()`` when they are cancelled (503 in the ledger).
 """
 
 from __future__ import annotations
