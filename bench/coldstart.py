@@ -259,6 +259,7 @@ def server_env(setup: Setup, tree: Path, port: int) -> dict[str, str]:
             "JAN_INFERENCE_MODEL_URL": setup.upstream,
             "JAN_DATA_DIR": str(setup.work / "data"),
             "JAN_MIGRATE_ON_START": "false",
+            "JAN_SHUTDOWN_DRAIN_SECONDS": "0",  # stopped with SIGTERM: no drain
             "JAN_LOG_LEVEL": setup.log_level,
             "LISTEN_ADDRESS": f"127.0.0.1:{port}",
         }

@@ -254,6 +254,7 @@ def start_gateway(
         "LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "JAN_LOG_LEVEL": "WARNING",
         "JAN_MIGRATE_ON_START": "false",
+        "JAN_SHUTDOWN_DRAIN_SECONDS": "0",  # stopped with SIGTERM: no drain
     }
     log = (data / f"{server}-{port}.log").open("wb")
     env["JAN_FUNCTION"] = "chat"

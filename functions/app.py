@@ -348,6 +348,7 @@ def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
         app,
         max_body_bytes=runtime.settings.jan_max_body_bytes,
         body_timeout_seconds=runtime.settings.jan_body_timeout_seconds,
+        shutdown=runtime.shutdown,
     )
     return tracing.instrument(wrapped, runtime.settings)
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -86,29 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"jan-server: data in {settings.jan_data_dir}", flush=True)
     if "console" in settings.areas:
         print(f"jan-server: web console at {_console_url(listen)}", flush=True)
-    if args.server == "uvicorn":
-        import uvicorn
+    from functions.entry import serve
 
-        host, _, port = listen.split(",")[0].rpartition(":")
-        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
-        # handler it found; this one makes that a clean exit (0), as under hypercorn.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        uvicorn.run(
-            function.handle,
-            interface="asgi3",  # a bound method looks like an ASGI2 app to uvicorn's sniffing
-            host=host.strip("[]") or "0.0.0.0",
-            port=int(port),
-            log_config=None,
-            access_log=False,
-        )
-        return 0
-    import func_python.http
-
-    def constructor() -> object:
-        return function
-
-    constructor.__name__ = "new"  # func-python recognises a constructor by this name
-    func_python.http.serve(constructor)
+    serve(function, listen, args.server)
     return 0
 
 

@@ -10,11 +10,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import os
-from collections.abc import MutableMapping
+import socket
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import func_python.http
+import func_python.sock
+import hypercorn.asyncio
+import hypercorn.config
 from starlette.types import Receive, Scope, Send
 
 from functions.app import create_app
@@ -22,6 +29,7 @@ from functions.common import errors, local, logs
 from functions.common.middleware import RequestContext
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings, load_settings
+from functions.common.shutdown import CUT_SECONDS, Shutdown
 from functions.ops import needs_database
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,8 @@ class Function:
         return True, "OK"
 
     def ready(self) -> tuple[bool, str]:
+        if self.runtime.shutdown.draining:
+            return False, "draining"
         return self.runtime.ready, self.runtime.ready_message
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,6 +122,108 @@ async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
         "The server is starting or its database is not available; retry shortly.",
         headers={"Retry-After": "2"},
     )
+
+
+def listening_sockets(listen: str) -> list[socket.socket]:
+    """Bound sockets for a ``LISTEN_ADDRESS`` list, as func-python binds them (IPv6 ones
+    IPv6-only; an unspecified IPv6 address brings the IPv4 one) plus ``SO_REUSEPORT``: a
+    second ``jan-server serve`` on the same port shares it, so one process can replace
+    another with no refused connection (the old one drains, then closes; see
+    ``functions.common.shutdown``)."""
+    addresses = [a.strip() for a in listen.split(",") if a.strip()]
+    func_python.sock.fixup_ipv4_unspecified(addresses)
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if "[" in host:
+                if not socket.has_dualstack_ipv6():
+                    log.warning("IPv6 not available: not listening", extra={"address": address})
+                    continue
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on the
+            # connections of a socket that says so, and without it every small response
+            # waits for the client's delayed ACK (40 ms).
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host.strip("[]"), int(port)))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"nothing to listen on in {listen!r}")
+    return sockets
+
+
+def serve(function: Function, listen: str, server: str = "hypercorn") -> None:
+    """Serve ``function`` on ``listen`` with the graceful shutdown of
+    ``functions.common.shutdown`` in place of the server's own (hypercorn's closes the
+    listener at the signal and cancels what still runs 3 s later): on hypercorn through
+    func-python's ASGI application (its ``/health/*`` routes, as Knative Functions run
+    it), or on uvicorn. The lifespan is the function's own either way: an awaited close on
+    the serving loop, not func-python's synchronous ``stop``."""
+    sockets = listening_sockets(listen)
+    shutdown = function.runtime.shutdown
+    run = _on_uvicorn if server == "uvicorn" else _on_hypercorn
+    asyncio.run(run(function, sockets, shutdown))
+
+
+async def _on_hypercorn(
+    function: Function, sockets: list[socket.socket], shutdown: Shutdown
+) -> None:
+    config = hypercorn.config.Config()
+    config.bind = [f"fd://{sock.detach()}" for sock in sockets]
+    config.graceful_timeout = shutdown.grace_seconds + CUT_SECONDS
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    shutdown.install(asyncio.get_running_loop())
+    served = func_python.http.ASGIApplication(function)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await function.handle(scope, receive, send)
+        else:
+            await served(scope, receive, send)
+
+    await hypercorn.asyncio.serve(
+        app,  # type: ignore[arg-type]  # Starlette's ASGI types, not hypercorn's
+        config,
+        shutdown_trigger=shutdown.closing,
+    )
+
+
+async def _on_uvicorn(function: Function, sockets: list[socket.socket], shutdown: Shutdown) -> None:
+    import uvicorn  # only here: every cold start would pay for its import
+
+    class Uvicorn(uvicorn.Server):
+        """uvicorn, with the signals left to ``Shutdown`` (it would take them over, then
+        raise them again on its way out)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(
+        function.handle,
+        interface="asgi3",  # a bound method looks like an ASGI2 app to uvicorn's sniffing
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(shutdown.grace_seconds + CUT_SECONDS),
+    )
+    server = Uvicorn(config)
+    loop = asyncio.get_running_loop()
+    shutdown.install(loop)
+    serving = loop.create_task(server.serve(sockets))
+    closing = loop.create_task(shutdown.closing())
+    await asyncio.wait((serving, closing), return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True  # it closes the listeners, then waits for what runs
+    closing.cancel()
+    await serving
 
 
 def listen_on_knative_port(environ: MutableMapping[str, str]) -> None:

@@ -95,6 +95,7 @@ def gateway_process(settings: Settings, *, predictor_url: str, data_dir: Path) -
         "JAN_DATA_DIR": str(data_dir),
         "JAN_FUNCTION": "all",
         "JAN_LOG_LEVEL": "WARNING",
+        "JAN_SHUTDOWN_DRAIN_SECONDS": "0",  # nothing to drain for: stop at once
         "LISTEN_ADDRESS": f"127.0.0.1:{port}",
     }
     log = data_dir / "gateway.log"

@@ -57,10 +57,14 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
         call, limits = opened
         if stored is None:
             tally = StreamTally(keep_usage_chunk=keep_usage)
-            return SSERelay(call.stream, tally, call.entry.write, limits)
+            return SSERelay(
+                call.stream, tally, call.entry.write, limits, shutdown=deps.runtime.shutdown
+            )
         adding = stored.tally(keep_usage_chunk=keep_usage)
         complete = functools.partial(stored.keep_stream, adding)
-        return SSERelay(call.stream, adding, call.entry.write, limits, complete)
+        return SSERelay(
+            call.stream, adding, call.entry.write, limits, complete, deps.runtime.shutdown
+        )
 
     if stream:
         # The call is made as the response goes out: held while its model wakes, the

@@ -43,7 +43,9 @@ async def _json(deps: _Deps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, body, raw, stream=False, affinity=affinity_of(body), relay=True
     )
-    return BodyRelay(call.body, call.entry.write, current_raw_headers())
+    return BodyRelay(
+        call.body, call.entry.write, current_raw_headers(), deps.inference.runtime.shutdown
+    )
 
 
 async def _upload(deps: _Deps, request: Request, operation: str) -> Response:
@@ -53,7 +55,9 @@ async def _upload(deps: _Deps, request: Request, operation: str) -> Response:
     call = await deps.inference.call(
         principal, operation, {"model": model}, upload, stream=False, affinity=None, relay=True
     )
-    return BodyRelay(call.body, call.entry.write, current_raw_headers())
+    return BodyRelay(
+        call.body, call.entry.write, current_raw_headers(), deps.inference.runtime.shutdown
+    )
 
 
 # The handlers' OpenAPI docstrings share most of their text, so they are written here.

@@ -13,6 +13,11 @@ hypercorn (func-python's server) an app that returns while the body's bounded qu
 deadlocks the connection, which then never closes (CLOSE-WAIT) and keeps its buffers. Past
 those bounds a background reader takes what the server still delivers until it reports the
 disconnect, and the server closes the connection.
+
+Shutdown (``functions.common.shutdown``). Each request's task is registered with the
+shutdown while it runs; while the process drains, responses say ``Connection: close``; a
+request the shutdown cuts gets the 503 envelope, or, if its event stream has started, an
+error event and ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from functions.common.errors import APIError, PayloadTooLarge, RequestTimeout, internal_error
 from functions.common.logs import request_id_var
 from functions.common.metrics import HTTP_LATENCY, HTTP_REQUESTS, LabelCache
+from functions.common.shutdown import Shutdown, cut_stream_end, shutting_down
 
 log = logging.getLogger("jan.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -53,11 +59,17 @@ class RequestContext:
     logged and, if no response has started, answered with a generic 500 envelope."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, body_timeout_seconds: float = 30.0
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_seconds: float = 30.0,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
+        self.shutdown = shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +80,9 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
-        response_started = False
+        response_started = ended = False
+        response_headers: list[tuple[bytes, bytes]] = []
+        shutdown = self.shutdown
         rid_header = (b"x-request-id", request_id.encode())
         declared, has_body = _body_framing(scope)
         body: _Body | None = None
@@ -77,25 +91,26 @@ class RequestContext:
             receive = body.receive
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, ended, response_headers
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                headers = [*message.get("headers", ()), rid_header]
-                if body is not None and body.refused is not None and _http1(scope):
+                headers = response_headers = [*message.get("headers", ()), rid_header]
+                if (
+                    (body is not None and body.refused is not None)
+                    or (shutdown is not None and shutdown.draining)  # clients move on
+                ) and _http1(scope):
                     headers.append(_CLOSE)
                 message["headers"] = headers
-            elif (
-                body is not None
-                and not body.complete
-                and message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-            ):
-                # Ended below, once the rest of the body has been read (module docstring).
-                message = {**message, "more_body": True}
-                body.end_held = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended = True
+                if body is not None and not body.complete:
+                    # Ended below, once the rest of the body has been read (module docstring).
+                    message = {**message, "more_body": True}
+                    body.end_held = True
             await send(message)
 
+        task = shutdown.enter() if shutdown is not None else None
         try:
             try:
                 if body is not None and declared is not None and declared > self.max_body_bytes:
@@ -108,9 +123,25 @@ class RequestContext:
                 log.exception("unhandled error", extra={"path": scope.get("path")})
                 if not response_started:
                     await _send_error(send_wrapper, internal_error())
+            except asyncio.CancelledError:
+                if shutdown is None or not shutdown.was_cut():
+                    raise  # the client left, or the server is going without a cut
+                assert task is not None
+                task.uncancel()
+                if not response_started:  # answered: 503, with its Retry-After
+                    await _send_error(send_wrapper, shutting_down())
+                elif not ended:  # a stream ends with an error event and [DONE]
+                    streaming = any(
+                        k == b"content-type" and v.startswith(b"text/event-stream")
+                        for k, v in response_headers
+                    )
+                    end = cut_stream_end() if streaming else b""
+                    await send_wrapper({"type": "http.response.body", "body": end})
             if body is not None and (body.end_held or not body.complete):
                 await body.finish(send, budget=2 * self.max_body_bytes)
         finally:
+            if shutdown is not None:
+                shutdown.leave(task)
             if body is not None:
                 body.done()
             elapsed = time.perf_counter() - started

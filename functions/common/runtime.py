@@ -8,7 +8,8 @@ is open), ``drain`` (write what must not be lost, on a connection the runtime gi
 func-python calls ``start``/``stop`` without awaiting them and cancels whatever is still
 running once the server exits, so work that must survive shutdown (queued usage records)
 is flushed by *drain hooks*, which ``stop_sync`` runs to completion on a connection of
-their own in a helper thread.
+their own in a helper thread. ``jan-server serve`` awaits ``close`` instead, which stops
+the components first (a flush in progress hands its records back) and drains after.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncpg
 from functions.common import migrate
 from functions.common.db import AnyConnection, Database
 from functions.common.settings import Settings
+from functions.common.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ class Component:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.shutdown = Shutdown(
+            settings.jan_shutdown_drain_seconds, settings.jan_shutdown_grace_seconds
+        )
         self._db: Database | None = None
         self.ready = False
         self.ready_message = "starting"
@@ -134,14 +139,18 @@ class Runtime:
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
-        """Full async shutdown: drain, stop the components, close the pools."""
+        """Full async shutdown: stop the components (their background work ends and hands
+        back what it held, such as a batch of usage records it was writing), drain what
+        they left, close the pools."""
         if self._closed:
             return
         self._closed = True
         self.ready = False
+        started = self._started
+        await self._close_resources(keep_database=True)
         if self._db is not None:
             async with self._db.writer.acquire() as conn:
-                await self._run_drains(conn)
+                await self._run_drains(conn, started)
         await self._close_resources()
 
     def stop_sync(self) -> None:
@@ -171,17 +180,19 @@ class Runtime:
         finally:
             await conn.close()
 
-    async def _run_drains(self, conn: AnyConnection) -> None:
-        for component in self._started:
+    async def _run_drains(
+        self, conn: AnyConnection, components: list[Component] | None = None
+    ) -> None:
+        for component in self._started if components is None else components:
             try:
                 await component.drain(conn)
             except Exception:
                 log.exception("drain failed", extra={"component": type(component).__name__})
 
-    async def _close_resources(self) -> None:
+    async def _close_resources(self, *, keep_database: bool = False) -> None:
         steps: list[Callable[[], Awaitable[None]]] = [c.stop for c in reversed(self._started)]
         self._started = []
-        if self._db is not None:
+        if self._db is not None and not keep_database:
             steps.append(self._db.close)
         current = asyncio.current_task()
         for step in steps:

@@ -51,6 +51,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest time a request may take to send its body (408 past it).",
     )
+    # Graceful shutdown (functions.common.shutdown): on SIGTERM readiness says "draining"
+    # while the listener still accepts, then in-flight work gets the grace, then is cut.
+    jan_shutdown_drain_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After SIGTERM, how long readiness answers 503 while the listener still "
+        "accepts (Knative's queue-proxy drains for 30 s).",
+    )
+    jan_shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After the listener closes, how long in-flight requests and streams "
+        "may run before they are cut (a stream with an error event and [DONE]).",
+    )
     jan_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     jan_commit: str = Field("unknown", description="Source commit, stamped by the image build.")
     jan_public_url: str = Field(

@@ -39,7 +39,7 @@ async def healthcheck(deps: OpsDeps, request: Request) -> Response:
 
 async def readyz(deps: OpsDeps, request: Request) -> Response:
     """
-    summary: Readiness (database answers, migrations current)
+    summary: Readiness (database answers, migrations current, not shutting down)
     tags: [ops]
     responses:
       200: {description: Ready to serve.}
@@ -47,7 +47,9 @@ async def readyz(deps: OpsDeps, request: Request) -> Response:
     """
     runtime = deps.runtime
     ok, message = runtime.ready, runtime.ready_message
-    if ok and runtime.settings.uses_database:
+    if runtime.shutdown.draining:
+        ok, message = False, "draining"
+    elif ok and runtime.settings.uses_database:
         try:
             await runtime.db.writer.fetchval("SELECT 1", timeout=2)
         except Exception as exc:

@@ -40,6 +40,8 @@ class FakeUpstream:
         self.delay = 0.0
         self.chunk_delay = 0.0
         self.stream_chunks = 3
+        self.chunks_by_model: dict[str, int] = {}  # a stream of these models: this many chunks
+        self.delay_by_model: dict[str, float] = {}  # these models answer after this long
         self.calls = 0
         self.model_lists = 0  # /models answered (discovery polls and health probes)
         # Until this time.monotonic() every request answers 503 "model not ready", as a
@@ -182,6 +184,8 @@ class FakeUpstream:
             return web.json_response({"error": error}, status=400)
         if self.mode == "slow":
             await asyncio.sleep(self.delay)
+        elif pause := self.delay_by_model.get(str(body.get("model"))):
+            await asyncio.sleep(pause)
         if body.get("stream"):
             return await self._stream(request, body)
         if self.mode == "huge":
@@ -239,7 +243,7 @@ class FakeUpstream:
             )
 
         try:
-            for i in range(self.stream_chunks):
+            for i in range(self.chunks_by_model.get(str(body.get("model")), self.stream_chunks)):
                 if self.mode == "flood" and i == self.flood_after:
                     await self._flood(response)
                     return response

@@ -3,14 +3,16 @@ upstream closed with that outcome and the ledger written."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
 
+from functions.common.shutdown import Shutdown
 from functions.services.inference import failures
 from functions.services.inference.router import OpenStream
 from functions.services.inference.sse import StreamTally
-from functions.services.inference.streaming import CLIENT_CLOSED, StreamOutcome
+from functions.services.inference.streaming import CLIENT_CLOSED, SERVER_CUT, StreamOutcome
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2}
 
@@ -83,3 +85,29 @@ def test_a_broken_stream_takes_its_failures_status_and_an_exception_still_record
     with pytest.raises(RuntimeError):
         read()
     assert upstream.closed == [(False, timeout)] and records == [(504, USAGE)]
+
+
+async def test_a_reader_the_shutdown_cuts_is_a_503_not_the_clients_499() -> None:
+    shutdown = Shutdown(drain_seconds=0, grace_seconds=0)
+    recorded: list[int] = []
+
+    async def read(cut: bool) -> None:
+        made, upstream, records = outcome()
+        made.shutdown = shutdown
+        task = shutdown.enter()
+        try:
+            with made:
+                if cut:
+                    shutdown.cut()  # cancels this task, as it does every request in flight
+                else:
+                    asyncio.current_task().cancel()  # type: ignore[union-attr]  # the client left
+                await asyncio.sleep(3600)
+        finally:
+            shutdown.leave(task)
+            assert upstream.closed == [(False, None)]  # the endpoint is not blamed
+            recorded.extend(status for status, _ in records)
+
+    for cut in (False, True):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(read(cut))
+    assert recorded == [CLIENT_CLOSED, SERVER_CUT]

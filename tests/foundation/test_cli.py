@@ -96,6 +96,7 @@ def test_serve_then_stop_on_sigterm(database_dsn: str, server: str) -> None:
         MODEL_PROVIDER_SECRET="provider-value-3",
         PORT=str(port),
         JAN_FUNCTION="all",
+        JAN_SHUTDOWN_DRAIN_SECONDS="0",  # SIGTERM below: exit without the 30 s drain
     )
     proc = subprocess.Popen(
         [*JAN, "serve", "--server", server],

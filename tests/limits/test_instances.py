@@ -61,6 +61,7 @@ async def gateways(
             "JAN_INFERENCE_MODEL_URL": upstream,
             "JAN_LOG_LEVEL": "WARNING",
             "JAN_RATE_LIMIT_REFRESH_SECONDS": "0.5",
+            "JAN_SHUTDOWN_DRAIN_SECONDS": "0",  # nothing to drain for: stop at once
         }
     )
     if redis_url is not None:

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from functions.common.settings import DATABASE_FREE_AREAS
+from functions.common.settings import DATABASE_FREE_AREAS, Settings
+from functions.common.shutdown import CUT_SECONDS
 from tests.manifests.support import (
     AREAS,
     DOCS_AREA,
@@ -115,6 +116,35 @@ def test_functions_probe_health_and_readiness(overlay: str) -> None:
         assert "port" not in c["livenessProbe"]["httpGet"]
         assert "port" not in c["readinessProbe"]["httpGet"]
         assert c["ports"] == [{"name": "http1", "containerPort": 8080}]
+
+
+# knative/serving: pkg/queue/sharedmain/main.go, drainSleepDuration: the user container's
+# preStop hook (the queue-proxy's /wait-for-drain) returns after it.
+KNATIVE_DRAIN_SECONDS = 30
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_graceful_shutdown_fits_the_termination_grace_period(overlay: str) -> None:
+    """Knative makes a revision's timeoutSeconds its pods' terminationGracePeriodSeconds
+    (pkg/reconciler/revision/resources/deploy.go, BuildPodSpec): the queue-proxy's drain,
+    then the function's own drain, grace and cut must fit in it, or the kubelet kills the
+    process before it has ended the streams it cut."""
+    settings = Settings.model_fields
+    for service in functions(render(overlay)):
+        env = {k: v.get("value") for k, v in env_of(container(service)).items()}
+        drain = float(
+            env.get("JAN_SHUTDOWN_DRAIN_SECONDS") or settings["jan_shutdown_drain_seconds"].default
+        )
+        grace = float(
+            env.get("JAN_SHUTDOWN_GRACE_SECONDS") or settings["jan_shutdown_grace_seconds"].default
+        )
+        period = service["spec"]["template"]["spec"].get("timeoutSeconds", 300)
+        assert KNATIVE_DRAIN_SECONDS + drain + grace + CUT_SECONDS <= period, (
+            service["metadata"]["name"], drain, grace, period,
+        )  # fmt: skip
+        # The queue-proxy drains the pod before SIGTERM: a drain of our own only delays.
+        assert drain == 0, service["metadata"]["name"]
+        assert grace >= period / 2, service["metadata"]["name"]  # streams run for minutes
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -93,7 +93,7 @@ class ChatStream:
         self.model = call.entry.route.model
         opened = call.stream
         tally = StreamTally(keep_usage_chunk=True)
-        with StreamOutcome(opened, tally, call.entry.write) as outcome:
+        with StreamOutcome(opened, tally, call.entry.write, svc.runtime.shutdown) as outcome:
             try:
                 async for payload in _payloads(opened):
                     if payload == DONE:

@@ -40,6 +40,7 @@ from functions.services.inference.requests import (
     usage_of,
 )
 from functions.services.inference.router import Body, OpenStream, Reply, Router
+from functions.services.inference.streaming import SERVER_CUT
 from functions.services.ledger import INT_MAX, UsageRecord, UsageRecorder, clamp
 from functions.services.limits import Limiter, Ticket
 from functions.services.providers.directory import DISCOVERY_ERRORS, Providers
@@ -390,8 +391,10 @@ class Inference(Component):
             if exc.status in FALLBACK_STATUSES:
                 raise Unserved(exc) from None
             raise
-        except BaseException:  # cancelled before an answer: no ledger line, but no leak
-            if ticket is not None:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.runtime.shutdown.was_cut():
+                entry.write(SERVER_CUT)  # the shutdown ended it: ours, not the client's 499
+            elif ticket is not None:  # cancelled before an answer: no ledger line, no leak
                 ticket.settle(0)
             raise
         if relay:

@@ -4,7 +4,8 @@ The relay runs in the request's own task; a small watcher task waits for the cli
 ``http.disconnect`` and cancels it, which closes the upstream response and so stops the
 generation there. A stream the upstream has already finished (its ``[DONE]`` came with
 the first read) has nothing left to stop and goes out without a watcher, as one body
-with its Content-Length. A failure after
+with its Content-Length. A stream the shutdown cuts (``functions.common.shutdown``) ends
+with an error event and ``[DONE]`` and is recorded with 503. A failure after
 the first byte becomes an error event (``data: {"error": …}``, which the OpenAI SDKs
 raise on) and a clean end of the stream. The last bytes travel with ``more_body: False``
 rather than in a message of their own.
@@ -26,6 +27,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from functions.common import errors
+from functions.common.shutdown import Shutdown, cut_stream_end
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
@@ -36,6 +38,7 @@ from functions.services.limits import current_raw_headers
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for "the client went away", kept in the usage ledger
+SERVER_CUT = 503  # the server ended the stream (shutdown), kept in the usage ledger
 
 _HEADERS = (
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -51,16 +54,24 @@ class StreamOutcome:
     """How one upstream stream ended, and the one place that records it.
 
     Made once the stream's first event is in; the reader says what happened (``ended``,
-    ``broke``; nothing if the client left: 499), then ``finish()`` (or leaving the
-    ``with`` block) closes the upstream (its health and metrics hear the outcome) and
-    calls ``record(status, usage)``, the usage ledger, exactly once. ``tally`` holds the
+    ``broke``, ``cut``; nothing if the client left: 499, or if the shutdown's cut cancelled
+    it: 503), then ``finish()`` (or leaving the ``with`` block) closes the upstream (its
+    health and metrics hear the outcome) and calls ``record(status, usage)``, the usage
+    ledger, exactly once. ``tally`` holds the
     usage; ``tally.error`` (an error event of the upstream's own) makes an otherwise
     complete stream a 502."""
 
-    __slots__ = ("_record", "failure", "status", "stream", "tally")
+    __slots__ = ("_record", "failure", "shutdown", "status", "stream", "tally")
 
-    def __init__(self, stream: OpenStream, tally: StreamTally, record: Finish) -> None:
+    def __init__(
+        self,
+        stream: OpenStream,
+        tally: StreamTally,
+        record: Finish,
+        shutdown: Shutdown | None = None,
+    ) -> None:
         self.stream = stream
+        self.shutdown = shutdown  # a reader cancelled by its cut: 503 (see ``cut``)
         self.tally = tally
         self.status = CLIENT_CLOSED
         self.failure: failures.Failure | None = None  # set when the stream broke
@@ -85,6 +96,11 @@ class StreamOutcome:
         self.status = failure.error.status
         return failure
 
+    def cut(self) -> None:
+        """The server ended the stream (a shutdown's cut): 503, not the client's 499; the
+        upstream is closed as if the client had left (its health hears nothing)."""
+        self.status = SERVER_CUT
+
     def finish(self) -> None:
         """Close the upstream and write the ledger entry (again: nothing)."""
         record = self._record
@@ -100,7 +116,9 @@ class StreamOutcome:
     def __enter__(self) -> StreamOutcome:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        if kind is asyncio.CancelledError and self.shutdown is not None and self.shutdown.was_cut():
+            self.cut()
         self.finish()
 
 
@@ -146,8 +164,10 @@ class SSERelay(Response):
         finish: Finish,
         headers: list[tuple[bytes, bytes]] | None = None,
         complete: Callable[[], Awaitable[None]] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render; Starlette only calls us.
+        self.shutdown = shutdown
         self.status_code = 200
         self.background = None
         self.stream = stream
@@ -166,7 +186,7 @@ class SSERelay(Response):
     async def _relay(self, send: Send, first: bytes, *, started: bool = False) -> None:
         """``started``: the response has begun already (a held stream's keep-alives)."""
         tally = self.tally
-        with StreamOutcome(self.stream, tally, self.finish) as outcome:
+        with StreamOutcome(self.stream, tally, self.finish, self.shutdown) as outcome:
             # A fresh message each time: middleware may add to it (the request ID).
             headers = [*_HEADERS, *self._extra]
             if tally.done and not started:
@@ -200,6 +220,16 @@ class SSERelay(Response):
                     outcome.ended()
                 except StreamBroken as broken:
                     outcome.broke(broken.failure)
+                except asyncio.CancelledError:
+                    if self.shutdown is None or not self.shutdown.was_cut():
+                        raise  # the client left (499), or not ours to end
+                    task = asyncio.current_task()
+                    assert task is not None
+                    task.uncancel()
+                    outcome.cut()
+                    end = cut_stream_end()
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
+                    return
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
             elif self.complete is not None and outcome.status == 200:
@@ -358,8 +388,13 @@ class BodyRelay(Response):
     body there (the ledger says 502): there is no error event to send in audio."""
 
     def __init__(
-        self, body: OpenBody, finish: Finish, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: OpenBody,
+        finish: Finish,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
+        self.shutdown = shutdown
         self.status_code = body.status
         self.background = None
         self.answer = body
@@ -387,6 +422,10 @@ class BodyRelay(Response):
                         kept.append(chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             status = body.failure.error.status if body.failure else 200
+        except asyncio.CancelledError:
+            if self.shutdown is not None and self.shutdown.was_cut():
+                status = SERVER_CUT  # the middleware ends the body
+            raise
         finally:
             body.close(ok=status == 200)
             usage = usage_of(b"".join(kept)) if kept and status == 200 else None
