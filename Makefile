@@ -42,13 +42,14 @@ test: env lint ## the whole suite: lint, then every test (functions and predicto
 	$(MAKE) test-py
 	$(MAKE) -C kserve test
 
-bench: env ## benchmarks (not part of `make test`): gateway, cold start, key verification, rate limits, usage ledger, prompt-cache affinity, predictor
+bench: env ## benchmarks (not part of `make test`): gateway, cold start, key verification, rate limits, usage ledger, prompt-cache affinity, stored chat completions, predictor
 	$(PY) bench/gateway.py
 	$(PY) bench/coldstart.py
 	$(PY) bench/bench_keys.py
 	$(PY) bench/bench_limits.py
 	$(PY) bench/bench_usage.py
 	$(PY) bench/bench_affinity.py
+	$(PY) bench/bench_stored.py
 	$(MAKE) -C kserve bench
 
 clean: ## remove environments and caches (keeps data/)
