@@ -33,7 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gateway as gw  # noqa: E402
+import gateway as gw
 
 VARIANTS: dict[str, dict[str, object]] = {
     "no store": {},
@@ -91,9 +91,7 @@ def main() -> int:
         assert got.status_code == 200, (got.status_code, got.text)  # stored and readable
         stored_requests = 1
         scripts = {
-            (mode, variant): gw.wrk_script(
-                work / f"{mode}-{i}.lua", {**body, **extra}, key
-            )
+            (mode, variant): gw.wrk_script(work / f"{mode}-{i}.lua", {**body, **extra}, key)
             for mode, body in MODES.items()
             for i, (variant, extra) in enumerate(VARIANTS.items())
         }
