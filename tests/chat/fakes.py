@@ -22,8 +22,15 @@ class FakeUpstream:
         # ok | slow | fail500 | busy | refuse400 | cut | nodone | redirect | flood | huge
         # | broken (lists its models, 500s every completion) | too_long (refuses the
         # request for its context window as llama.cpp's server does, n_ctx 16)
+        # | refuse_envelope (a 400 in OpenAI's envelope, ``refusal`` its error object)
         self.mode = "ok"
         self.redirect_to = ""  # where mode "redirect" sends every request (a 307)
+        self.refusal: dict[str, Any] = {
+            "message": "'dimensions' must be between 1 and 256.",
+            "type": "invalid_request_error",
+            "param": "dimensions",
+            "code": "invalid_value",
+        }
         self.usage: dict[str, Any] = {
             "prompt_tokens": 7,
             "completion_tokens": 5,
@@ -145,6 +152,8 @@ class FakeUpstream:
     async def _embeddings(self, request: web.Request) -> web.Response:
         self.calls += 1
         self.bodies.append(await request.json())
+        if self.mode == "refuse_envelope":
+            return web.json_response({"error": self.refusal}, status=400)
         return web.json_response(
             {
                 "object": "list",

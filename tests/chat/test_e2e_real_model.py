@@ -132,6 +132,8 @@ def test_embeddings_default_base64_float_and_dimensions(sdk: openai.OpenAI) -> N
         sdk.embeddings.create(model=EMBEDDING_MODEL, input="x", dimensions=1536)
     # The gateway passes the predictor's message on (in its own envelope).
     assert "'dimensions' must be between 1 and 256" in too_wide.value.message
+    assert too_wide.value.param == "dimensions"  # the predictor's param and code, relayed
+    assert too_wide.value.code == "invalid_request"
 
 
 def test_the_chat_model_makes_no_embeddings(sdk: openai.OpenAI) -> None:

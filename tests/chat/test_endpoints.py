@@ -194,6 +194,38 @@ async def test_upstream_refusal_is_the_callers_400(
     assert "maximum context length" in r.json()["error"]["message"]
 
 
+async def test_upstream_envelope_param_and_code_are_relayed(
+    client: httpx.AsyncClient, runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    """A model server's 400 in OpenAI's envelope keeps its message, param and code."""
+    tenant = await create_tenant(runtime)
+    builtin.mode = "refuse_envelope"
+    body = {"model": "m1", "input": "x", "dimensions": 1536}
+    r = await client.post("/v1/embeddings", json=body, headers=tenant.project_headers)
+    assert r.status_code == 400
+    assert r.json()["error"] == {
+        "message": "'dimensions' must be between 1 and 256.",
+        "type": "invalid_request_error",
+        "param": "dimensions",
+        "code": "invalid_value",
+    }
+    # Only short identifier strings pass: free text, numbers and objects are not relayed.
+    for param, code in (
+        ("the value you sent, sk-secret, is wrong", 400),
+        ({"nested": "x"}, "x" * 65),
+        (None, None),
+    ):
+        builtin.refusal = {"message": "refused", "param": param, "code": code}
+        r = await client.post("/v1/embeddings", json=body, headers=tenant.project_headers)
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert (error["message"], error["param"], error["code"]) == (
+            "refused",
+            None,
+            "invalid_request",
+        )
+
+
 async def test_bad_bodies_are_400s(client: httpx.AsyncClient, runtime: Runtime) -> None:
     tenant = await create_tenant(runtime)
     h = tenant.project_headers

@@ -220,6 +220,30 @@ def upstream_message(body: bytes) -> str | None:
     return None
 
 
+# An upstream envelope's ``param`` and ``code`` are relayed only as short identifiers (a
+# parameter path such as ``messages[0].content``, a code such as ``invalid_value``): never
+# free text, so nothing but the documented fields' usual values can pass through.
+_RELAYED_FIELD = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
+
+
+def upstream_fields(body: bytes) -> tuple[str | None, str | None]:
+    """``param`` and ``code`` of an upstream's OpenAI error envelope (``{"error": {…}}``),
+    each only when it is a short identifier string (see ``_RELAYED_FIELD``)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    inner = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(inner, dict):
+        return None, None
+    found: list[str | None] = []
+    for key in ("param", "code"):
+        value = inner.get(key)
+        ok = isinstance(value, str) and _RELAYED_FIELD.fullmatch(value) is not None
+        found.append(value if ok else None)
+    return found[0], found[1]
+
+
 def from_status(status: int, body: bytes, retry_after: str | None = None) -> Failure:
     """Classify an upstream HTTP error response (status >= 400) or redirect (3xx)."""
     if status < 400:
@@ -262,6 +286,12 @@ def from_status(status: int, body: bytes, retry_after: str | None = None) -> Fai
         err.code = "model_not_found"
     elif client_status == 400:
         err.code = "invalid_request"
+    # The server's own param and code, when its envelope has them (OpenAI's SDKs and
+    # callers branch on them, e.g. param "dimensions").
+    param, code = upstream_fields(body)
+    err.param = param
+    if code is not None:
+        err.code = code
     return Failure(Fault.CALLER, f"status_{status}", retry=False, eject=False, error=err)
 
 
