@@ -241,7 +241,8 @@ def area_routes(services: Services, area: str) -> list[BaseRoute]:
 
         s.retention  # noqa: B018  (the usage ledger)
         s.spend_alerts  # noqa: B018  (checked where spend happens)
-        return bind(chat.ROUTES, chat.ChatDeps(s.identity, s.inference, s.runtime))
+        stored = chat.StoredWrites(s.runtime)
+        return bind(chat.ROUTES, chat.ChatDeps(s.identity, s.inference, s.runtime, stored))
     if area == "conversations":
         from functions import conversations
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from functions.chat import handlers as h
 from functions.chat import passthrough, stored
 from functions.chat.handlers import ChatDeps
+from functions.chat.stored import StoredWrites
 from functions.common.routing import Operation
 
-__all__ = ["ROUTES", "ChatDeps"]
+__all__ = ["ROUTES", "ChatDeps", "StoredWrites"]
 
 ROUTES: list[Operation[ChatDeps]] = [
     Operation("POST", "/v1/chat/completions", h.chat_completions),

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.chat.stored import StoredCall, wants_storing
+from functions.chat.stored import StoredCall, StoredWrites, wants_storing
 from functions.common.http import JSON, json_body
 from functions.common.principal import Principal, require_project
 from functions.common.runtime import Runtime
@@ -32,7 +32,8 @@ class ChatDeps:
 
     identity: Identity
     inference: Inference
-    runtime: Runtime  # stored chat completions
+    runtime: Runtime
+    stored: StoredWrites  # stored chat completions' writer (group commit)
 
 
 async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
@@ -48,7 +49,7 @@ async def _proxy(deps: ChatDeps, request: Request, operation: str) -> Response:
         and wants_storing(body)
         and not principal.zero_data_retention
     ):
-        stored = StoredCall(deps.runtime, principal, body)
+        stored = StoredCall(deps.stored, principal, body)
     keep_usage = True
     if stream:
         raw, keep_usage = with_upstream_usage(body, raw)

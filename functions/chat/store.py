@@ -11,22 +11,19 @@ from functions.common.db import Executor
 from functions.common.pagination import Page
 from functions.common.principal import OWNED, Owner
 
+_INSERT = """
+    INSERT INTO chat_completions
+        (id, organization_id, project_id, user_id, api_key_id, model, metadata,
+         completion, messages)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
 
-async def insert(
-    ex: Executor,
-    *,
-    owner: Owner,
-    completion: dict[str, Any],
-    messages: list[Any],
-    metadata: dict[str, str],
-) -> None:
-    await ex.execute(
-        """
-        INSERT INTO chat_completions
-            (id, organization_id, project_id, user_id, api_key_id, model, metadata,
-             completion, messages)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        """,
+
+def row(
+    *, owner: Owner, completion: dict[str, Any], messages: list[Any], metadata: dict[str, str]
+) -> tuple[Any, ...]:
+    """The arguments of one row for ``insert_many``."""
+    return (
         completion["id"],
         owner.organization_id,
         owner.project_id,
@@ -37,6 +34,11 @@ async def insert(
         completion,
         messages,
     )
+
+
+async def insert_many(ex: Executor, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows made by ``row``, all or none (one transaction, one round trip)."""
+    await ex.executemany(_INSERT, rows)
 
 
 async def get(ex: Executor, *, owner: Owner, completion_id: str) -> asyncpg.Record | None:

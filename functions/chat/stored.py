@@ -4,8 +4,9 @@ messages) for the caller, under an ID of ours that the answer carries.
 Only a call that asks to be stored pays for it: its answer is re-encoded with our ID (a
 stream: each chunk, as it passes, while the chunks are added up into the completion) and
 written before its last bytes go out, so it can be read back as soon as the caller has it.
-A call that does not ask goes through the proxy untouched. Storing is best effort: a
-write that fails is logged and the caller still gets its answer.
+A call that does not ask goes through the proxy untouched. Rows are written with group
+commit (``StoredWrites``). Storing is best effort: a write that fails is logged and the
+caller still gets its answer.
 """
 
 from __future__ import annotations
@@ -44,11 +45,77 @@ def wants_storing(body: dict[str, Any]) -> bool:
     return value
 
 
+class StoredWrites:
+    """Writes stored completions with group commit: the rows of the calls that finish
+    while a write is in flight go together in the next one (one transaction, one round
+    trip), so under load the gateway and PostgreSQL pay one write for many calls. Each
+    call still waits for its own row, so it can be read back as soon as the caller has its
+    answer. Built once with the chat area; the write runs in a task of its own, started
+    when a row arrives and no write is in flight."""
+
+    BATCH = 64  # rows per write at most
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def insert(self, row: tuple[Any, ...]) -> None:
+        """Write one row made by ``store.row``; returns once it is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((row, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write_queued())
+        await done
+
+    async def _write_queued(self) -> None:
+        batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.BATCH], self._queue[self.BATCH :]
+                try:
+                    await store.insert_many(self.runtime.db.writer, [r for r, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], exc)
+                    else:
+                        # One refused row (its user deleted meanwhile) must not lose the
+                        # others: each on its own.
+                        for one, done in batch:
+                            try:
+                                await store.insert_many(self.runtime.db.writer, [one])
+                            except Exception as single:
+                                _settle(done, single)
+                            else:
+                                _settle(done, None)
+                    batch = []
+                    continue
+                for _, done in batch:
+                    _settle(done, None)
+                batch = []
+        except BaseException:  # cancelled (the loop is closing): nobody waits forever
+            for _, done in batch + self._queue:
+                _settle(done, RuntimeError("the stored completions' writer stopped"))
+            self._queue = []
+            raise
+        finally:
+            self._writing = None
+
+
+def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is None:
+        done.set_result(None)
+    else:
+        done.set_exception(exc)
+
+
 class StoredCall:
     """One chat completion to store: who made it, with what, and under which ID."""
 
-    def __init__(self, runtime: Runtime, principal: Principal, body: dict[str, Any]) -> None:
-        self.runtime = runtime
+    def __init__(self, writes: StoredWrites, principal: Principal, body: dict[str, Any]) -> None:
+        self.writes = writes
         self.owner = Owner.of(principal)
         self.metadata = validate_metadata(body.get("metadata"))
         self.messages = body["messages"]
@@ -82,12 +149,13 @@ class StoredCall:
             log.warning("could not store a chat completion", exc_info=True)
 
     async def _write(self, completion: dict[str, Any]) -> None:
-        await store.insert(
-            self.runtime.db.writer,
-            owner=self.owner,
-            completion=completion,
-            messages=self.messages,
-            metadata=self.metadata,
+        await self.writes.insert(
+            store.row(
+                owner=self.owner,
+                completion=completion,
+                messages=self.messages,
+                metadata=self.metadata,
+            )
         )
 
 

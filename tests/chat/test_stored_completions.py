@@ -236,3 +236,49 @@ async def test_the_official_sdk_stores_lists_updates_and_deletes(
         with pytest.raises(openai.NotFoundError):
             await sdk.chat.completions.retrieve(completion_id)
         await sdk.close()
+
+
+async def test_concurrent_stored_calls_are_written_together_and_each_is_readable(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    import asyncio
+
+    t = await create_tenant(runtime)
+    h = t.project_headers
+    answers = await asyncio.gather(
+        *(
+            client.post(URL, json=chat(store=True, metadata={"n": str(n)}), headers=h)
+            for n in range(20)
+        )
+    )
+    for n, answer in enumerate(answers):
+        got = await client.get(f"{URL}/{answer.json()['id']}", headers=h)
+        assert got.status_code == 200 and got.json()["metadata"] == {"n": str(n)}
+    assert await stored_rows(runtime) == 20
+
+
+async def test_a_refused_row_does_not_lose_the_others_of_its_write(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    import asyncio
+
+    from functions.chat import store
+    from functions.chat.stored import StoredWrites
+    from functions.common.principal import Owner, Principal
+
+    t = await create_tenant(runtime)
+    writes = StoredWrites(runtime)
+    good = Owner.of(Principal("project_key", t.organization_id, t.project_id))
+    # A user that no longer exists: its row breaks the users foreign key.
+    gone = Owner.of(Principal("user", t.organization_id, t.project_id, user_id="user_gone"))
+
+    def row(owner: Owner, n: int) -> tuple[Any, ...]:
+        completion = {"id": f"chatcmpl-test{n}", "model": "m1"}
+        return store.row(owner=owner, completion=completion, messages=[], metadata={})
+
+    results = await asyncio.gather(
+        *(writes.insert(row(gone if n == 2 else good, n)) for n in range(5)),
+        return_exceptions=True,
+    )
+    assert [r is None for r in results] == [True, True, False, True, True]
+    assert await stored_rows(runtime) == 4
