@@ -100,7 +100,7 @@ async def _open_stream(
     return call, current_raw_headers() + fallback_headers()
 
 
-def _discard(opened: tuple[ModelStream, list[tuple[bytes, bytes]]]) -> None:
+async def _discard(opened: tuple[ModelStream, list[tuple[bytes, bytes]]]) -> None:
     """A stream opened after its client left: closed, its ledger line a 499."""
     call, _ = opened
     with StreamOutcome(call.stream, StreamTally(keep_usage_chunk=True), call.entry.write):

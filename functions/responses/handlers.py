@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,6 +31,7 @@ from functions.responses.service import ForegroundRecorder, enqueue_background, 
 from functions.responses.worker import BackgroundWorker
 from functions.services.conversations.items import include_param
 from functions.services.identity import Identity
+from functions.services.inference.streaming import StreamCall, until_gone
 from functions.services.limits import current_headers
 from functions.services.toolbox.server import ToolRegistry
 
@@ -143,10 +145,19 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
         return JSON(run.snapshot())
 
     events = run_events(run, deps.model, ForegroundRecorder(runtime))
-    first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
     if params.stream:
-        # The x-ratelimit-* headers of the first round (the only one before the headers go).
-        return EventStream(_sse(first, events), current_headers())
+        # The first event opens the model call, made as the response goes out: an upstream
+        # that refuses us is still a plain HTTP error; held while its model wakes, the
+        # stream starts at once with keep-alive comments (``StreamCall``).
+        return StreamCall(
+            functools.partial(anext, events),
+            # The x-ratelimit-* headers of the first round (the only one before they go).
+            lambda first: EventStream(_sse(first, events), current_headers()),
+            runtime.settings.jan_stream_keepalive_seconds,
+            lambda _first: events.aclose(),
+            _error_end,
+        )
+    first = await anext(events)  # an upstream that refuses us is still a plain HTTP error
     last = first
     async with contextlib.aclosing(events):
         async for event in events:
@@ -262,6 +273,36 @@ class EventStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.frames.aclose()
+
+    async def resume(self, receive: Receive, send: Send) -> None:
+        """The events of a stream whose response has started already (``StreamCall``'s
+        keep-alives while the model woke)."""
+
+        async def relay() -> None:
+            async for frame in self.frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        try:
+            await until_gone(receive, relay())
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.frames.aclose()
+
+
+def _error_end(error: errors.APIError) -> bytes:
+    """How a response's stream ends on an error before its first event: OpenAI's `error`
+    event."""
+    detail = error.body()["error"]
+    return _frame(
+        {
+            "type": "error",
+            "code": detail.get("code"),
+            "message": detail.get("message"),
+            "param": detail.get("param"),
+            "sequence_number": 0,
+        }
+    )
 
 
 async def _sse(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:

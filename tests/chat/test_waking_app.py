@@ -11,6 +11,7 @@ import time
 
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -191,3 +192,80 @@ async def test_a_model_never_seen_is_discovered_once_its_revision_listens(
         await starting
     assert reply.choices[0].message.content == "hi from builtin"
     assert builtin.model_lists == 1 and builtin.calls == 1  # asked once it listened
+
+
+async def test_a_held_response_stream_sends_comments_then_its_events(
+    runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    """The Responses API's streams are held the same way: comments until the model serves,
+    then OpenAI's typed events; the official SDK reads through the comments."""
+    request = {"model": "m1", "input": "hi", "stream": True}
+    async with serve_app(runtime) as base:
+        tenant = await create_tenant(runtime)
+        headers = {"authorization": f"Bearer {tenant.project_key}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            warm = await http.post("/v1/chat/completions", json=chat(), headers=headers)
+            assert warm.status_code == 200
+            builtin.cold_until = time.monotonic() + 600
+            async with http.stream("POST", "/v1/responses", json=request, headers=headers) as r:
+                assert r.status_code == 200  # started while the model sleeps
+                assert r.headers["content-type"].startswith("text/event-stream")
+                lines = []
+                async for line in r.aiter_lines():
+                    lines.append(line)
+                    if line.startswith(":") and lines.count(line) == 3:
+                        assert metric("jan_model_requests_held") == 1
+                        builtin.cold_until = 0.0
+        events = [line for line in lines if line]
+        first_event = next(i for i, line in enumerate(events) if line.startswith("event:"))
+        assert first_event >= 3
+        assert all(line == ": waking model" for line in events[:first_event])
+        assert not any(line.startswith(":") for line in events[first_event:])
+        kinds = [line.removeprefix("event: ") for line in events if line.startswith("event:")]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+
+        builtin.cold_until = time.monotonic() + 1.0  # the SDK, held about a second
+        async with openai.AsyncOpenAI(
+            base_url=f"{base}/v1", api_key=tenant.project_key, max_retries=0
+        ) as sdk:
+            stream = await sdk.responses.create(model="m1", input="hi", stream=True)
+            types = [event.type async for event in stream]
+        assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert metric("jan_model_requests_held") == 0
+
+
+async def test_a_held_response_stream_past_the_wake_time_ends_with_an_error_event(
+    database_dsn: str, builtin: FakeUpstream
+) -> None:
+    settings = make_settings(
+        database_dsn,
+        jan_inference_model_url=builtin.base_url,
+        jan_provider_allowed_hosts=("127.0.0.1",),
+        jan_stream_keepalive_seconds=KEEPALIVE,
+        jan_upstream_warmup_seconds=0.8,
+    )
+    runtime = Runtime(settings)
+    try:
+        async with serve_app(runtime) as base:
+            tenant = await create_tenant(runtime)
+            headers = {"authorization": f"Bearer {tenant.project_key}"}
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                await http.post("/v1/chat/completions", json=chat(), headers=headers)
+                gave_up = metric("jan_model_wake_gave_up_total")
+                builtin.cold_until = time.monotonic() + 60
+                r = await http.post(
+                    "/v1/responses",
+                    json={"model": "m1", "input": "hi", "stream": True},
+                    headers=headers,
+                )
+        assert r.status_code == 200
+        events = [line for line in r.text.splitlines() if line]
+        assert events[0] == ": waking model"
+        assert events[-2] == "event: error"
+        error = orjson.loads(events[-1].removeprefix("data: "))
+        assert error["type"] == "error" and error["sequence_number"] == 0
+        assert error["code"] == "model_not_ready" or "not ready" in error["message"]
+        assert metric("jan_model_wake_gave_up_total") == gave_up + 1
+        assert metric("jan_model_requests_held") == 0
+    finally:
+        await runtime.close()

@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -183,6 +184,12 @@ class SSERelay(Response):
             return
         await until_gone(receive, self._relay(send, first))
 
+    async def resume(self, receive: Receive, send: Send) -> None:
+        """The relay of a stream whose response has started already (``StreamCall``'s
+        keep-alives)."""
+        first = self.tally.render(self.stream.first)
+        await until_gone(receive, self._relay(send, first, started=True))
+
     async def _relay(self, send: Send, first: bytes, *, started: bool = False) -> None:
         """``started``: the response has begun already (a held stream's keep-alives)."""
         tally = self.tally
@@ -289,10 +296,24 @@ class _Keepalive:
         self.task.uncancel()
 
 
+class Resumable(Protocol):
+    """A stream's response that can also go on after its start went out (``resume``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def resume(self, receive: Receive, send: Send) -> None: ...
+
+
+def chat_error_end(error: errors.APIError) -> bytes:
+    """How a chat completion's stream ends on an error: OpenAI's error event."""
+    return error_event(error.body())
+
+
 class StreamCall(Response, Generic[T]):
     """A streamed call, made when the response is sent: ``opening()`` (in the request's
-    own task: nothing more on the usual path), then ``relay(result)``, an ``SSERelay``.
-    An error before anything went out is raised, and the app answers it as any error.
+    own task: nothing more on the usual path), then ``relay(result)``, a ``Resumable``
+    (a chat completion's ``SSERelay``, a response's event stream). An error before
+    anything went out is raised, and the app answers it as any error.
 
     When the router holds the call while its model wakes (``waking.HOLDING``), the
     response starts at once (200, ``text/event-stream``, the rate limit headers known by
@@ -300,14 +321,16 @@ class StreamCall(Response, Generic[T]):
     between the client and us fires, until the stream opens and is relayed; an error
     meanwhile ends the stream with an error event (its ledger line is written already);
     the client leaving cancels the call (``discard`` closes a stream that opened as it
-    left)."""
+    left). ``error_end``: the bytes that end a started stream on an error (the
+    operation's own error event)."""
 
     def __init__(
         self,
         opening: Callable[[], Awaitable[T]],
-        relay: Callable[[T], SSERelay],
+        relay: Callable[[T], Resumable],
         keepalive: float,
-        discard: Callable[[T], None],
+        discard: Callable[[T], Awaitable[None]],
+        error_end: Callable[[errors.APIError], bytes] = chat_error_end,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -315,6 +338,7 @@ class StreamCall(Response, Generic[T]):
         self.relay = relay
         self.keepalive = keepalive
         self.discard = discard
+        self.error_end = error_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: _Keepalive | None = None
@@ -337,21 +361,21 @@ class StreamCall(Response, Generic[T]):
         if held is None:
             await self.relay(result)(scope, receive, send)
             return
-        relay: SSERelay | None = None
+        relay: Resumable | None = None
         try:
             await held.stop()
             relay = self.relay(result)
             if not held.started:  # it opened before the response started
                 await relay(scope, receive, send)
                 return
-            first = relay.tally.render(relay.stream.first)
-            await until_gone(receive, relay._relay(send, first, started=True))
+            await relay.resume(receive, send)
         except asyncio.CancelledError:
             if not held.left:
                 raise
             held.abort()
             if relay is None:
-                self.discard(result)
+                with anyio.CancelScope(shield=True):
+                    await self.discard(result)
 
     async def _failed(self, held: _Keepalive, exc: BaseException) -> None:
         """The held call failed, or was cancelled (the client left, or shutdown)."""
@@ -374,7 +398,7 @@ class StreamCall(Response, Generic[T]):
         else:
             log.error("held stream failed", exc_info=exc)
             err = errors.internal_error()
-        end = error_event(err.body())
+        end = self.error_end(err)
         await held.send({"type": "http.response.body", "body": end, "more_body": False})
 
 
