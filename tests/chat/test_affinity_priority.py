@@ -21,6 +21,7 @@ from functions.services.inference import failures
 from functions.services.inference.requests import session_key
 from functions.services.providers.directory import ProviderOptions
 from tests.chat.fakes import FakeUpstream
+from tests.chat.test_model_fallbacks import fallbacks_counted
 from tests.conftest import make_settings
 from tests.factories import Tenant, bearer, create_member, create_tenant
 
@@ -269,11 +270,16 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     # vLLM's refusal ("maximum context length is 8 tokens"): a smaller window and one not
     # known are passed over; the larger one serves.
     builtin.mode = "refuse400"
+    before = fallbacks_counted("m1", "large", "ok", reason="context_window")
     for stream in (False, True):
         chat = {"model": "m1", "messages": messages, "stream": stream}
         r = await client.post("/v1/chat/completions", json=chat, headers=t.project_headers)
         assert r.status_code == 200, r.text
         assert r.headers["x-jan-model-fallback"] == "m1"
+    # Counted with its reason (the smaller and unknown windows were not tried).
+    assert fallbacks_counted("m1", "large", "ok", reason="context_window") == before + 2
+    assert fallbacks_counted("m1", "small", "ok", reason="context_window") == 0
+    assert fallbacks_counted("m1", "large", "ok") == 0  # not "unavailable"
     answer = await respond(client, t, model="m1", input="a long prompt")
     assert answer["model"] == "large"  # the model that served, not the one asked for
     stored = await client.get(f"/v1/responses/{answer['id']}", headers=t.project_headers)

@@ -26,10 +26,11 @@ ORG = "/v1/organization/model_fallbacks"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
-def fallbacks_counted(model: str, fallback: str, outcome: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "jan_model_fallbacks_total", {"model": model, "fallback": fallback, "outcome": outcome}
-    )
+def fallbacks_counted(
+    model: str, fallback: str, outcome: str, reason: str = "unavailable"
+) -> float:
+    labels = {"model": model, "fallback": fallback, "reason": reason, "outcome": outcome}
+    value = REGISTRY.get_sample_value("jan_model_fallbacks_total", labels)
     return value or 0.0
 
 

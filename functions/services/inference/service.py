@@ -296,17 +296,19 @@ class Inference(Component):
                 larger = await self.context_window(fallback)
                 if larger is None or larger <= window:
                     continue
+            # Why the model before failed: its window was too small, or it did not serve.
+            reason = "unavailable" if window is None else "context_window"
             try:
                 result = await self._call(
                     principal, operation, body, raw, fallback, stream, affinity, relay
                 )
             except Unserved as exc:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 failed.append(target)
                 last = exc.error
                 continue
             except failures.ContextTooLong as exc:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 failed.append(target)
                 window = exc.window or larger or await self.context_window(fallback)
                 if window is None:
@@ -314,9 +316,9 @@ class Inference(Component):
                 last = exc
                 continue
             except errors.APIError:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 raise
-            metrics.count_fallback(failed[-1], target, metrics.OK)
+            metrics.count_fallback(failed[-1], target, reason, metrics.OK)
             FELL_BACK.set(tuple(failed))
             return result
         raise last.with_traceback(None)
