@@ -17,9 +17,12 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
         from sending a streamed request to its first event
     jan_upstream_tokens_total{model, kind}
         prompt and completion tokens as the model servers reported them
-    jan_model_fallbacks_total{model, fallback, outcome}
+    jan_model_fallbacks_total{model, fallback, reason, outcome}
         a request that ``model`` could not serve tried on ``fallback`` (a Jan model
-        fallback list); outcome ``ok`` or ``failed``
+        fallback list); reason ``unavailable`` (every endpoint of ``model`` failed before
+        the first byte: 502, 503, 504, or cold past the wake time) or ``context_window``
+        (``model`` refused the request as too long for its context window); outcome ``ok``
+        or ``failed``
     jan_model_wake_seconds{model}
         a model that scaled to zero, from its first cold answer (503, or a refused
         connection to a provider that scales to zero) to its first success (``waking``)
@@ -76,8 +79,9 @@ TOKENS = Counter(
 )
 FALLBACKS = Counter(
     "jan_model_fallbacks_total",
-    "Requests tried on a fallback model, by the model that failed, the fallback and outcome.",
-    ["model", "fallback", "outcome"],
+    "Requests tried on a fallback model, by the model that failed, the fallback, why "
+    "(unavailable, context_window) and outcome.",
+    ["model", "fallback", "reason", "outcome"],
 )
 WAKE = Histogram(
     "jan_model_wake_seconds",
@@ -98,6 +102,9 @@ GAVE_UP = Counter(
 
 OK = "ok"
 CANCELLED = "cancelled"
+# Why a request went on to a fallback model (``jan_model_fallbacks_total``'s reason).
+UNAVAILABLE = "unavailable"
+CONTEXT_WINDOW = "context_window"
 
 _requests = LabelCache(REQUESTS)
 _ttft = LabelCache(TTFT)
@@ -116,8 +123,8 @@ def count_ejection(endpoint: str, reason: str) -> None:
     EJECTIONS.labels(endpoint or "unknown", reason).inc()  # rare: no cache needed
 
 
-def count_fallback(model: str, fallback: str, outcome: str) -> None:
-    FALLBACKS.labels(model, fallback, outcome).inc()  # rare: no cache needed
+def count_fallback(model: str, fallback: str, reason: str, outcome: str) -> None:
+    FALLBACKS.labels(model, fallback, reason, outcome).inc()  # rare: no cache needed
 
 
 def observe_wake(model: str, seconds: float) -> None:

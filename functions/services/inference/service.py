@@ -272,6 +272,7 @@ class Inference(Component):
             return await self._call(principal, operation, body, raw, route, stream, affinity, relay)
         except Unserved as exc:
             last: errors.APIError = exc.error
+            reason = metrics.UNAVAILABLE  # why the next model is tried
         except failures.ContextTooLong as exc:
             if not self._fallbacks(principal, name, route):
                 raise
@@ -279,6 +280,7 @@ class Inference(Component):
             if window is None:
                 raise
             last = exc
+            reason = metrics.CONTEXT_WINDOW
         org, project = principal.organization_id, principal.project_id
         chain = self._fallbacks(principal, name, route)
         failed = [route.model]
@@ -301,22 +303,24 @@ class Inference(Component):
                     principal, operation, body, raw, fallback, stream, affinity, relay
                 )
             except Unserved as exc:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 failed.append(target)
                 last = exc.error
+                reason = metrics.UNAVAILABLE
                 continue
             except failures.ContextTooLong as exc:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 failed.append(target)
                 window = exc.window or larger or await self.context_window(fallback)
                 if window is None:
                     raise
                 last = exc
+                reason = metrics.CONTEXT_WINDOW
                 continue
             except errors.APIError:
-                metrics.count_fallback(failed[-1], target, "failed")
+                metrics.count_fallback(failed[-1], target, reason, "failed")
                 raise
-            metrics.count_fallback(failed[-1], target, metrics.OK)
+            metrics.count_fallback(failed[-1], target, reason, metrics.OK)
             FELL_BACK.set(tuple(failed))
             return result
         raise last.with_traceback(None)
