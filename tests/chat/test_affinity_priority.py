@@ -27,6 +27,7 @@ from tests.factories import Tenant, bearer, create_member, create_tenant
 
 Start = Callable[..., Awaitable[FakeUpstream]]
 PROVIDERS = "/v1/organization/models/providers"
+REASONS = ("context_window", "unavailable")  # jan_model_fallbacks_total's reasons
 
 
 @pytest.fixture
@@ -267,19 +268,15 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     )
     assert r.status_code == 200, r.text
     messages = [{"role": "user", "content": "a long prompt"}]
+    before = {reason: fallbacks_counted("m1", "large", "ok", reason) for reason in REASONS}
     # vLLM's refusal ("maximum context length is 8 tokens"): a smaller window and one not
     # known are passed over; the larger one serves.
     builtin.mode = "refuse400"
-    before = fallbacks_counted("m1", "large", "ok", reason="context_window")
     for stream in (False, True):
         chat = {"model": "m1", "messages": messages, "stream": stream}
         r = await client.post("/v1/chat/completions", json=chat, headers=t.project_headers)
         assert r.status_code == 200, r.text
         assert r.headers["x-jan-model-fallback"] == "m1"
-    # Counted with its reason (the smaller and unknown windows were not tried).
-    assert fallbacks_counted("m1", "large", "ok", reason="context_window") == before + 2
-    assert fallbacks_counted("m1", "small", "ok", reason="context_window") == 0
-    assert fallbacks_counted("m1", "large", "ok") == 0  # not "unavailable"
     answer = await respond(client, t, model="m1", input="a long prompt")
     assert answer["model"] == "large"  # the model that served, not the one asked for
     stored = await client.get(f"/v1/responses/{answer['id']}", headers=t.project_headers)
@@ -296,6 +293,13 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     )  # fmt: skip
     assert r.status_code == 200 and r.json()["model"] == "large"
     assert [b["model"] for b in big.bodies] == ["large"] * 5
+    # Counted as context-window fallbacks (the passed-over models were never tried).
+    after = {reason: fallbacks_counted("m1", "large", "ok", reason) for reason in REASONS}
+    assert after == {
+        "context_window": before["context_window"] + 5,
+        "unavailable": before["unavailable"],
+    }
+    assert fallbacks_counted("m1", "small", "failed", "context_window") == 0
     # No model of the list has a larger window: the refusal is the answer, in OpenAI's terms.
     r = await client.post(
         "/v1/organization/model_fallbacks",
@@ -310,6 +314,34 @@ async def test_a_request_too_long_for_the_window_goes_to_a_model_with_a_larger_o
     assert r.status_code == 400 and "x-jan-model-fallback" not in r.headers
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert len(big.bodies) == 5
+    # A chain with both reasons: m1 too small, then a larger model that is down, then one
+    # that serves — each try counted for why the model before it failed.
+    down = await upstreams("down", models=("wide",))
+    body = {
+        "name": "down",
+        "kind": "vllm",
+        "base_url": down.base_url,
+        "options": {"context_windows": {"wide": 65536}},
+    }
+    r = await client.post(PROVIDERS, json=body, headers=t.admin_headers)
+    assert r.status_code == 200, r.text
+    assert (await client.get("/v1/models", headers=t.project_headers)).status_code == 200
+    r = await client.post(
+        "/v1/organization/model_fallbacks",
+        json={"model": "m1", "fallbacks": ["wide", "large"]},
+        headers=t.admin_headers,
+    )
+    assert r.status_code == 200
+    down.mode = "fail500"
+    tries = [("m1", "wide", "failed", "context_window"), ("wide", "large", "ok", "unavailable")]
+    before_chain = [fallbacks_counted(*labels) for labels in tries]
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "m1", "messages": messages},
+        headers=t.project_headers,
+    )  # fmt: skip
+    assert r.status_code == 200 and r.json()["model"] == "large"
+    assert r.headers["x-jan-model-fallback"] == "m1,wide"
+    assert [fallbacks_counted(*labels) for labels in tries] == [n + 1 for n in before_chain]
 
 
 async def test_the_builtin_provider_takes_its_options_from_the_settings(

@@ -143,7 +143,8 @@ async def test_a_failing_model_falls_back_to_the_next_that_serves(
                 stored = await sdk.responses.retrieve(response.id)
                 assert stored.model == "b1"
             assert [b["model"] for b in backup.bodies] == ["b1", "b1", "b1"]
-            assert fallbacks_counted("m1", "b1", "ok") == before + 3
+            assert fallbacks_counted("m1", "b1", "ok") == before + 3  # reason: unavailable
+            assert fallbacks_counted("m1", "b1", "ok", "context_window") == 0
             # The upstream refusing the request itself is no reason to fall back.
             builtin.mode = "refuse400"
             r = await chat(client, t, "m1")
@@ -165,9 +166,14 @@ async def test_fallbacks_are_bounded_and_respect_permissions(
     backup = await backup_provider(client, t, upstreams, "b1", "b2", "b3")
     builtin.mode = backup.mode = "fail500"
     await set_fallbacks(client, t, "m1", ["b1", "b2", "b3"])
+    tries = [("m1", "b1"), ("b1", "b2"), ("b2", "b3")]
+    before = [fallbacks_counted(model, fallback, "failed") for model, fallback in tries]
     r = await chat(client, t, "m1")
     assert r.status_code == 502 and r.json()["error"]["type"]
     assert [b["model"] for b in backup.bodies] == ["b1", "b2", "b3"]  # 3 at most, in order
+    # Each try counted against the model before it, all for the same reason.
+    after = [fallbacks_counted(model, fallback, "failed") for model, fallback in tries]
+    assert after == [count + 1 for count in before]
     # An alias's list applies to it, and its fallbacks may be aliases too.
     backup.mode = "ok"
     for alias, model in (("default", "m1"), ("spare", "b2")):

@@ -269,3 +269,48 @@ async def test_a_held_response_stream_past_the_wake_time_ends_with_an_error_even
         assert metric("jan_model_requests_held") == 0
     finally:
         await runtime.close()
+
+
+async def test_held_plain_and_background_responses_simply_wait(
+    runtime: Runtime, builtin: FakeUpstream
+) -> None:
+    """Without a stream there is nothing to keep alive: a plain response waits for the
+    model and answers; a background one stays queued or in progress, then completes."""
+    async with serve_app(runtime) as base:
+        tenant = await create_tenant(runtime)
+        headers = {"authorization": f"Bearer {tenant.project_key}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            warm = await http.post("/v1/chat/completions", json=chat(), headers=headers)
+            assert warm.status_code == 200
+            builtin.cold_until = time.monotonic() + 600
+            plain = asyncio.create_task(
+                http.post("/v1/responses", json={"model": "m1", "input": "hi"}, headers=headers)
+            )
+            await until(lambda: metric("jan_model_requests_held") == 1)
+            assert not plain.done()
+            builtin.cold_until = 0.0
+            r = await plain
+            assert r.status_code == 200 and r.json()["status"] == "completed"
+            assert r.json()["output"]
+
+            builtin.cold_until = time.monotonic() + 600
+            queued = await http.post(
+                "/v1/responses",
+                json={"model": "m1", "input": "hi", "background": True},
+                headers=headers,
+            )
+            assert queued.status_code == 200
+            rid = queued.json()["id"]
+            await until(lambda: metric("jan_model_requests_held") == 1)  # the worker's call
+            held = await http.get(f"/v1/responses/{rid}", headers=headers)
+            assert held.json()["status"] == "in_progress"
+            builtin.cold_until = 0.0
+
+            for _ in range(600):  # bounded wait for the worker, not a timing assertion
+                got = await http.get(f"/v1/responses/{rid}", headers=headers)
+                if got.json()["status"] == "completed":
+                    break
+                await asyncio.sleep(0.05)
+            got = (await http.get(f"/v1/responses/{rid}", headers=headers)).json()
+            assert got["status"] == "completed" and got["output"]
+    assert metric("jan_model_requests_held") == 0

@@ -19,9 +19,10 @@ first base URL of a stored provider, ``builtin`` for ``JAN_INFERENCE_MODEL_URL``
         prompt and completion tokens as the model servers reported them
     jan_model_fallbacks_total{model, fallback, reason, outcome}
         a request that ``model`` could not serve tried on ``fallback`` (a Jan model
-        fallback list); reason ``unavailable`` (every endpoint failed before the first
-        byte: 502, 503, 504) or ``context_window`` (refused as too long for its window);
-        outcome ``ok`` or ``failed``
+        fallback list); reason ``unavailable`` (every endpoint of ``model`` failed before
+        the first byte: 502, 503, 504, or cold past the wake time) or ``context_window``
+        (``model`` refused the request as too long for its context window); outcome ``ok``
+        or ``failed``
     jan_model_wake_seconds{model}
         a model that scaled to zero, from its first cold answer (503, or a refused
         connection to a provider that scales to zero) to its first success (``waking``)
@@ -78,7 +79,8 @@ TOKENS = Counter(
 )
 FALLBACKS = Counter(
     "jan_model_fallbacks_total",
-    "Requests tried on a fallback model, by the model that failed, the fallback, why and outcome.",
+    "Requests tried on a fallback model, by the model that failed, the fallback, why "
+    "(unavailable, context_window) and outcome.",
     ["model", "fallback", "reason", "outcome"],
 )
 WAKE = Histogram(
@@ -100,6 +102,9 @@ GAVE_UP = Counter(
 
 OK = "ok"
 CANCELLED = "cancelled"
+# Why a request went on to a fallback model (``jan_model_fallbacks_total``'s reason).
+UNAVAILABLE = "unavailable"
+CONTEXT_WINDOW = "context_window"
 
 _requests = LabelCache(REQUESTS)
 _ttft = LabelCache(TTFT)

@@ -272,6 +272,7 @@ class Inference(Component):
             return await self._call(principal, operation, body, raw, route, stream, affinity, relay)
         except Unserved as exc:
             last: errors.APIError = exc.error
+            reason = metrics.UNAVAILABLE  # why the next model is tried
         except failures.ContextTooLong as exc:
             if not self._fallbacks(principal, name, route):
                 raise
@@ -279,6 +280,7 @@ class Inference(Component):
             if window is None:
                 raise
             last = exc
+            reason = metrics.CONTEXT_WINDOW
         org, project = principal.organization_id, principal.project_id
         chain = self._fallbacks(principal, name, route)
         failed = [route.model]
@@ -296,8 +298,6 @@ class Inference(Component):
                 larger = await self.context_window(fallback)
                 if larger is None or larger <= window:
                     continue
-            # Why the model before failed: its window was too small, or it did not serve.
-            reason = "unavailable" if window is None else "context_window"
             try:
                 result = await self._call(
                     principal, operation, body, raw, fallback, stream, affinity, relay
@@ -306,6 +306,7 @@ class Inference(Component):
                 metrics.count_fallback(failed[-1], target, reason, "failed")
                 failed.append(target)
                 last = exc.error
+                reason = metrics.UNAVAILABLE
                 continue
             except failures.ContextTooLong as exc:
                 metrics.count_fallback(failed[-1], target, reason, "failed")
@@ -314,6 +315,7 @@ class Inference(Component):
                 if window is None:
                     raise
                 last = exc
+                reason = metrics.CONTEXT_WINDOW
                 continue
             except errors.APIError:
                 metrics.count_fallback(failed[-1], target, reason, "failed")
