@@ -9,7 +9,8 @@ app and a local model server, then started again:
 - readiness reports the outage (``degraded``, still 200: see ``functions/ops``);
 - usage records wait in memory (``jan_usage_queue_records`` rises, within its bound) and
   every one is in the ledger once the database is back, through the same pools;
-- past ``JAN_USAGE_QUEUE_MAX`` the oldest records are dropped, counted and logged.
+- past ``JAN_USAGE_QUEUE_MAX`` the oldest records are dropped, counted and logged;
+- a route that needs the database itself answers 503 ``database_unavailable``.
 """
 
 from __future__ import annotations
@@ -234,6 +235,8 @@ async def test_usage_past_the_queue_bound_is_dropped_counted_and_logged(
     recorder.max_queue = recorder.batch_size = 20  # JAN_USAGE_QUEUE_MAX=20
     headers = tenant.project_headers
     assert (await client.post("/v1/chat/completions", json=BODY, headers=headers)).is_success
+    projects = "/v1/organization/projects"
+    assert (await client.get(projects, headers=tenant.admin_headers)).is_success
 
     async def first_written() -> bool:
         return recorder.pending == 0 and (await ledger_rows(gateway.cluster.dsn))[0] == 1
@@ -248,6 +251,10 @@ async def test_usage_past_the_queue_bound_is_dropped_counted_and_logged(
         assert r.status_code == 200, r.text
         served += 1
         assert recorder.pending <= 20
+    # A route that needs the database itself: 503 with Retry-After (its caller is cached).
+    r = await client.get(projects, headers=tenant.admin_headers)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+    assert r.headers["retry-after"] == "2"
     dropped = (REGISTRY.get_sample_value(DROPPED) or 0.0) - dropped_before
     assert dropped == served - recorder.pending
     (logged,) = {r for r in caplog.records if r.getMessage() == "usage records dropped: queue full"}
