@@ -183,7 +183,7 @@ class Identity(Component):
             stale = self.keys.stale(secret_hash, now)
             generation = self.generation
             try:
-                cached = await self._ask(
+                found = await self._ask(
                     lambda: load_key(self.runtime.db.writer, secret_hash=secret_hash),
                     fallback=stale is not None,
                 )
@@ -191,10 +191,11 @@ class Identity(Component):
                 if stale is None:
                     raise database_unavailable() from None
                 STALE_CREDENTIALS.inc()
-                cached = stale
+                found = stale
             else:
                 if generation == self.generation:
-                    self.keys.put(secret_hash, cached, now)
+                    self.keys.put(secret_hash, found, now)
+            cached = found
         if not isinstance(cached, keys.CachedKey):
             raise Unauthorized("Incorrect API key provided.")
         if cached.expires_at is not None and cached.expires_at <= now:

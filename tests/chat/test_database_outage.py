@@ -258,7 +258,7 @@ async def test_usage_past_the_queue_bound_is_dropped_counted_and_logged(
     dropped = (REGISTRY.get_sample_value(DROPPED) or 0.0) - dropped_before
     assert dropped == served - recorder.pending
     (logged,) = {r for r in caplog.records if r.getMessage() == "usage records dropped: queue full"}
-    assert logged.max_queue == 20 and logged.dropped > 0
+    assert logged.__dict__["max_queue"] == 20 and logged.__dict__["dropped"] > 0
     gateway.cluster.start()
 
     async def written() -> bool:
