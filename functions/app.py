@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from functions.common import errors, tracing
+from functions.common.db import UNREACHABLE
 from functions.common.middleware import RequestContext
 from functions.common.routing import bind, unbound
 from functions.common.runtime import Component, Runtime
@@ -161,7 +162,7 @@ class Services:
     def usage(self) -> UsageRecorder:
         from functions.services.ledger import UsageRecorder
 
-        recorder = UsageRecorder(self.runtime)
+        recorder = UsageRecorder(self.runtime, max_queue=self.runtime.settings.jan_usage_queue_max)
         self._own(recorder)
         return recorder
 
@@ -314,6 +315,16 @@ def _unstorable_text(request: Request, exc: Exception) -> Response:
     )
 
 
+def _database_unreachable(request: Request, exc: Exception) -> Response:
+    # A request that needed the database while it is down (a stopped or restarting
+    # server): a 503 the client may retry, not a 500. Credentials this instance verified
+    # recently do not get here (``Identity`` serves them from its cache meanwhile).
+    log.warning(
+        "database unreachable", extra={"path": request.url.path, "error": type(exc).__name__}
+    )
+    return errors.error_response(errors.database_unavailable())
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     # The cause is logged by RequestContext when Starlette re-raises; never sent.
     return errors.error_response(errors.internal_error())
@@ -341,6 +352,7 @@ def create_app(runtime: Runtime, areas: Sequence[str] | None = None) -> ASGIApp:
             HTTPException: _http_exception,
             asyncpg.UntranslatableCharacterError: _unstorable_text,
             asyncpg.CharacterNotInRepertoireError: _unstorable_text,
+            **{cls: _database_unreachable for cls in UNREACHABLE},
             Exception: _unexpected,
         },
     )

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,22 @@ class Cluster:
         )
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write(conf)
+
+
+@contextlib.contextmanager
+def standalone(conf: str = "fsync = off\n") -> Iterator[Cluster]:
+    """A started cluster of its own (a test may stop and start it), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="jan-pg-"))
+    shutil.chown(root, "postgres", "postgres") if os.geteuid() == 0 else None
+    cluster = Cluster(root / "data", free_port(), bindir())
+    try:
+        cluster.initdb(conf)
+        cluster.start()
+        yield cluster
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class ReplicaSet:

@@ -35,6 +35,18 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
 )
 
+# What escapes a request only when the database cannot be reached at all (refused or reset
+# connections, a server shutting down or starting): answered 503 with Retry-After rather
+# than 500 (``functions.app``). Narrower than CONNECTION_ERRORS: a timeout or an interface
+# error may be a fault of ours.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
 
 # A dedicated connection or one borrowed from a pool: both run queries and transactions.
 AnyConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy

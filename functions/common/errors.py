@@ -125,6 +125,15 @@ class ServiceUnavailable(APIError):
     code = "service_unavailable"
 
 
+def database_unavailable() -> ServiceUnavailable:
+    """The 503 of a request that needs the database while it cannot be reached."""
+    return ServiceUnavailable(
+        "The database is not reachable; retry shortly.",
+        code="database_unavailable",
+        headers={"Retry-After": "2"},
+    )
+
+
 class UpstreamTimeout(APIError):
     status = 504
     type = "upstream_error"

@@ -256,6 +256,19 @@ class Settings(BaseSettings):
     jan_guest_tokens_per_day: int = Field(
         100_000, ge=0, description="Tokens per day of each guest user (0: unlimited)."
     )
+    # Database outages (README, Operations: "When the database is down").
+    jan_auth_max_stale_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="While the database cannot be reached, a credential this instance "
+        "verified at most this many seconds ago is still accepted (0: never).",
+    )
+    jan_usage_queue_max: int = Field(
+        100_000,
+        gt=0,
+        description="Usage records an instance holds in memory while the database cannot "
+        "take them; past it the oldest are dropped, counted and logged.",
+    )
     # ----------------------------------------------------------------------------------
     oauth2_google_client_id: str | None = None
     oauth2_google_client_secret: SecretStr | None = None

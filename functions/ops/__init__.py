@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import platform
@@ -19,6 +20,9 @@ from functions.common.routing import Operation, bind
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.ops.docs import ApiDocs, openapi_json, swagger_assets, swagger_index
+
+# Under the probe's own timeout (Kubernetes' default is 1 s).
+READY_DB_TIMEOUT_SECONDS = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +44,29 @@ async def healthcheck(deps: OpsDeps, request: Request) -> Response:
 async def readyz(deps: OpsDeps, request: Request) -> Response:
     """
     summary: Readiness (database answers, migrations current, not shutting down)
+    description: >-
+      503 until the process has opened its database with current migrations, and while it
+      drains before shutting down (`draining`). Once open, a database that stops answering
+      is reported as `degraded` (still 200): the process goes on serving what needs no
+      database and callers whose credentials it verified recently, and taking every
+      instance out of rotation at once would stop that too.
     tags: [ops]
     responses:
-      200: {description: Ready to serve.}
+      200: {description: "Ready to serve (`ok`), or serving without its database (`degraded`)."}
       503: {description: Not ready; the body says why.}
     """
     runtime = deps.runtime
     ok, message = runtime.ready, runtime.ready_message
+    status = "ok" if ok else "unavailable"
     if runtime.shutdown.draining:
-        ok, message = False, "draining"
+        ok, status, message = False, "unavailable", "draining"
     elif ok and runtime.settings.uses_database:
         try:
-            await runtime.db.writer.fetchval("SELECT 1", timeout=2)
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):  # connecting included
+                await runtime.db.writer.fetchval("SELECT 1")
         except Exception as exc:
-            ok, message = False, f"database not answering: {type(exc).__name__}"
-    return JSON(
-        {"status": "ok" if ok else "unavailable", "message": message},
-        status_code=200 if ok else 503,
-    )
+            status, message = "degraded", f"database not answering: {type(exc).__name__}"
+    return JSON({"status": status, "message": message}, status_code=200 if ok else 503)
 
 
 async def version(deps: OpsDeps, request: Request) -> Response:

@@ -22,6 +22,14 @@ its project's model permissions (``project_model_permissions``, read in the same
 the model APIs check them in O(1) without a query. Changing a project's permissions calls
 ``revoke_all``: at once on that instance, everywhere at once with Redis, else within the
 cache's 5 s. Its project's data retention (zero data retention or not) travels the same way.
+
+**When the database cannot be reached** (refused, reset, or — when a cached answer exists
+to fall back on — slower than ``STALE_LOOKUP_TIMEOUT_SECONDS``), a credential verified here
+at most ``JAN_AUTH_MAX_STALE_SECONDS`` ago is accepted as it was then (counted in
+``jan_auth_stale_credentials_total``); any other gets a 503 with ``Retry-After``. After a
+failed lookup the database is not asked again for ``UNREACHABLE_RETRY_SECONDS``, so an
+outage costs a request no wait. Revocations that arrive meanwhile still evict, and expiry
+is checked against the cached expiry as always.
 """
 
 from __future__ import annotations
@@ -30,14 +38,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import TypeVar
 
+from prometheus_client import Counter
 from starlette.requests import Request
 
 from functions.common import tokens
-from functions.common.db import AnyConnection, Executor
-from functions.common.errors import Forbidden, NotFound, Unauthorized
+from functions.common.db import CONNECTION_ERRORS, AnyConnection, Executor
+from functions.common.errors import Forbidden, NotFound, Unauthorized, database_unavailable
 from functions.common.principal import OrgRole, Owner, Principal, ProjectRole, model_grants
 from functions.common.runtime import Component, Runtime
 from functions.services import keys
@@ -46,6 +56,22 @@ from functions.services.revocations import EVERYTHING, RevocationBus
 log = logging.getLogger(__name__)
 
 _UserCacheKey = tuple[str, str | None, str | None]
+T = TypeVar("T")
+
+# A lookup with a cached answer to fall back on waits at most this long for the database.
+STALE_LOOKUP_TIMEOUT_SECONDS = 1.0
+# After a lookup found the database unreachable, it is not asked again for this long.
+UNREACHABLE_RETRY_SECONDS = 1.0
+
+STALE_CREDENTIALS = Counter(
+    "jan_auth_stale_credentials_total",
+    "Requests accepted on a credential verified longer ago than the cache's 5 s, because "
+    "the database could not be reached.",
+)
+
+
+class _Unreachable(Exception):
+    """A credential lookup could not reach the database."""
 
 
 class Identity(Component):
@@ -57,7 +83,8 @@ class Identity(Component):
         self.runtime = runtime
         self.apikey_secret = settings.apikey_secret.get_secret_value().encode()
         self.jwt_secret = settings.jwt_secret.get_secret_value()
-        self.keys = keys.KeyCache()
+        self.max_stale = settings.jan_auth_max_stale_seconds
+        self.keys = keys.KeyCache(max_stale=self.max_stale)
         self.users: dict[_UserCacheKey, tuple[Principal, float]] = {}
         # Access token → (user ID, its expiry): an HS256 check costs ~25 µs, the lookup ~0.1.
         # The same bytes verify the same way until they expire, which is checked on each hit.
@@ -70,6 +97,10 @@ class Identity(Component):
         if settings.redis_url is not None:
             self.bus = RevocationBus(settings.redis_url.get_secret_value(), self._on_revocation)
         self._flusher: asyncio.Task[None] | None = None
+        # The database outage lookups last saw (monotonic seconds): since when, and until
+        # when it is not asked again; None / 0 while it answers.
+        self.unreachable_since: float | None = None
+        self._unreachable_until = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -149,10 +180,22 @@ class Identity(Component):
         now = time.time()
         cached = self.keys.get(secret_hash, now)
         if cached is keys.MISSING:
+            stale = self.keys.stale(secret_hash, now)
             generation = self.generation
-            cached = await load_key(self.runtime.db.writer, secret_hash=secret_hash)
-            if generation == self.generation:
-                self.keys.put(secret_hash, cached, now)
+            try:
+                found = await self._ask(
+                    lambda: load_key(self.runtime.db.writer, secret_hash=secret_hash),
+                    fallback=stale is not None,
+                )
+            except _Unreachable:
+                if stale is None:
+                    raise database_unavailable() from None
+                STALE_CREDENTIALS.inc()
+                found = stale
+            else:
+                if generation == self.generation:
+                    self.keys.put(secret_hash, found, now)
+            cached = found
         if not isinstance(cached, keys.CachedKey):
             raise Unauthorized("Incorrect API key provided.")
         if cached.expires_at is not None and cached.expires_at <= now:
@@ -177,18 +220,59 @@ class Identity(Component):
         hit = self.users.get(cache_key)
         if hit is not None and now - hit[1] <= keys.KEY_CACHE_TTL_SECONDS:
             return hit[0]
+        stale = hit[0] if hit is not None and now - hit[1] <= self.max_stale else None
         generation = self.generation
-        principal = await resolve_user(
-            self.runtime.db.writer,
-            user_id=user_id,
-            project_id=project_id,
-            organization_id=organization_id,
-        )
+        try:
+            principal = await self._ask(
+                lambda: resolve_user(
+                    self.runtime.db.writer,
+                    user_id=user_id,
+                    project_id=project_id,
+                    organization_id=organization_id,
+                ),
+                fallback=stale is not None,
+            )
+        except _Unreachable:
+            if stale is None:
+                raise database_unavailable() from None
+            STALE_CREDENTIALS.inc()
+            return stale
         if generation == self.generation:  # else revoked meanwhile: answer, do not cache
             if len(self.users) >= keys.KEY_CACHE_MAX_ENTRIES:
                 self.users.clear()
             self.users[cache_key] = (principal, now)
         return principal
+
+    async def _ask(self, lookup: Callable[[], Awaitable[T]], *, fallback: bool) -> T:
+        """Run a credential lookup, or raise ``_Unreachable``: at once while a recent
+        lookup found the database unreachable, else when this one does (with a cached
+        answer to fall back on, also when it takes over STALE_LOOKUP_TIMEOUT_SECONDS)."""
+        clock = time.monotonic()
+        if clock < self._unreachable_until:
+            raise _Unreachable
+        try:
+            if fallback:
+                async with asyncio.timeout(STALE_LOOKUP_TIMEOUT_SECONDS):
+                    found = await lookup()
+            else:
+                found = await lookup()
+        except CONNECTION_ERRORS as exc:
+            clock = time.monotonic()
+            self._unreachable_until = clock + UNREACHABLE_RETRY_SECONDS
+            if self.unreachable_since is None:
+                self.unreachable_since = clock
+                log.warning(
+                    "credential lookups cannot reach the database; serving cached credentials",
+                    extra={"error": type(exc).__name__},
+                )
+            raise _Unreachable from exc
+        if self.unreachable_since is not None:
+            log.info(
+                "credential lookups reach the database again",
+                extra={"outage_seconds": round(time.monotonic() - self.unreachable_since, 1)},
+            )
+            self.unreachable_since = None
+        return found
 
 
 def bearer_credential(request: Request) -> str | None:

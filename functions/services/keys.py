@@ -8,6 +8,12 @@ against the cached ``expires_at`` on every request, so it is exact. Deletion evi
 key at once on the instance that deleted it and, with ``REDIS_URL`` set, on every instance
 through a pub/sub broadcast; without Redis (or while Redis is unreachable) another instance
 may accept a deleted key for at most ``KEY_CACHE_TTL_SECONDS``.
+
+While the database cannot be reached, a key verified at most ``max_stale`` seconds ago
+(``JAN_AUTH_MAX_STALE_SECONDS``) is still accepted (``KeyCache.stale``): nothing can be
+deleted meanwhile, revocations that arrive still evict, and expiry stays exact. What that
+widens is the window of a deletion made on another instance without Redis in the
+``KEY_CACHE_TTL_SECONDS`` before the outage: up to ``max_stale`` instead.
 """
 
 from __future__ import annotations
@@ -71,17 +77,20 @@ MISSING: Final = object()
 
 class KeyCache:
     """hash → (CachedKey | None, cached_at). None caches an unknown key briefly, so a
-    flood of bad keys does not become a flood of queries."""
+    flood of bad keys does not become a flood of queries. A verified key past ``ttl`` is
+    kept until ``max_stale``, for ``stale`` (the database is down)."""
 
     def __init__(
         self,
         ttl: float = KEY_CACHE_TTL_SECONDS,
         negative_ttl: float = NEGATIVE_CACHE_TTL_SECONDS,
         max_entries: int = KEY_CACHE_MAX_ENTRIES,
+        max_stale: float = 0.0,
     ) -> None:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
+        self.max_stale = max_stale
         self._entries: dict[bytes, tuple[CachedKey | None, float]] = {}
 
     def get(self, secret_hash: bytes, now: float) -> object:
@@ -90,10 +99,24 @@ class KeyCache:
         if entry is None:
             return MISSING
         value, cached_at = entry
-        if now - cached_at > (self.ttl if value is not None else self.negative_ttl):
-            del self._entries[secret_hash]
+        age = now - cached_at
+        if value is None:
+            if age > self.negative_ttl:
+                del self._entries[secret_hash]
+                return MISSING
+            return None
+        if age > self.ttl:
+            if age > self.max_stale:
+                del self._entries[secret_hash]
             return MISSING
         return value
+
+    def stale(self, secret_hash: bytes, now: float) -> CachedKey | None:
+        """A key verified at most ``max_stale`` seconds ago (for when it cannot be asked)."""
+        entry = self._entries.get(secret_hash)
+        if entry is None or entry[0] is None or now - entry[1] > self.max_stale:
+            return None
+        return entry[0]
 
     def put(self, secret_hash: bytes, value: CachedKey | None, now: float) -> None:
         if len(self._entries) >= self.max_entries:

@@ -5,8 +5,12 @@ the batch into ``usage_completions`` with one ``COPY`` when the batch is full or
 queue has been quiet for ``idle_seconds``, and adds it to the hourly and daily rollups in
 the same transaction. On stop, the runtime's drain hook writes what is left on a
 connection of its own, so a function scaled to zero loses nothing it had accepted. If the
-database is down the batch is kept (up to ``max_queue`` records, then the oldest are
-dropped and counted) and retried.
+database is down the batch is kept and retried every ``idle_seconds`` or so, and what
+arrives meanwhile waits with it, up to ``max_queue`` records (``JAN_USAGE_QUEUE_MAX``,
+about 0.5 KB each); past it the oldest are dropped, counted in
+``jan_usage_records_dropped_total`` and logged (at most once per ``DROP_LOG_SECONDS``).
+``jan_usage_queue_records`` is how many wait now. Once the database answers again the
+whole queue is written, in batches of four times ``batch_size``.
 
 A record the table refuses (a value out of a column's range, a byte PostgreSQL's text
 cannot hold) must not hold up everyone else's: a batch refused for its data is split in
@@ -23,14 +27,17 @@ import asyncio
 import contextlib
 import logging
 import operator
+import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from functions.common.db import AnyConnection
 from functions.common.runtime import Component, Runtime
@@ -44,6 +51,7 @@ USAGE_REJECTED = Counter(
     "jan_usage_records_rejected_total",
     "Usage records set aside because the database refused their values.",
 )
+DROP_LOG_SECONDS = 10.0  # drops are logged at most this often (with their count)
 TABLE = "usage_completions"
 INT_MAX = 2**31 - 1  # the counts' columns are PostgreSQL integers
 REJECTED_KEPT = 100
@@ -193,10 +201,13 @@ class UsageRecorder(Component):
         max_queue: int = 100_000,
     ) -> None:
         self._runtime = runtime
-        self.batch_size = batch_size
+        self.batch_size = min(batch_size, max_queue)  # so the bound is checked (record)
         self.idle_seconds = idle_seconds
         self.max_queue = max_queue
         self._queue: list[UsageRecord] = []
+        self._dropped_unlogged = 0  # dropped since the last log line
+        self._drop_logged_at = -DROP_LOG_SECONDS
+        self._failing_since: float | None = None  # monotonic: flushes fail since then
         self.rejected: deque[UsageRecord] = deque(maxlen=REJECTED_KEPT)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -208,10 +219,25 @@ class UsageRecorder(Component):
         queue.append(rec)
         if len(queue) >= self.batch_size:
             if len(queue) > self.max_queue:
-                overflow = len(queue) - self.max_queue
-                del queue[:overflow]
-                USAGE_DROPPED.inc(overflow)
+                self._bound()
             self._wake.set()
+
+    def _bound(self) -> None:
+        """Drop the oldest records past ``max_queue``: counted, and logged now and then."""
+        overflow = len(self._queue) - self.max_queue
+        if overflow <= 0:
+            return
+        del self._queue[:overflow]
+        USAGE_DROPPED.inc(overflow)
+        self._dropped_unlogged += overflow
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_SECONDS:
+            log.error(
+                "usage records dropped: queue full",
+                extra={"dropped": self._dropped_unlogged, "max_queue": self.max_queue},
+            )
+            self._dropped_unlogged = 0
+            self._drop_logged_at = now
 
     @property
     def pending(self) -> int:
@@ -220,6 +246,7 @@ class UsageRecorder(Component):
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Flush in the background: every ``batch_size`` records, and when idle."""
+        _gauges.recorders.add(self)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -231,12 +258,27 @@ class UsageRecorder(Component):
                 continue
             try:
                 async with self._runtime.db.writer.acquire() as conn:
-                    await self.flush(conn)
+                    written = await self.flush(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("usage flush failed; will retry", extra={"error": type(exc).__name__})
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                log.warning(
+                    "usage flush failed; will retry",
+                    extra={"error": type(exc).__name__, "queued": len(self._queue)},
+                )
                 await asyncio.sleep(self.idle_seconds)
+                continue
+            if self._failing_since is not None:
+                log.info(
+                    "usage flushed after failures",
+                    extra={
+                        "records": written,
+                        "failing_seconds": round(time.monotonic() - self._failing_since, 1),
+                    },
+                )
+                self._failing_since = None
 
     async def flush(self, conn: AnyConnection) -> int:
         """Write everything queued now, setting aside the records the table refuses; on
@@ -268,6 +310,7 @@ class UsageRecorder(Component):
                 if not isinstance(exc, Exception) or not _refused_for_data(exc):
                     parts.append(part)
                     self._queue[:0] = [r for p in reversed(parts) for r in p]
+                    self._bound()  # what came back counts against the bound too
                     raise
                 if len(part) == 1:
                     self._reject(part[0], exc)
@@ -303,10 +346,47 @@ class UsageRecorder(Component):
             log.info("usage drained", extra={"records": written})
 
     async def stop(self) -> None:
+        _gauges.recorders.discard(self)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+class _QueueGauges:
+    """The queue of every started ``UsageRecorder`` (one per process outside tests), read
+    at scrape time: nothing on the request path."""
+
+    def __init__(self) -> None:
+        self.recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        queued, most = self._families()
+        recorders = list(self.recorders)
+        queued.add_metric([], sum(r.pending for r in recorders))
+        most.add_metric([], sum(r.max_queue for r in recorders))
+        return [queued, most]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "jan_usage_queue_records",
+                "Usage records waiting in memory to be written to the ledger.",
+            ),
+            GaugeMetricFamily(
+                "jan_usage_queue_max_records",
+                "Most usage records held in memory (JAN_USAGE_QUEUE_MAX); older ones are "
+                "dropped past it.",
+            ),
+        )
+
+
+_gauges = _QueueGauges()
+REGISTRY.register(_gauges)
 
 
 async def stream(

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from functions.app import create_app
 from functions.common import tokens
 from functions.common.errors import APIError
+from functions.common.principal import Principal
 from functions.common.runtime import Runtime
 from functions.common.settings import Settings
 from functions.services import keys
@@ -142,6 +143,25 @@ def test_cache_is_bounded() -> None:
     for n in range(5):
         cache.put(bytes([n]), None, 0.0)
     assert len(cache) == 3 and cache.get(bytes([0]), 0.0) is keys.MISSING
+
+
+def test_a_verified_key_is_kept_for_outages_until_its_max_staleness() -> None:
+    cache = keys.KeyCache(ttl=5, negative_ttl=1, max_stale=600)
+    principal = Principal(kind="project_key", organization_id="org_a", project_id="proj_a")
+    good = keys.CachedKey(id="key_a", principal=principal, expires_at=None, project_archived=False)
+    cache.put(b"good", good, 0.0)
+    cache.put(b"bad", None, 0.0)
+    assert cache.get(b"good", 5.0) is good
+    # Past the TTL it is asked again, but what was verified stays for an outage …
+    assert cache.get(b"good", 6.0) is keys.MISSING and cache.stale(b"good", 6.0) is good
+    assert cache.stale(b"good", 600.0) is good and cache.stale(b"good", 601.0) is None
+    # … and is gone past the max staleness; an unknown key never serves as a stale answer.
+    assert cache.get(b"good", 601.0) is keys.MISSING and len(cache) == 1
+    assert cache.get(b"bad", 2.0) is keys.MISSING and cache.stale(b"bad", 0.5) is None
+    assert len(cache) == 0
+    cache.put(b"good", good, 0.0)
+    cache.evict([b"good"])  # a revocation
+    assert cache.stale(b"good", 6.0) is None
 
 
 async def test_verified_access_tokens_still_expire_exactly(opened: Runtime) -> None:
