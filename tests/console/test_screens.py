@@ -12,7 +12,7 @@ import httpx
 from playwright.async_api import Page, expect
 
 from tests.console.conftest import Console, screen
-from tests.console.steps import create_project
+from tests.console.steps import create_key, create_project
 from tests.responses.upstream import MODEL
 
 
@@ -81,6 +81,12 @@ async def test_service_accounts_and_project_members(console: Console) -> None:
     await page.get_by_role("button", name="Done").click()
     assert key not in await page.content()
     row = page.get_by_role("row").filter(has_text="robot")
+    await row.get_by_role("button", name="Limits of robot").click()
+    await row.get_by_role("textbox", name="Requests per minute").fill("10")
+    await row.get_by_role("button", name="Save limits").click()
+    await expect(row).to_contain_text("10 RPM")
+    accounts = await api_get(console, f"{base}/service_accounts")
+    assert accounts["data"][0]["rate_limits"]["max_requests_per_1_minute"] == 10
     await row.get_by_role("button", name="Delete").click()
     await row.get_by_role("button", name="Yes, delete").click()
     await expect(page.get_by_role("cell", name="robot", exact=True)).to_have_count(0)
@@ -123,6 +129,23 @@ async def test_model_permissions_and_project_budgets(console: Console) -> None:
     await page.get_by_role("button", name="Yes, reset").click()
     await expect(page.get_by_text("Every model its providers serve.")).to_be_visible()
     assert (await api_get(console, f"{base}/model_permissions"))["model_ids"] == []
+
+    # A key's own limits and token budget.
+    await tab(page, "API keys")
+    await create_key(page, "limited key")
+    await page.get_by_role("button", name="Done").click()
+    row = page.get_by_role("row").filter(has_text="limited key")
+    await row.get_by_role("button", name="Limits of limited key").click()
+    await row.get_by_role("textbox", name="Tokens per day", exact=True).fill("20000")
+    await row.get_by_role("button", name="Save limits").click()
+    await expect(row).to_contain_text("20,000 TPD")
+    await row.get_by_role("button", name="Limits of limited key").click()
+    await row.get_by_role("textbox", name="Tokens per month (UTC)").fill("300000")
+    await row.get_by_role("button", name="Save budgets").click()
+    await expect(row).to_contain_text("300,000/month")
+    keys = (await api_get(console, f"{base}/api_keys"))["data"]
+    assert keys[0]["rate_limits"]["max_tokens_per_1_day"] == 20000
+    assert keys[0]["token_budgets"]["tokens_per_month"] == 300000
 
     await tab(page, "Budgets")
     # Checked before sending: an amount in dollars.
