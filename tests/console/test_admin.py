@@ -160,6 +160,13 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(
     await expect(page.get_by_test_id("cost-total")).to_have_text("$0.0160")
     await expect(cost.locator("svg rect")).to_have_count(1)
     await screen(page, "overview-usage")
+    # The same usage by model, then by key.
+    await page.get_by_role("combobox", name="Group by").select_option("model")
+    await expect(tokens.locator(".legend")).to_have_text(MODEL)
+    await expect(tokens.locator("figcaption")).to_have_text("Tokens by model")
+    await page.get_by_role("combobox", name="Group by").select_option("api_key_id")
+    await expect(tokens.locator(".legend")).to_have_text(re.compile(r"^key_"))
+    await expect(page.get_by_test_id("usage-requests")).to_have_text("1")
 
     # The other screens render (and pass the accessibility check).
     screens = {"Members": "Members", "Admin keys": "Admin keys", "Providers": "Model providers"}

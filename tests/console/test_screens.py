@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 from playwright.async_api import Page, expect
 
+from functions.common.runtime import Runtime
 from tests.console.conftest import Console, screen
 from tests.console.steps import create_key, create_project
+from tests.factories import create_member
 from tests.responses.upstream import MODEL
 
 
@@ -261,3 +263,35 @@ async def test_tool_settings_and_quota(console: Console) -> None:
     assert settings["enabled_tools"] == ["fetch"]
     assert settings["daily_call_quota"] == 50
     await screen(page, "tools-set")
+
+
+async def test_members_change_role_limits_and_leave(console: Console, runtime: Runtime) -> None:
+    user_id, _ = await create_member(runtime, console.tenant, org_role="reader")
+    user = await api_get(console, f"/v1/organization/users/{user_id}")
+    email = user["email"]
+    page = await admin_page(console)
+    await page.get_by_role("link", name="Members", exact=True).click()
+    role = page.get_by_role("combobox", name=f"Role of {email}")
+    await expect(role).to_have_value("reader")
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(f"/users/{user_id}")
+    ) as changed:
+        await role.select_option("owner")
+    assert (await changed.value).ok
+    row = page.get_by_role("row").filter(has_text=email)
+    assert (await api_get(console, f"/v1/organization/users/{user_id}"))["role"] == "owner"
+    await expect(role).to_have_value("owner")
+
+    await row.get_by_role("button", name="Limits", exact=True).click()
+    await row.get_by_role("textbox", name="Requests per minute").fill("5")
+    await row.get_by_role("button", name="Save limits").click()
+    await expect(row).to_contain_text("5 RPM")
+    user = await api_get(console, f"/v1/organization/users/{user_id}")
+    assert user["rate_limits"]["max_requests_per_1_minute"] == 5
+    await screen(page, "members-roles")
+
+    await row.get_by_role("button", name="Remove").click()
+    await row.get_by_role("button", name="Yes, remove").click()
+    await expect(page.get_by_role("cell", name=email, exact=True)).to_have_count(0)
+    users = (await api_get(console, "/v1/organization/users"))["data"]
+    assert [u["email"] for u in users] == [console.tenant.owner_email]
