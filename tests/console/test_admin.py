@@ -12,6 +12,7 @@ import httpx
 from playwright.async_api import Page, Response, expect
 
 from tests.console.conftest import Console, screen
+from tests.console.steps import set_rate_limit
 from tests.responses.upstream import MODEL, ScriptedUpstream
 
 FIRST_LOAD_BUDGET = 250 * 1024  # bytes on the wire, compressed as served
@@ -88,11 +89,7 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(
     await expect(page.get_by_role("cell", name="console key", exact=True)).to_be_visible()
 
     # A rate limit on the project's model.
-    await page.get_by_role("link", name="Rate limits").click()
-    await page.get_by_role("button", name=f"Edit {MODEL}").click()
-    await page.get_by_role("textbox", name="Requests per minute").fill("60")
-    await page.get_by_role("button", name="Save limits").click()
-    await expect(page.get_by_role("cell", name="60 RPM", exact=True)).to_be_visible()
+    await set_rate_limit(page, MODEL, 60)
     project_id = page.url.split("/projects/")[1].split("/")[0]
     async with httpx.AsyncClient(base_url=console.base) as http:
         limits = await http.get(
@@ -163,6 +160,13 @@ async def test_admin_creates_a_project_key_and_limit_then_chats(
     await expect(page.get_by_test_id("cost-total")).to_have_text("$0.0160")
     await expect(cost.locator("svg rect")).to_have_count(1)
     await screen(page, "overview-usage")
+    # The same usage by model, then by key.
+    await page.get_by_role("combobox", name="Group by").select_option("model")
+    await expect(tokens.locator(".legend")).to_have_text(MODEL)
+    await expect(tokens.locator("figcaption")).to_have_text("Tokens by model")
+    await page.get_by_role("combobox", name="Group by").select_option("api_key_id")
+    await expect(tokens.locator(".legend")).to_have_text(re.compile(r"^key_"))
+    await expect(page.get_by_test_id("usage-requests")).to_have_text("1")
 
     # The other screens render (and pass the accessibility check).
     screens = {"Members": "Members", "Admin keys": "Admin keys", "Providers": "Model providers"}

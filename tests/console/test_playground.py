@@ -1,7 +1,7 @@
 """The playground in the browser, signed in with a project key: model output that tries to
 run script runs nothing; Stop cancels the request up to the model; the Responses mode
 shows each server-side tool call; conversations are listed and reopened; a guest can
-sign in and chat."""
+sign in and chat; the system prompt, temperature and max tokens reach the model."""
 
 from __future__ import annotations
 
@@ -121,3 +121,24 @@ async def test_guest_signs_in_and_chats(console: Console) -> None:
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("button", name="Continue as a guest")).to_be_visible()
     assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_system_prompt_temperature_and_max_tokens_reach_the_model(
+    console: Console, upstream: ScriptedUpstream
+) -> None:
+    page = await console.open("#/playground")
+    await console.sign_in(page, console.tenant.project_key)
+    # Checked before sending: nothing goes out.
+    await page.get_by_role("textbox", name="Temperature").fill("3")
+    await send(page, "Too hot")
+    await expect(page.get_by_text("Temperature must be a number from 0 to 2.")).to_be_visible()
+    assert not upstream.requests
+    await page.get_by_role("textbox", name="Temperature").fill("0.3")
+    await page.get_by_role("textbox", name="Max tokens").fill("50")
+    await page.get_by_role("textbox", name="System prompt").fill("Answer briefly.")
+    await send(page, "Hello")
+    await expect(page.locator(".msg.assistant").last).to_contain_text("echo: Hello")
+    sent = upstream.requests[-1]
+    assert sent["messages"][0] == {"role": "system", "content": "Answer briefly."}
+    assert sent["temperature"] == 0.3
+    assert 50 in (sent.get("max_tokens"), sent.get("max_completion_tokens"))

@@ -42,6 +42,7 @@ export function AuditLog() {
   const apply = async (v) => {
     setFilters({
       'event_types[]': parseList(v.event_types),
+      'actor_ids[]': parseList(v.actor_ids),
       'actor_emails[]': parseList(v.actor_emails),
       'project_ids[]': parseList(v.project_ids),
       'resource_ids[]': parseList(v.resource_ids),
@@ -54,6 +55,7 @@ export function AuditLog() {
     <h2>Audit log</h2>
     <${Form} inline label="Filter" submit=${apply} fields=${[
       { name: 'event_types', label: 'Event types', hint: 'Such as api_key.created, separated by commas.' },
+      { name: 'actor_ids', label: 'Actor IDs', hint: 'A user, key or service account.' },
       { name: 'actor_emails', label: 'Actor e-mails' },
       { name: 'project_ids', label: 'Project IDs' },
       { name: 'resource_ids', label: 'Resource IDs' },

@@ -163,7 +163,7 @@ const KINDS = ['vllm', 'kserve', 'llamacpp', 'ollama', 'sglang', 'openai'];
 export function Providers({ base = '/v1/organization/models/providers', title = 'Model providers', scope = '/v1/organization' }) {
   const [version, setVersion] = useState(0);
   const bump = () => setVersion((v) => v + 1);
-  const health = (p) => p.endpoints.map((e) => html`<div><code>${e.base_url}</code> — ${e.models.length ? html`<span class="ok">${e.models.length} models</span>` : html`<span class="warn">nothing discovered</span>`}</div>`);
+  const health = (p) => p.endpoints.map((e) => html`<div><code>${e.base_url}</code> — ${e.models.length ? html`<span class="ok">${e.models.length} model${e.models.length === 1 ? '' : 's'}</span>` : html`<span class="warn">nothing discovered</span>`}</div>`);
   const columns = [
     { label: 'Name', render: (p) => html`<strong>${p.name}</strong> <span class="muted">${p.kind}${p.active ? '' : ', inactive'}</span>` },
     { label: 'Endpoints', render: health },

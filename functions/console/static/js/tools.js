@@ -12,8 +12,7 @@ export function ToolSettings() {
     <h2>Tools</h2>
     <p class="muted">Web search and page fetching, for the Responses API and MCP clients of this project.</p>
     <${ErrorNote} error=${error} />
-    ${data && html`<p>Project <code>${data.project_id}</code>: ${count(data.calls_today)} calls today of
-        ${data.effective_daily_call_quota ? count(data.effective_daily_call_quota) : 'unlimited'}.
+    ${data && html`<p>Project <code>${data.project_id}</code>: ${count(data.calls_today)} calls today of ${data.effective_daily_call_quota ? count(data.effective_daily_call_quota) : 'unlimited'}.
         Tools: ${data.tools.map((t) => html`<code class="tag">${t}</code> `)}</p>
       <${Form} inline label="Save tool settings" fields=${[
         { name: 'web_search', label: 'Web search', type: 'checkbox', value: data.enabled_tools.includes('web_search') },
