@@ -110,8 +110,9 @@ async def create_response(deps: ResponsesDeps, request: Request) -> Response:
                 description: >
                   `auto`: drop items from the beginning of the history until the prompt,
                   with room for `max_output_tokens`, fits the context window the model
-                  server reports (vLLM's `/tokenize` answers `max_model_len`); where it
-                  reports none, nothing is dropped.
+                  server reports (vLLM's `/tokenize` answers `max_model_len`; else the
+                  provider's declared window or its `/models`'); where none is known,
+                  nothing is dropped.
               include:
                 type: array
                 description: >

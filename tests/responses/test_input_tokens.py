@@ -138,6 +138,27 @@ async def test_truncation_auto_drops_the_oldest_items_to_fit_the_context_window(
     assert len(upstream.requests[-1]["messages"]) == len(history) + 1
 
 
+async def test_a_tokenizer_without_the_window_truncates_to_the_one_models_states(
+    client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
+) -> None:
+    """llama.cpp's `/tokenize` answers tokens only: the window is then the one context-window
+    fallbacks use, the provider's declared or its `/models` (vLLM's `max_model_len`)."""
+    upstream.tokenizer_states_window = False
+    upstream.context_window = 3 * 27 + 20
+    history = [
+        {"role": "user", "content": f"message number {n} " + "word " * 20} for n in range(10)
+    ]
+    body = {"input": history, "max_output_tokens": 16}
+    resp = await create(client, tenant.user, truncation="auto", **body)
+    assert resp["status"] == "completed"
+    sent = upstream.requests[-1]["messages"]
+    assert 1 <= len(sent) < len(history)
+    assert prompt_tokens({"messages": sent}) + 16 <= upstream.context_window
+    counted = await count(client, tenant.user, model=MODEL, input=history)
+    assert counted["input_tokens"] == prompt_tokens({"messages": [*history]})
+    assert "jan_estimated" not in counted
+
+
 async def test_truncation_keeps_tool_results_with_their_calls(
     client: httpx.AsyncClient, tenant: Tenant, upstream: ScriptedUpstream
 ) -> None:

@@ -62,6 +62,7 @@ class ScriptedUpstream:
         self.streams_closed = 0
         self.tokenized: list[dict[str, Any]] = []
         self.tokenizer = True
+        self.tokenizer_states_window = True  # False: llama.cpp's server (``tokens`` only)
         self.context_window = CONTEXT_WINDOW
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -83,6 +84,7 @@ class ScriptedUpstream:
         self.streams_closed = 0
         self.tokenized.clear()
         self.tokenizer = True
+        self.tokenizer_states_window = True
         self.context_window = CONTEXT_WINDOW
 
     async def _tokenize(self, request: Request) -> Response:
@@ -91,13 +93,25 @@ class ScriptedUpstream:
         body = orjson.loads(await request.body())
         self.tokenized.append(body)
         count = prompt_tokens(body)
+        if not self.tokenizer_states_window:
+            return JSONResponse({"tokens": list(range(count))})
         return JSONResponse(
             {"count": count, "max_model_len": self.context_window, "tokens": list(range(count))}
         )
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse(
-            {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "test"}]}
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": MODEL,
+                        "object": "model",
+                        "owned_by": "test",
+                        "max_model_len": self.context_window,  # as vLLM states it
+                    }
+                ],
+            }
         )
 
     async def _chat(self, request: Request) -> Response:

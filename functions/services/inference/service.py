@@ -8,6 +8,7 @@ stops with the runtime.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -191,6 +192,7 @@ class Inference(Component):
         ``body`` (``model``, ``messages``, ``tools``) goes to the model server's
         ``/tokenize`` in vLLM's shape, with failover. None when no endpoint answers with
         a count (a server without a tokenizer, a hosted API): the caller estimates. The
+        count's ``context_window`` is the tokenizer's, else ``context_window(route)``. The
         model must be one the principal may use (404 otherwise); a count is no model call,
         so it takes nothing from rate limits and leaves no line in the usage ledger."""
         route = await self.route_for(principal, body.get("model"))
@@ -201,7 +203,12 @@ class Inference(Component):
         except errors.APIError as exc:
             log.info("no tokenizer", extra={"model": route.model, "status": exc.status})
             return None
-        return TokenCount.of(reply.body)
+        count = TokenCount.of(reply.body)
+        if count is None or count.context_window is not None:
+            return count
+        # A tokenizer that does not state the window (llama.cpp's server): the window the
+        # provider declares or its /models states, as context-window fallbacks use it.
+        return dataclasses.replace(count, context_window=await self.context_window(route))
 
     @overload
     async def call(
