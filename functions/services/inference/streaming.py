@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from functions.common import errors
-from functions.common.shutdown import Shutdown, cut_stream_end
+from functions.common.shutdown import Shutdown
 from functions.services.inference import failures
 from functions.services.inference.bodies import OpenBody
 from functions.services.inference.requests import usage_of
@@ -227,16 +227,8 @@ class SSERelay(Response):
                     outcome.ended()
                 except StreamBroken as broken:
                     outcome.broke(broken.failure)
-                except asyncio.CancelledError:
-                    if self.shutdown is None or not self.shutdown.was_cut():
-                        raise  # the client left (499), or not ours to end
-                    task = asyncio.current_task()
-                    assert task is not None
-                    task.uncancel()
-                    outcome.cut()
-                    end = cut_stream_end()
-                    await send({"type": "http.response.body", "body": end, "more_body": False})
-                    return
+                # A shutdown's cut: the outcome records 503 as it leaves (``__exit__``), and
+                # the request's middleware ends the stream (an error event and [DONE]).
             if outcome.failure is not None:  # ours to tell (an upstream's error event went)
                 last = error_event(outcome.failure.error.body())
             elif self.complete is not None and outcome.status == 200:
