@@ -27,15 +27,19 @@ from tests.tools.http_server import serve_app
 KEEPALIVE = 0.2
 
 
-@pytest.fixture
-def settings(database_dsn: str, builtin: FakeUpstream) -> Settings:
+def waking_settings(database_dsn: str, builtin: FakeUpstream, wake_seconds: float) -> Settings:
     return make_settings(
         database_dsn,
         jan_inference_model_url=builtin.base_url,
         jan_provider_allowed_hosts=("127.0.0.1",),
         jan_stream_keepalive_seconds=KEEPALIVE,
-        jan_upstream_warmup_seconds=20,
+        jan_upstream_warmup_seconds=wake_seconds,
     )
+
+
+@pytest.fixture
+def settings(database_dsn: str, builtin: FakeUpstream) -> Settings:
+    return waking_settings(database_dsn, builtin, 20)
 
 
 def chat(**extra: object) -> dict[str, object]:
@@ -142,14 +146,7 @@ async def test_calls_succeed_while_the_revision_starts_refusing_connections(
 async def test_a_held_stream_past_the_wake_time_ends_with_an_error_event(
     database_dsn: str, builtin: FakeUpstream
 ) -> None:
-    settings = make_settings(
-        database_dsn,
-        jan_inference_model_url=builtin.base_url,
-        jan_provider_allowed_hosts=("127.0.0.1",),
-        jan_stream_keepalive_seconds=KEEPALIVE,
-        jan_upstream_warmup_seconds=0.8,
-    )
-    runtime = Runtime(settings)
+    runtime = Runtime(waking_settings(database_dsn, builtin, 0.8))
     try:
         async with serve_app(runtime) as base:
             tenant = await create_tenant(runtime)
@@ -237,14 +234,7 @@ async def test_a_held_response_stream_sends_comments_then_its_events(
 async def test_a_held_response_stream_past_the_wake_time_ends_with_an_error_event(
     database_dsn: str, builtin: FakeUpstream
 ) -> None:
-    settings = make_settings(
-        database_dsn,
-        jan_inference_model_url=builtin.base_url,
-        jan_provider_allowed_hosts=("127.0.0.1",),
-        jan_stream_keepalive_seconds=KEEPALIVE,
-        jan_upstream_warmup_seconds=0.8,
-    )
-    runtime = Runtime(settings)
+    runtime = Runtime(waking_settings(database_dsn, builtin, 0.8))
     try:
         async with serve_app(runtime) as base:
             tenant = await create_tenant(runtime)
